@@ -1,0 +1,58 @@
+//! The backend trait: one allocator under test.
+//!
+//! The engine is generic over `B: Backend` (monomorphised per backend) so that no virtual
+//! call sits between the replay loop and the allocator. Addresses are `usize`: host
+//! pointers for CPU backends, device addresses for GPU backends; 0 is "no block".
+
+use std::fmt;
+
+/// Where an allocation's bytes live, which decides whether the engine may touch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSpace {
+    Host,
+    /// Device (or simulated) addresses: never dereferenced by the engine.
+    Device,
+}
+
+/// Why a backend cannot run here (reported as `skipped`, with this reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An allocator under test. One instance serves one run; all workers share it.
+pub trait Backend: Send + Sync {
+    /// A block of `size` bytes aligned to `align` (0 = the backend's default), on `stream`
+    /// (a dense stream index; 0 for CPU traces). Returns 0 when the allocation fails.
+    fn alloc(&self, size: usize, align: usize, stream: u16) -> usize;
+
+    /// Free a block returned by `alloc`/`realloc` of this backend. `size` is its requested size.
+    fn free(&self, addr: usize, size: usize, stream: u16);
+
+    /// Resize a block (`addr` may be 0: from nothing). Returns 0 on failure, in which case
+    /// the old block is still live (C `realloc` semantics).
+    fn realloc(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize;
+
+    fn address_space(&self) -> AddressSpace {
+        AddressSpace::Host
+    }
+
+    /// Bytes this backend holds from its upstream now, if it can tell.
+    fn reserved_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Called by every worker once its ops are done (GPU backends synchronise streams).
+    fn finish(&self) {}
+}

@@ -1,0 +1,8 @@
+//! `replay gate` (being written).
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<i32> {
+    anyhow::bail!("`replay gate` is not available yet")
+}

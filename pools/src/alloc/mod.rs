@@ -1,0 +1,238 @@
+//! Allocator strategies: the plugin point of `CpuPool`.
+//!
+//! A [`Strategy`] is a single-threaded core (`&mut self`, like talc's and rlsf's cores);
+//! `CpuPool` wraps it in the sync mode the config asks for. Strategies get their memory
+//! in chunks from an [`Upstream`], which applies the growth policy and the size limit and
+//! keeps the reserved-bytes statistics; where chunks come from is a [`ChunkSource`]
+//! (mmap for CPU pools, see `crate::os`).
+//!
+//! The lock-free allocator is not a `Strategy`: it is shared (`&self`) by design and lives
+//! in [`lockfree`].
+
+use crate::error::PoolError;
+use crate::stats::StatsCounters;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+pub mod fixed;
+pub mod lockfree;
+pub mod size_class;
+pub mod size_classed;
+pub mod variable;
+
+/// A contiguous piece of upstream memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub ptr: NonNull<u8>,
+    pub len: usize,
+}
+
+// SAFETY: a `Chunk` is an address range; ownership of the bytes is managed by whoever
+// holds it, not by thread identity.
+unsafe impl Send for Chunk {}
+
+impl Chunk {
+    pub fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.addr() && addr < self.addr() + self.len
+    }
+}
+
+/// Where chunks come from: the OS (`os::OsChunks`) or, in tests, anything else.
+pub trait ChunkSource: Send {
+    /// A chunk of at least `min_bytes` bytes aligned to at least `align` (a power of two;
+    /// sources may round both up, to pages for example). `None` when the source is exhausted.
+    fn alloc_chunk(&mut self, min_bytes: usize, align: usize) -> Option<Chunk>;
+
+    /// Give a chunk back.
+    ///
+    /// # Safety
+    /// `chunk` was returned by `alloc_chunk` of this source, unchanged, and no byte of it
+    /// is used any more.
+    unsafe fn free_chunk(&mut self, chunk: Chunk);
+}
+
+/// Chunk growth policy and limit in front of a `ChunkSource`.
+///
+/// Chunk `k` (0-based, after the initial one) is at least
+/// `chunk_size_bytes * growth_factor^k`, never more than the bytes left under
+/// `max_size_bytes`, and always at least the request that caused it.
+pub struct Upstream {
+    source: Box<dyn ChunkSource>,
+    pool_name: Arc<str>,
+    chunk_size_bytes: usize,
+    growth_factor: f64,
+    max_size_bytes: Option<usize>,
+    /// Invariant: equals the sum of `len` over the chunks handed out and not yet returned.
+    reserved_bytes: usize,
+    chunks_grown: u32,
+    stats: Arc<StatsCounters>,
+}
+
+impl Upstream {
+    pub fn new(
+        source: Box<dyn ChunkSource>,
+        pool_name: Arc<str>,
+        chunk_size_bytes: usize,
+        growth_factor: f64,
+        max_size_bytes: Option<usize>,
+        stats: Arc<StatsCounters>,
+    ) -> Self {
+        Upstream {
+            source,
+            pool_name,
+            chunk_size_bytes,
+            growth_factor,
+            max_size_bytes,
+            reserved_bytes: 0,
+            chunks_grown: 0,
+            stats,
+        }
+    }
+
+    pub fn pool_name(&self) -> &str {
+        &self.pool_name
+    }
+
+    pub fn reserved_bytes(&self) -> usize {
+        self.reserved_bytes
+    }
+
+    pub fn stats(&self) -> &Arc<StatsCounters> {
+        &self.stats
+    }
+
+    /// Bytes still available under the limit (`usize::MAX` when unlimited).
+    pub fn available_bytes(&self) -> usize {
+        self.max_size_bytes
+            .map_or(usize::MAX, |max| max.saturating_sub(self.reserved_bytes))
+    }
+
+    /// The next growth chunk's size for a request needing `min_bytes` of chunk space.
+    pub fn next_chunk_bytes(&self, min_bytes: usize) -> usize {
+        let grown =
+            self.chunk_size_bytes as f64 * self.growth_factor.powi(self.chunks_grown as i32);
+        let want = (grown.min(usize::MAX as f64 / 2.0) as usize).max(min_bytes);
+        match self.max_size_bytes {
+            Some(_) => want.min(self.available_bytes()).max(min_bytes),
+            None => want,
+        }
+    }
+
+    /// A chunk of exactly-or-more `bytes` (no growth policy applied), within the limit.
+    pub fn alloc_exact(&mut self, bytes: usize, align: usize) -> Result<Chunk, PoolError> {
+        if bytes > self.available_bytes() {
+            return Err(PoolError::oom(
+                &self.pool_name,
+                bytes,
+                self.available_bytes(),
+                self.max_size_bytes.unwrap_or(usize::MAX),
+            ));
+        }
+        let chunk = self.source.alloc_chunk(bytes, align).ok_or_else(|| {
+            PoolError::oom(
+                &self.pool_name,
+                bytes,
+                0,
+                self.max_size_bytes.unwrap_or(usize::MAX),
+            )
+        })?;
+        if chunk.len > self.available_bytes() {
+            // The source rounded up past the limit: give it back and report.
+            // SAFETY: the chunk was just returned by this source and nothing uses it.
+            unsafe { self.source.free_chunk(chunk) };
+            return Err(PoolError::oom(
+                &self.pool_name,
+                bytes,
+                self.available_bytes(),
+                self.max_size_bytes.unwrap_or(usize::MAX),
+            ));
+        }
+        self.reserved_bytes += chunk.len;
+        self.stats.on_reserve(chunk.len);
+        Ok(chunk)
+    }
+
+    /// A growth chunk able to hold `min_bytes`, sized by the growth policy.
+    pub fn grow(&mut self, min_bytes: usize, align: usize) -> Result<Chunk, PoolError> {
+        let bytes = self.next_chunk_bytes(min_bytes);
+        let chunk = self.alloc_exact(bytes, align)?;
+        self.chunks_grown += 1;
+        Ok(chunk)
+    }
+
+    /// Return a chunk to the source.
+    ///
+    /// # Safety
+    /// `chunk` came from this upstream and no byte of it is used any more.
+    pub unsafe fn release(&mut self, chunk: Chunk) {
+        self.reserved_bytes -= chunk.len;
+        self.stats.on_release(chunk.len);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.source.free_chunk(chunk) };
+    }
+
+    /// Forget the growth history (after `reset()` returned the grown chunks).
+    pub fn reset_growth(&mut self) {
+        self.chunks_grown = 0;
+    }
+}
+
+/// What a strategy answers when asked about a pointer in checked mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    /// The start of a live block with this many usable bytes.
+    Live(usize),
+    /// Inside this strategy's memory but not the start of a live block (freed, or interior).
+    NotLive,
+    /// Not in this strategy's memory at all.
+    Foreign,
+}
+
+/// A single-threaded allocator core. Implement it to plug your own allocator into a
+/// `CpuPool` (`CpuPool::with_strategy`).
+///
+/// Sizes passed in are non-zero; alignments are powers of two no smaller than the pool's
+/// configured alignment.
+pub trait Strategy: Send {
+    /// Short name for reports (`fixed-size`, `variable-size`, ...).
+    fn name(&self) -> &'static str;
+
+    /// A block of at least `size` bytes aligned to `align`. Errors are `OutOfMemory`
+    /// (with the numbers) or `InvalidOperation` (a size the strategy cannot serve).
+    fn allocate(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError>;
+
+    /// Give a block back; returns its usable size.
+    ///
+    /// # Safety
+    /// `ptr` was returned by `allocate`/`reallocate` of this strategy and not freed since.
+    unsafe fn deallocate(&mut self, ptr: NonNull<u8>) -> usize;
+
+    /// Usable bytes of a live block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this strategy.
+    unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize;
+
+    /// Grow or shrink a block in place when the strategy can; `false` leaves it unchanged.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this strategy.
+    unsafe fn resize_in_place(&mut self, _ptr: NonNull<u8>, _new_size: usize) -> bool {
+        false
+    }
+
+    /// Checked lookup of a pointer, without trusting it (used by debug checks). It must
+    /// never read memory outside this strategy's chunks.
+    fn block_state(&self, ptr: NonNull<u8>) -> BlockState;
+
+    /// Release every block. With `return_chunks`, give every chunk except the initial one
+    /// back to the upstream.
+    fn reset(&mut self, return_chunks: bool);
+
+    /// Bytes held from the upstream now.
+    fn reserved_bytes(&self) -> usize;
+}

@@ -1,0 +1,162 @@
+//! results.json, schema 1. Field names are a contract (see DESIGN.md): scripts read them.
+//! New fields are welcome; existing ones keep their names and meaning.
+
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsFile {
+    pub schema: u32,
+    pub tool_version: String,
+    pub machine: Machine,
+    /// The replay clock: what it is and what one read costs (subtracted from latencies).
+    #[serde(default)]
+    pub clock: Option<ClockInfo>,
+    /// Options the run used (threads, runs, touch, pace, capacity, ...), as given.
+    #[serde(default)]
+    pub options: serde_json::Value,
+    pub traces: Vec<TraceResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: u32,
+    pub os: String,
+    pub rustc: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockInfo {
+    /// `rdtsc`, `cntvct` or `monotonic`.
+    pub source: String,
+    /// Cost of one clock read (the floor subtracted from every latency sample).
+    pub overhead_ns: f64,
+    /// Ticks per nanosecond of the calibrated counter.
+    pub ticks_per_ns: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraceResult {
+    pub path: String,
+    pub events: u64,
+    pub threads: u32,
+    pub peak_live_bytes: u64,
+    pub sanitation: Sanitation,
+    pub results: Vec<BackendResult>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sanitation {
+    /// Every repair made (sum of the kinds below and any other).
+    pub repaired: u64,
+    /// Frees (and reallocs) of pointers never allocated.
+    pub unknown_frees: u64,
+    /// Blocks live at the end of the trace.
+    pub leaks: u64,
+    #[serde(default)]
+    pub double_frees: u64,
+    /// Allocations returning a pointer that was still live (the old block is freed first).
+    #[serde(default)]
+    pub live_reallocations: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendResult {
+    pub backend: String,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub runs: Vec<RunResult>,
+    /// Median over runs.
+    pub ops_per_sec: f64,
+    /// Merged over every run's timed pass, clock floor subtracted.
+    pub latency_ns: LatencySet,
+    /// Highest over runs.
+    pub peak_reserved_bytes: u64,
+    /// Highest over runs (a run's count of failed allocations).
+    pub alloc_failures: u64,
+    /// How `peak_reserved_bytes` was measured: `pool-stats`, `mimalloc-stats`, `rss`, `device`.
+    #[serde(default)]
+    pub reserved_source: Option<String>,
+    /// `1 - live/reserved` at the reserved peak.
+    #[serde(default)]
+    pub fragmentation: Option<f64>,
+    /// One-line description of the configuration (pool backends).
+    #[serde(default)]
+    pub config: Option<String>,
+    /// Simulated device runs: smallest capacity replaying with no failure.
+    #[serde(default)]
+    pub min_capacity_bytes: Option<u64>,
+    /// Sampled memory over time (from the first measured run).
+    #[serde(default)]
+    pub memory_series: Vec<MemorySample>,
+    /// Latency per size class (log2 buckets of the request size), alloc only.
+    #[serde(default)]
+    pub alloc_latency_by_size_class: Vec<SizeClassLatency>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub wall_ns: u64,
+    pub ops_per_sec: f64,
+    pub alloc_failures: u64,
+    pub peak_reserved_bytes: u64,
+    /// This run's timed-pass percentiles (what `replay compare` resamples).
+    #[serde(default)]
+    pub alloc_p50_ns: Option<u64>,
+    #[serde(default)]
+    pub alloc_p99_ns: Option<u64>,
+    #[serde(default)]
+    pub free_p50_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySet {
+    pub alloc: LatencySummary,
+    pub free: LatencySummary,
+    pub realloc: LatencySummary,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Global sequence number of the event after which the sample was taken.
+    pub seq: u64,
+    pub live_bytes: u64,
+    pub reserved_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SizeClassLatency {
+    /// Requests of `[2^log2, 2^(log2+1))` bytes.
+    pub size_log2: u32,
+    pub latency: LatencySummary,
+}
+
+impl ResultsFile {
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("results always serialise")
+    }
+}

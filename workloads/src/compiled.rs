@@ -1,0 +1,94 @@
+//! The replay form of a trace: what the engine consumes.
+//!
+//! Pointers become dense slot indices (a slot is reused once its block is freed), every
+//! event gets a global sequence number, events are split per trace thread. Every op on a
+//! slot carries its `ordinal`: the number of ops on that slot before it, in global order.
+//! An engine keeps a per-slot count of executed ops and runs an op once the count equals
+//! its ordinal; the `CROSS_THREAD` flag marks the ops whose predecessor on the slot ran on
+//! another trace thread (the only ones that can ever wait).
+
+use crate::event::OpKind;
+
+/// 24 bytes (checked by a test): size 8, seq 4, slot 4, ordinal 4, kind 1, flags 1, stream 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct CompiledOp {
+    /// Requested bytes: the new size for realloc, 0 for free.
+    pub size: u64,
+    /// Global sequence number (position in the trace's global order).
+    pub seq: u32,
+    pub slot: u32,
+    /// Ops on this slot before this one.
+    pub ordinal: u32,
+    pub kind: OpKind,
+    /// bit 0: `CROSS_THREAD`; bits 1..=6: log2 of the requested alignment + 1 (0 = none).
+    pub flags: u8,
+    /// Dense stream index into `CompiledTrace::streams` (0 when the trace has none).
+    pub stream: u16,
+}
+
+impl CompiledOp {
+    pub const CROSS_THREAD: u8 = 1;
+
+    #[inline]
+    pub fn cross_thread(&self) -> bool {
+        self.flags & Self::CROSS_THREAD != 0
+    }
+
+    /// Requested alignment in bytes, or 0 when the trace gave none.
+    #[inline]
+    pub fn align(&self) -> usize {
+        let code = (self.flags >> 1) & 0x3f;
+        if code == 0 {
+            0
+        } else {
+            1usize << (code - 1)
+        }
+    }
+
+    /// Encode `flags` from the cross-thread bit and an alignment (0 or a power of two).
+    pub fn make_flags(cross_thread: bool, align: u64) -> u8 {
+        let code = if align == 0 {
+            0
+        } else {
+            (align.trailing_zeros() as u8 + 1) & 0x3f
+        };
+        (code << 1) | cross_thread as u8
+    }
+}
+
+/// The ops of one trace thread, in global order.
+#[derive(Debug, Clone, Default)]
+pub struct ThreadOps {
+    /// The thread id as written in the trace.
+    pub trace_thread: u64,
+    pub ops: Vec<CompiledOp>,
+    /// `time_ns` of each op (parallel to `ops`), kept only when asked for (pacing).
+    pub times_ns: Option<Vec<u64>>,
+}
+
+/// A compiled trace.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledTrace {
+    pub threads: Vec<ThreadOps>,
+    /// Number of distinct slots (the most blocks live at once, at most).
+    pub slot_count: u32,
+    pub event_count: u64,
+    /// Stream ids as written in the trace; `CompiledOp::stream` indexes this.
+    pub streams: Vec<u64>,
+    /// Maximum over the global order of the requested bytes live.
+    pub peak_live_bytes: u64,
+}
+
+impl CompiledTrace {
+    /// Bytes of memory the compiled form occupies (ops and times), to check the footprint.
+    pub fn memory_bytes(&self) -> usize {
+        self.threads
+            .iter()
+            .map(|t| {
+                t.ops.capacity() * std::mem::size_of::<CompiledOp>()
+                    + t.times_ns.as_ref().map_or(0, |v| v.capacity() * 8)
+            })
+            .sum()
+    }
+}
