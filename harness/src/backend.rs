@@ -44,12 +44,20 @@ pub trait Backend: Send + Sync {
         stream: u16,
     ) -> usize;
 
+    /// `Host` promises that a block returned by `alloc`/`realloc` is readable and writable
+    /// for its requested size until it is freed: the engine writes to it (`--touch`).
     fn address_space(&self) -> AddressSpace {
         AddressSpace::Host
     }
 
     /// Bytes this backend holds from its upstream now, if it can tell.
     fn reserved_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// Highest `reserved_bytes` since this backend was created, if it keeps track
+    /// (catches peaks between the engine's samples).
+    fn peak_reserved_bytes(&self) -> Option<u64> {
         None
     }
 

@@ -221,6 +221,9 @@ impl PoolConfig {
             "high_performance_cpu" => Some(Self::high_performance_cpu()),
             "debug_cpu" => Some(Self::debug_cpu()),
             "low_memory_cpu" => Some(Self::low_memory_cpu()),
+            "default_gpu" => Some(Self::default_gpu()),
+            "high_performance_gpu" => Some(Self::high_performance_gpu()),
+            "debug_gpu" => Some(Self::debug_gpu()),
             _ => None,
         }
     }
@@ -231,6 +234,9 @@ impl PoolConfig {
         "high_performance_cpu",
         "debug_cpu",
         "low_memory_cpu",
+        "default_gpu",
+        "high_performance_gpu",
+        "debug_gpu",
     ];
 
     /// Check every value; the error names the field, the value and the rule.

@@ -7,16 +7,31 @@
 //! - [`PoolManager::global`] keeps named pools.
 
 pub mod config;
+pub mod cpu_pool;
+pub mod debug;
+#[cfg(unix)]
+pub mod os;
 pub mod error;
+pub mod manager;
 pub mod pool;
 pub mod stats;
+pub mod sync;
 
 pub use config::{
     AllocatorKind, DebugChecks, FitPolicy, HugePages, MemoryType, PoolConfig, ReturnPolicy,
     SizeClasses, SyncMode,
 };
+pub use alloc::fixed::FixedSizeAllocator;
+pub use alloc::size_class::SizeClassTable;
+pub use alloc::size_classed::SizeClassedAllocator;
+pub use alloc::{BlockState, Chunk, ChunkSource, Strategy, Upstream};
+pub use cpu_pool::CpuPool;
 pub use error::{ConfigError, PoolError};
+pub use manager::PoolManager;
+#[cfg(unix)]
+pub use os::OsChunks;
 pub use pool::{AllocFlags, MemoryPool};
 pub use stats::{MemoryStats, StatsCounters};
 
 pub mod alloc;
+pub mod gpu;

@@ -4,13 +4,15 @@
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// A snapshot of a pool's counters. All byte figures are in bytes as the caller asked
-/// (`*_used_bytes`) or as taken from the upstream (`reserved_bytes`).
+/// A snapshot of a pool's counters. Block byte figures (`total_allocated_bytes`,
+/// `*_used_bytes`) are usable sizes of the blocks handed out (at least what the caller
+/// asked for: the size class or block size that served it); `*reserved_bytes` are bytes
+/// taken from the upstream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
-    /// Sum of the sizes of every successful allocation ever made.
+    /// Sum of the usable sizes of every successful allocation ever made.
     pub total_allocated_bytes: u64,
-    /// Sum of the requested sizes of the blocks live now.
+    /// Sum of the usable sizes of the blocks live now.
     pub current_used_bytes: u64,
     /// Highest `current_used_bytes` seen.
     pub peak_used_bytes: u64,
@@ -95,6 +97,36 @@ impl StatsCounters {
         self.free_count.fetch_add(1, Relaxed);
         self.current_used_bytes
             .fetch_sub(size_bytes as u64, Relaxed);
+    }
+
+    /// `on_alloc` for a caller that serialises every writer of these counters (a pool
+    /// updating them only while holding its lock): plain loads and stores instead of
+    /// read-modify-writes, which are most of the cost of a pool's fast path. Readers
+    /// (`snapshot`) may run concurrently.
+    #[inline]
+    pub fn on_alloc_serialized(&self, size_bytes: usize) {
+        let size = size_bytes as u64;
+        let add = |c: &AtomicU64, v: u64| c.store(c.load(Relaxed) + v, Relaxed);
+        add(&self.total_allocated_bytes, size);
+        add(&self.allocation_count, 1);
+        add(&self.current_used_bytes, size);
+        let now = self.current_used_bytes.load(Relaxed);
+        if now > self.peak_used_bytes.load(Relaxed) {
+            self.peak_used_bytes.store(now, Relaxed);
+        }
+    }
+
+    /// `on_free` for a caller that serialises every writer (see `on_alloc_serialized`).
+    #[inline]
+    pub fn on_free_serialized(&self, size_bytes: usize) {
+        self.free_count
+            .store(self.free_count.load(Relaxed) + 1, Relaxed);
+        self.current_used_bytes.store(
+            self.current_used_bytes
+                .load(Relaxed)
+                .saturating_sub(size_bytes as u64),
+            Relaxed,
+        );
     }
 
     #[inline]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub mod fixed;
 pub mod lockfree;
 pub mod size_class;
+pub mod segment;
 pub mod size_classed;
 pub mod variable;
 

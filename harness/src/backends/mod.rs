@@ -1,0 +1,167 @@
+//! The backends the `replay` command knows, and the registry that names them.
+//!
+//! A backend is registered as a [`BackendFactory`]: a name, an availability check (an
+//! `Err(Unavailable(reason))` makes the backend `skipped` with that reason) and a
+//! constructor. The blanket [`RegisteredBackend`] impl turns each factory into an entry
+//! of [`registry`] whose `run_once` calls the engine monomorphised for that backend type:
+//! dynamic dispatch happens once per run, never per op.
+//!
+//! To add a backend: implement `Backend` for its type, a `BackendFactory` for a unit
+//! struct, and append `&ThatFactory` to `REGISTRY` below.
+
+pub mod mimalloc;
+pub mod null;
+pub mod system;
+
+use crate::backend::{Backend, Unavailable};
+use crate::engine::{self, EngineError, PassOptions, ReplayPlan, RunMeasurement};
+use pools::PoolConfig;
+
+/// What every backend of one replay is built from.
+#[derive(Debug, Clone)]
+pub struct BackendSetup {
+    /// The user's `--config` (or the default preset); pool backends override the
+    /// allocator kind per backend.
+    pub config: PoolConfig,
+    /// `--capacity`: pool backends' `max_size_bytes`, the simulated device's size.
+    pub capacity_bytes: Option<u64>,
+    /// Workers the plan runs on (a backend may size per-thread state by it).
+    pub workers: usize,
+}
+
+impl Default for BackendSetup {
+    fn default() -> Self {
+        BackendSetup {
+            config: PoolConfig::default_cpu(),
+            capacity_bytes: None,
+            workers: 1,
+        }
+    }
+}
+
+/// How a backend is found, checked and made.
+pub trait BackendFactory: Sync {
+    type Backend: Backend;
+
+    /// The name users type in `--backends`.
+    fn name(&self) -> &'static str;
+
+    /// One line for `--help` style listings.
+    fn description(&self) -> &'static str;
+
+    /// Part of the set replayed when `--backends` is not given.
+    fn in_default_set(&self) -> bool {
+        true
+    }
+
+    /// Whether the backend can run on this machine with this setup.
+    fn check_available(&self, _setup: &BackendSetup) -> Result<(), Unavailable> {
+        Ok(())
+    }
+
+    /// A fresh backend (one per pass).
+    fn create(&self, setup: &BackendSetup) -> Result<Self::Backend, String>;
+
+    /// Where `peak_reserved_bytes` comes from: `pool-stats`, `mimalloc-stats`,
+    /// `mallinfo2`, `rss`, `device`, `none`.
+    fn reserved_source(&self) -> &'static str;
+
+    /// One-line configuration for tables and results.json (pool backends).
+    fn config_summary(&self, _setup: &BackendSetup) -> Option<String> {
+        None
+    }
+}
+
+/// A registry entry: a factory with its backend type erased.
+pub trait RegisteredBackend: Sync {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    fn in_default_set(&self) -> bool;
+    fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable>;
+    fn reserved_source(&self) -> &'static str;
+    fn config_summary(&self, setup: &BackendSetup) -> Option<String>;
+    /// One run (throughput pass + timed pass, a fresh backend each) of `plan`.
+    fn run_once(
+        &self,
+        setup: &BackendSetup,
+        plan: &ReplayPlan,
+        opts: &PassOptions,
+    ) -> Result<RunMeasurement, EngineError>;
+}
+
+impl<F: BackendFactory> RegisteredBackend for F {
+    fn name(&self) -> &'static str {
+        BackendFactory::name(self)
+    }
+    fn description(&self) -> &'static str {
+        BackendFactory::description(self)
+    }
+    fn in_default_set(&self) -> bool {
+        BackendFactory::in_default_set(self)
+    }
+    fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable> {
+        BackendFactory::check_available(self, setup)
+    }
+    fn reserved_source(&self) -> &'static str {
+        BackendFactory::reserved_source(self)
+    }
+    fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
+        BackendFactory::config_summary(self, setup)
+    }
+    fn run_once(
+        &self,
+        setup: &BackendSetup,
+        plan: &ReplayPlan,
+        opts: &PassOptions,
+    ) -> Result<RunMeasurement, EngineError> {
+        engine::replay_compiled(|| self.create(setup), plan, opts)
+    }
+}
+
+/// Every backend, in the order tables list them.
+static REGISTRY: &[&dyn RegisteredBackend] = &[
+    &system::SystemFactory,
+    &mimalloc::MimallocFactory,
+    &null::NullFactory,
+];
+
+/// Every registered backend.
+pub fn registry() -> &'static [&'static dyn RegisteredBackend] {
+    REGISTRY
+}
+
+/// The backend called `name`.
+pub fn find(name: &str) -> Option<&'static dyn RegisteredBackend> {
+    REGISTRY.iter().copied().find(|b| b.name() == name)
+}
+
+/// Names of every registered backend, comma separated (for error messages).
+pub fn known_names() -> String {
+    REGISTRY.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// Resolve `--backends` (empty = the default set), rejecting unknown names and duplicates.
+pub fn resolve(names: &[String]) -> Result<Vec<&'static dyn RegisteredBackend>, String> {
+    if names.is_empty() {
+        return Ok(REGISTRY
+            .iter()
+            .copied()
+            .filter(|b| b.in_default_set())
+            .collect());
+    }
+    let mut out: Vec<&'static dyn RegisteredBackend> = Vec::new();
+    for name in names {
+        let name = name.trim();
+        let backend = find(name).ok_or_else(|| {
+            format!(
+                "unknown backend '{name}' (known: {})",
+                known_names()
+            )
+        })?;
+        if out.iter().any(|b| b.name() == backend.name()) {
+            return Err(format!("backend '{name}' is listed twice"));
+        }
+        out.push(backend);
+    }
+    Ok(out)
+}

@@ -1,0 +1,192 @@
+//! The pool backends: a `pools::CpuPool` per pass, from the user's `--config` (or the
+//! default preset) with the allocator kind set per backend:
+//! - `pool-fixed`: `SizeClassed` (fixed-size allocators per size class + large objects);
+//! - `pool-variable`: `VariableSize` (TLSF);
+//! - `pool-lockfree`: `LockFree` with `SyncMode::LockFree`;
+//! - `pool`: the config exactly as given (not in the default set; for `recommend`).
+//!
+//! `--capacity` becomes `max_size_bytes` (the initial size is clamped under it). Reserved
+//! bytes come from the pool's statistics (`reserved_bytes`, `peak_reserved_bytes`).
+
+use super::{BackendFactory, BackendSetup};
+use crate::backend::Backend;
+use pools::{AllocFlags, AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
+use std::ptr::NonNull;
+
+/// A `CpuPool` as a backend.
+pub struct PoolBackend {
+    pool: CpuPool,
+    /// Alignment every block has without asking (the config's).
+    base_align: usize,
+}
+
+impl PoolBackend {
+    pub fn new(name: &str, config: PoolConfig) -> Result<Self, String> {
+        let base_align = config.alignment;
+        let pool = CpuPool::new(name, config).map_err(|e| e.to_string())?;
+        Ok(PoolBackend { pool, base_align })
+    }
+
+    pub fn pool(&self) -> &CpuPool {
+        &self.pool
+    }
+}
+
+impl Backend for PoolBackend {
+    #[inline]
+    fn alloc(&self, size: usize, align: usize, _stream: u16) -> usize {
+        // C's `malloc(0)` returns a unique block; a pool may refuse 0 bytes.
+        match self.pool.allocate_with(size.max(1), AllocFlags::aligned(align)) {
+            Ok(p) => p.as_ptr() as usize,
+            Err(_) => 0,
+        }
+    }
+
+    #[inline]
+    fn free(&self, addr: usize, _size: usize, _stream: u16) {
+        if let Some(p) = NonNull::new(addr as *mut u8) {
+            // An error here means the engine freed a pointer twice or not its own: a bug
+            // the checked configs report; there is no caller to hand it to.
+            let _ = self.pool.deallocate(p);
+        }
+    }
+
+    #[inline]
+    fn realloc(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize {
+        let Some(old) = NonNull::new(addr as *mut u8) else {
+            return self.alloc(new_size, align, stream);
+        };
+        if align <= self.base_align {
+            return match self.pool.reallocate(old, new_size.max(1)) {
+                Ok(p) => p.as_ptr() as usize,
+                Err(_) => 0,
+            };
+        }
+        // `reallocate` keeps the pool's alignment only: move by hand.
+        let new = self.alloc(new_size, align, stream);
+        if new != 0 {
+            // SAFETY: both are live, distinct host blocks of this pool, each at least
+            // `min(old_size, new_size)` bytes long.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    addr as *const u8,
+                    new as *mut u8,
+                    old_size.min(new_size),
+                )
+            };
+            self.free(addr, old_size, stream);
+        }
+        new
+    }
+
+    fn reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().reserved_bytes)
+    }
+
+    fn peak_reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().peak_reserved_bytes)
+    }
+}
+
+/// The config a pool backend runs: `setup.config` with `allocator` (and, when given,
+/// `sync`) overridden and the capacity applied.
+pub fn pool_config(
+    setup: &BackendSetup,
+    allocator: Option<AllocatorKind>,
+    sync: Option<SyncMode>,
+) -> PoolConfig {
+    let mut config = setup.config.clone();
+    if let Some(kind) = allocator {
+        config.allocator = kind;
+        config.sync = sync.unwrap_or(match config.sync {
+            // Only the lock-free strategy runs without a mutex.
+            SyncMode::LockFree => SyncMode::Mutex,
+            other => other,
+        });
+    }
+    // Several workers share the pool: a single-threaded one would race.
+    if setup.workers > 1 && config.sync == SyncMode::SingleThreaded {
+        config.sync = SyncMode::Mutex;
+    }
+    if let Some(capacity) = setup.capacity_bytes {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        config.max_size_bytes = Some(capacity);
+        config.initial_size_bytes = config.initial_size_bytes.min(capacity);
+    }
+    config
+}
+
+macro_rules! pool_factory {
+    ($factory:ident, $name:literal, $description:literal, $default:literal,
+     $allocator:expr, $sync:expr) => {
+        pub struct $factory;
+
+        impl BackendFactory for $factory {
+            type Backend = PoolBackend;
+
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn description(&self) -> &'static str {
+                $description
+            }
+
+            fn in_default_set(&self) -> bool {
+                $default
+            }
+
+            fn create(&self, setup: &BackendSetup) -> Result<PoolBackend, String> {
+                PoolBackend::new($name, pool_config(setup, $allocator, $sync))
+            }
+
+            fn reserved_source(&self) -> &'static str {
+                "pool-stats"
+            }
+
+            fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
+                Some(pool_config(setup, $allocator, $sync).summary())
+            }
+        }
+    };
+}
+
+pool_factory!(
+    PoolFixedFactory,
+    "pool-fixed",
+    "CpuPool, size-classed fixed-size allocators",
+    true,
+    Some(AllocatorKind::SizeClassed),
+    None
+);
+pool_factory!(
+    PoolVariableFactory,
+    "pool-variable",
+    "CpuPool, variable-size (TLSF) allocator",
+    true,
+    Some(AllocatorKind::VariableSize),
+    None
+);
+pool_factory!(
+    PoolLockFreeFactory,
+    "pool-lockfree",
+    "CpuPool, lock-free size-classed allocator",
+    true,
+    Some(AllocatorKind::LockFree),
+    Some(SyncMode::LockFree)
+);
+pool_factory!(
+    PoolAsConfiguredFactory,
+    "pool",
+    "CpuPool with --config exactly as given",
+    false,
+    None,
+    None
+);

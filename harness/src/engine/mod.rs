@@ -1,0 +1,204 @@
+//! The replay engine: a compiled trace, laid out per worker ([`ReplayPlan`]), replayed
+//! against one backend by rayon workers with real concurrency ([`pass`]).
+//!
+//! Generic over `B: Backend` all the way down to the op loop, so each backend gets its own
+//! monomorphised loop with direct calls. A run ([`replay_compiled`]) is two passes, each on
+//! a fresh backend: an untimed throughput pass (no clock read per op) and a timed pass
+//! (every call timed, memory sampled).
+
+pub mod latency;
+pub mod pass;
+pub mod plan;
+
+pub use latency::{size_class_log2, summarize, LatencyHistograms};
+pub use pass::{run_pass, PassKind, PassOutcome};
+pub use plan::{ReplayPlan, MEMORY_SAMPLES};
+
+use crate::backend::Backend;
+use reports::MemorySample;
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// What the engine writes into blocks it gets (host backends only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Touch {
+    /// Never write: measures the allocator alone.
+    None,
+    /// Write the first byte of each block (the default: what nearly every program does).
+    #[default]
+    First,
+    /// Write every byte (memset), as a program filling its buffers would.
+    All,
+}
+
+impl Touch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Touch::None => "none",
+            Touch::First => "first",
+            Touch::All => "all",
+        }
+    }
+}
+
+/// Replay speed relative to the trace's recorded times.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Pace {
+    /// As fast as possible (times ignored).
+    #[default]
+    Max,
+    /// Recorded gaps divided by this factor (`1x` = real time, `2x` = twice as fast).
+    Scaled(f64),
+}
+
+impl FromStr for Pace {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        if t == "max" {
+            return Ok(Pace::Max);
+        }
+        let factor = t.strip_suffix('x').unwrap_or(&t);
+        match factor.parse::<f64>() {
+            Ok(k) if k.is_finite() && k > 0.0 => Ok(Pace::Scaled(k)),
+            _ => Err(format!(
+                "'{s}' is not a pace: use max, 1x (recorded speed) or <k>x with k > 0"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Pace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pace::Max => f.write_str("max"),
+            Pace::Scaled(k) => write!(f, "{k}x"),
+        }
+    }
+}
+
+/// Options of one pass.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassOptions {
+    pub touch: Touch,
+    pub pace: Pace,
+}
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("invalid compiled trace: {0}")]
+    InvalidTrace(String),
+    #[error("{0}")]
+    InvalidOptions(String),
+    /// The backend could not be created (the run is reported `failed`).
+    #[error("cannot create backend: {0}")]
+    Create(String),
+    /// The backend panicked on some worker.
+    #[error("backend {0}")]
+    Panicked(String),
+}
+
+/// What one run (throughput pass + timed pass) measured.
+#[derive(Debug)]
+pub struct RunMeasurement {
+    /// Wall time of the throughput pass.
+    pub wall_ns: u64,
+    pub events: u64,
+    /// `events / wall` of the throughput pass.
+    pub ops_per_sec: f64,
+    /// The higher of the two passes' counts (they replay the same trace).
+    pub alloc_failures: u64,
+    /// Timed pass, clock floor subtracted.
+    pub latency: LatencyHistograms,
+    /// Highest of: the timed pass's samples, its final reading, the backend's own peak.
+    pub peak_reserved_bytes: u64,
+    /// `1 - live/reserved` at the highest sampled reserved bytes (None when unknown).
+    pub fragmentation: Option<f64>,
+    pub memory_series: Vec<MemorySample>,
+    /// Whether the backend reported reserved bytes at all.
+    pub reserved_known: bool,
+    /// Blocks the trace left live (freed by the engine afterwards).
+    pub leaked_blocks: u64,
+}
+
+/// One run of `plan` against backends made by `new_backend` (called once per pass, so each
+/// pass starts from a fresh allocator).
+pub fn replay_compiled<B, F>(
+    mut new_backend: F,
+    plan: &ReplayPlan,
+    opts: &PassOptions,
+) -> Result<RunMeasurement, EngineError>
+where
+    B: Backend,
+    F: FnMut() -> Result<B, String>,
+{
+    let throughput = {
+        let backend = new_backend().map_err(EngineError::Create)?;
+        run_pass(&backend, plan, PassKind::Throughput, opts.touch, opts.pace)
+            .map_err(EngineError::Panicked)?
+    };
+    let (timed, latency) = {
+        let backend = new_backend().map_err(EngineError::Create)?;
+        let mut timed = run_pass(&backend, plan, PassKind::Timed, opts.touch, opts.pace)
+            .map_err(EngineError::Panicked)?;
+        let latency = timed
+            .latency
+            .take()
+            .unwrap_or_else(|| LatencyHistograms::new(&plan.size_classes));
+        (timed, latency)
+    };
+
+    let sampled_peak = timed
+        .memory_series
+        .iter()
+        .max_by_key(|s| (s.reserved_bytes, std::cmp::Reverse(s.seq)))
+        .copied();
+    let reserved_known =
+        timed.final_reserved_bytes.is_some() || timed.backend_peak_reserved_bytes.is_some();
+    let peak_reserved_bytes = sampled_peak
+        .map_or(0, |s| s.reserved_bytes)
+        .max(timed.final_reserved_bytes.unwrap_or(0))
+        .max(timed.backend_peak_reserved_bytes.unwrap_or(0));
+    let fragmentation = sampled_peak
+        .filter(|s| reserved_known && s.reserved_bytes > 0)
+        .map(|s| (1.0 - s.live_bytes as f64 / s.reserved_bytes as f64).max(0.0));
+    let memory_series = if reserved_known {
+        timed.memory_series
+    } else {
+        Vec::new()
+    };
+    let ops_per_sec = if throughput.wall_ns == 0 {
+        0.0
+    } else {
+        plan.event_count as f64 * 1e9 / throughput.wall_ns as f64
+    };
+    Ok(RunMeasurement {
+        wall_ns: throughput.wall_ns,
+        events: plan.event_count,
+        ops_per_sec,
+        alloc_failures: throughput.alloc_failures.max(timed.alloc_failures),
+        latency,
+        peak_reserved_bytes,
+        fragmentation,
+        memory_series,
+        reserved_known,
+        leaked_blocks: timed.leaked_blocks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_parses_max_and_factors() {
+        assert_eq!("max".parse::<Pace>(), Ok(Pace::Max));
+        assert_eq!("1x".parse::<Pace>(), Ok(Pace::Scaled(1.0)));
+        assert_eq!("2.5X".parse::<Pace>(), Ok(Pace::Scaled(2.5)));
+        assert!("0x".parse::<Pace>().is_err());
+        assert!("fast".parse::<Pace>().is_err());
+        assert_eq!(Pace::Scaled(2.0).to_string(), "2x");
+    }
+}

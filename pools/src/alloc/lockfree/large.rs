@@ -1,0 +1,240 @@
+//! Large objects: requests above the largest slab class (or aligned beyond what slabs
+//! give) get a mapping of their own, slab-aligned, with a header at its base so the same
+//! `ptr & !(slab_bytes - 1)` that finds a slab header finds it.
+//!
+//! Live large objects are registered in a slot table (a push-only list of slot blocks;
+//! slots are claimed with a CAS and cleared with a store), so `block_state` can recognise
+//! one without reading memory that might be unmapped, and `reset`/`Drop` can free them all.
+
+use super::region::Regions;
+use super::slab::{SpanKind, SPAN_LARGE};
+use super::stack::{IntrusiveStack, Linked};
+use crate::alloc::Chunk;
+use crate::error::PoolError;
+use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
+use std::mem::size_of;
+use std::ptr::{self, NonNull};
+
+/// Bytes before the block in a large mapping when the alignment asks for less.
+const LARGE_HEADER_BYTES: usize = 128;
+const SLOTS_PER_BLOCK: usize = 64;
+/// A slot being filled in (claimed, block address not yet published).
+const CLAIMED: usize = 1;
+
+#[repr(C)]
+struct LargeHeader {
+    span: SpanKind,
+    chunk: Chunk,
+    usable_bytes: usize,
+    slot: *const LargeSlot,
+}
+
+/// Invariant: `block` is 0 (free), `CLAIMED`, or the address of a live large block whose
+/// usable size is `usable_bytes` (stored before `block` is published with Release).
+struct LargeSlot {
+    block: AtomicUsize,
+    usable_bytes: AtomicUsize,
+}
+
+struct SlotBlock {
+    slots: [LargeSlot; SLOTS_PER_BLOCK],
+    link: UnsafeCell<*mut SlotBlock>,
+}
+
+// SAFETY: `link` is the slot block's only stack link and only the table uses it.
+unsafe impl Linked for SlotBlock {
+    fn link(&self) -> &UnsafeCell<*mut SlotBlock> {
+        &self.link
+    }
+}
+
+impl SlotBlock {
+    fn new() -> Box<SlotBlock> {
+        Box::new(SlotBlock {
+            slots: std::array::from_fn(|_| LargeSlot {
+                block: AtomicUsize::new(0),
+                usable_bytes: AtomicUsize::new(0),
+            }),
+            link: UnsafeCell::new(ptr::null_mut()),
+        })
+    }
+}
+
+/// The large objects of one allocator.
+pub struct LargeObjects {
+    /// Push-only while the allocator lives; freed in `Drop`.
+    table: IntrusiveStack<SlotBlock>,
+}
+
+impl LargeObjects {
+    pub fn new() -> Self {
+        LargeObjects {
+            table: IntrusiveStack::new(),
+        }
+    }
+
+    /// A block of `size` bytes aligned to `align` (at most `slab_bytes / 2`).
+    pub fn allocate(
+        &self,
+        regions: &Regions,
+        slab_bytes: usize,
+        size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        debug_assert!(align <= slab_bytes / 2);
+        let offset = LARGE_HEADER_BYTES.max(align);
+        let want = size
+            .checked_add(offset)
+            .ok_or_else(|| PoolError::oom(regions.pool_name(), size, 0, regions.budget().limit_bytes()))?;
+        let chunk = regions.map_chunk(want, slab_bytes).map_err(|e| match e {
+            // Report the caller's request, not the mapping size.
+            PoolError::OutOfMemory {
+                pool,
+                available_bytes,
+                limit_bytes,
+                ..
+            } => PoolError::OutOfMemory {
+                pool,
+                requested_bytes: size,
+                available_bytes,
+                limit_bytes,
+            },
+            other => other,
+        })?;
+        let usable_bytes = chunk.len - offset;
+        let slot = self.claim_slot();
+        // SAFETY: the chunk is a fresh mapping of `chunk.len >= offset + size` bytes,
+        // slab-aligned; the header fits before `offset`.
+        let block = unsafe {
+            chunk.ptr.as_ptr().cast::<LargeHeader>().write(LargeHeader {
+                span: SpanKind {
+                    kind: AtomicUsize::new(SPAN_LARGE),
+                },
+                chunk,
+                usable_bytes,
+                slot,
+            });
+            chunk.ptr.add(offset)
+        };
+        // SAFETY: slots live as long as the table (freed only in `Drop`).
+        let slot = unsafe { &*slot };
+        slot.usable_bytes.store(usable_bytes, Ordering::Relaxed);
+        slot.block.store(block.as_ptr() as usize, Ordering::Release);
+        regions.stats().on_large_object();
+        Ok(block)
+    }
+
+    fn claim_slot(&self) -> *const LargeSlot {
+        let mut node = self.table.head();
+        while let Some(slot_block) = NonNull::new(node) {
+            // SAFETY: slot blocks on the table live until `Drop`.
+            let slot_block = unsafe { slot_block.as_ref() };
+            for slot in &slot_block.slots {
+                if slot.block.load(Ordering::Relaxed) == 0
+                    && slot
+                        .block
+                        .compare_exchange(0, CLAIMED, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    return slot;
+                }
+            }
+            // SAFETY: reached from the head; alive.
+            node = unsafe { IntrusiveStack::next(NonNull::from(slot_block)) };
+        }
+        let fresh = SlotBlock::new();
+        fresh.slots[0].block.store(CLAIMED, Ordering::Relaxed);
+        let fresh = NonNull::from(Box::leak(fresh));
+        // SAFETY: leaked until `Drop`; on no stack yet.
+        unsafe { self.table.push(fresh) };
+        // SAFETY: as above.
+        unsafe { &fresh.as_ref().slots[0] }
+    }
+
+    /// The header of the large object whose block starts at `block`.
+    ///
+    /// # Safety
+    /// `block` is a live large block of this allocator.
+    unsafe fn header<'a>(block: NonNull<u8>, slab_bytes: usize) -> &'a LargeHeader {
+        // SAFETY: large blocks start within the first `slab_bytes / 2` of their mapping,
+        // whose base is slab-aligned and holds the header (contract).
+        unsafe { &*((block.as_ptr() as usize & !(slab_bytes - 1)) as *const LargeHeader) }
+    }
+
+    /// # Safety
+    /// `block` is a live large block of this allocator.
+    pub unsafe fn usable_size(block: NonNull<u8>, slab_bytes: usize) -> usize {
+        // SAFETY: forwarded.
+        unsafe { Self::header(block, slab_bytes) }.usable_bytes
+    }
+
+    /// Unmap a large object; returns its usable size.
+    ///
+    /// # Safety
+    /// `block` is a live large block of this allocator, not used after this call.
+    pub unsafe fn free(regions: &Regions, block: NonNull<u8>, slab_bytes: usize) -> usize {
+        // SAFETY: forwarded; the header is read before the unmap.
+        let (chunk, usable, slot) = unsafe {
+            let header = Self::header(block, slab_bytes);
+            (header.chunk, header.usable_bytes, &*header.slot)
+        };
+        slot.block.store(0, Ordering::Release);
+        // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
+        unsafe { regions.unmap_chunk(chunk) };
+        usable
+    }
+
+    /// The usable size of the live large block starting at `addr`, if there is one.
+    /// Reads only the slot table.
+    pub fn find(&self, addr: usize) -> Option<usize> {
+        let mut node = self.table.head();
+        while let Some(slot_block) = NonNull::new(node) {
+            // SAFETY: slot blocks on the table live until `Drop`.
+            let slot_block = unsafe { slot_block.as_ref() };
+            for slot in &slot_block.slots {
+                if slot.block.load(Ordering::Acquire) == addr {
+                    let usable = slot.usable_bytes.load(Ordering::Relaxed);
+                    if slot.block.load(Ordering::Acquire) == addr {
+                        return Some(usable);
+                    }
+                }
+            }
+            // SAFETY: reached from the head; alive.
+            node = unsafe { IntrusiveStack::next(NonNull::from(slot_block)) };
+        }
+        None
+    }
+
+    /// Unmap every live large object (under exclusive access: `reset`, `Drop`).
+    pub fn free_all(&mut self, regions: &Regions, slab_bytes: usize) {
+        let mut node = self.table.head();
+        while let Some(slot_block) = NonNull::new(node) {
+            // SAFETY: `&mut self`: nobody else uses the table; slot blocks are alive.
+            let slot_block = unsafe { slot_block.as_ref() };
+            for slot in &slot_block.slots {
+                if let Some(block) = NonNull::new(slot.block.load(Ordering::Acquire) as *mut u8) {
+                    // SAFETY: a published slot holds a live large block (invariant; no
+                    // CLAIMED slot survives an `allocate` call and we are exclusive).
+                    unsafe { Self::free(regions, block, slab_bytes) };
+                }
+            }
+            // SAFETY: reached from the head; alive.
+            node = unsafe { IntrusiveStack::next(NonNull::from(slot_block)) };
+        }
+    }
+}
+
+impl Drop for LargeObjects {
+    fn drop(&mut self) {
+        let mut node = self.table.replace(ptr::null_mut());
+        while let Some(slot_block) = NonNull::new(node) {
+            // SAFETY: `&mut self`; every slot block was leaked from a `Box` by `claim_slot`.
+            unsafe {
+                node = IntrusiveStack::next(slot_block);
+                drop(Box::from_raw(slot_block.as_ptr()));
+            }
+        }
+    }
+}
+
+const _: () = assert!(size_of::<LargeHeader>() <= LARGE_HEADER_BYTES);

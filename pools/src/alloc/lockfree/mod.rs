@@ -1,0 +1,382 @@
+//! The lock-free allocator: thread heaps, slabs with remote-free stacks, no mutex on the
+//! allocate/free path. The design, the ASCII picture and the ABA argument are in
+//! [`docs/lockfree-design.md`](../../../../docs/lockfree-design.md); read it first.
+//!
+//! - [`stack`]: the two push-many / take-all stacks (remote frees, re-queued slabs).
+//! - [`slab`]: one slab's header, free list and bump carving.
+//! - [`heap`]: a thread heap (bins per size class) and its ownership hand-off.
+//! - [`region`]: slabs carved from OS chunks by an atomic bump, under a byte budget.
+//! - [`large`]: requests above the largest slab class, one mapping each.
+//! - `tls` (private): the thread-local map from allocator id to heap.
+//!
+//! Every atomic comes from [`crate::sync`], which is loom under `cfg(loom)`. The model
+//! checks are run with:
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom cargo test -p pools --test loom --release
+//! ```
+//!
+//! Statistics: the allocator reports what it takes from the OS (`on_reserve`,
+//! `on_release`) and large objects (`on_large_object`); per-operation counters
+//! (`on_alloc`, `on_free`, `on_failure`, `on_reset`) are the pool's, as for every `Strategy`.
+
+mod heap;
+mod large;
+mod region;
+mod slab;
+mod stack;
+mod tls;
+
+use self::heap::Heap;
+use self::large::LargeObjects;
+use self::region::Regions;
+use self::slab::{Slab, SpanKind, MAX_SLAB_ALIGN_BYTES, SPAN_LARGE};
+use self::stack::IntrusiveStack;
+use super::size_class::{SizeClassTable, QUANTUM_BYTES};
+use super::BlockState;
+use crate::config::PoolConfig;
+use crate::error::PoolError;
+use crate::stats::StatsCounters;
+use crate::sync::Ordering;
+use std::ptr::{self, NonNull};
+use std::sync::Arc;
+
+/// Building blocks exported for the loom model checks in `pools/tests/loom.rs` only.
+#[cfg(loom)]
+pub mod loom_exports {
+    pub use super::heap::HeapState;
+    pub use super::region::{ByteBudget, SlabBump};
+    pub use super::stack::{IntrusiveStack, Linked, PushOutcome, RemoteFreeStack, RemoteHead};
+}
+
+/// Smallest slab; also the smallest alignment of every slab and large mapping.
+const MIN_SLAB_BYTES: usize = 64 * 1024;
+/// Largest slab; classes above `MAX_SLAB_BYTES / 8` take the large-object path.
+const MAX_SLAB_BYTES: usize = 4 * 1024 * 1024;
+/// Every slab class holds at least this many blocks (bounds the slack of the top class).
+const MIN_BLOCKS_PER_SLAB: usize = 8;
+
+/// What every heap needs from its allocator; lives as long as the allocator.
+pub(crate) struct Core {
+    regions: Regions,
+    classes: SizeClassTable,
+    /// Classes `0..slab_class_count` are served from slabs.
+    slab_class_count: usize,
+    /// A power of two; slabs and large mappings are aligned to it.
+    slab_bytes: usize,
+    /// `max(config.alignment, 16)`: the alignment of a plain `allocate`.
+    min_align_bytes: usize,
+    /// `debug.check_pointers`: slabs keep a live bitmap, double frees are ignored.
+    checking: bool,
+}
+
+/// A size-classed allocator with per-thread heaps and no lock on its hot paths (see the
+/// module doc). `Send + Sync`; every method takes `&self` except `reset`.
+pub struct LockFreeAllocator {
+    core: Core,
+    /// Process-unique, never reused: keys this allocator's heaps in every thread's TLS.
+    id: u64,
+    /// Every heap ever created for this allocator; each holds one `Arc` strong count
+    /// (from `Arc::into_raw`). Push-only until `Drop`.
+    heaps: IntrusiveStack<Heap>,
+    large: LargeObjects,
+}
+
+impl LockFreeAllocator {
+    /// An allocator for `config` (its size classes, chunk sizes, growth, limit, alignment,
+    /// huge pages and pointer checking). Maps `initial_size_bytes` at once.
+    pub fn new(
+        name: Arc<str>,
+        config: &PoolConfig,
+        stats: Arc<StatsCounters>,
+    ) -> Result<Self, PoolError> {
+        config
+            .validate()
+            .map_err(|e| PoolError::invalid_op(&name, e.to_string()))?;
+        let classes = SizeClassTable::new(&config.size_classes);
+        let slab_bytes = (classes.max_class_bytes() * MIN_BLOCKS_PER_SLAB)
+            .next_power_of_two()
+            .clamp(MIN_SLAB_BYTES, MAX_SLAB_BYTES);
+        let slab_class_count = (0..classes.class_count())
+            .take_while(|&c| classes.class_size(c) * MIN_BLOCKS_PER_SLAB <= slab_bytes)
+            .count();
+        let min_align_bytes = config.alignment.max(QUANTUM_BYTES);
+        if min_align_bytes > slab_bytes / 2 {
+            return Err(PoolError::invalid_op(
+                &name,
+                format!(
+                    "alignment {} exceeds the lock-free allocator's maximum of {} bytes",
+                    config.alignment,
+                    slab_bytes / 2
+                ),
+            ));
+        }
+        let regions = Regions::new(
+            name,
+            slab_bytes,
+            config.chunk_size_bytes,
+            config.growth_factor,
+            config.max_size_bytes,
+            config.huge_pages,
+            stats,
+        );
+        if config.initial_size_bytes > 0 {
+            regions.map_initial(config.initial_size_bytes)?;
+        }
+        Ok(LockFreeAllocator {
+            core: Core {
+                regions,
+                classes,
+                slab_class_count,
+                slab_bytes,
+                min_align_bytes,
+                checking: config.debug.check_pointers,
+            },
+            id: tls::next_allocator_id(),
+            heaps: IntrusiveStack::new(),
+            large: LargeObjects::new(),
+        })
+    }
+
+    /// A block of at least `size` bytes aligned to `align` (a power of two; values below
+    /// the configured alignment are raised to it). `size == 0` is served as 1 byte.
+    /// Errors: `OutOfMemory` (with the numbers) or `InvalidOperation` (bad alignment).
+    #[inline]
+    pub fn allocate(&self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
+        let align = align.max(self.core.min_align_bytes);
+        let class = if align <= QUANTUM_BYTES {
+            self.core.classes.class_of(size)
+        } else if align <= MAX_SLAB_ALIGN_BYTES && align.is_power_of_two() {
+            self.core.classes.aligned_class_of(size, align)
+        } else {
+            None
+        };
+        match class {
+            Some(class) if class < self.core.slab_class_count => {
+                let heap = tls::current_heap(self.id);
+                if heap.is_null() {
+                    return self.allocate_without_cached_heap(class);
+                }
+                // SAFETY: a heap found in this thread's TLS is owned by this thread and
+                // alive (the TLS entry holds an `Arc`); the class is a slab class.
+                unsafe { (*heap).allocate(&self.core, class) }
+            }
+            _ => self.allocate_large(size, align),
+        }
+    }
+
+    #[cold]
+    fn allocate_without_cached_heap(&self, class: usize) -> Result<NonNull<u8>, PoolError> {
+        match tls::heap_for(self) {
+            // SAFETY: as in `allocate`: the TLS entry owns the heap for this thread.
+            Some(heap) => unsafe { (*heap).allocate(&self.core, class) },
+            None => {
+                // This thread's TLS is being torn down: borrow a heap for one call.
+                let heap = self.adopt_or_create_heap();
+                // SAFETY: `adopt_or_create_heap` made this thread the heap's owner; the
+                // registry keeps it alive.
+                let result = unsafe { (*heap).allocate(&self.core, class) };
+                // SAFETY: as above.
+                unsafe { (*heap).state.abandon() };
+                result
+            }
+        }
+    }
+
+    #[cold]
+    fn allocate_large(&self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
+        if !align.is_power_of_two() || align > self.core.slab_bytes / 2 {
+            return Err(PoolError::invalid_op(
+                self.core.regions.pool_name(),
+                format!(
+                    "alignment {align} is not a power of two up to {} bytes",
+                    self.core.slab_bytes / 2
+                ),
+            ));
+        }
+        self.large
+            .allocate(&self.core.regions, self.core.slab_bytes, size.max(1), align)
+    }
+
+    /// A heap this thread now owns: an abandoned one if any, else a new registered one.
+    /// The returned heap stays alive until the allocator is dropped.
+    pub(crate) fn adopt_or_create_heap(&self) -> *const Heap {
+        let mut node = self.heaps.head();
+        while let Some(heap) = NonNull::new(node) {
+            // SAFETY: registered heaps live until `Drop` (the registry holds an `Arc`).
+            let heap_ref = unsafe { heap.as_ref() };
+            if heap_ref.state.try_adopt() {
+                return heap.as_ptr();
+            }
+            // SAFETY: reached from the registry head; alive.
+            node = unsafe { IntrusiveStack::next(heap) };
+        }
+        let heap = Arc::into_raw(Arc::new(Heap::new(self.core.slab_class_count)));
+        // SAFETY: the registry's strong count keeps the heap alive until `Drop`, which is
+        // the only place it is taken off the registry; it is on no stack yet.
+        unsafe { self.heaps.push(NonNull::new_unchecked(heap.cast_mut())) };
+        heap
+    }
+
+    /// The registry's `Arc` of a heap (for the TLS to hold another count).
+    ///
+    /// # Safety
+    /// `heap` came from `adopt_or_create_heap` of this allocator.
+    pub(crate) unsafe fn heap_arc(heap: *const Heap) -> Arc<Heap> {
+        // SAFETY: the registry holds a strong count for the heap (contract), so adding one
+        // and rebuilding an `Arc` from the same pointer is sound.
+        unsafe {
+            Arc::increment_strong_count(heap);
+            Arc::from_raw(heap)
+        }
+    }
+
+    /// Free a block; returns its usable size. With `debug.check_pointers`, a block that is
+    /// not live (a double free, even a racing one) is left alone and 0 is returned.
+    ///
+    /// # Safety
+    /// `ptr` was returned by `allocate` of this allocator and, unless checking is on, not
+    /// freed since; no one uses the block after this call.
+    #[inline]
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>) -> usize {
+        let addr = ptr.as_ptr() as usize;
+        let span = (addr & !(self.core.slab_bytes - 1)) as *const SpanKind;
+        // SAFETY: every block's span base holds a slab header or a large header, both
+        // starting with `SpanKind` (contract: the block is ours).
+        if unsafe { &*span }.kind.load(Ordering::Relaxed) == SPAN_LARGE {
+            // SAFETY: a live large block of this allocator (contract).
+            return unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.slab_bytes) };
+        }
+        // SAFETY: a slab block: its slab header is at the span base.
+        let slab = unsafe { Slab::containing(addr, self.core.slab_bytes) };
+        let usable = slab.block_bytes();
+        if self.core.checking {
+            match slab.block_index(addr) {
+                Some(index) if slab.clear_live(index) => {}
+                _ => return 0,
+            }
+        }
+        let owner = slab.owner_heap();
+        if ptr::eq(tls::current_heap(self.id), owner) {
+            // SAFETY: this thread owns the slab's heap (its TLS says so), and the block
+            // is live (contract).
+            unsafe { (*owner).free_local(slab, ptr) };
+        } else {
+            // SAFETY: the block is live and ours (contract); the owner heap outlives this
+            // call (registered until `Drop`), and the push's outcome is passed on as is.
+            unsafe {
+                let outcome = slab.push_remote(ptr);
+                (*owner).requeue(slab, outcome);
+            }
+        }
+        usable
+    }
+
+    /// Usable bytes of a live block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this allocator.
+    #[inline]
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        let addr = ptr.as_ptr() as usize;
+        let span = (addr & !(self.core.slab_bytes - 1)) as *const SpanKind;
+        // SAFETY: as in `deallocate`.
+        unsafe {
+            if (*span).kind.load(Ordering::Relaxed) == SPAN_LARGE {
+                LargeObjects::usable_size(ptr, self.core.slab_bytes)
+            } else {
+                Slab::containing(addr, self.core.slab_bytes).block_bytes()
+            }
+        }
+    }
+
+    /// What `ptr` is, without trusting it: reads only region records, the large-object
+    /// table and the header atomics of a carved slab of this allocator. Without
+    /// `debug.check_pointers`, freed slab blocks are reported `Live` (no bitmap to tell).
+    pub fn block_state(&self, ptr: NonNull<u8>) -> BlockState {
+        let addr = ptr.as_ptr() as usize;
+        if let Some(base) = self.core.regions.carved_slab_of(addr) {
+            // SAFETY: a carved slab of a live region: its header is `Slab`-valid memory
+            // (zeroed or formatted), and only header atomics are read.
+            let slab = unsafe { &*(base as *const Slab) };
+            if !slab.is_formatted() {
+                return BlockState::NotLive;
+            }
+            return match slab.block_index(addr) {
+                Some(index) => match slab.is_live(index) {
+                    Some(false) => BlockState::NotLive,
+                    Some(true) | None => BlockState::Live(slab.block_bytes()),
+                },
+                None => BlockState::NotLive,
+            };
+        }
+        match self.large.find(addr) {
+            Some(usable) => BlockState::Live(usable),
+            None => BlockState::Foreign,
+        }
+    }
+
+    /// Release every block at once; every pointer handed out before is invalid after.
+    /// With `return_chunks`, every region but the initial one goes back to the OS (large
+    /// objects always do).
+    pub fn reset(&mut self, return_chunks: bool) {
+        self.large
+            .free_all(&self.core.regions, self.core.slab_bytes);
+        let mut node = self.heaps.head();
+        while let Some(heap) = NonNull::new(node) {
+            // SAFETY: `&mut self`: no thread is inside this allocator, so no heap is in
+            // use; registered heaps are alive.
+            unsafe {
+                heap.as_ref().forget_slabs();
+                node = IntrusiveStack::next(heap);
+            }
+        }
+        self.core.regions.reset(return_chunks);
+    }
+
+    /// Bytes held from the OS now (regions and large objects).
+    pub fn reserved_bytes(&self) -> usize {
+        self.core.regions.budget().reserved_bytes()
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for LockFreeAllocator {
+    fn drop(&mut self) {
+        self.large
+            .free_all(&self.core.regions, self.core.slab_bytes);
+        let mut node = self.heaps.replace(ptr::null_mut());
+        while let Some(heap) = NonNull::new(node) {
+            // SAFETY: `&mut self`; the registry holds one strong count per heap, released
+            // here. Threads may still hold their own `Arc`s: they see DEAD and never touch
+            // the (soon unmapped) slabs again.
+            unsafe {
+                node = IntrusiveStack::next(heap);
+                heap.as_ref().state.mark_dead();
+                drop(Arc::from_raw(heap.as_ptr().cast_const()));
+            }
+        }
+        // `core.regions` unmaps every region when it drops, after this.
+    }
+}
+
+impl std::fmt::Debug for LockFreeAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockFreeAllocator")
+            .field("pool", &self.core.regions.pool_name())
+            .field("slab_bytes", &self.core.slab_bytes)
+            .field("slab_classes", &self.core.slab_class_count)
+            .field("reserved_bytes", &self.reserved_bytes())
+            .finish()
+    }
+}
+
+// The allocator must be shareable across threads (`CpuPool` with `SyncMode::LockFree`).
+// It is, without an `unsafe impl`: its shared state is atomics and `Arc`s.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LockFreeAllocator>();
+};

@@ -1,0 +1,100 @@
+//! Each thread's map from allocator id to the heap it owns for that allocator.
+//!
+//! The last heap used is cached in two `Cell`s, so the hot path is one TLS access and one
+//! compare. The map holds an `Arc` per heap, so the heap outlives any use by this thread;
+//! on thread exit its destructor abandons every heap (the only thing it touches is the
+//! heap's state word, so it is harmless if the allocator is already gone).
+
+use super::heap::Heap;
+use super::LockFreeAllocator;
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use std::sync::Arc;
+// A process-wide id generator: it orders no other memory, so it is not part of the
+// model-checked `crate::sync` surface (and needs a `const` constructor, which loom lacks).
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+static NEXT_ALLOCATOR_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique allocator id (never 0, never reused).
+pub fn next_allocator_id() -> u64 {
+    NEXT_ALLOCATOR_ID.fetch_add(1, Relaxed)
+}
+
+/// Invariant: `last_heap` is the heap of allocator `last_id` in `entries` (or null with
+/// `last_id == 0`); every heap in `entries` is owned by this thread.
+struct ThreadHeaps {
+    last_id: Cell<u64>,
+    last_heap: Cell<*const Heap>,
+    entries: RefCell<Vec<(u64, Arc<Heap>)>>,
+}
+
+impl Drop for ThreadHeaps {
+    fn drop(&mut self) {
+        for (_, heap) in self.entries.get_mut().drain(..) {
+            heap.state.abandon();
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_HEAPS: ThreadHeaps = const {
+        ThreadHeaps {
+            last_id: Cell::new(0),
+            last_heap: Cell::new(ptr::null()),
+            entries: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+/// The heap this thread owns for allocator `id`, or null (none yet, or TLS torn down).
+#[inline]
+pub fn current_heap(id: u64) -> *const Heap {
+    THREAD_HEAPS
+        .try_with(|heaps| {
+            if heaps.last_id.get() == id {
+                heaps.last_heap.get()
+            } else {
+                lookup(heaps, id)
+            }
+        })
+        .unwrap_or(ptr::null())
+}
+
+#[cold]
+fn lookup(heaps: &ThreadHeaps, id: u64) -> *const Heap {
+    let entries = heaps.entries.borrow();
+    match entries.iter().find(|(entry_id, _)| *entry_id == id) {
+        Some((_, heap)) => {
+            heaps.last_id.set(id);
+            heaps.last_heap.set(Arc::as_ptr(heap));
+            Arc::as_ptr(heap)
+        }
+        None => ptr::null(),
+    }
+}
+
+/// The heap this thread owns for `allocator`, adopting or creating one if needed; `None`
+/// while this thread's TLS is being torn down.
+#[cold]
+pub fn heap_for(allocator: &LockFreeAllocator) -> Option<*const Heap> {
+    let id = allocator.id();
+    THREAD_HEAPS
+        .try_with(|heaps| {
+            let found = lookup(heaps, id);
+            if !found.is_null() {
+                return found;
+            }
+            let heap = allocator.adopt_or_create_heap();
+            // SAFETY: `heap` came from `adopt_or_create_heap` of this allocator.
+            let heap_arc = unsafe { LockFreeAllocator::heap_arc(heap) };
+            let mut entries = heaps.entries.borrow_mut();
+            // Heaps of dropped allocators are DEAD: let their memory go.
+            entries.retain(|(_, heap)| !heap.state.is_dead());
+            entries.push((id, heap_arc));
+            heaps.last_id.set(id);
+            heaps.last_heap.set(heap);
+            heap
+        })
+        .ok()
+}

@@ -1,0 +1,88 @@
+//! Block headers: the boundary tags in front of every block of a chunk.
+//!
+//! Every block starts with a [`BlockHdr`]; a free block extends it to a [`FreeBlockHdr`]
+//! with its free-list links. The payload of a used block starts right after its
+//! `BlockHdr`, so `payload - HDR_BYTES` finds the header again in O(1).
+
+use super::mapping::GRANULE_BYTES;
+
+/// Flag: the block is free (in a free list). Never set on a sentinel.
+pub(super) const FREE: usize = 1;
+/// Flag: the physically previous block is free (so `prev_phys` leads to a block to merge).
+pub(super) const PREV_FREE: usize = 2;
+/// Flag: the zero-size block closing a chunk; it is never free, so nothing merges past it.
+pub(super) const SENTINEL: usize = 4;
+/// The low bits of `size_and_flags` that hold flags; block sizes are multiples of
+/// `GRANULE_BYTES`, so these bits of the size are always zero.
+pub(super) const FLAGS_MASK: usize = GRANULE_BYTES - 1;
+
+/// Bytes of the header in front of every block (and of every payload).
+pub(super) const HDR_BYTES: usize = std::mem::size_of::<BlockHdr>();
+/// Bytes a free block needs for its header and links; no block is smaller.
+pub(super) const FREE_HDR_BYTES: usize = std::mem::size_of::<FreeBlockHdr>();
+
+const _: () = assert!(FREE < GRANULE_BYTES && PREV_FREE < GRANULE_BYTES && SENTINEL < GRANULE_BYTES);
+const _: () = assert!(HDR_BYTES <= GRANULE_BYTES && HDR_BYTES.is_power_of_two());
+
+/// The boundary tag at the start of every block.
+#[repr(C)]
+pub(super) struct BlockHdr {
+    /// The block's size in bytes, header included (a multiple of the allocator's
+    /// granularity; 0 for a sentinel), or-ed with `FREE`, `PREV_FREE` and `SENTINEL`.
+    /// Invariant: `PREV_FREE` is set iff `prev_phys` is non-null and that block is free.
+    pub size_and_flags: usize,
+    /// The physically previous block in the same chunk; null for a chunk's first block.
+    /// Invariant: `prev_phys + prev_phys.size == self`.
+    pub prev_phys: *mut BlockHdr,
+}
+
+/// The header of a free block: the boundary tag plus its links in one free list.
+#[repr(C)]
+pub(super) struct FreeBlockHdr {
+    pub common: BlockHdr,
+    /// Next block of the same free list; null at the end.
+    pub next_free: *mut FreeBlockHdr,
+    /// Previous block of the same free list; null for the list head.
+    pub prev_free: *mut FreeBlockHdr,
+}
+
+impl BlockHdr {
+    /// Size in bytes, header included.
+    #[inline(always)]
+    pub fn size(&self) -> usize {
+        self.size_and_flags & !FLAGS_MASK
+    }
+
+    #[inline(always)]
+    pub fn is_free(&self) -> bool {
+        self.size_and_flags & FREE != 0
+    }
+
+    #[inline(always)]
+    pub fn is_prev_free(&self) -> bool {
+        self.size_and_flags & PREV_FREE != 0
+    }
+
+    #[inline(always)]
+    pub fn is_sentinel(&self) -> bool {
+        self.size_and_flags & SENTINEL != 0
+    }
+}
+
+/// The header `offset_bytes` after `block`.
+///
+/// # Safety
+/// The result must lie inside the same chunk as `block` (typically `offset_bytes` is the
+/// size of `block` or of a part of it being split off).
+#[inline(always)]
+pub(super) unsafe fn header_at(block: *mut BlockHdr, offset_bytes: usize) -> *mut BlockHdr {
+    // SAFETY: the caller keeps the result inside the chunk `block` lies in, which is one
+    // allocation from the upstream, so the offset stays in bounds of that allocation.
+    unsafe { block.byte_add(offset_bytes) }
+}
+
+/// The payload address of a block.
+#[inline(always)]
+pub(super) fn payload_of(block: *mut BlockHdr) -> *mut u8 {
+    block.cast::<u8>().wrapping_add(HDR_BYTES)
+}

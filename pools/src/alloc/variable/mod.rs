@@ -1,0 +1,412 @@
+//! Variable-size allocator: two-level segregated fit (TLSF) with boundary tags.
+//!
+//! - [`Tlsf`] (this file): the type, its invariants and the `Strategy` operations.
+//! - `block`: block headers (boundary tags) and their flags.
+//! - `mapping`: block size -> (first level, second level) free list.
+//! - `free_lists`: linking, unlinking, the O(1) bitmap search and the fit policies.
+//! - `chunks`: chunks from the upstream: adding, returning, resetting.
+//! - `walk`: the checked pointer lookup (`block_state`) and the heap walker
+//!   (`check_invariants`).
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod block;
+mod chunks;
+mod free_lists;
+mod mapping;
+mod walk;
+
+use self::block::{header_at, payload_of, BlockHdr, FreeBlockHdr, FLAGS_MASK, FREE, FREE_HDR_BYTES, HDR_BYTES, PREV_FREE, SENTINEL};
+use self::chunks::ChunkRecord;
+use self::mapping::{FL_COUNT, GRANULE_BYTES, SL_COUNT};
+use super::{BlockState, Strategy, Upstream};
+use crate::config::{FitPolicy, PoolConfig, ReturnPolicy};
+use crate::error::PoolError;
+use std::ptr::{self, NonNull};
+
+/// Largest request served (bytes): far beyond any real chunk, and low enough that size
+/// arithmetic (header, alignment slack, list rounding) cannot overflow.
+const MAX_REQUEST_BYTES: usize = 1 << (usize::BITS - 4);
+/// Largest alignment served (bytes), as `PoolConfig::validate` allows for the pool.
+const MAX_ALIGN_BYTES: usize = 1 << 30;
+/// Alignment asked of the upstream for every chunk: a page, so chunks start clean.
+const CHUNK_ALIGN_BYTES: usize = 4096;
+
+/// A TLSF allocator over chunks taken from an [`Upstream`].
+///
+/// Free blocks sit in segregated lists indexed by a first level (the power of two of the
+/// size) and a second level (one of 32 equal slices of that power of two). Two bitmaps
+/// record which lists are non-empty, so finding a list that holds a big enough block is
+/// two `trailing_zeros` and allocation and free are O(1).
+///
+/// ```text
+///  fl_bitmap     bit fl set iff sl_bitmaps[fl] != 0
+///  ┌─┬─┬─┬─┬──
+///  │0│1│1│0│..     sl_bitmaps[fl]    bit sl set iff free_lists[fl][sl] is non-empty
+///  └─┴┬┴┬┴─┴──
+///     │ │   ┌─┬─┬─┬─┬──
+///     │ └──►│0│0│0│1│..   free_lists[2][3] ──► [free 1120 B] ⇄ [free 1136 B] ──► null
+///     │     └─┴─┴─┴─┴──
+///     │     ┌─┬──┬─┬──
+///     └────►│0│..│1│..   free_lists[1][7] ──► [free 624 B] ──► null
+///           └─┴──┴─┴──
+///
+///  one chunk: blocks tile it from the first block to the sentinel
+///  ┌─────┬───────────┬────────────┬──────────┬─────┬──────────┬──────┐
+///  │ pad │ used 96 B │ free 624 B │ used 48 B│ ... │ sentinel │ tail │
+///  └─────┴───────────┴────────────┴──────────┴─────┴──────────┴──────┘
+///          ◄──────── prev_phys ─┘  ◄─ prev_phys ─┘
+///  every block:  [size | FREE | PREV_FREE | SENTINEL][prev_phys] payload...
+///  a free block: [size | FREE | PREV_FREE          ][prev_phys][next_free][prev_free]
+/// ```
+///
+/// Boundary tags (the size word, the `PREV_FREE` flag and `prev_phys`) let a free merge
+/// with both physical neighbours in O(1). Each chunk ends in a sentinel block that is
+/// never free, and a chunk's first block has no previous block, so blocks of different
+/// chunks never merge. Alignment above the granularity is served by taking a block with
+/// enough slack and splitting the leading gap off as a free block.
+///
+/// Fit policies (`PoolConfig::fit`), for a request needing a block of `need` bytes:
+/// - `BestFit`: scan (at most `BEST_FIT_SCAN_LIMIT` blocks of) the list `need` maps to
+///   for the smallest block that fits, stopping at an exact fit; otherwise TLSF good fit:
+///   the head of the first non-empty list whose every block fits.
+/// - `FirstFit`: the head of the list `need` maps to if it fits (no rounding up), else
+///   the head of the first non-empty list whose every block fits. Strictly O(1).
+pub struct Tlsf {
+    upstream: Upstream,
+    fit: FitPolicy,
+    /// `ReturnPolicy::WhenEmpty`: a grown chunk whose blocks are all free goes back to the
+    /// upstream at once.
+    release_empty_chunks: bool,
+    /// A power of two, at least `GRANULE_BYTES` and the configured alignment.
+    /// Invariant: every block size and every payload address is a multiple of it.
+    granularity_bytes: usize,
+    /// `FREE_HDR_BYTES` rounded up to `granularity_bytes`.
+    /// Invariant: every block (except sentinels) is at least this large, so any block can
+    /// become free in place and any split-off remainder can hold its free-list links.
+    min_block_bytes: usize,
+    /// Invariant: bit `fl` is set iff `sl_bitmaps[fl] != 0`.
+    fl_bitmap: u64,
+    /// Invariant: bit `sl` of `sl_bitmaps[fl]` is set iff `free_lists[fl][sl]` is non-null.
+    sl_bitmaps: [u32; FL_COUNT],
+    /// Invariant: `free_lists[fl][sl]` heads a null-terminated doubly linked list (via
+    /// `next_free` / `prev_free`) of exactly the free blocks, in any of `chunks`, whose size
+    /// maps to `(fl, sl)` (`mapping::list_of`). Every free block is in its list once.
+    free_lists: [[*mut FreeBlockHdr; SL_COUNT]; FL_COUNT],
+    /// Invariant: the number of blocks in all of `free_lists`.
+    free_block_count: usize,
+    /// Invariant: sorted by address and non-overlapping; exactly the chunks taken from
+    /// `upstream` and not yet released; blocks tile each one from `first_block` to
+    /// `sentinel`, and no two physically adjacent blocks are both free.
+    chunks: Vec<ChunkRecord>,
+}
+
+// SAFETY: the raw pointers all point into chunks this `Tlsf` owns exclusively (the
+// upstream hands each chunk to one strategy); nothing is tied to the creating thread.
+unsafe impl Send for Tlsf {}
+
+impl Tlsf {
+    /// A TLSF allocator drawing chunks from `upstream`. Uses `config.fit`,
+    /// `config.alignment` (the least alignment of every block), `config.return_policy`
+    /// (`WhenEmpty` returns a grown chunk as soon as it is entirely free) and
+    /// `config.initial_size_bytes` (taken at once as the first chunk when non-zero; that
+    /// chunk is kept by `reset`).
+    pub fn new(upstream: Upstream, config: &PoolConfig) -> Result<Tlsf, PoolError> {
+        if !config.alignment.is_power_of_two() || config.alignment > MAX_ALIGN_BYTES {
+            return Err(PoolError::invalid_op(
+                upstream.pool_name(),
+                format!(
+                    "alignment {} must be a power of two of at most {MAX_ALIGN_BYTES} bytes",
+                    config.alignment
+                ),
+            ));
+        }
+        let granularity_bytes = config.alignment.max(GRANULE_BYTES);
+        let mut tlsf = Tlsf {
+            upstream,
+            fit: config.fit,
+            release_empty_chunks: config.return_policy == ReturnPolicy::WhenEmpty,
+            granularity_bytes,
+            min_block_bytes: FREE_HDR_BYTES.next_multiple_of(granularity_bytes),
+            fl_bitmap: 0,
+            sl_bitmaps: [0; FL_COUNT],
+            free_lists: [[ptr::null_mut(); SL_COUNT]; FL_COUNT],
+            free_block_count: 0,
+            chunks: Vec::new(),
+        };
+        if config.initial_size_bytes > 0 {
+            let bytes = config
+                .initial_size_bytes
+                .max(tlsf.min_block_bytes + tlsf.chunk_overhead_bytes());
+            let chunk = tlsf.upstream.alloc_exact(bytes, tlsf.chunk_align_bytes())?;
+            let block = tlsf.add_chunk(chunk, true);
+            // SAFETY: `add_chunk` returned the chunk's only block, free and in no list.
+            unsafe { tlsf.link(block, (*block).size()) };
+        }
+        Ok(tlsf)
+    }
+
+    /// Free blocks now (after freeing everything: exactly one per chunk).
+    pub fn free_block_count(&self) -> usize {
+        self.free_block_count
+    }
+
+    /// Chunks held from the upstream now.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Bytes every block size and payload address is a multiple of.
+    pub fn granularity_bytes(&self) -> usize {
+        self.granularity_bytes
+    }
+
+    /// Bytes of the smallest block that can hold `size` payload bytes.
+    #[inline(always)]
+    fn block_bytes_for(&self, size: usize) -> usize {
+        ((size + HDR_BYTES + self.granularity_bytes - 1) & !(self.granularity_bytes - 1))
+            .max(self.min_block_bytes)
+    }
+
+    /// Turn the free, unlinked `block` into a used block of `need` bytes, splitting off
+    /// the rest as a free block when it is big enough to be one.
+    ///
+    /// # Safety
+    /// `block` is a free block of this allocator, in no free list, at least `need` bytes;
+    /// `need` is a multiple of `granularity_bytes` and at least `min_block_bytes`.
+    #[inline(always)]
+    unsafe fn carve(&mut self, block: *mut BlockHdr, need: usize) -> NonNull<u8> {
+        // SAFETY: `block` is a live header of our chunks (caller); `block + size` is its
+        // physical successor (a block or the sentinel) and `block + need` lies inside it.
+        unsafe {
+            let size = (*block).size();
+            debug_assert!((*block).is_free() && size >= need);
+            // The block was free, so its predecessor is used: `PREV_FREE` is clear.
+            let next = header_at(block, size);
+            let rest = size - need;
+            if rest >= self.min_block_bytes {
+                let remainder = header_at(block, need);
+                (*remainder).size_and_flags = rest | FREE;
+                (*remainder).prev_phys = block;
+                // `next` keeps `PREV_FREE`: its predecessor is still a free block.
+                (*next).prev_phys = remainder;
+                self.link(remainder, rest);
+                (*block).size_and_flags = need | ((*block).size_and_flags & PREV_FREE);
+            } else {
+                (*next).size_and_flags &= !PREV_FREE;
+                (*block).size_and_flags = size | ((*block).size_and_flags & PREV_FREE);
+            }
+            NonNull::new_unchecked(payload_of(block))
+        }
+    }
+
+    /// A free, unlinked block of at least `need_bytes`: from the free lists, else from a
+    /// new chunk. `request_bytes` is what the caller asked for (for the error).
+    #[inline(always)]
+    fn take_block(
+        &mut self,
+        need_bytes: usize,
+        request_bytes: usize,
+    ) -> Result<*mut BlockHdr, PoolError> {
+        match self.take_fitting(need_bytes) {
+            Some(block) => Ok(block),
+            None => self.grow_for(need_bytes, request_bytes),
+        }
+    }
+
+    #[cold]
+    fn allocate_aligned(
+        &mut self,
+        size: usize,
+        need: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        // A leading gap is 0 or at least `min_block_bytes` (it becomes a free block); its
+        // worst case is `align - granularity` rounded past `min_block_bytes`.
+        let slack = align + self.min_block_bytes - self.granularity_bytes;
+        let block = self.take_block(need + slack, size)?;
+        let payload = payload_of(block) as usize;
+        let mut gap = payload.wrapping_neg() & (align - 1);
+        if gap != 0 && gap < self.min_block_bytes {
+            gap += align;
+        }
+        if gap == 0 {
+            // SAFETY: `block` is free, unlinked and at least `need + slack >= need` bytes.
+            return Ok(unsafe { self.carve(block, need) });
+        }
+        // SAFETY: `block` is free and unlinked with `size >= need + slack >= need + gap`,
+        // so `block + gap` and the split below stay inside it; `gap` is a multiple of the
+        // granularity (payloads and `align` are) and at least `min_block_bytes`.
+        unsafe {
+            let size_bytes = (*block).size();
+            let aligned = header_at(block, gap);
+            (*aligned).size_and_flags = (size_bytes - gap) | FREE | PREV_FREE;
+            (*aligned).prev_phys = block;
+            (*header_at(block, size_bytes)).prev_phys = aligned;
+            // The gap keeps `block`'s flags: free, with a used predecessor.
+            (*block).size_and_flags = gap | FREE;
+            self.link(block, gap);
+            Ok(self.carve(aligned, need))
+        }
+    }
+}
+
+impl Strategy for Tlsf {
+    fn name(&self) -> &'static str {
+        "variable-size"
+    }
+
+    #[inline]
+    fn allocate(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
+        if size > MAX_REQUEST_BYTES || !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
+            return Err(self.bad_request(size, align));
+        }
+        let need = self.block_bytes_for(size);
+        if align > self.granularity_bytes {
+            return self.allocate_aligned(size, need, align);
+        }
+        let block = self.take_block(need, size)?;
+        // SAFETY: `take_block` returns a free, unlinked block of at least `need` bytes.
+        Ok(unsafe { self.carve(block, need) })
+    }
+
+    #[inline]
+    unsafe fn deallocate(&mut self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: `ptr` is a live payload of ours (caller), so its header precedes it and
+        // its physical neighbours are valid headers in the same chunk (boundary tags).
+        unsafe {
+            let mut block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
+            let usable_bytes = (*block).size() - HDR_BYTES;
+            let mut size = (*block).size();
+            let mut next = header_at(block, size);
+            let next_word = (*next).size_and_flags;
+            if next_word & FREE != 0 {
+                let next_size = next_word & !FLAGS_MASK;
+                self.unlink(next, next_size);
+                size += next_size;
+                next = header_at(block, size);
+            }
+            if (*block).is_prev_free() {
+                let prev = (*block).prev_phys;
+                let prev_size = (*prev).size();
+                self.unlink(prev, prev_size);
+                size += prev_size;
+                block = prev;
+            }
+            // The merged block's predecessor is used (no two adjacent free blocks).
+            (*block).size_and_flags = size | FREE;
+            (*next).prev_phys = block;
+            (*next).size_and_flags |= PREV_FREE;
+            if self.release_empty_chunks
+                && (*block).prev_phys.is_null()
+                && (*next).size_and_flags & SENTINEL != 0
+            {
+                self.release_empty_chunk(block);
+            } else {
+                self.link(block, size);
+            }
+            usable_bytes
+        }
+    }
+
+    #[inline]
+    unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: `ptr` is a live payload of ours (caller): its header precedes it.
+        unsafe { (*ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>()).size() - HDR_BYTES }
+    }
+
+    unsafe fn resize_in_place(&mut self, ptr: NonNull<u8>, new_size: usize) -> bool {
+        if new_size > MAX_REQUEST_BYTES {
+            return false;
+        }
+        let need = self.block_bytes_for(new_size);
+        // SAFETY: `ptr` is a live payload of ours (caller): its header and physical
+        // successor are valid; every split point below lies inside the blocks involved.
+        unsafe {
+            let block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
+            let size = (*block).size();
+            let own_flags = (*block).size_and_flags & PREV_FREE;
+            let next = header_at(block, size);
+            let next_word = (*next).size_and_flags;
+            let next_free_bytes = if next_word & FREE != 0 {
+                next_word & !FLAGS_MASK
+            } else {
+                0
+            };
+            if need > size + next_free_bytes {
+                return false;
+            }
+            if need == size {
+                return true;
+            }
+            let spare = size + next_free_bytes - need;
+            if next_free_bytes == 0 && spare < self.min_block_bytes {
+                // Shrinking by less than a block: nothing can be given back.
+                return true;
+            }
+            if next_free_bytes != 0 {
+                self.unlink(next, next_free_bytes);
+            }
+            let after = header_at(block, size + next_free_bytes);
+            if spare >= self.min_block_bytes {
+                let tail = header_at(block, need);
+                (*tail).size_and_flags = spare | FREE;
+                (*tail).prev_phys = block;
+                (*after).prev_phys = tail;
+                (*after).size_and_flags |= PREV_FREE;
+                self.link(tail, spare);
+                (*block).size_and_flags = need | own_flags;
+            } else {
+                // Growing into all of the free successor (the spare is too small to be a block).
+                (*after).prev_phys = block;
+                (*after).size_and_flags &= !PREV_FREE;
+                (*block).size_and_flags = (size + next_free_bytes) | own_flags;
+            }
+            true
+        }
+    }
+
+    fn block_state(&self, ptr: NonNull<u8>) -> BlockState {
+        self.lookup(ptr.as_ptr() as usize)
+    }
+
+    fn reset(&mut self, return_chunks: bool) {
+        self.reset_chunks(return_chunks);
+    }
+
+    fn reserved_bytes(&self) -> usize {
+        self.upstream.reserved_bytes()
+    }
+}
+
+impl Tlsf {
+    #[cold]
+    fn bad_request(&self, size: usize, align: usize) -> PoolError {
+        let pool = self.upstream.pool_name();
+        if !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
+            PoolError::invalid_op(
+                pool,
+                format!("alignment {align} must be a power of two of at most {MAX_ALIGN_BYTES} bytes"),
+            )
+        } else {
+            PoolError::oom(
+                pool,
+                size,
+                self.upstream.available_bytes().min(MAX_REQUEST_BYTES),
+                MAX_REQUEST_BYTES,
+            )
+        }
+    }
+}
+
+impl std::fmt::Debug for Tlsf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tlsf")
+            .field("pool", &self.upstream.pool_name())
+            .field("fit", &self.fit)
+            .field("granularity_bytes", &self.granularity_bytes)
+            .field("chunks", &self.chunks.len())
+            .field("free_blocks", &self.free_block_count)
+            .field("reserved_bytes", &self.upstream.reserved_bytes())
+            .finish()
+    }
+}

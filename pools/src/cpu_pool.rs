@@ -1,0 +1,472 @@
+//! `CpuPool`: a host-memory pool: an allocator strategy in the sync mode the config asks
+//! for, with statistics and the debug checks.
+//!
+//! ```text
+//! CpuPool::allocate_with ──> Core::Locked(Mutex<Box<dyn Strategy>>)      (sync = mutex)
+//!                        ──> Core::Single(busy flag + Box<dyn Strategy>)  (single-threaded)
+//!                        ──> Core::LockFree(LockFreeAllocator)            (lock-free)
+//! ```
+//!
+//! Statistics count usable bytes (the block size that served a request). Under a lock or
+//! the busy flag every counter writer is serialised, so the cheap single-writer counter
+//! updates are used there; the lock-free core uses the atomic read-modify-write ones.
+//!
+//! `reset()` of a lock-free pool needs exclusive access that `&self` cannot prove (threads
+//! may be inside `allocate`), so `MemoryPool::reset` returns `InvalidOperation` there and
+//! [`CpuPool::reset_exclusive`] (`&mut self`) does it.
+
+use crate::alloc::fixed::{with_request, FixedSizeAllocator};
+use crate::alloc::lockfree::LockFreeAllocator;
+use crate::alloc::size_classed::SizeClassedAllocator;
+use crate::alloc::variable::Tlsf;
+use crate::alloc::{BlockState, Strategy, Upstream};
+use crate::config::{AllocatorKind, MemoryType, PoolConfig, ReturnPolicy, SyncMode};
+use crate::debug::{self, LiveTracker};
+use crate::error::PoolError;
+use crate::os::OsChunks;
+use crate::pool::{AllocFlags, MemoryPool};
+use crate::stats::{MemoryStats, StatsCounters};
+use std::cell::UnsafeCell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A strategy used from one thread at a time, with misuse detected instead of racing.
+struct SingleThreaded {
+    /// Invariant: `strategy` is only accessed by the thread that set `busy` from false to
+    /// true, until it stores false again.
+    busy: AtomicBool,
+    strategy: UnsafeCell<Box<dyn Strategy>>,
+}
+
+// SAFETY: access to `strategy` is exclusive by the `busy` flag protocol (see the field
+// invariant), and `Box<dyn Strategy>` is `Send`, so sharing the wrapper is sound.
+unsafe impl Sync for SingleThreaded {}
+
+enum Core {
+    Locked(Mutex<Box<dyn Strategy>>),
+    Single(SingleThreaded),
+    LockFree(LockFreeAllocator),
+}
+
+/// A CPU memory pool. See the module documentation.
+pub struct CpuPool {
+    name: Arc<str>,
+    config: PoolConfig,
+    stats: Arc<StatsCounters>,
+    core: Core,
+    /// `Some` iff `config.debug.track_live`.
+    live: Option<LiveTracker>,
+    /// The strategy came from `with_strategy` and reports reserved bytes to its own
+    /// upstream, so `stats()` asks it instead of the counters.
+    external_strategy: bool,
+}
+
+impl CpuPool {
+    /// A pool with the strategy and sync mode of `config` over `mmap`ed chunks.
+    /// An invalid config is `InvalidOperation` with the validation message.
+    pub fn new(name: &str, config: PoolConfig) -> Result<CpuPool, PoolError> {
+        let mut config = config;
+        config
+            .validate()
+            .map_err(|e| PoolError::invalid_op(name, e.to_string()))?;
+        let name: Arc<str> = Arc::from(name);
+        let stats = Arc::new(StatsCounters::new());
+        if config.allocator == AllocatorKind::LockFree {
+            // The lock-free allocator is shared by design; a mutex around it would only
+            // slow it down, so the sync mode follows the allocator (see PoolConfig::validate).
+            config.sync = SyncMode::LockFree;
+            let allocator = LockFreeAllocator::new(Arc::clone(&name), &config, Arc::clone(&stats))?;
+            return Ok(CpuPool {
+                live: config.debug.track_live.then(LiveTracker::new),
+                name,
+                config,
+                stats,
+                core: Core::LockFree(allocator),
+                external_strategy: false,
+            });
+        }
+        let upstream = Upstream::new(
+            Box::new(OsChunks::new(config.huge_pages)),
+            Arc::clone(&name),
+            config.chunk_size_bytes,
+            config.growth_factor,
+            config.max_size_bytes,
+            Arc::clone(&stats),
+        );
+        let strategy: Box<dyn Strategy> = match config.allocator {
+            AllocatorKind::FixedSize => Box::new(FixedSizeAllocator::new(upstream, &config)?),
+            AllocatorKind::SizeClassed => Box::new(SizeClassedAllocator::new(upstream, &config)?),
+            AllocatorKind::VariableSize => Box::new(Tlsf::new(upstream, &config)?),
+            AllocatorKind::LockFree => unreachable!("handled above"),
+        };
+        Ok(Self::assemble(name, config, stats, strategy, false))
+    }
+
+    /// A pool over a user strategy (which brings its own upstream). `config` supplies the
+    /// sync mode (mutex or single-threaded), alignment and debug checks.
+    pub fn with_strategy(
+        name: &str,
+        config: PoolConfig,
+        strategy: Box<dyn Strategy>,
+    ) -> Result<CpuPool, PoolError> {
+        config
+            .validate()
+            .map_err(|e| PoolError::invalid_op(name, e.to_string()))?;
+        if config.sync == SyncMode::LockFree {
+            return Err(PoolError::invalid_op(
+                name,
+                "a Strategy is single-threaded: use sync = \"mutex\" or \"single-threaded\"",
+            ));
+        }
+        let stats = Arc::new(StatsCounters::new());
+        Ok(Self::assemble(
+            Arc::from(name),
+            config,
+            stats,
+            strategy,
+            true,
+        ))
+    }
+
+    fn assemble(
+        name: Arc<str>,
+        config: PoolConfig,
+        stats: Arc<StatsCounters>,
+        strategy: Box<dyn Strategy>,
+        external_strategy: bool,
+    ) -> CpuPool {
+        let core = match config.sync {
+            SyncMode::SingleThreaded => Core::Single(SingleThreaded {
+                busy: AtomicBool::new(false),
+                strategy: UnsafeCell::new(strategy),
+            }),
+            SyncMode::Mutex | SyncMode::LockFree => Core::Locked(Mutex::new(strategy)),
+        };
+        CpuPool {
+            live: config.debug.track_live.then(LiveTracker::new),
+            name,
+            config,
+            stats,
+            core,
+            external_strategy,
+        }
+    }
+
+    /// Run `f` with exclusive access to the strategy.
+    #[inline]
+    fn with_strategy_mut<R>(
+        &self,
+        f: impl FnOnce(&mut dyn Strategy) -> Result<R, PoolError>,
+    ) -> Result<R, PoolError> {
+        match &self.core {
+            Core::Locked(mutex) => {
+                let mut guard = mutex.lock().map_err(|_| {
+                    PoolError::invalid_op(&self.name, "pool unusable: a strategy call panicked")
+                })?;
+                f(guard.as_mut())
+            }
+            Core::Single(single) => {
+                if single
+                    .busy
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+                {
+                    return Err(PoolError::invalid_op(
+                        &self.name,
+                        "single-threaded pool used from two threads at once (use sync = \"mutex\")",
+                    ));
+                }
+                /// Clears the busy flag even if `f` panics.
+                struct Release<'a>(&'a AtomicBool);
+                impl Drop for Release<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(false, Ordering::Release);
+                    }
+                }
+                let _release = Release(&single.busy);
+                // SAFETY: we set `busy` from false to true, so no other access to the
+                // strategy exists until `_release` clears it (field invariant).
+                let strategy = unsafe { &mut *single.strategy.get() };
+                f(strategy.as_mut())
+            }
+            Core::LockFree(_) => unreachable!("the lock-free core has no Strategy"),
+        }
+    }
+
+    fn effective_align(&self, flags: &AllocFlags) -> Result<usize, PoolError> {
+        let align = if flags.align == 0 {
+            self.config.alignment
+        } else {
+            flags.align
+        };
+        if !align.is_power_of_two() {
+            return Err(PoolError::invalid_op(
+                &self.name,
+                format!("alignment {align} is not a power of two"),
+            ));
+        }
+        Ok(align.max(self.config.alignment))
+    }
+
+    /// A pointer the strategy has not vouched for: the checked answer, as an error.
+    fn check_live(&self, strategy: &dyn Strategy, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        self.check_state(strategy.block_state(ptr), ptr)
+    }
+
+    fn check_state(&self, state: BlockState, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        match state {
+            BlockState::Live(usable) => Ok(usable),
+            BlockState::NotLive => Err(PoolError::invalid_ptr(
+                &self.name,
+                ptr.as_ptr() as usize,
+                "not a live block of this pool (already freed, or not the start of a block)",
+            )),
+            BlockState::Foreign => Err(PoolError::invalid_ptr(
+                &self.name,
+                ptr.as_ptr() as usize,
+                "not allocated by this pool",
+            )),
+        }
+    }
+
+    /// `reset()` for every sync mode, the lock-free one included: `&mut self` proves no
+    /// other thread is inside the pool.
+    pub fn reset_exclusive(&mut self) -> Result<(), PoolError> {
+        let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
+        if let Core::LockFree(allocator) = &mut self.core {
+            allocator.reset(return_chunks);
+            self.stats.on_reset();
+            if let Some(live) = &self.live {
+                live.clear();
+            }
+            return Ok(());
+        }
+        MemoryPool::reset(self)
+    }
+
+    /// `(address, requested size)` of every live block, sorted by address; empty unless
+    /// `debug.track_live` is on.
+    pub fn leak_report(&self) -> Vec<(usize, usize)> {
+        self.live
+            .as_ref()
+            .map_or_else(Vec::new, LiveTracker::live_blocks)
+    }
+
+    /// The strategy's short name (`fixed-size`, `size-classed`, ...).
+    pub fn strategy_name(&self) -> &'static str {
+        if let Core::LockFree(_) = &self.core {
+            return "lock-free";
+        }
+        self.with_strategy_mut(|s| Ok(s.name()))
+            .unwrap_or("unavailable")
+    }
+
+    /// Bytes the strategy holds from its upstream now.
+    pub fn reserved_bytes(&self) -> usize {
+        if let Core::LockFree(allocator) = &self.core {
+            return allocator.reserved_bytes();
+        }
+        self.with_strategy_mut(|s| Ok(s.reserved_bytes()))
+            .unwrap_or(0)
+    }
+}
+
+impl MemoryPool for CpuPool {
+    fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+        let size = size.max(1);
+        let result = self.effective_align(&flags).and_then(|align| {
+            if let Core::LockFree(allocator) = &self.core {
+                let ptr = allocator.allocate(size, align)?;
+                // SAFETY: ptr was just handed out by this allocator.
+                self.stats.on_alloc(unsafe { allocator.usable_size(ptr) });
+                return Ok(ptr);
+            }
+            self.with_strategy_mut(|s| {
+                let ptr = s.allocate(size, align)?;
+                // SAFETY: ptr was just handed out by this strategy.
+                let usable = unsafe { s.usable_size(ptr) };
+                self.stats.on_alloc_serialized(usable);
+                Ok(ptr)
+            })
+        });
+        let ptr = match result {
+            Ok(ptr) => ptr,
+            Err(e) => {
+                self.stats.on_failure();
+                // Strategies may report the chunk they could not get; the caller wants
+                // the request that failed.
+                return Err(with_request(e, size));
+            }
+        };
+        if flags.zeroed {
+            // SAFETY: the block is live, ours, and at least `size` bytes.
+            unsafe { ptr.as_ptr().write_bytes(0, size) };
+        }
+        if let Some(live) = &self.live {
+            live.on_alloc(ptr.as_ptr() as usize, size);
+        }
+        Ok(ptr)
+    }
+
+    fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Some(live) = &self.live {
+            if live.on_free(ptr.as_ptr() as usize).is_none() {
+                return Err(PoolError::invalid_ptr(
+                    &self.name,
+                    ptr.as_ptr() as usize,
+                    "not a live block of this pool (already freed, or never allocated here)",
+                ));
+            }
+        }
+        let debug = self.config.debug;
+        if let Core::LockFree(allocator) = &self.core {
+            if debug.check_pointers {
+                self.check_state(allocator.block_state(ptr), ptr)?;
+            }
+            if debug.poison_on_free {
+                // SAFETY: ptr is a live block (checked, or the caller's contract), unused
+                // once freed.
+                unsafe { debug::poison(ptr, allocator.usable_size(ptr)) };
+            }
+            // SAFETY: ptr is live: checked above, or the caller's documented contract.
+            let usable = unsafe { allocator.deallocate(ptr) };
+            self.stats.on_free(usable);
+            return Ok(());
+        }
+        self.with_strategy_mut(|s| {
+            if debug.check_pointers {
+                self.check_live(s, ptr)?;
+            }
+            if debug.poison_on_free {
+                // SAFETY: ptr is a live block (checked above, or the caller's contract
+                // without checks), which nobody uses once freed.
+                unsafe { debug::poison(ptr, s.usable_size(ptr)) };
+            }
+            // SAFETY: ptr is a live block of this strategy: verified by `check_live` in
+            // checked mode, the caller's documented contract otherwise.
+            let usable = unsafe { s.deallocate(ptr) };
+            self.stats.on_free_serialized(usable);
+            Ok(())
+        })
+    }
+
+    fn reallocate(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, PoolError> {
+        let new_size = new_size.max(1);
+        let check = self.config.debug.check_pointers;
+        let in_place = !matches!(self.core, Core::LockFree(_))
+            && self.with_strategy_mut(|s| {
+                let old_usable = if check {
+                    self.check_live(s, ptr)?
+                } else {
+                    // SAFETY: the caller's contract: ptr is a live block of this pool.
+                    unsafe { s.usable_size(ptr) }
+                };
+                // SAFETY: as above, ptr is live.
+                if unsafe { s.resize_in_place(ptr, new_size) } {
+                    // SAFETY: ptr is still live after an in-place resize.
+                    let new_usable = unsafe { s.usable_size(ptr) };
+                    // A reallocation counts as one free and one allocation.
+                    self.stats.on_free_serialized(old_usable);
+                    self.stats.on_alloc_serialized(new_usable);
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            })?;
+        if in_place {
+            if let Some(live) = &self.live {
+                live.on_alloc(ptr.as_ptr() as usize, new_size);
+            }
+            return Ok(ptr);
+        }
+        let old_usable = self.usable_size(ptr)?;
+        let new = self.allocate(new_size)?;
+        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
+        // min(old_usable, new_size) bytes long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
+        };
+        self.deallocate(ptr)?;
+        Ok(new)
+    }
+
+    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        let check = self.config.debug.check_pointers;
+        if let Core::LockFree(allocator) = &self.core {
+            return if check {
+                self.check_state(allocator.block_state(ptr), ptr)
+            } else {
+                // SAFETY: the caller's contract: ptr is a live block of this pool.
+                Ok(unsafe { allocator.usable_size(ptr) })
+            };
+        }
+        self.with_strategy_mut(|s| {
+            if check {
+                self.check_live(s, ptr)
+            } else {
+                // SAFETY: the caller's contract: ptr is a live block of this pool.
+                Ok(unsafe { s.usable_size(ptr) })
+            }
+        })
+    }
+
+    fn reset(&self) -> Result<(), PoolError> {
+        if let Core::LockFree(_) = &self.core {
+            return Err(PoolError::invalid_op(
+                &self.name,
+                "reset of a lock-free pool needs exclusive access: use CpuPool::reset_exclusive(&mut self)",
+            ));
+        }
+        let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
+        self.with_strategy_mut(|s| {
+            s.reset(return_chunks);
+            self.stats.on_reset();
+            Ok(())
+        })?;
+        if let Some(live) = &self.live {
+            live.clear();
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> MemoryStats {
+        let mut stats = self.stats.snapshot();
+        if self.external_strategy {
+            stats.reserved_bytes = self.reserved_bytes() as u64;
+            stats.peak_reserved_bytes = stats.peak_reserved_bytes.max(stats.reserved_bytes);
+        }
+        stats
+    }
+
+    fn memory_type(&self) -> MemoryType {
+        MemoryType::Host
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+}
+
+impl Drop for CpuPool {
+    fn drop(&mut self) {
+        if self.config.debug.leak_report {
+            if let Some(report) = debug::format_leak_report(&self.name, &self.leak_report()) {
+                eprint!("{report}");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for CpuPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuPool")
+            .field("name", &self.name)
+            .field("config", &self.config.summary())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,226 @@
+//! `OsChunks`: chunks straight from the kernel with `mmap`, the upstream of every CPU pool.
+//!
+//! Nothing here touches the Rust global heap, so a pool built on it can itself serve as the
+//! global allocator (`adapters::PoolGlobalAlloc`).
+//!
+//! Alignment above the page size is had by over-mapping `len + align - page` bytes and
+//! unmapping the misaligned head and the unused tail, so the chunk handed out is exactly
+//! the aligned range and `free_chunk` can `munmap` it as one piece.
+
+use crate::alloc::{Chunk, ChunkSource};
+use crate::config::HugePages;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Size of an explicit (hugetlbfs) huge page on the platforms we map them on (x86-64 and
+/// aarch64 with 4 KiB base pages). `MAP_HUGETLB` without a size flag uses the default huge
+/// page size, which is this on every mainstream kernel configuration.
+pub const HUGE_PAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// Process-wide count of `MAP_HUGETLB` requests that fell back to normal pages.
+static HUGETLB_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide count of `MAP_HUGETLB` requests that fell back to normal pages (no huge
+/// pages reserved in `/proc/sys/vm/nr_hugepages`, or an alignment above the huge page).
+pub fn hugetlb_fallback_count() -> u64 {
+    HUGETLB_FALLBACKS.load(Relaxed)
+}
+
+/// The base page size in bytes (`sysconf(_SC_PAGESIZE)`).
+pub fn page_bytes() -> usize {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page > 0 {
+        page as usize
+    } else {
+        4096
+    }
+}
+
+/// A `ChunkSource` over anonymous private mappings.
+#[derive(Debug)]
+pub struct OsChunks {
+    huge_pages: HugePages,
+    /// Base page size; every chunk length and address is a multiple of it.
+    page_bytes: usize,
+    /// `MAP_HUGETLB` attempts of this source that fell back to normal pages.
+    hugetlb_fallbacks: u64,
+}
+
+impl OsChunks {
+    pub fn new(huge_pages: HugePages) -> Self {
+        OsChunks {
+            huge_pages,
+            page_bytes: page_bytes(),
+            hugetlb_fallbacks: 0,
+        }
+    }
+
+    /// `MAP_HUGETLB` attempts of this source that fell back to normal pages.
+    pub fn hugetlb_fallbacks(&self) -> u64 {
+        self.hugetlb_fallbacks
+    }
+
+    /// Map `len` bytes (a multiple of the page size) aligned to `align` (a power of two, at
+    /// least a page) with normal pages.
+    fn map_aligned(&self, len: usize, align: usize) -> Option<NonNull<u8>> {
+        let extra = align - self.page_bytes;
+        let map_len = len.checked_add(extra)?;
+        let raw = map_anonymous(map_len, 0)?;
+        let start = raw.as_ptr() as usize;
+        let aligned = (start + align - 1) & !(align - 1);
+        let head = aligned - start;
+        let tail = map_len - head - len;
+        // SAFETY: [start, start + head) and [aligned + len, start + map_len) lie inside the
+        // mapping just created and nobody else knows about them; both are page multiples
+        // because `start`, `aligned`, `len` and `map_len` are.
+        unsafe {
+            if head > 0 {
+                libc::munmap(start as *mut libc::c_void, head);
+            }
+            if tail > 0 {
+                libc::munmap((aligned + len) as *mut libc::c_void, tail);
+            }
+        }
+        NonNull::new(aligned as *mut u8)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn map_hugetlb(&mut self, len: usize, align: usize) -> Option<Chunk> {
+        let huge_len = len.checked_add(HUGE_PAGE_BYTES - 1)? & !(HUGE_PAGE_BYTES - 1);
+        // Huge page mappings are aligned to the huge page; beyond that we would have to
+        // over-map reserved huge pages, which are scarce, so fall back instead.
+        if align <= HUGE_PAGE_BYTES {
+            if let Some(ptr) = map_anonymous(huge_len, libc::MAP_HUGETLB) {
+                return Some(Chunk { ptr, len: huge_len });
+            }
+        }
+        self.hugetlb_fallbacks += 1;
+        HUGETLB_FALLBACKS.fetch_add(1, Relaxed);
+        None
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn map_hugetlb(&mut self, _len: usize, _align: usize) -> Option<Chunk> {
+        self.hugetlb_fallbacks += 1;
+        HUGETLB_FALLBACKS.fetch_add(1, Relaxed);
+        None
+    }
+}
+
+impl Default for OsChunks {
+    fn default() -> Self {
+        OsChunks::new(HugePages::Off)
+    }
+}
+
+/// `mmap(NULL, len, RW, PRIVATE | ANONYMOUS | extra_flags)`, `None` on failure.
+fn map_anonymous(len: usize, extra_flags: libc::c_int) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous mapping at a kernel-chosen address cannot alias anything we own;
+    // the result is checked against MAP_FAILED before use.
+    let raw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(raw.cast::<u8>())
+    }
+}
+
+impl ChunkSource for OsChunks {
+    fn alloc_chunk(&mut self, min_bytes: usize, align: usize) -> Option<Chunk> {
+        let page = self.page_bytes;
+        let len = min_bytes.max(1).checked_add(page - 1)? & !(page - 1);
+        let align = align.max(page);
+        if !align.is_power_of_two() {
+            return None;
+        }
+        if self.huge_pages == HugePages::Explicit {
+            if let Some(chunk) = self.map_hugetlb(len, align) {
+                return Some(chunk);
+            }
+        }
+        let ptr = self.map_aligned(len, align)?;
+        #[cfg(target_os = "linux")]
+        if self.huge_pages == HugePages::Madvise {
+            // SAFETY: [ptr, ptr + len) is a mapping we just created; madvise only changes
+            // how the kernel backs it. Failure (THP disabled) is harmless and ignored.
+            unsafe {
+                libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE);
+            }
+        }
+        Some(Chunk { ptr, len })
+    }
+
+    unsafe fn free_chunk(&mut self, chunk: Chunk) {
+        // SAFETY: by the caller's contract the chunk is one we mapped, unchanged (so its
+        // whole range is one mapping, or the huge-page mapping of exactly `len`), and unused.
+        unsafe {
+            libc::munmap(chunk.ptr.as_ptr().cast(), chunk.len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_page_rounded_aligned_and_writable() {
+        let mut os = OsChunks::new(HugePages::Off);
+        let page = page_bytes();
+        for (min_bytes, align) in [(1, 1), (page + 1, 16), (100_000, 1 << 20), (4096, 1 << 16)] {
+            let chunk = os.alloc_chunk(min_bytes, align).expect("mmap");
+            assert_eq!(chunk.len % page, 0);
+            assert!(chunk.len >= min_bytes);
+            assert_eq!(chunk.addr() % align.max(page), 0);
+            // SAFETY: the chunk is a fresh read-write mapping of `len` bytes.
+            unsafe {
+                chunk.ptr.as_ptr().write_bytes(0xAB, chunk.len);
+                assert_eq!(*chunk.ptr.as_ptr().add(chunk.len - 1), 0xAB);
+                os.free_chunk(chunk);
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_huge_pages_fall_back_and_count() {
+        let mut os = OsChunks::new(HugePages::Explicit);
+        // An alignment above the huge page always falls back (by design), whatever the
+        // machine's hugetlb reservation.
+        let chunk = os
+            .alloc_chunk(4096, 2 * HUGE_PAGE_BYTES)
+            .expect("fallback mmap");
+        assert_eq!(chunk.addr() % (2 * HUGE_PAGE_BYTES), 0);
+        assert!(os.hugetlb_fallbacks() >= 1);
+        assert!(hugetlb_fallback_count() >= 1);
+        // SAFETY: returned by this source, unused.
+        unsafe { os.free_chunk(chunk) };
+        let chunk = os.alloc_chunk(4096, 4096).expect("huge or fallback mmap");
+        assert!(chunk.len >= 4096);
+        // SAFETY: returned by this source, unused.
+        unsafe { os.free_chunk(chunk) };
+    }
+
+    #[test]
+    fn madvise_chunks_work() {
+        let mut os = OsChunks::new(HugePages::Madvise);
+        let chunk = os
+            .alloc_chunk(HUGE_PAGE_BYTES, HUGE_PAGE_BYTES)
+            .expect("mmap");
+        assert_eq!(chunk.addr() % HUGE_PAGE_BYTES, 0);
+        // SAFETY: fresh mapping of `len` bytes; returned unchanged afterwards.
+        unsafe {
+            chunk.ptr.as_ptr().write_bytes(1, chunk.len);
+            os.free_chunk(chunk);
+        }
+    }
+}

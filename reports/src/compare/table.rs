@@ -1,0 +1,170 @@
+//! The comparison as a table: aligned text for a terminal, or GitHub markdown.
+
+use super::{Cell, Comparison, Metric};
+use crate::stats::Verdict;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Text,
+    Markdown,
+}
+
+/// A value of `metric` for a person: ops/s, ns, bytes or a count; `ratio` marks values that are
+/// ratios to the reference backend.
+pub(crate) fn value_text(metric: Metric, value: Option<f64>, ratio: bool) -> String {
+    let Some(v) = value else {
+        return "-".to_string();
+    };
+    if ratio
+        && matches!(
+            metric,
+            Metric::Throughput | Metric::AllocP50 | Metric::AllocP99
+        )
+    {
+        return format!("{v:.3}x");
+    }
+    match metric {
+        Metric::Throughput | Metric::ReferenceStability => crate::format::ops_per_sec(v),
+        Metric::AllocP50 | Metric::AllocP99 => format!("{v:.0} ns"),
+        Metric::PeakReservedBytes => crate::format::bytes(v as u64),
+        Metric::AllocFailures => format!("{v:.0}"),
+        Metric::Status => "-".to_string(),
+    }
+}
+
+/// `-50.0% [-51.2%, -48.7%]` (noisy) or `+12.0%` (deterministic), in the metric's direction.
+pub(crate) fn change_text(cell: &Cell) -> String {
+    let Some((estimate, lo, hi)) = cell.relative_change() else {
+        return cell.note.clone().unwrap_or_else(|| "-".to_string());
+    };
+    let pct = |x: f64| format!("{:+.1}%", 100.0 * x);
+    match cell.change {
+        Some(s) if s.confidence < 1.0 => {
+            format!("{} [{}, {}]", pct(estimate), pct(lo), pct(hi))
+        }
+        _ if cell.metric == Metric::AllocFailures => {
+            let (b, c) = (
+                cell.base_value.unwrap_or(0.0),
+                cell.cand_value.unwrap_or(0.0),
+            );
+            format!("{:+.0}", c - b)
+        }
+        _ => pct(estimate),
+    }
+}
+
+fn verdict_text(verdict: Verdict, format: TableFormat) -> String {
+    match (verdict, format) {
+        (Verdict::Regression, TableFormat::Markdown) => "**regression**".to_string(),
+        (v, _) => v.as_str().to_string(),
+    }
+}
+
+/// Renders the comparison: a header line, the table, notes, and a one-line tally.
+pub fn render_comparison(cmp: &Comparison, format: TableFormat) -> String {
+    let ratio = cmp.reference_backend.is_some();
+    let headers = [
+        "trace",
+        "backend",
+        "metric",
+        "base",
+        "candidate",
+        "change [CI]",
+        "margin",
+        "verdict",
+        "note",
+    ];
+    let rows: Vec<[String; 9]> = cmp
+        .cells
+        .iter()
+        .map(|c| {
+            [
+                c.trace.clone(),
+                c.backend.clone(),
+                c.metric.name().to_string(),
+                value_text(c.metric, c.base_value, ratio),
+                value_text(c.metric, c.cand_value, ratio),
+                change_text(c),
+                if c.margin > 0.0 {
+                    format!("±{:.0}%", 100.0 * c.margin)
+                } else {
+                    "exact".to_string()
+                },
+                verdict_text(c.verdict, format),
+                c.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    let intro = match &cmp.reference_backend {
+        Some(r) => format!("values are ratios to `{r}` in the same run; "),
+        None => String::new(),
+    };
+    let intro = format!(
+        "{intro}{} noisy cells, {:.2}% intervals each (Bonferroni), {} bootstrap resamples",
+        cmp.noisy_cells,
+        100.0 * cmp.confidence,
+        cmp.resamples
+    );
+    match format {
+        TableFormat::Markdown => {
+            out.push_str(&format!("_{intro}_\n\n"));
+            out.push_str(&markdown_table(&headers, &rows));
+        }
+        TableFormat::Text => {
+            out.push_str(&format!("{intro}\n\n"));
+            out.push_str(&text_table(&headers, &rows));
+        }
+    }
+    if !cmp.notes.is_empty() {
+        out.push('\n');
+        for note in &cmp.notes {
+            out.push_str(&format!("- {note}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\n{} regression, {} improvement, {} pass, {} inconclusive\n",
+        cmp.count(Verdict::Regression),
+        cmp.count(Verdict::Improvement),
+        cmp.count(Verdict::Pass),
+        cmp.count(Verdict::Inconclusive)
+    ));
+    out
+}
+
+/// A GitHub markdown table; `|` in cells is escaped.
+pub(crate) fn markdown_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
+    let esc = |s: &str| s.replace('|', "\\|").replace('\n', " ");
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    out.push_str(&format!("|{}\n", "---|".repeat(N)));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| esc(c)).collect();
+        out.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+    out
+}
+
+/// A plain table with columns padded to their widest cell (by characters).
+pub(crate) fn text_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = headers.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    out.push_str(&format!("{}\n", rule.join("  ")));
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}

@@ -1,0 +1,264 @@
+use super::*;
+use crate::fixtures::*;
+
+fn one(backend_result: BackendResult) -> ResultsFile {
+    results(vec![trace("traces/web.csv", vec![backend_result])])
+}
+
+fn cell<'a>(cmp: &'a Comparison, backend: &str, metric: Metric) -> &'a Cell {
+    cmp.cells
+        .iter()
+        .find(|c| c.backend == backend && c.metric == metric)
+        .unwrap_or_else(|| panic!("no cell {backend} {metric}"))
+}
+
+fn steady(name: &str, seed: u64, ops: f64, p50: f64, p99: f64, n: usize) -> BackendResult {
+    backend(
+        name,
+        &noisy(seed, n, ops, 0.01),
+        &noisy_ns(seed + 1, n, p50, 0.01),
+        &noisy_ns(seed + 2, n, p99, 0.01),
+    )
+}
+
+#[test]
+fn equal_samples_pass() {
+    let base = one(steady("pool-fixed", 1, 2e7, 40.0, 300.0, 8));
+    let cand = one(steady("pool-fixed", 10, 2e7, 40.0, 300.0, 8));
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    for metric in Metric::NOISY {
+        assert_eq!(
+            cell(&cmp, "pool-fixed", metric).verdict,
+            Verdict::Pass,
+            "{metric}"
+        );
+    }
+    assert_eq!(cmp.exit_code(), 0);
+}
+
+#[test]
+fn candidate_twice_as_slow_every_run_is_a_regression_naming_the_backend() {
+    let base = results(vec![trace(
+        "a/web.csv",
+        vec![
+            steady("system", 1, 1e7, 60.0, 400.0, 6),
+            steady("pool-variable", 4, 2e7, 40.0, 300.0, 6),
+        ],
+    )]);
+    let mut cand = base.clone();
+    // Same file name in another directory: matched by name.
+    cand.traces[0].path = "b/web.csv".into();
+    let slow = &mut cand.traces[0].results[1];
+    for run in &mut slow.runs {
+        run.ops_per_sec /= 2.0;
+        run.alloc_p50_ns = run.alloc_p50_ns.map(|v| v * 2);
+    }
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    let throughput = cell(&cmp, "pool-variable", Metric::Throughput);
+    assert_eq!(throughput.verdict, Verdict::Regression);
+    let (change, _, _) = throughput.relative_change().unwrap();
+    assert!((change + 0.5).abs() < 1e-9, "{change}");
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::AllocP50).verdict,
+        Verdict::Regression
+    );
+    assert_eq!(
+        cell(&cmp, "system", Metric::Throughput).verdict,
+        Verdict::Pass
+    );
+    assert_eq!(cmp.exit_code(), 1);
+    let lines = cmp.regression_lines();
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("pool-variable") && l.contains("throughput")));
+    assert!(!lines.iter().any(|l| l.contains("system")));
+}
+
+#[test]
+fn two_percent_slower_is_not_a_regression_at_the_default_margin() {
+    let base = one(steady("mimalloc", 3, 3e7, 30.0, 200.0, 10));
+    let mut cand = base.clone();
+    for run in &mut cand.traces[0].results[0].runs {
+        run.ops_per_sec *= 0.98;
+    }
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    let v = cell(&cmp, "mimalloc", Metric::Throughput).verdict;
+    assert_eq!(v, Verdict::Pass);
+    assert_eq!(cmp.exit_code(), 0);
+}
+
+#[test]
+fn heavy_noise_is_inconclusive_with_a_runs_estimate() {
+    let base = one(backend("pool-lockfree", &noisy(5, 6, 2e7, 0.4), &[], &[]));
+    let cand = one(backend("pool-lockfree", &noisy(6, 6, 1.8e7, 0.4), &[], &[]));
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    let c = cell(&cmp, "pool-lockfree", Metric::Throughput);
+    assert_eq!(c.verdict, Verdict::Inconclusive);
+    let note = c.note.as_deref().unwrap();
+    assert!(note.contains("runs a side"), "{note}");
+    assert_eq!(cmp.exit_code(), 0);
+}
+
+#[test]
+fn a_file_compared_with_itself_passes() {
+    let file = results(vec![
+        trace(
+            "x.csv",
+            vec![
+                steady("system", 1, 1e7, 50.0, 500.0, 5),
+                steady("pool-fixed", 2, 4e7, 12.0, 90.0, 5),
+            ],
+        ),
+        trace("y.csv", vec![steady("system", 3, 9e6, 55.0, 520.0, 5)]),
+    ]);
+    let cmp = compare_results(&file, &file, &CompareOptions::default());
+    assert!(!cmp.cells.is_empty());
+    for c in &cmp.cells {
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    }
+    assert_eq!(cmp.noisy_cells, 9);
+    assert!((cmp.confidence - (1.0 - 0.05 / 9.0)).abs() < 1e-12);
+}
+
+#[test]
+fn improvement_is_reported_and_does_not_fail() {
+    let base = one(steady("pool-fixed", 1, 1e7, 40.0, 300.0, 6));
+    let mut cand = base.clone();
+    for run in &mut cand.traces[0].results[0].runs {
+        run.ops_per_sec *= 1.5;
+    }
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(
+        cell(&cmp, "pool-fixed", Metric::Throughput).verdict,
+        Verdict::Improvement
+    );
+    assert_eq!(cmp.exit_code(), 0);
+}
+
+#[test]
+fn too_few_runs_is_inconclusive() {
+    let base = one(steady("pool-fixed", 1, 1e7, 40.0, 300.0, 2));
+    let mut cand = base.clone();
+    for run in &mut cand.traces[0].results[0].runs {
+        run.ops_per_sec /= 3.0;
+    }
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    let c = cell(&cmp, "pool-fixed", Metric::Throughput);
+    assert_eq!(c.verdict, Verdict::Inconclusive);
+    assert!(c.note.as_deref().unwrap().contains("too few runs"));
+}
+
+#[test]
+fn one_nanosecond_of_latency_resolution_is_not_a_regression() {
+    let base = one(backend("pool-fixed", &[1e7; 5], &[7; 5], &[20; 5]));
+    let cand = one(backend("pool-fixed", &[1e7; 5], &[8; 5], &[21; 5]));
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(
+        cell(&cmp, "pool-fixed", Metric::AllocP50).verdict,
+        Verdict::Pass
+    );
+    assert_eq!(
+        cell(&cmp, "pool-fixed", Metric::AllocP99).verdict,
+        Verdict::Pass
+    );
+}
+
+#[test]
+fn deterministic_metrics_are_exact() {
+    let base = one(steady("pool-variable", 1, 1e7, 40.0, 300.0, 5));
+    let mut cand = base.clone();
+    cand.traces[0].results[0].peak_reserved_bytes =
+        base.traces[0].results[0].peak_reserved_bytes * 12 / 10;
+    cand.traces[0].results[0].alloc_failures = 1;
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::PeakReservedBytes).verdict,
+        Verdict::Regression
+    );
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::AllocFailures).verdict,
+        Verdict::Regression
+    );
+
+    let mut within = base.clone();
+    within.traces[0].results[0].peak_reserved_bytes =
+        base.traces[0].results[0].peak_reserved_bytes * 105 / 100;
+    let cmp = compare_results(&base, &within, &CompareOptions::default());
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::PeakReservedBytes).verdict,
+        Verdict::Pass
+    );
+}
+
+#[test]
+fn a_backend_failing_now_is_a_regression_and_skipped_is_not() {
+    let base = results(vec![trace(
+        "t.csv",
+        vec![
+            steady("gpu-pool", 1, 1e7, 40.0, 300.0, 5),
+            steady("cuda-async", 2, 1e6, 400.0, 3000.0, 5),
+        ],
+    )]);
+    let mut cand = base.clone();
+    cand.traces[0].results[0].status = Status::Failed;
+    cand.traces[0].results[0].reason = Some("out of device memory".into());
+    cand.traces[0].results[1].status = Status::Skipped;
+    cand.traces[0].results[1].reason = Some("no CUDA driver".into());
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(
+        cell(&cmp, "gpu-pool", Metric::Status).verdict,
+        Verdict::Regression
+    );
+    assert_eq!(
+        cell(&cmp, "cuda-async", Metric::Status).verdict,
+        Verdict::Inconclusive
+    );
+    assert_eq!(
+        cmp.cells.len(),
+        2,
+        "no metric compared for a backend that did not run"
+    );
+}
+
+#[test]
+fn one_sided_traces_and_backends_are_noted() {
+    let base = results(vec![
+        trace("a.csv", vec![steady("system", 1, 1e7, 40.0, 300.0, 5)]),
+        trace("gone.csv", vec![steady("system", 1, 1e7, 40.0, 300.0, 5)]),
+    ]);
+    let cand = results(vec![trace(
+        "a.csv",
+        vec![
+            steady("system", 1, 1e7, 40.0, 300.0, 5),
+            steady("mimalloc", 1, 1e7, 40.0, 300.0, 5),
+        ],
+    )]);
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert!(cmp
+        .notes
+        .iter()
+        .any(|n| n.contains("gone.csv") && n.contains("baseline only")));
+    assert!(cmp
+        .notes
+        .iter()
+        .any(|n| n.contains("mimalloc") && n.contains("candidate only")));
+}
+
+#[test]
+fn tables_render_every_cell() {
+    let base = one(steady("pool-fixed", 1, 2e7, 40.0, 300.0, 6));
+    let mut cand = base.clone();
+    for run in &mut cand.traces[0].results[0].runs {
+        run.ops_per_sec /= 2.0;
+    }
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    let text = render_comparison(&cmp, TableFormat::Text);
+    let md = render_comparison(&cmp, TableFormat::Markdown);
+    assert!(
+        text.contains("regression") && text.contains("-50.0%"),
+        "{text}"
+    );
+    assert!(md.contains("| web.csv | pool-fixed | throughput |"), "{md}");
+    assert!(md.contains("**regression**"));
+    assert!(md.contains("1 regression"));
+}

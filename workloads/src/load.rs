@@ -1,0 +1,73 @@
+//! `load_trace`: the one call the harness makes. Read (any format, global order) ->
+//! sanitise -> statistics and compiled form, in a single streaming pass.
+
+use std::path::{Path, PathBuf};
+
+use crate::compiled::CompiledTrace;
+use crate::compiler::Compiler;
+use crate::error::TraceError;
+use crate::formats::{read_ordered_events, TraceFormat};
+use crate::sanitize::{SanitationReport, Sanitizer};
+use crate::stats::{StatsCollector, TraceStats};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The first sanitation problem is an error instead of a repair.
+    pub strict: bool,
+    /// Keep each op's `time_ns` in the compiled trace (for `--pace`).
+    pub keep_times: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadedTrace {
+    pub path: PathBuf,
+    pub format: TraceFormat,
+    pub compiled: CompiledTrace,
+    pub stats: TraceStats,
+    pub sanitation: SanitationReport,
+}
+
+/// Read, sanitise, measure and compile the trace at `path`.
+pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceError> {
+    let mut events = read_ordered_events(path)?;
+    let format = events.format();
+    let mut sanitizer = Sanitizer::new(path, opts.strict);
+    let mut stats = StatsCollector::new();
+    let mut compiler = Compiler::new(path, opts.keep_times);
+    let mut compile_error = None;
+    for e in events.by_ref() {
+        sanitizer.process(e?, &mut |clean| {
+            stats.observe(&clean);
+            if compile_error.is_none() {
+                if let Err(err) = compiler.push(&clean) {
+                    compile_error = Some(err);
+                }
+            }
+        })?;
+        if let Some(err) = compile_error.take() {
+            return Err(err);
+        }
+    }
+    let sanitation = sanitizer.finish();
+    let stats = stats.finish(events.alloc_failures(), sanitation);
+    Ok(LoadedTrace {
+        path: path.to_path_buf(),
+        format,
+        compiled: compiler.finish(),
+        stats,
+        sanitation,
+    })
+}
+
+/// Read and sanitise the trace at `path` and compute its statistics only.
+pub fn trace_stats_of(path: &Path, strict: bool) -> Result<(TraceFormat, TraceStats), TraceError> {
+    let mut events = read_ordered_events(path)?;
+    let format = events.format();
+    let mut sanitizer = Sanitizer::new(path, strict);
+    let mut stats = StatsCollector::new();
+    for e in events.by_ref() {
+        sanitizer.process(e?, &mut |clean| stats.observe(&clean))?;
+    }
+    let sanitation = sanitizer.finish();
+    Ok((format, stats.finish(events.alloc_failures(), sanitation)))
+}
