@@ -37,3 +37,8 @@ pub fn rss_bytes() -> Option<u64> {
     let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     Some(resident_pages * u64::try_from(page_bytes).ok()?)
 }
+
+/// Tests that read process-wide memory figures (RSS, mimalloc's commit) hold this, so
+/// that another such test freeing memory meanwhile cannot skew them.
+#[cfg(test)]
+pub(crate) static MEMORY_TEST_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -8,15 +8,14 @@
 use crate::backends::{self, BackendSetup, RegisteredBackend};
 use crate::clock::Clock;
 use crate::engine::{
-    pass::panic_message, LatencyHistograms, Pace, PassOptions, ReplayPlan,
-    RunMeasurement, Touch,
+    pass::panic_message, LatencyHistograms, Pace, PassOptions, ReplayPlan, RunMeasurement, Touch,
 };
 use crate::progress::Progress;
 use anyhow::{bail, Context};
 use pools::PoolConfig;
 use reports::{
-    BackendResult, LatencySet, MemorySample, NamedHistogram, ResultsFile, RunArtifacts,
-    RunResult, Sanitation, Status, TraceResult, SCHEMA_VERSION,
+    BackendResult, LatencySet, MemorySample, NamedHistogram, ResultsFile, RunArtifacts, RunResult,
+    Sanitation, Status, TraceResult, SCHEMA_VERSION,
 };
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -43,6 +42,9 @@ pub struct ReplayOptions {
     pub pace: Pace,
     /// Pool backends' `max_size_bytes` and the simulated device's size.
     pub capacity_bytes: Option<u64>,
+    /// `--simulate-gpu`: adds `sim-gpu-pool` and `sim-upstream` on a simulated device of
+    /// this many bytes, and their `min_capacity_bytes`.
+    pub simulate_gpu_bytes: Option<u64>,
     /// Trace problems are errors instead of repairs.
     pub strict: bool,
     /// No progress bar and no warnings on stderr.
@@ -62,6 +64,7 @@ impl Default for ReplayOptions {
             touch: Touch::First,
             pace: Pace::Max,
             capacity_bytes: None,
+            simulate_gpu_bytes: None,
             strict: false,
             quiet: false,
         }
@@ -138,7 +141,7 @@ fn check_options(opts: &ReplayOptions) -> anyhow::Result<()> {
 pub fn workers_for(trace: &CompiledTrace, threads: Option<usize>) -> usize {
     let trace_threads = trace.threads.len().max(1);
     threads
-        .unwrap_or_else(|| crate::machine::available_cores())
+        .unwrap_or_else(crate::machine::available_cores)
         .min(trace_threads)
         .max(1)
 }
@@ -149,7 +152,14 @@ pub fn replay_inputs(
     opts: &ReplayOptions,
 ) -> anyhow::Result<RunArtifacts> {
     check_options(opts)?;
-    let selected = backends::resolve(&opts.backends).map_err(anyhow::Error::msg)?;
+    let mut selected = backends::resolve(&opts.backends).map_err(anyhow::Error::msg)?;
+    if opts.simulate_gpu_bytes.is_some() {
+        for name in ["sim-gpu-pool", "sim-upstream"] {
+            if !selected.iter().any(|b| b.name() == name) {
+                selected.extend(backends::find(name));
+            }
+        }
+    }
     replay_inputs_with(inputs, opts, &selected)
 }
 
@@ -190,6 +200,7 @@ pub fn replay_inputs_with(
             config: opts.config.clone(),
             capacity_bytes: opts.capacity_bytes,
             workers,
+            simulate_gpu_bytes: opts.simulate_gpu_bytes,
         };
         let mut states: Vec<BackendState> = selected
             .iter()
@@ -221,7 +232,11 @@ pub fn replay_inputs_with(
         }
         let mut results = Vec::with_capacity(states.len());
         for state in states {
-            let (result, latency) = state.finish(&setup);
+            let (mut result, latency) = state.finish(&setup);
+            if result.status == Status::Ok {
+                result.min_capacity_bytes =
+                    backends::gpu::min_capacity_bytes(&result.backend, input.compiled, &setup);
+            }
             if let Some(latency) = latency {
                 for (op, h) in [
                     ("alloc", latency.alloc),
@@ -365,8 +380,18 @@ impl BackendState {
             reason: self.reason,
             ops_per_sec: median,
             latency_ns,
-            peak_reserved_bytes: self.runs.iter().map(|r| r.peak_reserved_bytes).max().unwrap_or(0),
-            alloc_failures: self.runs.iter().map(|r| r.alloc_failures).max().unwrap_or(0),
+            peak_reserved_bytes: self
+                .runs
+                .iter()
+                .map(|r| r.peak_reserved_bytes)
+                .max()
+                .unwrap_or(0),
+            alloc_failures: self
+                .runs
+                .iter()
+                .map(|r| r.alloc_failures)
+                .max()
+                .unwrap_or(0),
             reserved_source: self
                 .reserved_known
                 .then(|| self.backend.reserved_source().to_owned()),

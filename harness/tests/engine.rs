@@ -127,11 +127,37 @@ fn generated_traces_with_many_threads_replay_on_one_and_two_workers() {
 }
 
 #[test]
+fn workload_generators_with_16_threads_replay_on_one_and_two_workers() {
+    use workloads::gen::{generate_vec, GenKind, GenParams};
+    for kind in [GenKind::Larson, GenKind::ProducerConsumer] {
+        let params = GenParams {
+            seed: 3,
+            events: 30_000,
+            threads: 16,
+        };
+        let trace = compile(generate_vec(kind, &params));
+        assert!(
+            trace.threads.len() >= 8,
+            "{kind}: {} threads",
+            trace.threads.len()
+        );
+        for workers in [1, 2] {
+            let trace = trace.clone();
+            with_timeout(120, move || check_balanced(&trace, workers));
+        }
+    }
+}
+
+#[test]
 fn cross_worker_frees_wait_for_their_alloc() {
     // Every free in producer-consumer crosses threads; with 2 workers many cross workers.
     let trace = compile(producer_consumer(2, 50_000, 3));
     let plan = ReplayPlan::new(&trace, 2).unwrap();
-    assert!(plan.cross_worker_ops() > 10_000, "{}", plan.cross_worker_ops());
+    assert!(
+        plan.cross_worker_ops() > 10_000,
+        "{}",
+        plan.cross_worker_ops()
+    );
     for _ in 0..3 {
         let trace = trace.clone();
         with_timeout(120, move || check_balanced(&trace, 2));
@@ -143,8 +169,14 @@ fn failed_allocations_are_counted_and_their_frees_skipped() {
     let trace = compile(larson(4, 20_000, 4));
     let plan = ReplayPlan::new(&trace, 2).unwrap();
     let backend = LimitedBackend::new(8 * 1024);
-    let outcome = run_pass(&backend, &plan, PassKind::Timed, Touch::None, Default::default())
-        .expect("failures are not errors");
+    let outcome = run_pass(
+        &backend,
+        &plan,
+        PassKind::Timed,
+        Touch::None,
+        Default::default(),
+    )
+    .expect("failures are not errors");
     assert!(outcome.alloc_failures > 0);
     assert_eq!(backend.inner.live_blocks(), 0);
     assert!(!outcome.memory_series.is_empty());
@@ -228,6 +260,99 @@ fn paced_replay_takes_the_recorded_time() {
     )
     .unwrap();
     // At 0.01x the ~200 µs trace takes ~20 ms.
-    assert!(started.elapsed().as_millis() >= 15, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_millis() >= 15,
+        "{:?}",
+        started.elapsed()
+    );
     assert!(outcome.wall_ns >= 15_000_000);
+}
+
+mod through_the_registry {
+    use super::*;
+    use harness::backends::{BackendFactory, BackendSetup, RegisteredBackend};
+    use harness::replay::{replay_inputs_with, ReplayOptions, TraceInput};
+    use reports::{Sanitation, Status};
+
+    struct PanickingFactory;
+
+    impl BackendFactory for PanickingFactory {
+        type Backend = PanicsOnThirdFree;
+        fn name(&self) -> &'static str {
+            "panics"
+        }
+        fn description(&self) -> &'static str {
+            "panics on its third free"
+        }
+        fn create(&self, _: &BackendSetup) -> Result<PanicsOnThirdFree, String> {
+            Ok(PanicsOnThirdFree(CheckingBackend::new()))
+        }
+        fn reserved_source(&self) -> &'static str {
+            "none"
+        }
+    }
+
+    struct UnavailableFactory;
+
+    impl BackendFactory for UnavailableFactory {
+        type Backend = CheckingBackend;
+        fn name(&self) -> &'static str {
+            "unavailable"
+        }
+        fn description(&self) -> &'static str {
+            "never available"
+        }
+        fn check_available(&self, _: &BackendSetup) -> Result<(), harness::Unavailable> {
+            Err(harness::Unavailable("no such device".into()))
+        }
+        fn create(&self, _: &BackendSetup) -> Result<CheckingBackend, String> {
+            unreachable!("an unavailable backend is never created")
+        }
+        fn reserved_source(&self) -> &'static str {
+            "none"
+        }
+    }
+
+    #[test]
+    fn a_panicking_backend_is_failed_and_the_others_still_run() {
+        let trace = compile(producer_consumer(4, 5_000, 8));
+        let replayed = trace.clone();
+        let artifacts = with_timeout(120, move || {
+            let sanitation = Sanitation::default();
+            let input = TraceInput {
+                path: "generated",
+                compiled: &replayed,
+                sanitation: &sanitation,
+            };
+            let opts = ReplayOptions {
+                runs: 2,
+                threads: Some(2),
+                quiet: true,
+                ..ReplayOptions::default()
+            };
+            let backends: [&'static dyn RegisteredBackend; 3] = [
+                &PanickingFactory,
+                &UnavailableFactory,
+                harness::backends::find("null").unwrap(),
+            ];
+            replay_inputs_with(&[input], &opts, &backends).unwrap()
+        });
+        let results = &artifacts.results.traces[0].results;
+        assert_eq!(results[0].status, Status::Failed);
+        assert!(results[0].reason.as_deref().unwrap().contains("third free"));
+        assert_eq!(results[1].status, Status::Skipped);
+        assert_eq!(results[1].reason.as_deref(), Some("no such device"));
+        assert_eq!(results[2].status, Status::Ok);
+        assert_eq!(results[2].runs.len(), 2);
+        assert_eq!(
+            results[2].latency_ns.alloc.count,
+            2 * trace
+                .threads
+                .iter()
+                .flat_map(|t| &t.ops)
+                .filter(|o| o.kind == OpKind::Alloc)
+                .count() as u64,
+            "merged over runs, not averaged"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 //!   [`PoolConfig::default_cpu`] are a good start, and configs round-trip through TOML.
 //! - [`PoolManager::global`] keeps named pools.
 
+pub mod adapters;
 pub mod config;
 pub mod cpu_pool;
 pub mod debug;
@@ -21,6 +22,7 @@ pub use config::{
     AllocatorKind, DebugChecks, FitPolicy, HugePages, MemoryType, PoolConfig, ReturnPolicy,
     SizeClasses, SyncMode,
 };
+pub use adapters::{PoolAllocator, PoolGlobalAlloc};
 pub use alloc::fixed::FixedSizeAllocator;
 pub use alloc::size_class::SizeClassTable;
 pub use alloc::size_classed::SizeClassedAllocator;

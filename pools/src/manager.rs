@@ -55,6 +55,37 @@ impl PoolManager {
         Ok(pool)
     }
 
+    /// Create a `GpuPool` on CUDA device `config.device_id` and register it under `name`
+    /// (`PoolError::Cuda` when there is no driver). The typed handle gives the stream and
+    /// copy API; the registry holds it as a `MemoryPool`.
+    pub fn create_gpu_pool(
+        &self,
+        name: &str,
+        config: PoolConfig,
+    ) -> Result<Arc<crate::gpu::GpuPool>, PoolError> {
+        if self.read().contains_key(name) {
+            return Err(duplicate(name));
+        }
+        let pool = Arc::new(crate::gpu::GpuPool::cuda(name, config)?);
+        self.insert(name, Arc::clone(&pool) as Arc<dyn MemoryPool>)?;
+        Ok(pool)
+    }
+
+    /// Create a `GpuPool` on a simulated device of `capacity_bytes` and register it.
+    pub fn create_simulated_gpu_pool(
+        &self,
+        name: &str,
+        config: PoolConfig,
+        capacity_bytes: u64,
+    ) -> Result<Arc<crate::gpu::GpuPool>, PoolError> {
+        if self.read().contains_key(name) {
+            return Err(duplicate(name));
+        }
+        let pool = Arc::new(crate::gpu::GpuPool::simulated(name, config, capacity_bytes)?);
+        self.insert(name, Arc::clone(&pool) as Arc<dyn MemoryPool>)?;
+        Ok(pool)
+    }
+
     /// Register an existing pool (a GPU pool, a custom one) under `name`.
     pub fn insert(&self, name: &str, pool: Arc<dyn MemoryPool>) -> Result<(), PoolError> {
         let mut pools = self.write();

@@ -7,11 +7,11 @@
 //! corruption shows up at once. The heap walker `check_invariants` runs after every
 //! operation. Several parameter sets cover both fit policies, alignments 8/16/64, small
 //! and large chunks, physically adjacent chunks, size limits (out of memory) and
-//! returning empty chunks.
+//! returning empty chunks; each runs with the front cache on and off.
 
 use pools::alloc::variable::Tlsf;
 use pools::alloc::{BlockState, Chunk, ChunkSource, Strategy, Upstream};
-use pools::{FitPolicy, PoolConfig, PoolError, ReturnPolicy, StatsCounters};
+use pools::{CpuPool, FitPolicy, MemoryPool, PoolConfig, PoolError, ReturnPolicy, StatsCounters};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::alloc::Layout;
@@ -130,7 +130,10 @@ impl ChunkSource for TestChunks {
                     }
                 }
                 if let Some((&prev, &prev_len)) = self.arena_free.range(..start).next_back() {
-                    assert!(prev + prev_len <= start, "chunk overlaps a free arena range");
+                    assert!(
+                        prev + prev_len <= start,
+                        "chunk overlaps a free arena range"
+                    );
                     if prev + prev_len == start {
                         self.arena_free.remove(&prev);
                         start = prev;
@@ -156,6 +159,8 @@ struct Params {
     source: SourceKind,
     /// Largest request of the size distribution (bytes).
     max_request_bytes: usize,
+    /// `Tlsf::set_front_cache`.
+    front_cache: bool,
 }
 
 impl Params {
@@ -195,7 +200,8 @@ impl Harness {
             config.max_size_bytes,
             stats.clone(),
         );
-        let tlsf = Tlsf::new(upstream, &config).expect("initial chunk");
+        let mut tlsf = Tlsf::new(upstream, &config).expect("initial chunk");
+        tlsf.set_front_cache(params.front_cache);
         Harness {
             tlsf,
             params,
@@ -354,7 +360,10 @@ fn run_program(params: Params, program: &[u8]) -> usize {
                 // SAFETY: `addr` is live in the model, so live in the allocator.
                 let usable = unsafe { h.tlsf.deallocate(ptr(addr)) };
                 assert_eq!(usable, live.usable_bytes);
-                assert!(!matches!(h.tlsf.block_state(ptr(addr)), BlockState::Live(_)));
+                assert!(!matches!(
+                    h.tlsf.block_state(ptr(addr)),
+                    BlockState::Live(_)
+                ));
             }
             25..=29 if !shadow.addrs.is_empty() => {
                 let index = usize::from(bytes.u16()) % shadow.addrs.len();
@@ -366,6 +375,7 @@ fn run_program(params: Params, program: &[u8]) -> usize {
                 h.tlsf.reset(return_chunks);
                 kept_chunks_on_reset |= !return_chunks;
                 shadow = Shadow::default();
+                assert_eq!(h.tlsf.cached_block_count(), 0);
                 assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
                 if return_chunks {
                     assert_eq!(
@@ -373,6 +383,10 @@ fn run_program(params: Params, program: &[u8]) -> usize {
                         usize::from(params.initial_size_bytes > 0)
                     );
                 }
+            }
+            31 if bytes.u8() % 4 == 0 => {
+                h.tlsf.flush_cache();
+                assert_eq!((h.tlsf.cached_block_count(), h.tlsf.cached_bytes()), (0, 0));
             }
             _ => probe(&h, &shadow, bytes.u16()),
         }
@@ -385,14 +399,24 @@ fn run_program(params: Params, program: &[u8]) -> usize {
         unsafe { h.tlsf.deallocate(ptr(addr)) };
     }
     h.check();
-    assert_eq!(
-        h.tlsf.free_block_count(),
-        h.tlsf.chunk_count(),
-        "after freeing everything each chunk must be one free block"
-    );
+    if !params.front_cache {
+        assert_eq!(
+            h.tlsf.cached_block_count(),
+            0,
+            "the disabled cache holds blocks"
+        );
+    }
+    // Before any flush: the cache must not keep an empty grown chunk.
     if params.return_policy == ReturnPolicy::WhenEmpty && !kept_chunks_on_reset {
         assert!(h.tlsf.chunk_count() <= 1, "empty grown chunks were kept");
     }
+    h.tlsf.flush_cache();
+    h.check();
+    assert_eq!(
+        h.tlsf.free_block_count(),
+        h.tlsf.chunk_count(),
+        "after freeing everything and flushing each chunk must be one free block"
+    );
     ops
 }
 
@@ -477,7 +501,10 @@ fn probe(h: &Harness, shadow: &Shadow, pick: u16) {
     }
     let addr = shadow.addrs[usize::from(pick) % shadow.addrs.len()];
     let live = shadow.blocks[&addr];
-    assert_eq!(h.tlsf.block_state(ptr(addr)), BlockState::Live(live.usable_bytes));
+    assert_eq!(
+        h.tlsf.block_state(ptr(addr)),
+        BlockState::Live(live.usable_bytes)
+    );
     if live.usable_bytes > 16 {
         assert_eq!(h.tlsf.block_state(ptr(addr + 16)), BlockState::NotLive);
     }
@@ -520,12 +547,22 @@ fn base() -> Params {
         return_policy: ReturnPolicy::OnReset,
         source: SourceKind::Heap { round_bytes: 4096 },
         max_request_bytes: 128 * KIB,
+        front_cache: true,
     }
 }
 
+/// Runs a parameter set with the front cache on, then off.
 fn model(params: Params) {
-    let ops = run_model(params, CASES);
-    assert!(ops >= MIN_OPS_PER_SET, "only {ops} operations ran");
+    for front_cache in [true, false] {
+        let ops = run_model(
+            Params {
+                front_cache,
+                ..params
+            },
+            CASES,
+        );
+        assert!(ops >= MIN_OPS_PER_SET, "only {ops} operations ran");
+    }
 }
 
 #[test]
@@ -655,7 +692,10 @@ fn out_of_memory_reports_numbers_and_recovers() {
             limit_bytes,
             ref pool,
         } => {
-            assert_eq!((requested_bytes, available_bytes, limit_bytes), (1000, 0, 128 * KIB));
+            assert_eq!(
+                (requested_bytes, available_bytes, limit_bytes),
+                (1000, 0, 128 * KIB)
+            );
             assert_eq!(pool, "model");
             assert!(err.to_string().contains("requested 1000 bytes"), "{err}");
         }
@@ -673,12 +713,16 @@ fn out_of_memory_reports_numbers_and_recovers() {
     ));
     // SAFETY: live blocks of this allocator.
     unsafe { h.tlsf.deallocate(blocks.pop().unwrap()) };
-    let again = h.tlsf.allocate(1000, 16).expect("allocation works again after a free");
+    let again = h
+        .tlsf
+        .allocate(1000, 16)
+        .expect("allocation works again after a free");
     blocks.push(again);
     for p in blocks {
         // SAFETY: live blocks of this allocator.
         unsafe { h.tlsf.deallocate(p) };
     }
+    h.tlsf.flush_cache();
     h.check();
     assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
     assert_eq!(h.tlsf.chunk_count(), 2);
@@ -717,6 +761,8 @@ fn resize_in_place_grows_into_the_next_free_block_and_shrinks() {
         // `a` is hemmed in by `b`: no growth.
         assert!(!h.tlsf.resize_in_place(a, 500));
         h.tlsf.deallocate(b);
+        // A cached `b` is still used to its neighbours: flush it to free it for real.
+        h.tlsf.flush_cache();
         assert!(h.tlsf.resize_in_place(a, 200));
         assert!(h.tlsf.usable_size(a) >= 200);
         h.check();
@@ -729,6 +775,7 @@ fn resize_in_place_grows_into_the_next_free_block_and_shrinks() {
         h.tlsf.deallocate(a);
         h.tlsf.deallocate(c);
     }
+    h.tlsf.flush_cache();
     h.check();
     assert_eq!(h.tlsf.free_block_count(), 1);
 }
@@ -750,6 +797,7 @@ fn high_alignments_are_honoured() {
         // SAFETY: live blocks of this allocator.
         unsafe { h.tlsf.deallocate(p) };
     }
+    h.tlsf.flush_cache();
     h.check();
     assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
 }
@@ -779,50 +827,263 @@ fn best_fit_picks_the_smallest_fitting_block_of_the_list() {
     }
 }
 
-/// Quick private comparison with mimalloc: `cargo test -p pools --test variable_model
-/// -- --ignored --nocapture` (opt-level 2 dev profile; use `--release` for real numbers).
 #[test]
-#[ignore]
-fn alloc_free_pairs_vs_mimalloc() {
-    use std::time::Instant;
-    const ROUNDS: usize = 2_000_000;
-    let sizes: Vec<usize> = (0..1024).map(|i| 16 + (i * 7919) % 1000).collect();
+fn freed_small_blocks_are_cached_not_live_and_reused_first() {
+    let mut h = Harness::new(base());
+    let a = h.tlsf.allocate(100, 16).unwrap();
+    let _guard = h.tlsf.allocate(100, 16).unwrap();
+    // SAFETY: live block of this allocator.
+    let usable = unsafe { h.tlsf.deallocate(a) };
+    h.check();
+    assert_eq!(h.tlsf.cached_block_count(), 1);
+    assert_eq!(h.tlsf.cached_bytes(), usable + 16);
+    // Freed, though still used as far as the free lists are concerned.
+    assert_eq!(h.tlsf.block_state(a), BlockState::NotLive);
+    // The same block size comes back from the cache: last freed, first served.
+    let again = h.tlsf.allocate(usable, 16).unwrap();
+    assert_eq!(again, a);
+    assert_eq!(h.tlsf.block_state(a), BlockState::Live(usable));
+    assert_eq!(h.tlsf.cached_block_count(), 0);
+    h.check();
+}
+
+#[test]
+fn front_cache_is_bounded_without_a_flush() {
     let mut h = Harness::new(Params {
         initial_size_bytes: 16 * MIB,
         ..base()
     });
-    let mut window: Vec<Option<NonNull<u8>>> = vec![None; 64];
-    let start = Instant::now();
-    for i in 0..ROUNDS {
-        let slot = &mut window[i % 64];
-        if let Some(p) = slot.take() {
-            // SAFETY: live block of this allocator.
-            unsafe { h.tlsf.deallocate(p) };
-        }
-        *slot = Some(h.tlsf.allocate(sizes[i % 1024], 16).unwrap());
-    }
-    let tlsf_ns = start.elapsed().as_nanos() as f64 / ROUNDS as f64;
-    for p in window.iter_mut().filter_map(Option::take) {
-        // SAFETY: live block of this allocator.
+    // One size: at most 32 blocks of it are cached, the rest coalesce.
+    let blocks: Vec<_> = (0..100)
+        .map(|_| h.tlsf.allocate(100, 16).unwrap())
+        .collect();
+    for &p in &blocks {
+        // SAFETY: live blocks of this allocator.
         unsafe { h.tlsf.deallocate(p) };
     }
-    let mut window: Vec<*mut u8> = vec![std::ptr::null_mut(); 64];
-    let start = Instant::now();
-    for i in 0..ROUNDS {
-        let slot = &mut window[i % 64];
-        // SAFETY: mimalloc accepts null and its own live pointers.
-        unsafe {
-            libmimalloc_sys::mi_free(slot.cast());
-            *slot = libmimalloc_sys::mi_malloc(sizes[i % 1024]).cast();
+    h.check();
+    assert_eq!(h.tlsf.cached_block_count(), 32);
+    // Every cached size, many blocks each: the byte bound holds (the walker checks the
+    // per-size bound).
+    let mut blocks = Vec::new();
+    for size in (16..2048 - 16).step_by(16) {
+        for _ in 0..40 {
+            blocks.push(h.tlsf.allocate(size, 16).unwrap());
         }
     }
-    let mi_ns = start.elapsed().as_nanos() as f64 / ROUNDS as f64;
-    for p in window {
-        // SAFETY: live mimalloc blocks.
-        unsafe { libmimalloc_sys::mi_free(p.cast()) };
+    for p in blocks {
+        // SAFETY: live blocks of this allocator.
+        unsafe { h.tlsf.deallocate(p) };
     }
+    h.check();
+    assert!(
+        h.tlsf.cached_bytes() <= 256 * KIB,
+        "{}",
+        h.tlsf.cached_bytes()
+    );
+    assert!(
+        h.tlsf.cached_bytes() > 200 * KIB,
+        "{}",
+        h.tlsf.cached_bytes()
+    );
+    assert!(h.tlsf.free_block_count() > h.tlsf.chunk_count());
+    h.tlsf.flush_cache();
+    h.check();
+    assert_eq!((h.tlsf.cached_block_count(), h.tlsf.cached_bytes()), (0, 0));
+    assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
+}
+
+#[test]
+fn disabled_front_cache_frees_to_the_lists_at_once() {
+    let mut h = Harness::new(base());
+    let a = h.tlsf.allocate(100, 16).unwrap();
+    // SAFETY: live block of this allocator.
+    unsafe { h.tlsf.deallocate(a) };
+    assert_eq!(h.tlsf.cached_block_count(), 1);
+    // Turning the cache off flushes it.
+    h.tlsf.set_front_cache(false);
+    assert_eq!(h.tlsf.cached_block_count(), 0);
+    assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
+    let b = h.tlsf.allocate(100, 16).unwrap();
+    // SAFETY: live block of this allocator.
+    unsafe { h.tlsf.deallocate(b) };
+    h.check();
+    assert_eq!(h.tlsf.cached_block_count(), 0);
+    assert_eq!(h.tlsf.free_block_count(), h.tlsf.chunk_count());
+    h.tlsf.set_front_cache(true);
+    let c = h.tlsf.allocate(100, 16).unwrap();
+    // SAFETY: live block of this allocator.
+    unsafe { h.tlsf.deallocate(c) };
+    assert_eq!(h.tlsf.cached_block_count(), 1);
+    h.check();
+}
+
+#[test]
+fn cached_blocks_never_cause_growth_or_out_of_memory() {
+    // No room to grow: a large request after many small frees must be served by
+    // flushing the cache, whose blocks coalesce with the rest of the chunk.
+    let mut h = Harness::new(Params {
+        initial_size_bytes: 64 * KIB,
+        chunk_size_bytes: 64 * KIB,
+        max_size_bytes: Some(64 * KIB),
+        ..base()
+    });
+    let small: Vec<_> = (0..32)
+        .flat_map(|_| [48, 112, 496, 1008])
+        .map(|size| h.tlsf.allocate(size, 16).unwrap())
+        .collect();
+    for p in small {
+        // SAFETY: live blocks of this allocator.
+        unsafe { h.tlsf.deallocate(p) };
+    }
+    assert!(
+        h.tlsf.cached_bytes() > 32 * KIB,
+        "{}",
+        h.tlsf.cached_bytes()
+    );
+    let big = h
+        .tlsf
+        .allocate(48 * KIB, 16)
+        .expect("the cache was flushed to serve the request");
+    assert_eq!(h.tlsf.chunk_count(), 1);
+    assert_eq!(h.tlsf.cached_block_count(), 0);
+    h.check();
+    // SAFETY: live block of this allocator.
+    unsafe { h.tlsf.deallocate(big) };
+    h.check();
+}
+
+#[test]
+fn when_empty_grown_chunks_go_back_although_the_cache_is_on() {
+    let mut h = Harness::new(Params {
+        initial_size_bytes: 4 * KIB,
+        chunk_size_bytes: 4 * KIB,
+        growth_factor: 1.0,
+        return_policy: ReturnPolicy::WhenEmpty,
+        ..base()
+    });
+    let blocks: Vec<_> = (0..200).map(|_| h.tlsf.allocate(48, 16).unwrap()).collect();
+    assert!(h.tlsf.chunk_count() > 2);
+    // Newest first: the grown chunks' blocks reach the cache before the initial chunk's.
+    for p in blocks.into_iter().rev() {
+        // SAFETY: live blocks of this allocator.
+        unsafe { h.tlsf.deallocate(p) };
+        h.check();
+    }
+    // Without a flush: only blocks of the initial chunk were cached.
+    assert_eq!(h.tlsf.chunk_count(), 1);
+    assert!(h.tlsf.cached_block_count() > 0);
+    h.tlsf.flush_cache();
+    h.check();
+    assert_eq!(h.tlsf.free_block_count(), 1);
+}
+
+#[test]
+fn checked_pool_catches_a_double_free_of_a_cached_block() {
+    let mut config = PoolConfig::debug_cpu();
+    config.allocator = pools::AllocatorKind::VariableSize;
+    // Leave the detection to `block_state` alone (the live tracker would catch it first).
+    config.debug.track_live = false;
+    config.debug.leak_report = false;
+    let pool = CpuPool::new("double-free", config).unwrap();
+    let _guard = pool.allocate(64).unwrap();
+    let p = pool.allocate(64).unwrap();
+    pool.deallocate(p).unwrap();
+    assert!(matches!(
+        pool.deallocate(p),
+        Err(PoolError::InvalidPointer { .. })
+    ));
+    // The cache is intact: the next two blocks of that size are distinct.
+    let a = pool.allocate(64).unwrap();
+    let b = pool.allocate(64).unwrap();
+    assert_ne!(a, b);
+    pool.deallocate(a).unwrap();
+    pool.deallocate(b).unwrap();
+}
+
+/// Quick private comparison with mimalloc and glibc: `cargo test -p pools --release --test
+/// variable_model -- --ignored --nocapture` (the dev profile has debug assertions on).
+/// Thread CPU time, 64 live blocks of 16..1016 bytes, every subject in the same run.
+#[test]
+#[ignore]
+fn alloc_free_pairs_vs_mimalloc() {
+    /// This thread's CPU time in ns: the machine is shared, and wall time counts the
+    /// time other processes ran.
+    fn cpu_ns() -> u64 {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec to write; the clock id is a constant.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    }
+    const ROUNDS: usize = 2_000_000;
+    let sizes: Vec<usize> = (0..1024).map(|i| 16 + (i * 7919) % 1000).collect();
+    /// ns per alloc+free pair; `alloc` and `free` must pair up (`free` takes null).
+    fn time_pairs<S>(
+        sizes: &[usize],
+        state: &mut S,
+        alloc: impl Fn(&mut S, usize) -> *mut u8,
+        free: impl Fn(&mut S, *mut u8),
+    ) -> f64 {
+        let mut window = [std::ptr::null_mut::<u8>(); 64];
+        let start = cpu_ns();
+        for i in 0..ROUNDS {
+            let slot = &mut window[i % 64];
+            free(state, *slot);
+            *slot = alloc(state, sizes[i % 1024]);
+        }
+        let ns = (cpu_ns() - start) as f64 / ROUNDS as f64;
+        window.into_iter().for_each(|p| free(state, p));
+        ns
+    }
+    let mut tlsf_ns = [0.0; 2];
+    for (front_cache, ns) in [true, false].into_iter().zip(&mut tlsf_ns) {
+        let mut h = Harness::new(Params {
+            initial_size_bytes: 16 * MIB,
+            front_cache,
+            ..base()
+        });
+        *ns = time_pairs(
+            &sizes,
+            &mut h.tlsf,
+            |tlsf, size| tlsf.allocate(size, 16).unwrap().as_ptr(),
+            |tlsf, p| {
+                if let Some(p) = NonNull::new(p) {
+                    // SAFETY: a live block of this allocator, freed once.
+                    unsafe { tlsf.deallocate(p) };
+                }
+            },
+        );
+        h.check();
+        eprintln!(
+            "front cache {front_cache}: {} free blocks, {} cached blocks",
+            h.tlsf.free_block_count(),
+            h.tlsf.cached_block_count()
+        );
+    }
+    let mi_ns = time_pairs(
+        &sizes,
+        &mut (),
+        // SAFETY: `mi_malloc` has no precondition.
+        |_, size| unsafe { libmimalloc_sys::mi_malloc(size).cast() },
+        // SAFETY: `p` is null or a live mimalloc block, freed once.
+        |_, p| unsafe { libmimalloc_sys::mi_free(p.cast()) },
+    );
+    let glibc_ns = time_pairs(
+        &sizes,
+        &mut (),
+        // SAFETY: `malloc` has no precondition.
+        |_, size| unsafe { libc::malloc(size).cast() },
+        // SAFETY: `p` is null or a live glibc block, freed once.
+        |_, p| unsafe { libc::free(p.cast()) },
+    );
     eprintln!(
-        "alloc+free pair: tlsf {tlsf_ns:.1} ns, mimalloc {mi_ns:.1} ns, ratio {:.2}",
-        tlsf_ns / mi_ns
+        "alloc+free pair: tlsf {:.1} ns ({:.2}x mimalloc), tlsf without front cache {:.1} ns, \
+         mimalloc {mi_ns:.1} ns, glibc {glibc_ns:.1} ns",
+        tlsf_ns[0],
+        tlsf_ns[0] / mi_ns,
+        tlsf_ns[1]
     );
 }

@@ -50,9 +50,9 @@ pub fn write_results_json(path: &Path, results: &ResultsFile) -> Result<(), Repo
 /// Reads and parses a results.json file, checking its schema version.
 pub fn read_results_json(path: &Path) -> Result<ResultsFile, ReportError> {
     let text = std::fs::read_to_string(path).map_err(|e| ReportError::io(path, e))?;
-    let results = ResultsFile::from_json(&text).map_err(|source| ReportError::Json {
+    let results = ResultsFile::from_json(&text).map_err(|error| ReportError::Json {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     if results.schema != crate::SCHEMA_VERSION {
         return Err(ReportError::Schema {

@@ -1,28 +1,28 @@
 //! The one error type of this crate: every variant names the file or input it is about.
+//! The underlying error is part of the message (not a `source()`), so that a caller printing
+//! the chain (`{:#}` in anyhow) shows it once.
 
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{path}: {source}")]
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not a results.json file: {source}")]
+    #[error("{}: not a results.json file: {error}", path.display())]
     Json {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
-    #[error("{path}: unsupported results schema {found} (this tool reads schema {expected})")]
+    #[error("{}: unsupported results schema {found} (this tool reads schema {expected})", path.display())]
     Schema {
         path: PathBuf,
         found: u32,
         expected: u32,
     },
-    #[error("plot {path}: {message}")]
+    #[error("plot {}: {message}", path.display())]
     Plot { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
@@ -32,7 +32,7 @@ impl ReportError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ReportError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

@@ -197,6 +197,7 @@ pub fn gate_results(
     }
     cells.extend(aa_cells);
     sort_cells(&mut cells);
+    notes.extend(unstable_reasons.iter().map(|r| format!("UNSTABLE: {r}")));
     GateReport {
         comparison: Comparison {
             reference_backend: Some(reference.to_string()),

@@ -63,7 +63,15 @@ mod tests {
             Err::<(), _>(io::Error::other("generator failed"))
         });
         assert!(failed.is_err());
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new", "old file kept");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp left");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "new",
+            "old file kept"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp left"
+        );
     }
 }

@@ -211,13 +211,11 @@ impl Compiler {
         let state = &mut self.slots[slot as usize];
         let ordinal = state.ops;
         let cross_thread = ordinal > 0 && state.last_thread != t;
-        state.ops = ordinal
-            .checked_add(1)
-            .ok_or_else(|| TraceError::TooLarge {
-                path: self.path.clone(),
-                line: e.line,
-                what: format!("more than 2^32 ops on slot {slot}"),
-            })?;
+        state.ops = ordinal.checked_add(1).ok_or_else(|| TraceError::TooLarge {
+            path: self.path.clone(),
+            line: e.line,
+            what: format!("more than 2^32 ops on slot {slot}"),
+        })?;
         state.last_thread = t;
         self.live_bytes -= state.size_bytes;
         state.size_bytes = if e.op == OpKind::Free { 0 } else { e.size };

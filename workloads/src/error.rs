@@ -12,19 +12,19 @@ const MAX_QUOTED_BYTES: usize = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    #[error("{}: {source}", path.display())]
+    // The io errors are shown in the message and deliberately not exposed as `source()`,
+    // so that a `{:#}` chain does not print them twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{}:{line}: cannot decompress ({format}): {source}", path.display())]
+    #[error("{}:{line}: cannot decompress ({format}): {error}", path.display())]
     Decompress {
         path: PathBuf,
         line: u64,
         format: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: empty trace: no header and no events", path.display())]
     Empty { path: PathBuf },
@@ -91,7 +91,7 @@ impl TraceError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         TraceError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 

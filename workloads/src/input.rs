@@ -61,19 +61,18 @@ pub fn open(path: &Path) -> Result<Input, TraceError> {
         path: path.to_path_buf(),
         line: 1,
         format,
-        source: e,
+        error: e,
     };
     if magic.starts_with(GZIP_MAGIC) {
-        let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            INPUT_BUFFER_BYTES,
-            file,
-        ));
+        let decoder =
+            flate2::read::MultiGzDecoder::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, file));
         Ok(Input {
             reader: Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, decoder)),
             compression: Compression::Gzip,
         })
     } else if magic.starts_with(ZSTD_MAGIC) {
-        let decoder = zstd::stream::read::Decoder::new(file).map_err(|e| decompress_err("zstd", e))?;
+        let decoder =
+            zstd::stream::read::Decoder::new(file).map_err(|e| decompress_err("zstd", e))?;
         Ok(Input {
             reader: Box::new(BufReader::with_capacity(INPUT_BUFFER_BYTES, decoder)),
             compression: Compression::Zstd,
@@ -99,11 +98,18 @@ fn open_zip_first_entry(path: &Path, file: File) -> io::Result<Input> {
         if entry.is_dir() {
             continue;
         }
-        found = Some((entry.data_start(), entry.compressed_size(), entry.compression()));
+        found = Some((
+            entry.data_start(),
+            entry.compressed_size(),
+            entry.compression(),
+        ));
         break;
     }
     let (start, compressed_bytes, method) = found.ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "the archive holds no file entry")
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the archive holds no file entry",
+        )
     })?;
     let mut data = File::open(path)?;
     data.seek(SeekFrom::Start(start))?;

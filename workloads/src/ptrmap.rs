@@ -23,7 +23,9 @@ impl Hasher for PtrHasher {
     fn write_u64(&mut self, v: u64) {
         // Fibonacci hashing; the rotation moves the well-mixed high bits down to where
         // hashbrown takes its bucket index, and the low bits into its tag byte.
-        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26);
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
     }
 }
 

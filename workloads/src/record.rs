@@ -194,7 +194,10 @@ fn build_preload(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String>
     if lib.is_file() {
         Ok(lib)
     } else {
-        Err(format!("cargo build succeeded but {} is missing", lib.display()))
+        Err(format!(
+            "cargo build succeeded but {} is missing",
+            lib.display()
+        ))
     }
 }
 
@@ -404,7 +407,10 @@ fn order_rows(bytes: &[u8], raw_path: &Path) -> Result<(Vec<RawRow>, RowCounts),
         reason,
     };
     if !bytes.starts_with(sink::HEADER) {
-        return Err(malformed(1, format!("expected the header '{RECORDED_HEADER}'")));
+        return Err(malformed(
+            1,
+            format!("expected the header '{RECORDED_HEADER}'"),
+        ));
     }
     let mut counts = RowCounts::default();
     let mut threads = BTreeSet::new();
@@ -515,6 +521,7 @@ enum Destination {
 ///
 /// One per process: the first instance to allocate decides the destination. Alignment is
 /// the `Layout`'s; `size` of a realloc row is the new size. Rows made before `main` are kept.
+/// While recording, `realloc` is alloc + copy + dealloc (see its note), never in place.
 /// A process that never returns from `main` normally (or calls `_exit`) should call
 /// [`RecordingAlloc::flush`] first.
 pub struct RecordingAlloc<A> {
@@ -647,23 +654,39 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for RecordingAlloc<A> {
         unsafe { self.inner.dealloc(ptr, layout) }
     }
 
+    /// Performed as alloc, copy, stamp, dealloc (never the inner realloc): an inner realloc
+    /// that moves the block releases the old one inside the call, where another thread could
+    /// get it back before the row is stamped.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let Some(_guard) = sink::Guard::enter() else {
             // SAFETY: forwarded contract.
             return unsafe { self.inner.realloc(ptr, layout, new_size) };
         };
-        // SAFETY: forwarded contract.
-        let p = unsafe { self.inner.realloc(ptr, layout, new_size) };
-        if !p.is_null() && self.recording() {
-            sink::record(&sink::Row {
-                time_ns: sink::now_ns(),
-                op: sink::Op::Realloc,
-                ptr: p as usize,
-                size: new_size,
-                align: layout.align(),
-                old_ptr: ptr as usize,
-            });
+        if !self.recording() {
+            // SAFETY: forwarded contract.
+            return unsafe { self.inner.realloc(ptr, layout, new_size) };
         }
+        // SAFETY: the caller guarantees `new_size`, rounded up to `layout.align()`, does not
+        // overflow isize, which is what Layout requires.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: `new_layout` has a non-zero size (GlobalAlloc::realloc contract).
+        let p = unsafe { self.inner.alloc(new_layout) };
+        if p.is_null() {
+            return p; // `ptr` stays valid
+        }
+        // SAFETY: `ptr` holds `layout.size()` bytes and `p` holds `new_size`; they are
+        // distinct live blocks.
+        unsafe { std::ptr::copy_nonoverlapping(ptr, p, layout.size().min(new_size)) };
+        sink::record(&sink::Row {
+            time_ns: sink::now_ns(),
+            op: sink::Op::Realloc,
+            ptr: p as usize,
+            size: new_size,
+            align: layout.align(),
+            old_ptr: ptr as usize,
+        });
+        // SAFETY: `ptr` was allocated by `inner` with `layout` (caller's contract).
+        unsafe { self.inner.dealloc(ptr, layout) };
         p
     }
 }
@@ -713,7 +736,8 @@ mod tests {
 
     #[test]
     fn malformed_rows_name_the_line() {
-        let bad = "thread,time_ns,op,ptr,size,align,old_ptr\n0,1,alloc,0x1,1,16,\n0,x,free,0x1,,,\n";
+        let bad =
+            "thread,time_ns,op,ptr,size,align,old_ptr\n0,1,alloc,0x1,1,16,\n0,x,free,0x1,,,\n";
         let err = order_rows(bad.as_bytes(), Path::new("raw.csv"))
             .err()
             .unwrap()

@@ -27,8 +27,14 @@ fn each_bad_trace_gives_its_error() {
         let prefix = format!("{}:", path.display());
         assert!(text.starts_with(&prefix), "{name}: {text}");
         if message == "__DECOMPRESS__" {
-            assert!(matches!(err, TraceError::Decompress { .. }), "{name}: {text}");
-            assert!(text.contains(": cannot decompress (gzip): "), "{name}: {text}");
+            assert!(
+                matches!(err, TraceError::Decompress { .. }),
+                "{name}: {text}"
+            );
+            assert!(
+                text.contains(": cannot decompress (gzip): "),
+                "{name}: {text}"
+            );
         } else {
             assert_eq!(&text[prefix.len()..], message, "{name}");
         }
@@ -58,7 +64,14 @@ fn load_bytes(bytes: &[u8]) -> Result<(), TraceError> {
     let path = dir.path().join("t");
     std::fs::write(&path, bytes).unwrap();
     let strict = bytes.first().is_some_and(|b| b & 1 == 1);
-    load_trace(&path, &LoadOptions { strict, keep_times: true }).map(|_| ())
+    load_trace(
+        &path,
+        &LoadOptions {
+            strict,
+            keep_times: true,
+        },
+    )
+    .map(|_| ())
 }
 
 const VALID_CSV: &str = "thread,time_ns,op,ptr,size,align,old_ptr\n\

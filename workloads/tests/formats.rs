@@ -71,7 +71,10 @@ fn canonical_csv_columns_in_any_order_hex_or_decimal() {
             line: 2,
         }
     );
-    assert_eq!((got[1].op, got[1].ptr, got[1].old_ptr, got[1].size), (OpKind::Realloc, 4096, 0x55bd942f6910, 40));
+    assert_eq!(
+        (got[1].op, got[1].ptr, got[1].old_ptr, got[1].size),
+        (OpKind::Realloc, 4096, 0x55bd942f6910, 40)
+    );
     assert_eq!((got[1].thread, got[1].line), (3, 4));
     assert_eq!((got[2].op, got[2].size, got[2].line), (OpKind::Free, 0, 5));
 }
@@ -86,7 +89,10 @@ fn design_md_example_reads() {
     );
     let got = ordered(&p);
     assert_eq!(got.len(), 2);
-    assert_eq!((got[1].thread, got[1].time_ns, got[1].op), (1, Some(80861), OpKind::Free));
+    assert_eq!(
+        (got[1].thread, got[1].time_ns, got[1].op),
+        (1, Some(80861), OpKind::Free)
+    );
 }
 
 #[test]
@@ -103,7 +109,14 @@ fn rows_are_ordered_by_time_stably() {
     let got: Vec<(u64, u64)> = ordered(&p).iter().map(|e| (e.thread, e.ptr)).collect();
     assert_eq!(
         got,
-        vec![(0, 0xa0), (1, 0xb0), (1, 0xb0), (1, 0xb1), (0, 0xa0), (0, 0xb1)]
+        vec![
+            (0, 0xa0),
+            (1, 0xb0),
+            (1, 0xb0),
+            (1, 0xb1),
+            (0, 0xa0),
+            (0, 0xb1)
+        ]
     );
     // Without time_ns, file order is the order.
     let p = write(
@@ -137,10 +150,18 @@ fn rmm_log_times_wrap_at_midnight_and_failures_are_counted() {
     // 23:59:59.998900 is jitter behind the previous line: clamped, file order wins.
     assert_eq!(
         times,
-        vec![day - 1_000_000, day - 1_000_000, day + 100_000, day + 200_000]
+        vec![
+            day - 1_000_000,
+            day - 1_000_000,
+            day + 100_000,
+            day + 200_000
+        ]
     );
     assert_eq!(got[1].stream, Some(2));
-    assert_eq!((got[2].op, got[2].ptr, got[2].size), (OpKind::Free, 0x7f5c7e000000, 0));
+    assert_eq!(
+        (got[2].op, got[2].ptr, got[2].size),
+        (OpKind::Free, 0x7f5c7e000000, 0)
+    );
     assert_eq!(got[3].op, OpKind::Free);
     assert_eq!(got[0].thread, 140043);
 }
@@ -208,7 +229,10 @@ fn compressed_inputs_read_by_magic_bytes_not_name() {
     let p = write(dir.path(), "trace.zst", &zst);
     assert_eq!(events(&p), expected);
 
-    for method in [zip::CompressionMethod::Deflated, zip::CompressionMethod::Stored] {
+    for method in [
+        zip::CompressionMethod::Deflated,
+        zip::CompressionMethod::Stored,
+    ] {
         let mut buf = std::io::Cursor::new(Vec::new());
         {
             let mut z = zip::ZipWriter::new(&mut buf);
@@ -247,12 +271,50 @@ fn csv_written_reads_back_identically() {
     write_csv([a, r, f], &mut out).unwrap();
     let text = String::from_utf8(out.clone()).unwrap();
     assert!(text.starts_with(CSV_HEADER));
-    assert_eq!(text.lines().nth(2), Some("8,6,realloc,0x2000,200,,0x1000,,"));
+    assert_eq!(
+        text.lines().nth(2),
+        Some("8,6,realloc,0x2000,200,,0x1000,,")
+    );
     let p = write(dir.path(), "out.csv", &out);
     let back = events(&p);
     let strip = |mut e: Event| {
         e.line = 0;
         e
     };
-    assert_eq!(back.into_iter().map(strip).collect::<Vec<_>>(), vec![a, r, f]);
+    assert_eq!(
+        back.into_iter().map(strip).collect::<Vec<_>>(),
+        vec![a, r, f]
+    );
+}
+
+/// `convert` as the CLI does it: global order, written as canonical CSV.
+fn convert(input: &Path, output: &Path) {
+    let mut w = workloads::CsvWriter::new(std::fs::File::create(output).unwrap()).unwrap();
+    for e in read_ordered_events(input).unwrap() {
+        w.write(&e.unwrap()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn convert_of_convert_is_convert() {
+    let dir = tempfile::tempdir().unwrap();
+    let unordered = "thread,op,ptr,size,time_ns,old_ptr,align,stream\n\
+        1,alloc,4096,8,20,,,\n0,alloc,0x10,8,10,,64,2\n1,realloc,0x20,16,30,4096,,\n0,free,16,,40,,,\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(RMM_LOG.as_bytes()).unwrap();
+    let inputs = [
+        write(dir.path(), "a.txt", ANDROID.as_bytes()),
+        write(dir.path(), "r.gz", &gz.finish().unwrap()),
+        write(dir.path(), "u.csv", unordered.as_bytes()),
+    ];
+    for input in inputs {
+        let once = dir.path().join("once.csv");
+        let twice = dir.path().join("twice.csv");
+        convert(&input, &once);
+        convert(&once, &twice);
+        let a = std::fs::read(&once).unwrap();
+        assert_eq!(a, std::fs::read(&twice).unwrap(), "{}", input.display());
+        assert!(a.starts_with(CSV_HEADER.as_bytes()));
+    }
 }

@@ -66,7 +66,10 @@ fn shapes_match_their_names() {
     assert!(larson.cross_thread_frees < larson.frees);
 
     let pc = trace_stats(&generate_vec(GenKind::ProducerConsumer, &p));
-    assert_eq!(pc.cross_thread_frees, pc.frees, "consumers free what producers made");
+    assert_eq!(
+        pc.cross_thread_frees, pc.frees,
+        "consumers free what producers made"
+    );
 
     let mix = trace_stats(&generate_vec(GenKind::SizeMix, &p));
     assert!(mix.reallocs > 0);
@@ -78,12 +81,20 @@ fn shapes_match_their_names() {
     assert!(gpu.min_size_bytes >= 512 && gpu.max_size_bytes >= 64 << 20);
     assert!(gpu.peak_live_bytes > 1 << 30, "GiB-scale peak");
     assert_eq!(gpu.streams.len(), 3);
-    assert!(gpu.cross_thread_frees > 0, "loader thread's batches freed by the trainer");
-    assert!(gpu_events.iter().all(|e| e.op == OpKind::Free || e.align == 256));
+    assert!(
+        gpu.cross_thread_frees > 0,
+        "loader thread's batches freed by the trainer"
+    );
+    assert!(gpu_events
+        .iter()
+        .all(|e| e.op == OpKind::Free || e.align == 256));
     // Weights are allocated once, first, and freed last, in reverse.
     let first = gpu_events[0];
     let last = gpu_events.last().unwrap();
-    assert_eq!((first.op, last.op, last.ptr), (OpKind::Alloc, OpKind::Free, first.ptr));
+    assert_eq!(
+        (first.op, last.op, last.ptr),
+        (OpKind::Alloc, OpKind::Free, first.ptr)
+    );
     let frees_of_first = gpu_events
         .iter()
         .filter(|e| e.op == OpKind::Free && e.ptr == first.ptr)
@@ -97,5 +108,8 @@ fn kind_names_round_trip() {
         assert_eq!(kind.as_str().parse::<GenKind>().unwrap(), kind);
     }
     let err = "larsen".parse::<GenKind>().unwrap_err();
-    assert!(err.contains("unknown workload 'larsen'") && err.contains("gpu-training"), "{err}");
+    assert!(
+        err.contains("unknown workload 'larsen'") && err.contains("gpu-training"),
+        "{err}"
+    );
 }

@@ -8,7 +8,11 @@ use workloads::{
 
 fn csv(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("t.csv");
-    std::fs::write(&path, format!("thread,time_ns,op,ptr,size,old_ptr,stream,align\n{body}")).unwrap();
+    std::fs::write(
+        &path,
+        format!("thread,time_ns,op,ptr,size,old_ptr,stream,align\n{body}"),
+    )
+    .unwrap();
     path
 }
 
@@ -91,9 +95,17 @@ fn unknown_and_double_frees_are_dropped() {
     assert_eq!(t.stats.events, 2);
     let e = load_strict("0,1,alloc,0x10,8,,,\n0,2,free,0x10,,,,\n0,3,free,0x10,,,,\n");
     assert_eq!(e.line(), Some(4));
-    assert!(e.to_string().ends_with(":4: double free of pointer 0x10 (--strict)"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with(":4: double free of pointer 0x10 (--strict)"),
+        "{e}"
+    );
     let e = load_strict("0,1,free,0xabc,,,,\n");
-    assert!(e.to_string().ends_with(":2: free of unknown pointer 0xabc (--strict)"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with(":2: free of unknown pointer 0xabc (--strict)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -105,7 +117,11 @@ fn realloc_of_unknown_pointer_is_a_fresh_alloc() {
     assert_eq!(ops[0].1.kind, OpKind::Realloc);
     assert_eq!(ops[0].1.ordinal, 0, "a new slot");
     let e = load_strict("0,1,realloc,0x20,64,0x10,,\n");
-    assert!(e.to_string().ends_with(":2: realloc of unknown pointer 0x10 (--strict)"), "{e}");
+    assert!(
+        e.to_string()
+            .ends_with(":2: realloc of unknown pointer 0x10 (--strict)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -125,7 +141,10 @@ fn slots_are_dense_and_reused_after_free() {
     );
     let c = &t.compiled;
     assert_eq!(c.slot_count, 2);
-    let slots: Vec<(u32, u32)> = global(c).iter().map(|(_, op)| (op.slot, op.ordinal)).collect();
+    let slots: Vec<(u32, u32)> = global(c)
+        .iter()
+        .map(|(_, op)| (op.slot, op.ordinal))
+        .collect();
     assert_eq!(slots, vec![(0, 0), (1, 0), (0, 1), (0, 2), (1, 1), (0, 3)]);
     let seqs: Vec<u32> = global(c).iter().map(|(_, op)| op.seq).collect();
     assert_eq!(seqs, (0..6).collect::<Vec<_>>());
@@ -178,7 +197,14 @@ fn streams_alignment_and_times() {
         dir.path(),
         "0,100,alloc,0xa,8,,,64\n0,200,alloc,0xb,8,,0x7,\n0,300,free,0xa,,,0x9,\n0,400,free,0xb,,,0x7,\n",
     );
-    let t = load_trace(&p, &LoadOptions { strict: false, keep_times: true }).unwrap();
+    let t = load_trace(
+        &p,
+        &LoadOptions {
+            strict: false,
+            keep_times: true,
+        },
+    )
+    .unwrap();
     let c = &t.compiled;
     // The first op had no stream: it is on the default stream 0, index 0.
     assert_eq!(c.streams, vec![0, 7, 9]);
@@ -186,9 +212,15 @@ fn streams_alignment_and_times() {
     assert_eq!(streams, vec![0, 1, 2, 1]);
     assert_eq!(global(c)[0].1.align(), 64);
     assert_eq!(global(c)[1].1.align(), 0);
-    assert_eq!(c.threads[0].times_ns.as_deref(), Some(&[100, 200, 300, 400][..]));
+    assert_eq!(
+        c.threads[0].times_ns.as_deref(),
+        Some(&[100, 200, 300, 400][..])
+    );
     let t = load_trace(&p, &LoadOptions::default()).unwrap();
-    assert!(t.compiled.threads[0].times_ns.is_none(), "times only when asked");
+    assert!(
+        t.compiled.threads[0].times_ns.is_none(),
+        "times only when asked"
+    );
     let t = load("0,,alloc,0xa,8,,,\n");
     assert!(t.compiled.streams.is_empty());
 }
@@ -246,10 +278,21 @@ fn cross_thread_frees_count_frees_and_reallocs_of_other_threads_blocks() {
     let per: Vec<(u64, u64, u64, u64, u64)> = s
         .per_thread
         .iter()
-        .map(|t| (t.thread, t.allocs, t.frees, t.reallocs, t.cross_thread_frees))
+        .map(|t| {
+            (
+                t.thread,
+                t.allocs,
+                t.frees,
+                t.reallocs,
+                t.cross_thread_frees,
+            )
+        })
         .collect();
     assert_eq!(per, vec![(0, 2, 0, 0, 0), (1, 0, 1, 2, 2), (2, 0, 1, 0, 1)]);
-    assert_eq!((s.events, s.allocs, s.frees, s.reallocs, s.threads), (6, 2, 2, 2, 3));
+    assert_eq!(
+        (s.events, s.allocs, s.frees, s.reallocs, s.threads),
+        (6, 2, 2, 2, 3)
+    );
 }
 
 #[test]

@@ -127,6 +127,9 @@ mod tests {
 
     #[test]
     fn committed_bytes_cover_live_blocks() {
+        let _serial = crate::machine::MEMORY_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let b = MimallocBackend::new();
         let blocks: Vec<usize> = (0..32).map(|_| b.alloc(1 << 20, 0, 0)).collect();
         for &p in &blocks {

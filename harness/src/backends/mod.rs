@@ -9,8 +9,10 @@
 //! To add a backend: implement `Backend` for its type, a `BackendFactory` for a unit
 //! struct, and append `&ThatFactory` to `REGISTRY` below.
 
+pub mod gpu;
 pub mod mimalloc;
 pub mod null;
+pub mod pool;
 pub mod system;
 
 use crate::backend::{Backend, Unavailable};
@@ -27,6 +29,8 @@ pub struct BackendSetup {
     pub capacity_bytes: Option<u64>,
     /// Workers the plan runs on (a backend may size per-thread state by it).
     pub workers: usize,
+    /// `--simulate-gpu`: capacity of the simulated device (`sim-gpu-pool`, `sim-upstream`).
+    pub simulate_gpu_bytes: Option<u64>,
 }
 
 impl Default for BackendSetup {
@@ -35,6 +39,7 @@ impl Default for BackendSetup {
             config: PoolConfig::default_cpu(),
             capacity_bytes: None,
             workers: 1,
+            simulate_gpu_bytes: None,
         }
     }
 }
@@ -120,9 +125,18 @@ impl<F: BackendFactory> RegisteredBackend for F {
 
 /// Every backend, in the order tables list them.
 static REGISTRY: &[&dyn RegisteredBackend] = &[
+    &pool::PoolFixedFactory,
+    &pool::PoolVariableFactory,
+    &pool::PoolLockFreeFactory,
+    &pool::PoolAsConfiguredFactory,
     &system::SystemFactory,
     &mimalloc::MimallocFactory,
     &null::NullFactory,
+    &gpu::CudaMallocFactory,
+    &gpu::CudaAsyncFactory,
+    &gpu::GpuPoolFactory,
+    &gpu::SimGpuPoolFactory,
+    &gpu::SimUpstreamFactory,
 ];
 
 /// Every registered backend.
@@ -137,7 +151,11 @@ pub fn find(name: &str) -> Option<&'static dyn RegisteredBackend> {
 
 /// Names of every registered backend, comma separated (for error messages).
 pub fn known_names() -> String {
-    REGISTRY.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+    REGISTRY
+        .iter()
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Resolve `--backends` (empty = the default set), rejecting unknown names and duplicates.
@@ -152,12 +170,8 @@ pub fn resolve(names: &[String]) -> Result<Vec<&'static dyn RegisteredBackend>, 
     let mut out: Vec<&'static dyn RegisteredBackend> = Vec::new();
     for name in names {
         let name = name.trim();
-        let backend = find(name).ok_or_else(|| {
-            format!(
-                "unknown backend '{name}' (known: {})",
-                known_names()
-            )
-        })?;
+        let backend = find(name)
+            .ok_or_else(|| format!("unknown backend '{name}' (known: {})", known_names()))?;
         if out.iter().any(|b| b.name() == backend.name()) {
             return Err(format!("backend '{name}' is listed twice"));
         }

@@ -36,7 +36,10 @@ impl Backend for PoolBackend {
     #[inline]
     fn alloc(&self, size: usize, align: usize, _stream: u16) -> usize {
         // C's `malloc(0)` returns a unique block; a pool may refuse 0 bytes.
-        match self.pool.allocate_with(size.max(1), AllocFlags::aligned(align)) {
+        match self
+            .pool
+            .allocate_with(size.max(1), AllocFlags::aligned(align))
+        {
             Ok(p) => p.as_ptr() as usize,
             Err(_) => 0,
         }

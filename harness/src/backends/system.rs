@@ -1,10 +1,13 @@
 //! `system`: the C library's `malloc`/`free`/`realloc`, and `posix_memalign` when the
 //! trace asks for more alignment than `malloc` guarantees.
 //!
-//! Reserved bytes: on glibc, `mallinfo2()` (`arena + hblkhd`: heap bytes taken with brk
-//! plus mmapped blocks, over every arena) minus its value when the backend was created,
-//! after a `malloc_trim(0)`; the harness allocates nothing from malloc during a pass, so
-//! the growth is the replay's. Elsewhere, process RSS growth from `/proc/self/statm`.
+//! Reserved bytes: growth of the process's resident memory (`/proc/self/statm`) since the
+//! backend was created, after a `malloc_trim(0)` that hands free heap pages back to the
+//! OS. The engine allocates its pass workspace before the backend and nothing during the
+//! pass, so the growth is malloc's: the pages its heap and mmapped blocks occupy. (Heap
+//! statistics such as `mallinfo2().arena` keep counting address space an earlier run
+//! left behind, and would include the harness's own data.) Pages no one writes are not
+//! resident: with `--touch none` large blocks count only their headers.
 
 use super::{BackendFactory, BackendSetup};
 use crate::backend::Backend;
@@ -42,24 +45,12 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn current_reserved_bytes() -> Option<u64> {
-    // SAFETY: `mallinfo2` has no preconditions and returns a plain struct by value.
-    let info = unsafe { libc::mallinfo2() };
-    Some((info.arena + info.hblkhd) as u64)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn current_reserved_bytes() -> Option<u64> {
     crate::machine::rss_bytes()
 }
 
-/// `reserved_source` of this platform.
-const RESERVED_SOURCE: &str = if cfg!(all(target_os = "linux", target_env = "gnu")) {
-    "mallinfo2"
-} else {
-    "rss"
-};
+/// `reserved_source` of this backend.
+const RESERVED_SOURCE: &str = "rss";
 
 fn aligned_alloc(size: usize, align: usize) -> usize {
     let mut out: *mut c_void = std::ptr::null_mut();
@@ -155,11 +146,11 @@ mod tests {
     fn aligned_requests_are_aligned_and_realloc_keeps_bytes() {
         let b = SystemBackend::new();
         let a = b.alloc(100, 4096, 0);
-        assert!(a != 0 && a % 4096 == 0);
+        assert!(a != 0 && a.is_multiple_of(4096));
         // SAFETY: `a` is a live 100-byte host block.
         unsafe { std::ptr::write_bytes(a as *mut u8, 7, 100) };
         let r = b.realloc(a, 100, 10_000, 4096, 0);
-        assert!(r != 0 && r % 4096 == 0);
+        assert!(r != 0 && r.is_multiple_of(4096));
         // SAFETY: `r` is a live block of 10 000 bytes whose first 100 were copied.
         let first = unsafe { std::slice::from_raw_parts(r as *const u8, 100) };
         assert!(first.iter().all(|&x| x == 7));
@@ -168,6 +159,9 @@ mod tests {
 
     #[test]
     fn reserved_bytes_grow_with_live_memory() {
+        let _serial = crate::machine::MEMORY_TEST_LOCK
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let b = SystemBackend::new();
         let blocks: Vec<usize> = (0..64).map(|_| b.alloc(64 * 1024, 0, 0)).collect();
         for &p in &blocks {

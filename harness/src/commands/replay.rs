@@ -52,6 +52,10 @@ pub struct Args {
     /// Memory limit for pool backends (max_size) and the simulated device: 4096, 64KiB, 2GiB.
     #[arg(long, value_name = "BYTES", value_parser = pools::config::parse_bytes)]
     pub capacity: Option<u64>,
+    /// Also replay on a simulated GPU of this size (sim-gpu-pool, sim-upstream), and find
+    /// the smallest capacity that replays with no failure: 2MiB, 80GiB.
+    #[arg(long, value_name = "CAPACITY", value_parser = pools::config::parse_bytes)]
+    pub simulate_gpu: Option<u64>,
     /// No progress bar, no table when --json.
     #[arg(long)]
     pub quiet: bool,
@@ -85,9 +89,17 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
             anyhow::bail!("{}: no such trace file", trace.display());
         }
     }
+    let mut backend_names = args.backends.clone();
+    if backend_names.is_empty() && args.config.is_some() {
+        // A config given explicitly is also replayed exactly as written (`pool`), beside
+        // the default set (whose pool backends override its allocator kind).
+        backend_names.push("pool".to_owned());
+        let defaults = backends::resolve(&[]).map_err(anyhow::Error::msg)?;
+        backend_names.extend(defaults.iter().map(|b| b.name().to_owned()));
+    }
     Ok(ReplayOptions {
         traces: args.traces.clone(),
-        backends: args.backends.clone(),
+        backends: backend_names,
         config,
         config_source,
         threads: args.threads.map(|t| t as usize),
@@ -96,6 +108,7 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         touch: args.touch,
         pace: args.pace,
         capacity_bytes: args.capacity,
+        simulate_gpu_bytes: args.simulate_gpu,
         strict: args.strict,
         quiet: args.quiet,
     })
@@ -234,7 +247,11 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
 
 fn row(r: &BackendResult, ideal_bytes: u64) -> Vec<String> {
     let ns = |v: u64| format::nanos(v as f64);
-    let min = r.runs.iter().map(|x| x.ops_per_sec).fold(f64::INFINITY, f64::min);
+    let min = r
+        .runs
+        .iter()
+        .map(|x| x.ops_per_sec)
+        .fold(f64::INFINITY, f64::min);
     let max = r.runs.iter().map(|x| x.ops_per_sec).fold(0.0, f64::max);
     let throughput = if r.runs.len() > 1 {
         format!(

@@ -26,7 +26,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
         println!("{}", serde_json::to_string(&v)?);
     } else {
-        print!("{}", table(&args.trace.display().to_string(), format.as_str(), &stats));
+        print!(
+            "{}",
+            table(&args.trace.display().to_string(), format.as_str(), &stats)
+        );
     }
     Ok(0)
 }
@@ -85,9 +88,17 @@ fn table(path: &str, format: &str, s: &TraceStats) -> String {
     let max = s.size_histogram.iter().map(|b| b.count).max().unwrap_or(1);
     for b in &s.size_histogram {
         let bar = "#".repeat(((b.count * 40).div_ceil(max)) as usize);
-        let _ = writeln!(o, "  {:>12} .. {:<12} {:>12}  {bar}", b.min_bytes, b.max_bytes, b.count);
+        let _ = writeln!(
+            o,
+            "  {:>12} .. {:<12} {:>12}  {bar}",
+            b.min_bytes, b.max_bytes, b.count
+        );
     }
-    let _ = writeln!(o, "\nper thread\n  {:>20} {:>12} {:>12} {:>12} {:>12} {:>12}", "thread", "events", "allocs", "frees", "reallocs", "cross frees");
+    let _ = writeln!(
+        o,
+        "\nper thread\n  {:>20} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "thread", "events", "allocs", "frees", "reallocs", "cross frees"
+    );
     for t in &s.per_thread {
         let _ = writeln!(
             o,

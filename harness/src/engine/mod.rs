@@ -11,7 +11,7 @@ pub mod pass;
 pub mod plan;
 
 pub use latency::{size_class_log2, summarize, LatencyHistograms};
-pub use pass::{run_pass, PassKind, PassOutcome};
+pub use pass::{run_pass, PassKind, PassOutcome, PassWorkspace};
 pub use plan::{ReplayPlan, MEMORY_SAMPLES};
 
 use crate::backend::Backend;
@@ -134,14 +134,20 @@ where
     B: Backend,
     F: FnMut() -> Result<B, String>,
 {
+    // Each workspace is made before its backend, so the backend's memory readings do not
+    // include the engine's own allocations.
     let throughput = {
+        let workspace = PassWorkspace::new(plan, PassKind::Throughput);
         let backend = new_backend().map_err(EngineError::Create)?;
-        run_pass(&backend, plan, PassKind::Throughput, opts.touch, opts.pace)
+        workspace
+            .run(&backend, plan, opts.touch, opts.pace)
             .map_err(EngineError::Panicked)?
     };
     let (timed, latency) = {
+        let workspace = PassWorkspace::new(plan, PassKind::Timed);
         let backend = new_backend().map_err(EngineError::Create)?;
-        let mut timed = run_pass(&backend, plan, PassKind::Timed, opts.touch, opts.pace)
+        let mut timed = workspace
+            .run(&backend, plan, opts.touch, opts.pace)
             .map_err(EngineError::Panicked)?;
         let latency = timed
             .latency

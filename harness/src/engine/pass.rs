@@ -14,13 +14,14 @@
 //!
 //! # Memory ordering
 //! A slot's `addr`, `size` and `stream` are written only by the op that holds the slot
-//! (the one whose ordinal equals `done`), then published by the `Release` store of
-//! `done = ordinal + 1`. An op whose predecessor ran on another worker reads `done` with
+//! (the one whose turn it is), then published by the `Release` store of
+//! `done = ordinal + 1`, which the plan asks for (`PUBLISH`) exactly where the slot's
+//! next op runs on another worker. An op whose predecessor ran on another worker reads `done` with
 //! `Acquire` before touching the slot; an op whose predecessor ran on the same worker is
 //! ordered after it by program order. So `Relaxed` suffices for the fields themselves.
 
 use super::latency::LatencyHistograms;
-use super::plan::{ReplayPlan, WorkerPlan};
+use super::plan::{ReplayPlan, WorkerPlan, PUBLISH};
 use super::{Pace, Touch};
 use crate::backend::{AddressSpace, Backend};
 use crate::clock::Clock;
@@ -40,7 +41,9 @@ struct Slot {
     addr: AtomicUsize,
     /// Requested bytes of the live block.
     size: AtomicU64,
-    /// Ops on this slot executed so far (the next op to run has this ordinal).
+    /// `ordinal + 1` of the last op on the slot that published (`PUBLISH`): when the
+    /// slot's next op runs on another worker than its predecessor, it may run once this
+    /// equals its ordinal. Only grows (the slot's ops run one after another).
     done: AtomicU32,
     stream: AtomicU16,
 }
@@ -99,9 +102,7 @@ struct PassContext<'a, B> {
 /// A worker stopped because another one panicked.
 struct Aborted;
 
-/// Run one pass. Blocks still live at the end are freed afterwards (untimed) so that the
-/// next pass starts from a clean process. A panic in the backend, on any worker, is
-/// returned as `Err(message)` after every worker has stopped.
+/// Run one pass (see [`PassWorkspace::run`]).
 pub fn run_pass<B: Backend>(
     backend: &B,
     plan: &ReplayPlan,
@@ -109,98 +110,143 @@ pub fn run_pass<B: Backend>(
     touch: Touch,
     pace: Pace,
 ) -> Result<PassOutcome, String> {
-    let clock = Clock::global();
-    let slots: Vec<Slot> = (0..plan.slot_count).map(|_| Slot::default()).collect();
-    let outputs: Vec<Mutex<WorkerOutput>> = plan
-        .workers
-        .iter()
-        .map(|w| {
-            Mutex::new(WorkerOutput {
-                started: None,
-                finished: None,
-                alloc_failures: 0,
-                latency: (kind == PassKind::Timed)
-                    .then(|| LatencyHistograms::new(&plan.size_classes)),
-                memory_series: Vec::with_capacity(w.samples.len()),
-                panic: None,
+    PassWorkspace::new(plan, kind).run(backend, plan, touch, pace)
+}
+
+/// Everything a pass writes (slot table, per-worker histograms and samples), allocated
+/// up front: make it before the backend, so that the backend's memory readings (RSS,
+/// heap statistics) see none of the engine's own allocations.
+pub struct PassWorkspace {
+    kind: PassKind,
+    slots: Vec<Slot>,
+    outputs: Vec<Mutex<WorkerOutput>>,
+}
+
+impl PassWorkspace {
+    pub fn new(plan: &ReplayPlan, kind: PassKind) -> Self {
+        let slots: Vec<Slot> = (0..plan.slot_count).map(|_| Slot::default()).collect();
+        let outputs = plan
+            .workers
+            .iter()
+            .map(|w| {
+                Mutex::new(WorkerOutput {
+                    started: None,
+                    finished: None,
+                    alloc_failures: 0,
+                    latency: (kind == PassKind::Timed)
+                        .then(|| LatencyHistograms::new(&plan.size_classes)),
+                    memory_series: Vec::with_capacity(w.samples.len()),
+                    panic: None,
+                })
             })
-        })
-        .collect();
-    let touch = if backend.address_space() == AddressSpace::Device {
-        Touch::None
-    } else {
-        touch
-    };
-    let pace = if plan.has_times() { pace } else { Pace::Max };
-    let abort = AtomicBool::new(false);
-    let arrived = AtomicUsize::new(0);
-    let ctx = PassContext {
-        backend,
-        slots: &slots,
-        touch,
-        pace,
-        first_time_ns: plan.first_time_ns.unwrap_or(0),
-        clock,
-        abort: &abort,
-        arrived: &arrived,
-        workers: plan.workers.len(),
-    };
-
-    plan.pool.broadcast(|b| {
-        let index = b.index();
-        let worker = &plan.workers[index];
-        let mut out = outputs[index].lock().unwrap_or_else(|e| e.into_inner());
-        let result = catch_unwind(AssertUnwindSafe(|| match kind {
-            PassKind::Throughput => run_worker::<B, false>(&ctx, worker, &mut out),
-            PassKind::Timed => run_worker::<B, true>(&ctx, worker, &mut out),
-        }));
-        if let Err(payload) = result {
-            out.panic = Some(panic_message(payload.as_ref()));
-            abort.store(true, Ordering::Relaxed);
+            .collect();
+        PassWorkspace {
+            kind,
+            slots,
+            outputs,
         }
-    });
-
-    let outputs: Vec<WorkerOutput> = outputs
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-    if let Some(message) = outputs.iter().find_map(|o| o.panic.clone()) {
-        return Err(message);
     }
-    let started = outputs.iter().filter_map(|o| o.started).min();
-    let finished = outputs.iter().filter_map(|o| o.finished).max();
-    let wall_ns = match (started, finished) {
-        (Some(s), Some(f)) => f.saturating_duration_since(s).as_nanos() as u64,
-        _ => 0,
-    };
-    let final_reserved_bytes = backend.reserved_bytes();
-    let backend_peak_reserved_bytes = backend.peak_reserved_bytes();
 
-    let mut latency: Option<LatencyHistograms> = None;
-    let mut memory_series = Vec::new();
-    let mut alloc_failures = 0;
-    for out in outputs {
-        alloc_failures += out.alloc_failures;
-        memory_series.extend(out.memory_series);
-        if let Some(h) = out.latency {
-            match &mut latency {
-                None => latency = Some(h),
-                Some(total) => total.add(&h),
+    /// Run the pass. Blocks still live at the end are freed afterwards (untimed) so that
+    /// the next pass starts from a clean process. A panic in the backend, on any worker,
+    /// is returned as `Err(message)` after every worker has stopped.
+    ///
+    /// `plan` must be the plan the workspace was made for.
+    pub fn run<B: Backend>(
+        self,
+        backend: &B,
+        plan: &ReplayPlan,
+        touch: Touch,
+        pace: Pace,
+    ) -> Result<PassOutcome, String> {
+        assert_eq!(
+            self.slots.len(),
+            plan.slot_count as usize,
+            "a workspace runs the plan it was made for"
+        );
+        assert_eq!(self.outputs.len(), plan.workers.len());
+        let PassWorkspace {
+            kind,
+            slots,
+            outputs,
+        } = self;
+        let clock = Clock::global();
+        let touch = if backend.address_space() == AddressSpace::Device {
+            Touch::None
+        } else {
+            touch
+        };
+        let pace = if plan.has_times() { pace } else { Pace::Max };
+        let abort = AtomicBool::new(false);
+        let arrived = AtomicUsize::new(0);
+        let ctx = PassContext {
+            backend,
+            slots: &slots,
+            touch,
+            pace,
+            first_time_ns: plan.first_time_ns.unwrap_or(0),
+            clock,
+            abort: &abort,
+            arrived: &arrived,
+            workers: plan.workers.len(),
+        };
+
+        plan.pool.broadcast(|b| {
+            let index = b.index();
+            let worker = &plan.workers[index];
+            let mut out = outputs[index].lock().unwrap_or_else(|e| e.into_inner());
+            let result = catch_unwind(AssertUnwindSafe(|| match kind {
+                PassKind::Throughput => run_worker::<B, false>(&ctx, worker, &mut out),
+                PassKind::Timed => run_worker::<B, true>(&ctx, worker, &mut out),
+            }));
+            if let Err(payload) = result {
+                out.panic = Some(panic_message(payload.as_ref()));
+                abort.store(true, Ordering::Relaxed);
+            }
+        });
+
+        let outputs: Vec<WorkerOutput> = outputs
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        if let Some(message) = outputs.iter().find_map(|o| o.panic.clone()) {
+            return Err(message);
+        }
+        let started = outputs.iter().filter_map(|o| o.started).min();
+        let finished = outputs.iter().filter_map(|o| o.finished).max();
+        let wall_ns = match (started, finished) {
+            (Some(s), Some(f)) => f.saturating_duration_since(s).as_nanos() as u64,
+            _ => 0,
+        };
+        let final_reserved_bytes = backend.reserved_bytes();
+        let backend_peak_reserved_bytes = backend.peak_reserved_bytes();
+
+        let mut latency: Option<LatencyHistograms> = None;
+        let mut memory_series = Vec::new();
+        let mut alloc_failures = 0;
+        for out in outputs {
+            alloc_failures += out.alloc_failures;
+            memory_series.extend(out.memory_series);
+            if let Some(h) = out.latency {
+                match &mut latency {
+                    None => latency = Some(h),
+                    Some(total) => total.add(&h),
+                }
             }
         }
-    }
-    memory_series.sort_by_key(|s| s.seq);
+        memory_series.sort_by_key(|s| s.seq);
 
-    let leaked_blocks = free_leftovers(backend, &slots)?;
-    Ok(PassOutcome {
-        wall_ns,
-        alloc_failures,
-        latency,
-        memory_series,
-        final_reserved_bytes,
-        backend_peak_reserved_bytes,
-        leaked_blocks,
-    })
+        let leaked_blocks = free_leftovers(backend, &slots)?;
+        Ok(PassOutcome {
+            wall_ns,
+            alloc_failures,
+            latency,
+            memory_series,
+            final_reserved_bytes,
+            backend_peak_reserved_bytes,
+            leaked_blocks,
+        })
+    }
 }
 
 /// Free the blocks the trace left live, so the process does not carry them into the
@@ -258,7 +304,8 @@ fn backoff(spins: &mut u32) {
     }
 }
 
-/// Wait for `slot.done == ordinal` (the slot's predecessor on another worker has run).
+/// Wait for `slot.done == ordinal`: the slot's predecessor, on another worker, has run
+/// and published (every earlier op on the slot ran before it).
 #[cold]
 #[inline(never)]
 fn wait_for_slot(slot: &Slot, ordinal: u32, abort: &AtomicBool) -> Result<(), Aborted> {
@@ -321,7 +368,12 @@ fn run_worker<B: Backend, const TIMED: bool>(
     start_barrier(ctx);
     let started = Instant::now();
     out.started = Some(started);
-    let result = run_ops::<B, TIMED>(ctx, plan, out, started);
+    let paced = matches!(ctx.pace, Pace::Scaled(_)) && plan.times_ns.is_some();
+    let result = if paced {
+        run_ops::<B, TIMED, true>(ctx, plan, out, started)
+    } else {
+        run_ops::<B, TIMED, false>(ctx, plan, out, started)
+    };
     ctx.backend.finish();
     out.finished = Some(Instant::now());
     if result.is_err() {
@@ -331,7 +383,7 @@ fn run_worker<B: Backend, const TIMED: bool>(
 }
 
 #[inline(always)]
-fn run_ops<B: Backend, const TIMED: bool>(
+fn run_ops<B: Backend, const TIMED: bool, const PACED: bool>(
     ctx: &PassContext<'_, B>,
     plan: &WorkerPlan,
     out: &mut WorkerOutput,
@@ -345,14 +397,19 @@ fn run_ops<B: Backend, const TIMED: bool>(
     let mut sample_at = next_sample_at(0);
     let mut latency = out.latency.take();
     for (index, op) in plan.ops.iter().enumerate() {
-        if let (Pace::Scaled(speed), Some(times)) = (ctx.pace, plan.times_ns.as_ref()) {
-            let trace_ns = times[index].saturating_sub(ctx.first_time_ns);
-            pace_until(
-                started,
-                Duration::from_nanos((trace_ns as f64 / speed) as u64),
-            );
+        if PACED {
+            if let (Pace::Scaled(speed), Some(times)) = (ctx.pace, plan.times_ns.as_ref()) {
+                let trace_ns = times[index].saturating_sub(ctx.first_time_ns);
+                pace_until(
+                    started,
+                    Duration::from_nanos((trace_ns as f64 / speed) as u64),
+                );
+            }
         }
-        let slot = &ctx.slots[op.slot as usize];
+        debug_assert!((op.slot as usize) < ctx.slots.len());
+        // SAFETY: `ReplayPlan::new` checked `op.slot < slot_count` for every op, and
+        // `run_pass` made `slots` exactly `slot_count` long.
+        let slot = unsafe { ctx.slots.get_unchecked(op.slot as usize) };
         if op.flags & CompiledOp::CROSS_THREAD != 0
             && slot.done.load(Ordering::Acquire) != op.ordinal
         {
@@ -420,7 +477,9 @@ fn run_ops<B: Backend, const TIMED: bool>(
                 }
             }
         }
-        slot.done.store(op.ordinal + 1, Ordering::Release);
+        if op.flags & PUBLISH != 0 {
+            slot.done.store(op.ordinal + 1, Ordering::Release);
+        }
         if TIMED && index as u32 == sample_at {
             let point = plan.samples[next_sample];
             out.memory_series.push(MemorySample {

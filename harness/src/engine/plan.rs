@@ -8,11 +8,19 @@
 //!   so that a malformed trace is an error here instead of a hang in the replay;
 //! - narrows `CROSS_THREAD` to the ops whose slot predecessor runs on *another worker*:
 //!   a predecessor on the same worker has a smaller `seq`, so it has already run;
+//! - sets [`PUBLISH`] on the ops whose slot successor runs on another worker: only they
+//!   need to store the slot's executed-op count (a waiter checks its immediate
+//!   predecessor's store; every earlier op on the slot ran before that predecessor);
 //! - computes the trace's live requested bytes at ~500 evenly spaced `seq`s, the points
 //!   where the timed pass samples the backend's reserved bytes.
 
 use super::EngineError;
 use workloads::{CompiledOp, CompiledTrace, OpKind};
+
+/// `CompiledOp::flags` bit set by the plan: the op's slot successor runs on another
+/// worker, so the op publishes `done = ordinal + 1` (bits 1..=6 hold the alignment,
+/// bit 0 `CROSS_THREAD`).
+pub(crate) const PUBLISH: u8 = 0x80;
 
 /// Memory samples per pass, at most.
 pub const MEMORY_SAMPLES: u64 = 500;
@@ -59,7 +67,9 @@ impl ReplayPlan {
     /// leaves some idle). Fails on an inconsistent trace or when threads cannot start.
     pub fn new(trace: &CompiledTrace, workers: usize) -> Result<Self, EngineError> {
         if workers == 0 {
-            return Err(EngineError::InvalidOptions("workers must be at least 1".into()));
+            return Err(EngineError::InvalidOptions(
+                "workers must be at least 1".into(),
+            ));
         }
         let event_count: u64 = trace.threads.iter().map(|t| t.ops.len() as u64).sum();
         if event_count > u32::MAX as u64 {
@@ -142,7 +152,10 @@ impl ReplayPlan {
 
     /// For each worker, the indices of the trace threads it runs.
     pub fn assignment(&self) -> Vec<Vec<usize>> {
-        self.workers.iter().map(|w| w.trace_threads.clone()).collect()
+        self.workers
+            .iter()
+            .map(|w| w.trace_threads.clone())
+            .collect()
     }
 }
 
@@ -165,8 +178,9 @@ fn assign_threads(trace: &CompiledTrace, workers: usize) -> Vec<Vec<usize>> {
 
 /// What one pass over the trace in global order finds.
 struct GlobalWalk {
-    /// Per trace thread, per op: does its slot predecessor run on another worker?
-    cross_worker: Vec<Vec<bool>>,
+    /// Per trace thread, per op: `CROSS_THREAD` (predecessor on another worker) and
+    /// `PUBLISH` (successor on another worker) bits.
+    cross_worker: Vec<Vec<u8>>,
     cross_worker_count: u64,
     /// Live requested bytes after each `seq`.
     live_at: Vec<u64>,
@@ -217,12 +231,12 @@ impl GlobalWalk {
 
         let slots = trace.slot_count as usize;
         let mut next_ordinal = vec![0u32; slots];
-        let mut last_thread = vec![u32::MAX; slots];
+        let mut last_op = vec![(u32::MAX, u32::MAX); slots];
         let mut live_size = vec![0u64; slots];
-        let mut cross_worker: Vec<Vec<bool>> = trace
+        let mut cross_worker: Vec<Vec<u8>> = trace
             .threads
             .iter()
-            .map(|t| vec![false; t.ops.len()])
+            .map(|t| vec![0u8; t.ops.len()])
             .collect();
         let mut cross_worker_count = 0;
         let mut live_at = Vec::with_capacity(event_count as usize);
@@ -238,7 +252,7 @@ impl GlobalWalk {
                     op.ordinal, next_ordinal[slot]
                 ));
             }
-            let previous = last_thread[slot];
+            let (previous, previous_index) = last_op[slot];
             if previous != u32::MAX {
                 if previous != t && !op.cross_thread() {
                     return bad(format!(
@@ -249,12 +263,13 @@ impl GlobalWalk {
                     ));
                 }
                 if worker_of_thread[previous as usize] != worker_of_thread[t as usize] {
-                    cross_worker[t as usize][i as usize] = true;
+                    cross_worker[t as usize][i as usize] |= CompiledOp::CROSS_THREAD;
+                    cross_worker[previous as usize][previous_index as usize] |= PUBLISH;
                     cross_worker_count += 1;
                 }
             }
             next_ordinal[slot] += 1;
-            last_thread[slot] = t;
+            last_op[slot] = (t, i);
             match op.kind {
                 OpKind::Alloc => {
                     live = live - live_size[slot] + op.size;
@@ -284,11 +299,11 @@ impl GlobalWalk {
 }
 
 /// One worker's ops: its trace threads merged by `seq`, `CROSS_THREAD` narrowed to
-/// cross-worker predecessors.
+/// cross-worker predecessors, `PUBLISH` set.
 fn merge_worker(
     trace: &CompiledTrace,
     trace_threads: Vec<usize>,
-    cross_worker: &[Vec<bool>],
+    cross_worker: &[Vec<u8>],
     keep_times: bool,
 ) -> WorkerPlan {
     let total: usize = trace_threads
@@ -300,8 +315,7 @@ fn merge_worker(
         let thread = &trace.threads[t];
         for (i, op) in thread.ops.iter().enumerate() {
             let mut op = *op;
-            let cross = cross_worker[t][i];
-            op.flags = (op.flags & !CompiledOp::CROSS_THREAD) | cross as u8;
+            op.flags = (op.flags & !(CompiledOp::CROSS_THREAD | PUBLISH)) | cross_worker[t][i];
             let time = thread.times_ns.as_ref().map_or(0, |times| times[i]);
             merged.push((op, time));
         }

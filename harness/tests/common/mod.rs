@@ -50,16 +50,17 @@ pub fn compile(events: Vec<Event>) -> CompiledTrace {
 /// Producer/consumer pairs: thread `2k` allocates, thread `2k+1` frees what `2k` made,
 /// a few blocks behind. Every free is cross-thread.
 pub fn producer_consumer(threads: u64, events: u64, seed: u64) -> Vec<Event> {
-    assert!(threads >= 2 && threads % 2 == 0);
+    assert!(threads >= 2 && threads.is_multiple_of(2));
     let mut rng = Rng::new(seed);
-    let mut queues: Vec<std::collections::VecDeque<u64>> = vec![Default::default(); threads as usize / 2];
+    let mut queues: Vec<std::collections::VecDeque<u64>> =
+        vec![Default::default(); threads as usize / 2];
     let mut out = Vec::new();
     let mut next_ptr = 0x1000u64;
     while (out.len() as u64) < events {
         let t = rng.below(threads);
         let pair = (t / 2) as usize;
         let seq = out.len() as u64;
-        if t % 2 == 0 {
+        if t.is_multiple_of(2) {
             let size = 8 + rng.below(2048);
             out.push(event(t, seq, OpKind::Alloc, next_ptr, size, 0));
             queues[pair].push_back(next_ptr);
@@ -94,7 +95,11 @@ pub fn larson(threads: u64, events: u64, seed: u64) -> Vec<Event> {
             let size = 16 + rng.below(512);
             out.push(event(t as u64, seq, OpKind::Alloc, next_ptr, size, 0));
             // Hand a third of the blocks to a random thread (larson's cross-thread frees).
-            let owner = if rng.below(3) == 0 { rng.below(threads) as usize } else { t };
+            let owner = if rng.below(3) == 0 {
+                rng.below(threads) as usize
+            } else {
+                t
+            };
             live[owner].push(next_ptr);
             next_ptr += 0x10;
         } else if roll < 20 {

@@ -243,7 +243,7 @@ impl SegmentHeap {
     fn add_chunk(&mut self, chunk: Chunk, initial: bool) -> Result<(), PoolError> {
         let segment = self.segment_bytes();
         let count = chunk.len >> self.segment_shift;
-        if count == 0 || chunk.addr() % segment != 0 {
+        if count == 0 || chunk.addr() & (segment - 1) != 0 {
             // SAFETY: the chunk came from our upstream just now and holds nothing.
             unsafe { self.upstream.release(chunk) };
             return Err(PoolError::invalid_op(

@@ -158,7 +158,11 @@ impl FreeBlocks for CoalescingBlocks {
     }
 
     fn other_streams(&self, stream: StreamId) -> Vec<StreamId> {
-        self.lists.keys().copied().filter(|&s| s != stream).collect()
+        self.lists
+            .keys()
+            .copied()
+            .filter(|&s| s != stream)
+            .collect()
     }
 
     fn merge(&mut self, from: StreamId, to: StreamId) {
@@ -247,7 +251,11 @@ mod tests {
         assert_ne!(x.chunk, y.chunk);
         assert!(b.give_back(S0, x, 0x1000));
         assert!(b.give_back(S0, y, 0x1000));
-        assert_eq!(b.free_extents().len(), 2, "blocks of two chunks must stay apart");
+        assert_eq!(
+            b.free_extents().len(),
+            2,
+            "blocks of two chunks must stay apart"
+        );
     }
 
     #[test]
@@ -271,7 +279,10 @@ mod tests {
         let mut b = CoalescingBlocks::new(FitPolicy::BestFit);
         b.add_chunk(S0, 0x1000, 0x1000);
         let x = b.take(S0, 0x800, 256).unwrap();
-        assert!(!b.give_back(S1, x, 0x1000), "different lists do not coalesce");
+        assert!(
+            !b.give_back(S1, x, 0x1000),
+            "different lists do not coalesce"
+        );
         assert_eq!(b.other_streams(S0), vec![S1]);
         b.merge(S1, S0);
         assert_eq!(

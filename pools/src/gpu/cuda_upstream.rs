@@ -142,8 +142,10 @@ impl DeviceUpstream for CudaUpstream {
                 self.live.insert(addr, bytes);
                 self.counts.alloc_calls += 1;
                 self.counts.reserved_bytes += bytes;
-                self.counts.peak_reserved_bytes =
-                    self.counts.peak_reserved_bytes.max(self.counts.reserved_bytes);
+                self.counts.peak_reserved_bytes = self
+                    .counts
+                    .peak_reserved_bytes
+                    .max(self.counts.reserved_bytes);
                 Ok(addr)
             }
             Err(e) => {

@@ -208,7 +208,11 @@ pub struct CudaDriver {
 
 impl fmt::Debug for CudaDriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CudaDriver(device {}: {})", self.inner.ordinal, self.inner.name)
+        write!(
+            f,
+            "CudaDriver(device {}: {})",
+            self.inner.ordinal, self.inner.name
+        )
     }
 }
 
@@ -352,10 +356,7 @@ impl CudaDriver {
         let mut raw = std::ptr::null_mut();
         // SAFETY: context bound; out-pointer to a local.
         check("cuStreamCreate", unsafe {
-            sys::cuStreamCreate(
-                &mut raw,
-                sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32,
-            )
+            sys::cuStreamCreate(&mut raw, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32)
         })?;
         Ok(CudaStream {
             raw,
@@ -369,10 +370,7 @@ impl CudaDriver {
         let mut raw = std::ptr::null_mut();
         // SAFETY: context bound; out-pointer to a local.
         check("cuEventCreate", unsafe {
-            sys::cuEventCreate(
-                &mut raw,
-                sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32,
-            )
+            sys::cuEventCreate(&mut raw, sys::CUevent_flags::CU_EVENT_DISABLE_TIMING as u32)
         })?;
         Ok(CudaEvent {
             raw,
@@ -389,7 +387,11 @@ impl CudaDriver {
     }
 
     /// Make `stream`'s later work wait for `event`.
-    pub fn stream_wait_event(&self, stream: &CudaStream, event: &CudaEvent) -> Result<(), CudaError> {
+    pub fn stream_wait_event(
+        &self,
+        stream: &CudaStream,
+        event: &CudaEvent,
+    ) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: both handles are live.
         check("cuStreamWaitEvent", unsafe {
@@ -417,7 +419,9 @@ impl CudaDriver {
         self.bind()?;
         let mut ptr = 0;
         // SAFETY: context bound; out-pointer to a local.
-        check("cuMemAlloc_v2", unsafe { sys::cuMemAlloc_v2(&mut ptr, bytes) })?;
+        check("cuMemAlloc_v2", unsafe {
+            sys::cuMemAlloc_v2(&mut ptr, bytes)
+        })?;
         Ok(ptr)
     }
 
@@ -476,7 +480,9 @@ impl CudaDriver {
     pub unsafe fn free_async(&self, ptr: u64, stream: &CudaStream) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: forwarded from the caller's contract.
-        check("cuMemFreeAsync", unsafe { sys::cuMemFreeAsync(ptr, stream.raw) })
+        check("cuMemFreeAsync", unsafe {
+            sys::cuMemFreeAsync(ptr, stream.raw)
+        })
     }
 
     /// `cuMemHostAlloc` (portable): page-locked host memory.
@@ -497,7 +503,9 @@ impl CudaDriver {
     pub unsafe fn free_host(&self, ptr: *mut u8) -> Result<(), CudaError> {
         self.bind()?;
         // SAFETY: forwarded from the caller's contract.
-        check("cuMemFreeHost", unsafe { sys::cuMemFreeHost(ptr as *mut c_void) })
+        check("cuMemFreeHost", unsafe {
+            sys::cuMemFreeHost(ptr as *mut c_void)
+        })
     }
 
     /// `cuMemAllocManaged` (global attach). Refuses more than `cuMemGetInfo` reports free:

@@ -61,7 +61,11 @@ impl FreeBlocks for FixedBlocks {
     }
 
     fn other_streams(&self, stream: StreamId) -> Vec<StreamId> {
-        self.stacks.keys().copied().filter(|&s| s != stream).collect()
+        self.stacks
+            .keys()
+            .copied()
+            .filter(|&s| s != stream)
+            .collect()
     }
 
     fn merge(&mut self, from: StreamId, to: StreamId) {
@@ -81,7 +85,11 @@ impl FreeBlocks for FixedBlocks {
         }
         let stack = self.stacks.entry(stream).or_default();
         // Pushed high to low so that the lowest address is handed out first.
-        stack.extend((0..count).rev().map(|i| (first + i * self.block_bytes, addr)));
+        stack.extend(
+            (0..count)
+                .rev()
+                .map(|i| (first + i * self.block_bytes, addr)),
+        );
         self.chunks.insert(addr, (count, count));
     }
 
@@ -167,7 +175,11 @@ mod tests {
         );
         f.merge(StreamId(1), StreamId(0));
         assert_eq!(f.free_extents().len(), 1);
-        assert_eq!(f.free_extents()[0].len, 0x1000, "the 100-byte tail holds no block");
+        assert_eq!(
+            f.free_extents()[0].len,
+            0x1000,
+            "the 100-byte tail holds no block"
+        );
         assert!(!f.serves(513, 256));
         assert!(!f.serves(64, 512));
     }

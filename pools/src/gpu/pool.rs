@@ -124,9 +124,10 @@ impl GpuPool {
         let alignment = (config.alignment.max(GPU_MIN_ALIGNMENT)) as u64;
         let free: Box<dyn FreeBlocks> = match config.allocator {
             AllocatorKind::FixedSize => {
-                let block = align_up(config.block_size_bytes as u64, alignment).ok_or_else(|| {
-                    PoolError::invalid_op(name, "block_size_bytes overflows when aligned")
-                })?;
+                let block =
+                    align_up(config.block_size_bytes as u64, alignment).ok_or_else(|| {
+                        PoolError::invalid_op(name, "block_size_bytes overflows when aligned")
+                    })?;
                 Box::new(FixedBlocks::new(block, alignment))
             }
             AllocatorKind::VariableSize => Box::new(CoalescingBlocks::new(config.fit)),
@@ -134,8 +135,8 @@ impl GpuPool {
                 return Err(PoolError::invalid_op(
                     name,
                     format!(
-                        "GpuPool serves allocator = \"fixed-size\" or \"variable-size\", not {other:?}"
-                    ),
+                    "GpuPool serves allocator = \"fixed-size\" or \"variable-size\", not {other:?}"
+                ),
                 ))
             }
         };
@@ -263,12 +264,10 @@ impl GpuPool {
                 ),
             ));
         }
-        st.upstream
-            .set_device(device_id)
-            .map_err(|e| match e {
-                UpstreamError::Cuda(m) => PoolError::cuda(&self.name, m),
-                other => PoolError::invalid_op(&self.name, other.to_string()),
-            })?;
+        st.upstream.set_device(device_id).map_err(|e| match e {
+            UpstreamError::Cuda(m) => PoolError::cuda(&self.name, m),
+            other => PoolError::invalid_op(&self.name, other.to_string()),
+        })?;
         self.config.device_id = device_id;
         Ok(())
     }
@@ -294,7 +293,11 @@ impl GpuPool {
 
     /// The chunks (upstream allocations) held now, as `(start, len)`, large objects excluded.
     pub fn chunks(&self) -> Vec<(u64, u64)> {
-        self.lock().chunks.iter().map(|(&a, c)| (a, c.len)).collect()
+        self.lock()
+            .chunks
+            .iter()
+            .map(|(&a, c)| (a, c.len))
+            .collect()
     }
 
     /// Allocate on `stream` instead of the pool's current stream.
@@ -336,9 +339,8 @@ impl GpuPool {
             ));
         }
         let align = self.alignment.max(flags.align as u64);
-        let len = align_up((size as u64).max(1), self.alignment).ok_or_else(|| {
-            PoolError::oom(&self.name, size, 0, self.limit_bytes())
-        })?;
+        let len = align_up((size as u64).max(1), self.alignment)
+            .ok_or_else(|| PoolError::oom(&self.name, size, 0, self.limit_bytes()))?;
         let mut guard = self.lock();
         let st = &mut *guard;
         let (block, large) = if st.free.serves(len, align) {
@@ -416,9 +418,9 @@ impl GpuPool {
 
     /// Bytes the pool may still take from the upstream under `max_size_bytes`.
     fn headroom(&self, st: &State) -> u64 {
-        self.config
-            .max_size_bytes
-            .map_or(u64::MAX, |max| (max as u64).saturating_sub(st.reserved_bytes))
+        self.config.max_size_bytes.map_or(u64::MAX, |max| {
+            (max as u64).saturating_sub(st.reserved_bytes)
+        })
     }
 
     fn oom(&self, st: &State, requested: u64) -> PoolError {
@@ -434,7 +436,13 @@ impl GpuPool {
     }
 
     /// Take a chunk able to serve `len` at `align` and add it to `stream`'s list.
-    fn grow(&self, st: &mut State, stream: StreamId, len: u64, align: u64) -> Result<(), PoolError> {
+    fn grow(
+        &self,
+        st: &mut State,
+        stream: StreamId,
+        len: u64,
+        align: u64,
+    ) -> Result<(), PoolError> {
         let g = st.upstream.granularity_bytes();
         // A chunk is aligned to the granularity; more alignment needs slack in the chunk.
         let needed = align_up(st.free.block_len(len), g)
@@ -445,7 +453,10 @@ impl GpuPool {
             return Err(self.oom(st, len));
         }
         let policy = self.config.chunk_size_bytes as f64
-            * self.config.growth_factor.powi(st.growth_steps.min(62) as i32);
+            * self
+                .config
+                .growth_factor
+                .powi(st.growth_steps.min(62) as i32);
         let mut want = (policy.min(u64::MAX as f64 / 4.0) as u64)
             .max(needed)
             .min(headroom);
@@ -458,7 +469,9 @@ impl GpuPool {
                     return Ok(());
                 }
                 Err(UpstreamError::OutOfMemory { .. }) if want > needed => {
-                    want = align_up((want / 2).max(needed), g).unwrap_or(needed).max(needed);
+                    want = align_up((want / 2).max(needed), g)
+                        .unwrap_or(needed)
+                        .max(needed);
                 }
                 Err(UpstreamError::OutOfMemory { .. }) => return Err(self.oom(st, len)),
                 Err(e) => return Err(self.upstream_err(e)),
@@ -525,7 +538,11 @@ impl GpuPool {
         let mut guard = self.lock();
         let st = &mut *guard;
         let Some(live) = st.live.remove(&addr) else {
-            let reason = if st.live.range(..addr).next_back().is_some_and(|(a, l)| addr < a + l.len)
+            let reason = if st
+                .live
+                .range(..addr)
+                .next_back()
+                .is_some_and(|(a, l)| addr < a + l.len)
             {
                 "points inside a live block, not at its start"
             } else {
@@ -590,7 +607,9 @@ impl GpuPool {
     pub fn synchronize(&self) -> Result<(), PoolError> {
         let stream = self.current_stream();
         let mut st = self.lock();
-        st.upstream.synchronize().map_err(|e| self.upstream_err(e))?;
+        st.upstream
+            .synchronize()
+            .map_err(|e| self.upstream_err(e))?;
         for owner in st.free.other_streams(stream) {
             st.free.merge(owner, stream);
         }
@@ -727,12 +746,23 @@ impl GpuPool {
         src: NonNull<u8>,
         bytes: usize,
     ) -> Result<(), PoolError> {
+        self.copy_device_to_device_on(dst, src, bytes, self.current_stream())
+    }
+
+    /// `copy_device_to_device` ordered on `stream`.
+    pub fn copy_device_to_device_on(
+        &self,
+        dst: NonNull<u8>,
+        src: NonNull<u8>,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<(), PoolError> {
         self.copy_checked(
             dst.as_ptr() as usize as u64,
             src.as_ptr() as usize as u64,
             bytes as u64,
             CopyKind::DeviceToDevice,
-            Some(self.current_stream()),
+            Some(stream),
         )
     }
 
@@ -763,7 +793,9 @@ impl GpuPool {
         for &(addr, len, chunk, what) in &ranges {
             let Some(chunk) = chunk else { continue };
             let Some(rec) = st.chunks.get(&chunk) else {
-                return Err(format!("{what} block {addr:#x} names unknown chunk {chunk:#x}"));
+                return Err(format!(
+                    "{what} block {addr:#x} names unknown chunk {chunk:#x}"
+                ));
             };
             if addr < chunk || addr + len > chunk + rec.len {
                 return Err(format!(
@@ -796,7 +828,12 @@ impl GpuPool {
                 }
             }
         }
-        let large: u64 = st.live.values().filter(|l| l.chunk.is_none()).map(|l| l.len).sum();
+        let large: u64 = st
+            .live
+            .values()
+            .filter(|l| l.chunk.is_none())
+            .map(|l| l.len)
+            .sum();
         let chunk_bytes: u64 = st.chunks.values().map(|c| c.len).sum();
         if chunk_bytes + large != st.reserved_bytes {
             return Err(format!(
@@ -850,7 +887,9 @@ impl MemoryPool for GpuPool {
         let stream = self.current_stream();
         let mut guard = self.lock();
         let st = &mut *guard;
-        st.upstream.synchronize().map_err(|e| self.upstream_err(e))?;
+        st.upstream
+            .synchronize()
+            .map_err(|e| self.upstream_err(e))?;
         let mut first_err = None;
         let large: Vec<(u64, u64)> = st
             .live

@@ -13,7 +13,10 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamError {
     /// The device cannot supply `requested_bytes`; `free_bytes` is what it reported free.
-    OutOfMemory { requested_bytes: u64, free_bytes: u64 },
+    OutOfMemory {
+        requested_bytes: u64,
+        free_bytes: u64,
+    },
     /// A driver call failed (or the driver is missing); the message names the call.
     Cuda(String),
     /// The call is not valid for this upstream (unknown address, copy on a simulated device, ...).
@@ -120,8 +123,13 @@ pub trait DeviceUpstream: Send {
     fn synchronize_stream(&mut self, stream: StreamId) -> Result<(), UpstreamError>;
 
     /// Set `bytes` bytes at `addr` to `value` (zeroing, poisoning), ordered on `stream`.
-    fn fill(&mut self, addr: u64, bytes: u64, value: u8, stream: StreamId)
-        -> Result<(), UpstreamError>;
+    fn fill(
+        &mut self,
+        addr: u64,
+        bytes: u64,
+        value: u8,
+        stream: StreamId,
+    ) -> Result<(), UpstreamError>;
 
     /// Copy `bytes` bytes from `src` to `dst`. Host addresses are process addresses.
     /// With `stream` the copy is ordered on that stream and may still run after return;

@@ -110,7 +110,7 @@ impl Model {
                             "{addr:#x} not aligned to {want_align}"
                         );
                         let usable = pool.usable_size(ptr).expect("usable_size of a live block");
-                        let fill = size.max(1).min(PATTERN_BYTES);
+                        let fill = size.clamp(1, PATTERN_BYTES);
                         if size % 3 == 0 {
                             // SAFETY: the block is live and at least `size` bytes.
                             let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), fill) };
@@ -157,7 +157,7 @@ impl Model {
                         );
                         let usable = pool.usable_size(new).unwrap();
                         let pattern = self.insert(new.as_ptr() as usize, size.max(1), usable);
-                        let fill = size.max(1).min(PATTERN_BYTES);
+                        let fill = size.clamp(1, PATTERN_BYTES);
                         // SAFETY: as above.
                         unsafe { new.as_ptr().write_bytes(pattern, fill) };
                     }

@@ -327,7 +327,14 @@ pub(crate) fn deterministic_cells(
     margins: &Margins,
 ) -> Vec<Cell> {
     let mut cells = Vec::new();
-    let reserved_comparable = |r: &BackendResult| r.reserved_source.as_deref() != Some("rss");
+    // Process-wide counters (RSS, glibc's mallinfo2) depend on what ran before in the process,
+    // not only on this backend: they are shown but not gated.
+    let reserved_comparable = |r: &BackendResult| {
+        !matches!(
+            r.reserved_source.as_deref(),
+            Some("rss") | Some("mallinfo2")
+        )
+    };
     if reserved_comparable(base) && reserved_comparable(cand) {
         let (b, c) = (base.peak_reserved_bytes, cand.peak_reserved_bytes);
         let m = margins.peak_reserved;

@@ -262,3 +262,17 @@ fn tables_render_every_cell() {
     assert!(md.contains("**regression**"));
     assert!(md.contains("1 regression"));
 }
+
+#[test]
+fn process_wide_reserved_counters_are_not_gated() {
+    let mut base = one(steady("system", 1, 1e7, 40.0, 300.0, 5));
+    base.traces[0].results[0].reserved_source = Some("mallinfo2".into());
+    let mut cand = base.clone();
+    cand.traces[0].results[0].peak_reserved_bytes *= 3;
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert!(!cmp
+        .cells
+        .iter()
+        .any(|c| c.metric == Metric::PeakReservedBytes));
+    assert_eq!(cmp.exit_code(), 0);
+}

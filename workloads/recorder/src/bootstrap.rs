@@ -65,7 +65,8 @@ pub fn contains(ptr: *mut c_void) -> bool {
 /// The size requested for `ptr`, a block returned by `alloc`; 0 for any other pointer.
 pub fn size_of(ptr: *mut c_void) -> usize {
     let offset = (ptr as usize).wrapping_sub(base());
-    if offset < HEADER_BYTES || offset >= ARENA_BYTES || offset % HEADER_BYTES != 0 {
+    // Blocks start 16-aligned and after their header.
+    if !(HEADER_BYTES..ARENA_BYTES).contains(&offset) || offset & (HEADER_BYTES - 1) != 0 {
         return 0;
     }
     // SAFETY: `ptr` is a block start inside the arena, so the 8 bytes before it are its
@@ -88,7 +89,8 @@ mod tests {
         assert_eq!(size_of(a), 10);
         assert_eq!(size_of(b), 100);
         assert!(alloc(ARENA_BYTES, 16).is_null());
-        assert!(alloc(8, 3).is_null());
+        assert!(alloc(8, 48).is_null());
+        assert!(alloc(8, 8192).is_null());
         let mut local = 0u8;
         assert!(!contains((&mut local as *mut u8).cast()));
     }

@@ -21,10 +21,12 @@
 //!
 //! Ordering across threads: a free is stamped *before* the real free, an allocation *after*
 //! the real call returns, so when another thread gets the same address back its row has a
-//! later `time_ns`. A realloc that moves is stamped after the call; if another thread is
-//! handed the old block inside that window (tens of ns; glibc puts small blocks in the
-//! calling thread's tcache, so it needs a large block in a shared arena) the trace shows
-//! that allocation first, and the loader's sanitation repairs it.
+//! later `time_ns`. A realloc has both halves, so one that fits the block's usable size
+//! goes to the real realloc (which keeps the block in place) and is stamped after it; one
+//! that must move is performed here as malloc, copy, stamp, free, so the row's stamp lies
+//! after the new block was obtained and before the old one is released. (glibc's in-place
+//! growth into a free neighbour and `mremap` of huge blocks are therefore not used while
+//! recording; replay calls each backend's own realloc anyway.)
 //!
 //! Lost rows: none at thread exit (pthread key destructor) or at `exit()` (a `.fini_array`
 //! destructor flushes every buffer and makes later rows, also from threads still running,
@@ -127,7 +129,10 @@ fn lookup_real_fns() -> RealFns {
     /// `name` is NUL-terminated and `T` is the function pointer type of that symbol.
     unsafe fn next<T: Copy>(name: &[u8]) -> Option<T> {
         debug_assert_eq!(name.last(), Some(&0));
-        debug_assert_eq!(core::mem::size_of::<T>(), core::mem::size_of::<*mut c_void>());
+        debug_assert_eq!(
+            core::mem::size_of::<T>(),
+            core::mem::size_of::<*mut c_void>()
+        );
         // SAFETY: `name` is NUL-terminated (caller); RTLD_NEXT skips this library.
         let sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast()) };
         if sym.is_null() {
@@ -144,7 +149,8 @@ fn lookup_real_fns() -> RealFns {
         match unsafe { next::<T>(name) } {
             Some(f) => f,
             None => {
-                let msg = b"poolbench-recorder: dlsym(RTLD_NEXT) found no malloc/free/calloc/realloc\n";
+                let msg =
+                    b"poolbench-recorder: dlsym(RTLD_NEXT) found no malloc/free/calloc/realloc\n";
                 // SAFETY: writing a static message to stderr, then aborting: we cannot
                 // allocate without the real allocator.
                 unsafe {
@@ -315,24 +321,66 @@ pub unsafe extern "C" fn realloc(old: *mut c_void, size: usize) -> *mut c_void {
         record_alloc(p, size, MALLOC_ALIGN);
         return p;
     }
-    let before_ns = sink::now_ns();
-    // SAFETY: forwarded contract.
-    let p = unsafe { (real.realloc)(old, size) };
-    if p.is_null() {
-        if size == 0 {
+    if size == 0 {
+        let before_ns = sink::now_ns();
+        // SAFETY: forwarded contract.
+        let p = unsafe { (real.realloc)(old, 0) };
+        if p.is_null() {
             record_free(old, before_ns); // glibc's realloc(p, 0) frees p
+        } else {
+            record_realloc(p, old, 0, sink::now_ns());
         }
         return p;
     }
+    // SAFETY: `old` is a live block of the real allocator (caller's contract).
+    let usable = real.usable_size.map(|f| unsafe { f(old) });
+    if usable.is_some_and(|u| size <= u) {
+        // Fits: the real realloc keeps the block where it is.
+        // SAFETY: forwarded contract.
+        let p = unsafe { (real.realloc)(old, size) };
+        if !p.is_null() {
+            record_realloc(p, old, size, sink::now_ns());
+        }
+        return p;
+    }
+    // Must move. A real realloc would release `old` inside the call, where another thread
+    // could get it back before our stamp; so take the new block, stamp, then release `old`.
+    // SAFETY: forwarded contract.
+    let p = unsafe { (real.malloc)(size) };
+    if p.is_null() {
+        return p; // `old` stays valid, as realloc promises; malloc set errno
+    }
+    match usable {
+        // SAFETY: `old` holds `u < size` usable bytes, `p` holds `size`; distinct blocks.
+        Some(u) => unsafe { core::ptr::copy_nonoverlapping(old.cast::<u8>(), p.cast::<u8>(), u) },
+        None => {
+            // Without malloc_usable_size the old size is unknown: let the real realloc move
+            // the block (and accept the window described in the crate docs).
+            // SAFETY: forwarded contract; `p` is ours and unused.
+            unsafe { (real.free)(p) };
+            // SAFETY: forwarded contract.
+            let p = unsafe { (real.realloc)(old, size) };
+            if !p.is_null() {
+                record_realloc(p, old, size, sink::now_ns());
+            }
+            return p;
+        }
+    }
+    record_realloc(p, old, size, sink::now_ns());
+    // SAFETY: `old` is live and its contents were copied; forwarded contract.
+    unsafe { (real.free)(old) };
+    p
+}
+
+fn record_realloc(new: *mut c_void, old: *mut c_void, size: usize, time_ns: u64) {
     sink::record(&Row {
-        time_ns: sink::now_ns(),
+        time_ns,
         op: Op::Realloc,
-        ptr: p as usize,
+        ptr: new as usize,
         size,
         align: MALLOC_ALIGN,
         old_ptr: old as usize,
     });
-    p
 }
 
 /// Shared body of the aligned allocation functions.
@@ -432,7 +480,8 @@ pub unsafe extern "C" fn posix_memalign(
     align: usize,
     size: usize,
 ) -> c_int {
-    let valid = align.is_power_of_two() && align % core::mem::size_of::<*mut c_void>() == 0;
+    // A power of two that is a multiple of sizeof(void *), as POSIX requires.
+    let valid = align.is_power_of_two() && align >= core::mem::size_of::<*mut c_void>();
     if !valid {
         return libc::EINVAL;
     }
@@ -478,7 +527,11 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     }
     // Re-entered while this thread resolves: `real()` is None and the pointer is not ours.
     let guard = Guard::enter();
-    let fns = if guard.is_some() { Some(resolve()) } else { real() };
+    let fns = if guard.is_some() {
+        Some(resolve())
+    } else {
+        real()
+    };
     match fns.and_then(|r| r.usable_size) {
         // SAFETY: forwarded contract.
         Some(f) => unsafe { f(ptr) },

@@ -26,8 +26,8 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, null_mut};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 
 /// The canonical CSV header (DESIGN.md), written once when the file is opened.
 pub const HEADER: &[u8] = b"thread,time_ns,op,ptr,size,align,old_ptr\n";

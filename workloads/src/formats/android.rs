@@ -19,7 +19,9 @@ const EXPECTED_OPS: &str = "malloc, calloc, memalign, realloc, free or thread_do
 
 /// Whether a line looks like a memory_replay record.
 pub fn looks_like_record(line: &[u8]) -> bool {
-    let mut words = line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let mut words = line
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty());
     let tid_ok = words
         .next()
         .and_then(|w| w.strip_suffix(b":"))

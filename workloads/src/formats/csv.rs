@@ -85,15 +85,16 @@ impl CsvReader {
                 .map(|&(_, c)| c);
             if let Some(role) = role {
                 if roles.contains(&Some(role)) {
-                    return Err(bad(format!(
-                        "column '{}' appears twice",
-                        Quoted::new(name)
-                    )));
+                    return Err(bad(format!("column '{}' appears twice", Quoted::new(name))));
                 }
             }
             roles.push(role);
         }
-        for (required, column) in [("thread", Column::Thread), ("op", Column::Op), ("ptr", Column::Ptr)] {
+        for (required, column) in [
+            ("thread", Column::Thread),
+            ("op", Column::Op),
+            ("ptr", Column::Ptr),
+        ] {
             if !roles.contains(&Some(column)) {
                 return Err(bad(format!(
                     "missing required column '{required}' (required: thread, op, ptr)"
@@ -226,7 +227,11 @@ impl CsvReader {
                 }
                 OpKind::Alloc | OpKind::Realloc => cx.size("size", size)?,
             };
-            let align = if align.is_empty() { 0 } else { cx.align(align)? };
+            let align = if align.is_empty() {
+                0
+            } else {
+                cx.align(align)?
+            };
             let old_ptr = if old_ptr.is_empty() || op != OpKind::Realloc {
                 0
             } else {
@@ -240,7 +245,10 @@ impl CsvReader {
                         return Err(cx.error(
                             "ptr",
                             b"0",
-                            format!("null pointer on {} (failed calls are not events)", op.as_str()),
+                            format!(
+                                "null pointer on {} (failed calls are not events)",
+                                op.as_str()
+                            ),
                         ))
                     }
                 }

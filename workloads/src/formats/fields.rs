@@ -84,7 +84,12 @@ pub struct FieldContext<'a> {
 }
 
 impl FieldContext<'_> {
-    pub fn error(&self, field: &'static str, value: &[u8], reason: impl Into<String>) -> TraceError {
+    pub fn error(
+        &self,
+        field: &'static str,
+        value: &[u8],
+        reason: impl Into<String>,
+    ) -> TraceError {
         TraceError::BadField {
             path: self.path.to_path_buf(),
             line: self.line,

@@ -69,7 +69,7 @@ impl LineReader {
                         path: self.path.clone(),
                         line: self.line + 1,
                         format: self.compression.as_str(),
-                        source: e,
+                        error: e,
                     }
                 }
             })?;

@@ -161,11 +161,13 @@ impl RmmReader {
                 let digits = stream
                     .strip_prefix(b"0x")
                     .or_else(|| stream.strip_prefix(b"0X"));
-                Some(match digits {
-                    Some(d) => parse_hex_digits(d),
-                    None => parse_int(stream),
-                }
-                .ok_or_else(|| cx.error("Stream", stream, "expected a hex stream handle"))?)
+                Some(
+                    match digits {
+                        Some(d) => parse_hex_digits(d),
+                        None => parse_int(stream),
+                    }
+                    .ok_or_else(|| cx.error("Stream", stream, "expected a hex stream handle"))?,
+                )
             };
             let mut time_ns = self.day * NS_PER_DAY + time_of_day_ns;
             if let Some(last) = self.last_time_ns {

@@ -44,20 +44,15 @@ impl<'a> Emitter<'a> {
         self.time_ns += rng.gen_range(1..=2 * mean_ns.max(1));
     }
 
-    fn emit(&mut self, thread: u32, op: OpKind, ptr: u64, size: u64, align: u64, old_ptr: u64, stream: Option<u64>) {
+    /// Stamp `e` with the clock and its line, and hand it on.
+    fn emit(&mut self, e: Event) {
         self.emitted += 1;
         (self.sink)(Event {
-            thread: thread as u64,
             time_ns: Some(self.time_ns),
-            op,
-            ptr,
-            size,
-            align,
-            old_ptr,
-            stream,
-            device: stream.map(|_| 0),
+            device: e.stream.map(|_| 0),
             // The line it will have in canonical CSV, after the header.
             line: self.emitted + 1,
+            ..e
         });
     }
 
@@ -71,21 +66,39 @@ impl<'a> Emitter<'a> {
     pub fn alloc(&mut self, thread: u32, size: u64, align: u64, stream: Option<u64>) -> u64 {
         let ptr = self.new_address();
         self.live += 1;
-        self.emit(thread, OpKind::Alloc, ptr, size, align, 0, stream);
+        self.emit(event(thread, OpKind::Alloc, ptr, size, align, stream));
         ptr
     }
 
     pub fn free(&mut self, thread: u32, ptr: u64, stream: Option<u64>) {
         self.live -= 1;
-        self.emit(thread, OpKind::Free, ptr, 0, 0, 0, stream);
+        self.emit(event(thread, OpKind::Free, ptr, 0, 0, stream));
         self.free_addresses.push(ptr);
     }
 
     /// Resize `old` to `size`: the block moves to a new identity.
     pub fn realloc(&mut self, thread: u32, old: u64, size: u64) -> u64 {
         let ptr = self.new_address();
-        self.emit(thread, OpKind::Realloc, ptr, size, 0, old, None);
+        self.emit(Event {
+            old_ptr: old,
+            ..event(thread, OpKind::Realloc, ptr, size, 0, None)
+        });
         self.free_addresses.push(old);
         ptr
+    }
+}
+
+fn event(thread: u32, op: OpKind, ptr: u64, size: u64, align: u64, stream: Option<u64>) -> Event {
+    Event {
+        thread: thread as u64,
+        time_ns: None,
+        op,
+        ptr,
+        size,
+        align,
+        old_ptr: 0,
+        stream,
+        device: None,
+        line: 0,
     }
 }

@@ -72,7 +72,10 @@ impl FromStr for GenKind {
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = GenKind::ALL.iter().map(|k| k.as_str()).collect();
-                format!("unknown workload '{s}' (expected one of {})", names.join(", "))
+                format!(
+                    "unknown workload '{s}' (expected one of {})",
+                    names.join(", ")
+                )
             })
     }
 }

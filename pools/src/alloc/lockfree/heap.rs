@@ -268,7 +268,13 @@ impl Heap {
     /// # Safety
     /// As for `free_local`.
     #[cold]
-    unsafe fn after_local_free(&self, heap: &mut HeapOwned, slab: &Slab, used: usize, listed: bool) {
+    unsafe fn after_local_free(
+        &self,
+        heap: &mut HeapOwned,
+        slab: &Slab,
+        used: usize,
+        listed: bool,
+    ) {
         // SAFETY: forwarded from the contract.
         unsafe {
             if !listed {

@@ -83,9 +83,9 @@ impl LargeObjects {
     ) -> Result<NonNull<u8>, PoolError> {
         debug_assert!(align <= slab_bytes / 2);
         let offset = LARGE_HEADER_BYTES.max(align);
-        let want = size
-            .checked_add(offset)
-            .ok_or_else(|| PoolError::oom(regions.pool_name(), size, 0, regions.budget().limit_bytes()))?;
+        let want = size.checked_add(offset).ok_or_else(|| {
+            PoolError::oom(regions.pool_name(), size, 0, regions.budget().limit_bytes())
+        })?;
         let chunk = regions.map_chunk(want, slab_bytes).map_err(|e| match e {
             // Report the caller's request, not the mapping size.
             PoolError::OutOfMemory {
@@ -173,36 +173,72 @@ impl LargeObjects {
     /// # Safety
     /// `block` is a live large block of this allocator, not used after this call.
     pub unsafe fn free(regions: &Regions, block: NonNull<u8>, slab_bytes: usize) -> usize {
+        // SAFETY: forwarded.
+        unsafe { Self::unmap(regions, block, slab_bytes, true) }
+    }
+
+    /// Checked free: unmap the large object starting at `addr` if one is live, deciding
+    /// by a compare-exchange on its slot, so of two racing frees exactly one wins. Reads
+    /// nothing but the slot table unless it wins.
+    pub fn free_checked(&self, regions: &Regions, addr: usize, slab_bytes: usize) -> Option<usize> {
+        let slot = self.slot_of(addr)?;
+        slot.block
+            .compare_exchange(addr, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        let block = NonNull::new(addr as *mut u8)?;
+        // SAFETY: the slot held `addr`, so it was a live large block; winning the CAS made
+        // this call its one freer.
+        Some(unsafe { Self::unmap(regions, block, slab_bytes, false) })
+    }
+
+    /// # Safety
+    /// `block` is a live large block of this allocator whose freeing is this caller's;
+    /// `clear_slot` unless the caller already cleared it.
+    unsafe fn unmap(
+        regions: &Regions,
+        block: NonNull<u8>,
+        slab_bytes: usize,
+        clear_slot: bool,
+    ) -> usize {
         // SAFETY: forwarded; the header is read before the unmap.
         let (chunk, usable, slot) = unsafe {
             let header = Self::header(block, slab_bytes);
             (header.chunk, header.usable_bytes, &*header.slot)
         };
-        slot.block.store(0, Ordering::Release);
+        if clear_slot {
+            slot.block.store(0, Ordering::Release);
+        }
         // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
         unsafe { regions.unmap_chunk(chunk) };
         usable
     }
 
-    /// The usable size of the live large block starting at `addr`, if there is one.
-    /// Reads only the slot table.
-    pub fn find(&self, addr: usize) -> Option<usize> {
+    fn slot_of(&self, addr: usize) -> Option<&LargeSlot> {
         let mut node = self.table.head();
         while let Some(slot_block) = NonNull::new(node) {
             // SAFETY: slot blocks on the table live until `Drop`.
             let slot_block = unsafe { slot_block.as_ref() };
-            for slot in &slot_block.slots {
-                if slot.block.load(Ordering::Acquire) == addr {
-                    let usable = slot.usable_bytes.load(Ordering::Relaxed);
-                    if slot.block.load(Ordering::Acquire) == addr {
-                        return Some(usable);
-                    }
-                }
+            if let Some(slot) = slot_block
+                .slots
+                .iter()
+                .find(|slot| slot.block.load(Ordering::Acquire) == addr)
+            {
+                return Some(slot);
             }
             // SAFETY: reached from the head; alive.
             node = unsafe { IntrusiveStack::next(NonNull::from(slot_block)) };
         }
         None
+    }
+
+    /// The usable size of the live large block starting at `addr`, if there is one.
+    /// Reads only the slot table.
+    pub fn find(&self, addr: usize) -> Option<usize> {
+        let slot = self.slot_of(addr)?;
+        let usable = slot.usable_bytes.load(Ordering::Relaxed);
+        // The slot may have been freed and reused meanwhile: trust `usable` only if the
+        // slot still holds `addr`.
+        (slot.block.load(Ordering::Acquire) == addr).then_some(usable)
     }
 
     /// Unmap every live large object (under exclusive access: `reset`, `Drop`).

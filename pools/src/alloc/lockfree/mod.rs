@@ -189,7 +189,7 @@ impl LockFreeAllocator {
             return Err(PoolError::invalid_op(
                 self.core.regions.pool_name(),
                 format!(
-                    "alignment {align} is not a power of two up to {} bytes",
+                    "alignment {align}: must be a power of two of at most {} bytes here",
                     self.core.slab_bytes / 2
                 ),
             ));
@@ -240,6 +240,9 @@ impl LockFreeAllocator {
     #[inline]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>) -> usize {
         let addr = ptr.as_ptr() as usize;
+        if self.core.checking {
+            return self.deallocate_checked(ptr);
+        }
         let span = (addr & !(self.core.slab_bytes - 1)) as *const SpanKind;
         // SAFETY: every block's span base holds a slab header or a large header, both
         // starting with `SpanKind` (contract: the block is ours).
@@ -249,13 +252,43 @@ impl LockFreeAllocator {
         }
         // SAFETY: a slab block: its slab header is at the span base.
         let slab = unsafe { Slab::containing(addr, self.core.slab_bytes) };
-        let usable = slab.block_bytes();
-        if self.core.checking {
-            match slab.block_index(addr) {
-                Some(index) if slab.clear_live(index) => {}
-                _ => return 0,
-            }
+        // SAFETY: a live block of `slab` (contract).
+        unsafe { self.free_slab_block(slab, ptr) }
+    }
+
+    /// `deallocate` with `check_pointers`: the pointer is validated the way `block_state`
+    /// does (never reading outside this allocator's memory), and the live bit or large
+    /// slot is cleared with one atomic operation, so of two racing frees of a block
+    /// exactly one frees it. Anything else returns 0 and changes nothing.
+    #[cold]
+    fn deallocate_checked(&self, ptr: NonNull<u8>) -> usize {
+        let addr = ptr.as_ptr() as usize;
+        let Some(base) = self.core.regions.carved_slab_of(addr) else {
+            return self
+                .large
+                .free_checked(&self.core.regions, addr, self.core.slab_bytes)
+                .unwrap_or(0);
+        };
+        // SAFETY: a carved slab of a live region (see `block_state`).
+        let slab = unsafe { &*(base as *const Slab) };
+        if !slab.is_formatted() {
+            return 0;
         }
+        match slab.block_index(addr) {
+            // SAFETY: the live bit was set, and this call cleared it: the block was live
+            // and this call is its one freer.
+            Some(index) if slab.clear_live(index) => unsafe { self.free_slab_block(slab, ptr) },
+            _ => 0,
+        }
+    }
+
+    /// Give a slab block back to its owner (locally or through the remote stack).
+    ///
+    /// # Safety
+    /// `ptr` is a live block of `slab`, freed by this call alone and not used after.
+    #[inline]
+    unsafe fn free_slab_block(&self, slab: &Slab, ptr: NonNull<u8>) -> usize {
+        let usable = slab.block_bytes();
         let owner = slab.owner_heap();
         if ptr::eq(tls::current_heap(self.id), owner) {
             // SAFETY: this thread owns the slab's heap (its TLS says so), and the block

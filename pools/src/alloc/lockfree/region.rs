@@ -98,7 +98,9 @@ impl SlabBump {
         if self.next_bytes.load(Ordering::Relaxed) >= self.len_bytes {
             return None;
         }
-        let offset = self.next_bytes.fetch_add(self.slab_bytes, Ordering::Relaxed);
+        let offset = self
+            .next_bytes
+            .fetch_add(self.slab_bytes, Ordering::Relaxed);
         (offset + self.slab_bytes <= self.len_bytes).then_some(offset)
     }
 

@@ -195,10 +195,7 @@ impl Slab {
         // SAFETY: `format` sized the header for `words` bitmap words right after it, inside
         // the slab; `AtomicU64` accepts any bit pattern and the header is 128-aligned.
         unsafe {
-            std::slice::from_raw_parts(
-                (self as *const Slab).add(1).cast::<AtomicU64>(),
-                words,
-            )
+            std::slice::from_raw_parts((self as *const Slab).add(1).cast::<AtomicU64>(), words)
         }
     }
 
@@ -212,7 +209,8 @@ impl Slab {
         }
         let offset = addr - area;
         let index = offset / block;
-        (offset % block == 0 && index < self.carved_blocks.load(Ordering::Relaxed)).then_some(index)
+        (index * block == offset && index < self.carved_blocks.load(Ordering::Relaxed))
+            .then_some(index)
     }
 
     /// With checking on: whether block `index` is live now.
@@ -226,7 +224,9 @@ impl Slab {
     #[inline]
     pub fn clear_live(&self, index: usize) -> bool {
         match self.bitmap().get(index / 64) {
-            Some(word) => word.fetch_and(!(1 << (index % 64)), Ordering::AcqRel) & (1 << (index % 64)) != 0,
+            Some(word) => {
+                word.fetch_and(!(1 << (index % 64)), Ordering::AcqRel) & (1 << (index % 64)) != 0
+            }
             None => true,
         }
     }

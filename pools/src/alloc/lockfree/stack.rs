@@ -125,7 +125,10 @@ impl RemoteFreeStack {
             return ptr::null_mut();
         }
         let taken = RemoteHead(self.head.swap(RemoteHead::EMPTY.0, Ordering::Acquire));
-        debug_assert!(!taken.is_full(), "the owner never collects a slab it unlisted");
+        debug_assert!(
+            !taken.is_full(),
+            "the owner never collects a slab it unlisted"
+        );
         taken.block()
     }
 

@@ -157,6 +157,8 @@ impl Tlsf {
             self.chunks = kept;
             self.upstream.reset_growth();
         }
+        // Laying out every chunk anew ends the cached blocks too.
+        self.front_cache.clear();
         self.fl_bitmap = 0;
         self.sl_bitmaps.fill(0);
         for lists in self.free_lists.iter_mut() {

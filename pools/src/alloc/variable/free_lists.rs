@@ -3,7 +3,7 @@
 //! `Tlsf::sl_bitmaps`, `Tlsf::free_lists` and `Tlsf::free_block_count`.
 
 use super::block::{BlockHdr, FreeBlockHdr};
-use super::mapping::{list_at_least, list_of};
+use super::mapping::{list_of, list_of_request};
 use super::Tlsf;
 use crate::config::FitPolicy;
 use std::ptr;
@@ -19,7 +19,17 @@ impl Tlsf {
     /// `block` is a block of this allocator marked `FREE`, of `size_bytes` bytes, in no list.
     #[inline(always)]
     pub(super) unsafe fn link(&mut self, block: *mut BlockHdr, size_bytes: usize) {
-        let (fl, sl) = list_of(size_bytes);
+        // SAFETY: forwarded; `list_of(size_bytes)` is the block's list.
+        unsafe { self.link_to(block, list_of(size_bytes)) }
+    }
+
+    /// Put a free block at the head of list `(fl, sl)`.
+    ///
+    /// # Safety
+    /// `block` is a block of this allocator marked `FREE`, in no list, whose size maps to
+    /// `(fl, sl)`.
+    #[inline(always)]
+    pub(super) unsafe fn link_to(&mut self, block: *mut BlockHdr, (fl, sl): (usize, usize)) {
         let block = block.cast::<FreeBlockHdr>();
         let head = self.free_lists[fl][sl];
         // SAFETY: `block` is at least `min_block_bytes >= size_of::<FreeBlockHdr>()` (field
@@ -43,6 +53,16 @@ impl Tlsf {
     /// `block` is a free block of this allocator, of `size_bytes` bytes, in its list.
     #[inline(always)]
     pub(super) unsafe fn unlink(&mut self, block: *mut BlockHdr, size_bytes: usize) {
+        // SAFETY: forwarded; `list_of(size_bytes)` is the block's list.
+        unsafe { self.unlink_from(block, list_of(size_bytes)) }
+    }
+
+    /// Take a free block out of list `(fl, sl)`.
+    ///
+    /// # Safety
+    /// `block` is a free block of this allocator in list `(fl, sl)`.
+    #[inline(always)]
+    pub(super) unsafe fn unlink_from(&mut self, block: *mut BlockHdr, (fl, sl): (usize, usize)) {
         let block = block.cast::<FreeBlockHdr>();
         // SAFETY: `block` is in a list (caller), so its links are valid free blocks or null.
         let (next, prev) = unsafe { ((*block).next_free, (*block).prev_free) };
@@ -54,7 +74,6 @@ impl Tlsf {
             // SAFETY: as above.
             unsafe { (*prev).next_free = next };
         } else {
-            let (fl, sl) = list_of(size_bytes);
             debug_assert!(self.free_lists[fl][sl] == block);
             self.free_lists[fl][sl] = next;
             if next.is_null() {
@@ -62,6 +81,38 @@ impl Tlsf {
             }
         }
         self.free_block_count -= 1;
+    }
+
+    /// Put free block `new` where free block `old` is in list `(fl, sl)`, `old` leaving
+    /// it: for a block that changed address or size but not list, with no bitmap work.
+    ///
+    /// # Safety
+    /// `old` is a free block of this allocator in list `(fl, sl)`; `new` is a block of
+    /// this allocator marked `FREE`, in no list, whose size maps to `(fl, sl)`; `new` may
+    /// overlap `old` only by being the same block.
+    #[inline(always)]
+    pub(super) unsafe fn replace_in_list(
+        &mut self,
+        old: *mut BlockHdr,
+        new: *mut BlockHdr,
+        (fl, sl): (usize, usize),
+    ) {
+        let (old, new) = (old.cast::<FreeBlockHdr>(), new.cast::<FreeBlockHdr>());
+        // SAFETY: `old` is in the list, so its links are free blocks or null; `new` is at
+        // least `min_block_bytes`, room for its links.
+        unsafe {
+            let (next, prev) = ((*old).next_free, (*old).prev_free);
+            (*new).next_free = next;
+            (*new).prev_free = prev;
+            if !next.is_null() {
+                (*next).prev_free = new;
+            }
+            if prev.is_null() {
+                self.free_lists[fl][sl] = new;
+            } else {
+                (*prev).next_free = new;
+            }
+        }
     }
 
     #[inline(always)]
@@ -72,10 +123,11 @@ impl Tlsf {
         }
     }
 
-    /// The first non-empty list at or after `(fl, sl)` in size order.
+    /// The first non-empty list in size order among the lists of level `fl` selected by
+    /// `sl_mask` and all lists of the levels above.
     #[inline(always)]
-    fn first_nonempty_from(&self, (fl, sl): (usize, usize)) -> Option<(usize, usize)> {
-        let same_level = self.sl_bitmaps[fl] & (!0u32 << sl);
+    fn first_nonempty(&self, fl: usize, sl_mask: u32) -> Option<(usize, usize)> {
+        let same_level = self.sl_bitmaps[fl] & sl_mask;
         if same_level != 0 {
             return Some((fl, same_level.trailing_zeros() as usize));
         }
@@ -92,37 +144,44 @@ impl Tlsf {
     /// or `None` when no free block is big enough.
     #[inline(always)]
     pub(super) fn take_fitting(&mut self, need_bytes: usize) -> Option<*mut BlockHdr> {
-        let (fl, sl) = list_of(need_bytes);
-        let head = self.free_lists[fl][sl];
-        if !head.is_null() {
-            // SAFETY: `head` heads a free list, so it and its successors are free blocks.
-            let fit = unsafe { self.fit_in_exact_list(head, need_bytes) };
-            if let Some((block, size_bytes)) = fit {
-                // SAFETY: `block` is a free block in its list, of `size_bytes`.
-                unsafe { self.unlink(block, size_bytes) };
-                return Some(block);
-            }
-        }
-        // Good fit: every block of this list and those after it is big enough.
-        let (fl, sl) = self.first_nonempty_from(list_at_least(need_bytes))?;
-        let block = self.free_lists[fl][sl];
-        // SAFETY: the bitmap bit says the list is non-empty, so `block` is a free block at
-        // its head; its successor is a free block of the same list or null.
-        unsafe {
-            let next = (*block).next_free;
-            self.free_lists[fl][sl] = next;
-            if next.is_null() {
-                self.clear_list_bit(fl, sl);
-            } else {
-                (*next).prev_free = ptr::null_mut();
-            }
-        }
-        self.free_block_count -= 1;
-        Some(block.cast())
+        let (block, list) = self.find_fitting(need_bytes)?;
+        // SAFETY: `find_fitting` returns a free block in list `list`.
+        unsafe { self.unlink_from(block, list) };
+        Some(block)
     }
 
-    /// The block of the exact-size list the policy picks, with its size; `None` if none of
-    /// the blocks examined fits.
+    /// A free block of at least `need_bytes` (a multiple of the granularity) chosen by the
+    /// fit policy, left in its list, and that list; `None` when no free block is big enough.
+    ///
+    /// When `need_bytes` is the smallest size of its list, every block of that list fits
+    /// and both policies take the head of the first non-empty list from there on: no block
+    /// size is read. (In the exact levels 0 and 1, which hold every block under 1 KiB,
+    /// that head is also the best fit.)
+    #[inline(always)]
+    pub(super) fn find_fitting(
+        &self,
+        need_bytes: usize,
+    ) -> Option<(*mut BlockHdr, (usize, usize))> {
+        let (exact, whole_list_fits) = list_of_request(need_bytes);
+        let sl_mask = if whole_list_fits {
+            !0u32 << exact.1
+        } else {
+            let head = self.free_lists[exact.0][exact.1];
+            if !head.is_null() {
+                // SAFETY: `head` heads a free list, so it and its successors are free blocks.
+                if let Some(block) = unsafe { self.fit_in_exact_list(head, need_bytes) } {
+                    return Some((block, exact));
+                }
+            }
+            // Good fit: the lists after `exact`, whose every block is big enough.
+            !1u32 << exact.1
+        };
+        let (fl, sl) = self.first_nonempty(exact.0, sl_mask)?;
+        Some((self.free_lists[fl][sl].cast(), (fl, sl)))
+    }
+
+    /// The block of the exact-size list the policy picks; `None` if none of the blocks
+    /// examined fits.
     ///
     /// # Safety
     /// `head` is the head of a free list of this allocator.
@@ -131,11 +190,11 @@ impl Tlsf {
         &self,
         head: *mut FreeBlockHdr,
         need_bytes: usize,
-    ) -> Option<(*mut BlockHdr, usize)> {
+    ) -> Option<*mut BlockHdr> {
         // SAFETY: list members are free blocks of ours (invariant of `free_lists`).
         let head_bytes = unsafe { (*head).common.size() };
         if head_bytes == need_bytes || self.fit == FitPolicy::FirstFit {
-            return (head_bytes >= need_bytes).then_some((head.cast(), head_bytes));
+            return (head_bytes >= need_bytes).then_some(head.cast());
         }
         let mut best: Option<(*mut BlockHdr, usize)> = None;
         let mut block = head;
@@ -158,6 +217,6 @@ impl Tlsf {
             // SAFETY: as above.
             block = unsafe { (*block).next_free };
         }
-        best
+        best.map(|(block, _)| block)
     }
 }

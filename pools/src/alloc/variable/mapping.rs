@@ -21,26 +21,45 @@ const _: () = assert!(FL_COUNT <= u64::BITS as usize && SL_COUNT <= u32::BITS as
 /// The list whose size range contains `size_bytes`: where a free block of that size lives.
 #[inline(always)]
 pub(super) fn list_of(size_bytes: usize) -> (usize, usize) {
+    list_and_width_log2(size_bytes).0
+}
+
+/// `list_of(size_bytes)` and log2 of that list's width in granules, without branches:
+/// or-ing in `SL_COUNT - 1` puts all of level 0 on the log2 of level 1 minus one (and keeps
+/// the logarithm defined), so level 0 needs no special case.
+#[inline(always)]
+fn list_and_width_log2(size_bytes: usize) -> ((usize, usize), u32) {
     let granules = size_bytes >> GRANULE_LOG2;
-    if granules < SL_COUNT {
-        return (0, granules);
-    }
-    let shift = granules.ilog2() - SL_LOG2;
-    // `granules >> shift` is in [SL_COUNT, 2 * SL_COUNT): its top bit is the first level.
-    ((shift + 1) as usize, (granules >> shift) - SL_COUNT)
+    let fl = (granules | (SL_COUNT - 1)).ilog2() + 1 - SL_LOG2;
+    // Levels 0 and 1 are one granule wide, level `fl >= 1` is `1 << (fl - 1)` granules.
+    let width_log2 = fl.saturating_sub(1);
+    // `granules >> width_log2` is below `2 * SL_COUNT`; the mask drops the level's top bit.
+    let sl = (granules >> width_log2) & (SL_COUNT - 1);
+    ((fl as usize, sl), width_log2)
+}
+
+/// For a block size `need_bytes` (a multiple of `GRANULE_BYTES`): its list, and whether
+/// every block of that list is at least `need_bytes` (it is the list's smallest size, as
+/// always in the exact levels 0 and 1). When it is not, the first list whose every block
+/// fits is the next one.
+#[inline(always)]
+pub(super) fn list_of_request(need_bytes: usize) -> ((usize, usize), bool) {
+    debug_assert!(need_bytes.is_multiple_of(GRANULE_BYTES));
+    let (list, width_log2) = list_and_width_log2(need_bytes);
+    let offset_granules = (need_bytes >> GRANULE_LOG2) & ((1 << width_log2) - 1);
+    (list, offset_granules == 0)
 }
 
 /// The first list all of whose blocks are at least `size_bytes`: where good-fit search
 /// starts. `size_bytes` must be below `usize::MAX / 2` (callers bound requests far lower).
-#[inline(always)]
+#[cfg(test)]
 pub(super) fn list_at_least(size_bytes: usize) -> (usize, usize) {
-    let granules = size_bytes.div_ceil(GRANULE_BYTES);
-    if granules < 2 * SL_COUNT {
-        // Levels 0 and 1 are exact: the list of the size itself starts at the size.
-        return list_of(granules << GRANULE_LOG2);
+    let ((fl, sl), whole_list_fits) = list_of_request(size_bytes.next_multiple_of(GRANULE_BYTES));
+    match (whole_list_fits, sl + 1 < SL_COUNT) {
+        (true, _) => (fl, sl),
+        (false, true) => (fl, sl + 1),
+        (false, false) => (fl + 1, 0),
     }
-    let list_width_granules = 1usize << (granules.ilog2() - SL_LOG2);
-    list_of((granules + list_width_granules - 1) << GRANULE_LOG2)
 }
 
 /// Smallest block size (bytes) that maps to list `(fl, sl)`.
@@ -86,9 +105,15 @@ mod tests {
             let list = list_of(size);
             assert!(list.0 < FL_COUNT && list.1 < SL_COUNT, "{size} -> {list:?}");
             let (next_fl, next_sl) = next_list(list);
-            assert!(list_min_bytes(list.0, list.1) <= size, "{size} below its list {list:?}");
+            assert!(
+                list_min_bytes(list.0, list.1) <= size,
+                "{size} below its list {list:?}"
+            );
             if next_fl < FL_COUNT {
-                assert!(size < list_min_bytes(next_fl, next_sl), "{size} above {list:?}");
+                assert!(
+                    size < list_min_bytes(next_fl, next_sl),
+                    "{size} above {list:?}"
+                );
             }
         }
     }
@@ -116,7 +141,10 @@ mod tests {
     fn list_at_least_is_the_first_list_that_guarantees_a_fit() {
         for size in sizes() {
             let start = list_at_least(size);
-            assert!(list_min_bytes(start.0, start.1) >= size, "{size} -> {start:?}");
+            assert!(
+                list_min_bytes(start.0, start.1) >= size,
+                "{size} -> {start:?}"
+            );
             // Minimal: the list before it can hold a block smaller than `size`.
             if start != (0, 0) {
                 let before = if start.1 == 0 {
@@ -124,7 +152,10 @@ mod tests {
                 } else {
                     (start.0, start.1 - 1)
                 };
-                assert!(list_min_bytes(before.0, before.1) < size, "{size} -> {start:?}");
+                assert!(
+                    list_min_bytes(before.0, before.1) < size,
+                    "{size} -> {start:?}"
+                );
             }
         }
     }
@@ -136,10 +167,18 @@ mod tests {
         let requests = sizes();
         for &request in requests.iter().step_by(7) {
             let start = list_at_least(request);
-            for block in [request, request + 16, request.saturating_sub(16), request / 2 * 3] {
+            for block in [
+                request,
+                request + 16,
+                request.saturating_sub(16),
+                request / 2 * 3,
+            ] {
                 let block = block / GRANULE_BYTES * GRANULE_BYTES;
                 if list_of(block) >= start {
-                    assert!(block >= request, "block {block} in {start:?}+ for {request}");
+                    assert!(
+                        block >= request,
+                        "block {block} in {start:?}+ for {request}"
+                    );
                 }
             }
             let lowest = list_min_bytes(start.0, start.1);

@@ -4,6 +4,8 @@
 //! - `block`: block headers (boundary tags) and their flags.
 //! - `mapping`: block size -> (first level, second level) free list.
 //! - `free_lists`: linking, unlinking, the O(1) bitmap search and the fit policies.
+//! - `front_cache`: bounded per-size stacks of recently freed small blocks in front of
+//!   the lists (the O(1) fast path of small allocations and frees).
 //! - `chunks`: chunks from the upstream: adding, returning, resetting.
 //! - `walk`: the checked pointer lookup (`block_state`) and the heap walker
 //!   (`check_invariants`).
@@ -12,11 +14,16 @@
 mod block;
 mod chunks;
 mod free_lists;
+mod front_cache;
 mod mapping;
 mod walk;
 
-use self::block::{header_at, payload_of, BlockHdr, FreeBlockHdr, FLAGS_MASK, FREE, FREE_HDR_BYTES, HDR_BYTES, PREV_FREE, SENTINEL};
+use self::block::{
+    header_at, payload_of, BlockHdr, FreeBlockHdr, FLAGS_MASK, FREE, FREE_HDR_BYTES, HDR_BYTES,
+    PREV_FREE,
+};
 use self::chunks::ChunkRecord;
+use self::front_cache::FrontCache;
 use self::mapping::{FL_COUNT, GRANULE_BYTES, SL_COUNT};
 use super::{BlockState, Strategy, Upstream};
 use crate::config::{FitPolicy, PoolConfig, ReturnPolicy};
@@ -65,10 +72,20 @@ const CHUNK_ALIGN_BYTES: usize = 4096;
 /// chunks never merge. Alignment above the granularity is served by taking a block with
 /// enough slack and splitting the leading gap off as a free block.
 ///
+/// In front of the lists sits a bounded front cache (`front_cache`): a small block that is
+/// freed is pushed on a stack of blocks of its exact size, and a request needing a block
+/// of that size pops it, both O(1) without touching neighbours, lists or bitmaps. Cached
+/// blocks count as used to the TLSF core; `flush_cache` frees them to the lists, and a
+/// request the lists cannot serve flushes the cache before the allocator grows.
+/// `set_front_cache(false)` turns it off.
+///
 /// Fit policies (`PoolConfig::fit`), for a request needing a block of `need` bytes:
-/// - `BestFit`: scan (at most `BEST_FIT_SCAN_LIMIT` blocks of) the list `need` maps to
-///   for the smallest block that fits, stopping at an exact fit; otherwise TLSF good fit:
-///   the head of the first non-empty list whose every block fits.
+/// - `BestFit`: when `need` is the smallest size of its list (always in the exact levels 0
+///   and 1), the head of the first non-empty list from there on (all its blocks fit, and
+///   below 1 KiB they are all of size `need`). Otherwise scan (at most
+///   `BEST_FIT_SCAN_LIMIT` blocks of) the list `need` maps to for the smallest block that
+///   fits, stopping at an exact fit; failing that, TLSF good fit: the head of the first
+///   non-empty list whose every block fits.
 /// - `FirstFit`: the head of the list `need` maps to if it fits (no rounding up), else
 ///   the head of the first non-empty list whose every block fits. Strictly O(1).
 pub struct Tlsf {
@@ -98,6 +115,9 @@ pub struct Tlsf {
     /// `upstream` and not yet released; blocks tile each one from `first_block` to
     /// `sentinel`, and no two physically adjacent blocks are both free.
     chunks: Vec<ChunkRecord>,
+    /// Recently freed small blocks, used as far as the fields above are concerned
+    /// (invariants on `FrontCache`).
+    front_cache: FrontCache,
 }
 
 // SAFETY: the raw pointers all point into chunks this `Tlsf` owns exclusively (the
@@ -121,10 +141,11 @@ impl Tlsf {
             ));
         }
         let granularity_bytes = config.alignment.max(GRANULE_BYTES);
+        let release_empty_chunks = config.return_policy == ReturnPolicy::WhenEmpty;
         let mut tlsf = Tlsf {
             upstream,
             fit: config.fit,
-            release_empty_chunks: config.return_policy == ReturnPolicy::WhenEmpty,
+            release_empty_chunks,
             granularity_bytes,
             min_block_bytes: FREE_HDR_BYTES.next_multiple_of(granularity_bytes),
             fl_bitmap: 0,
@@ -132,12 +153,19 @@ impl Tlsf {
             free_lists: [[ptr::null_mut(); SL_COUNT]; FL_COUNT],
             free_block_count: 0,
             chunks: Vec::new(),
+            // Every block may be cached; under `WhenEmpty` those of the initial chunk only
+            // (set below), so that the cache never keeps a returnable chunk alive.
+            front_cache: FrontCache::new(0, if release_empty_chunks { 0 } else { usize::MAX }),
         };
         if config.initial_size_bytes > 0 {
             let bytes = config
                 .initial_size_bytes
                 .max(tlsf.min_block_bytes + tlsf.chunk_overhead_bytes());
             let chunk = tlsf.upstream.alloc_exact(bytes, tlsf.chunk_align_bytes())?;
+            if release_empty_chunks {
+                tlsf.front_cache.cacheable_start = chunk.addr();
+                tlsf.front_cache.cacheable_len = chunk.len;
+            }
             let block = tlsf.add_chunk(chunk, true);
             // SAFETY: `add_chunk` returned the chunk's only block, free and in no list.
             unsafe { tlsf.link(block, (*block).size()) };
@@ -145,7 +173,8 @@ impl Tlsf {
         Ok(tlsf)
     }
 
-    /// Free blocks now (after freeing everything: exactly one per chunk).
+    /// Free blocks now, not counting cached ones (after freeing everything and
+    /// `flush_cache`: exactly one per chunk).
     pub fn free_block_count(&self) -> usize {
         self.free_block_count
     }
@@ -199,6 +228,48 @@ impl Tlsf {
         }
     }
 
+    /// `carve` for a block still in its free list `list`. When the remainder maps to the
+    /// same list (the common case of splitting a large block) it takes the block's place
+    /// in the list, which saves an unlink, a link and their bitmap updates.
+    ///
+    /// # Safety
+    /// `block` is a free block of this allocator in list `list`, at least `need` bytes;
+    /// `need` is a multiple of `granularity_bytes` and at least `min_block_bytes`.
+    #[inline(always)]
+    unsafe fn carve_linked(
+        &mut self,
+        block: *mut BlockHdr,
+        list: (usize, usize),
+        need: usize,
+    ) -> NonNull<u8> {
+        // SAFETY: as in `carve`: `block + need` and `block + size` lie in the block's chunk;
+        // the remainder's header (at `block + need`, `need >= min_block_bytes`) does not
+        // overlap `block`'s list links, which `replace_in_list` / `unlink_from` read.
+        unsafe {
+            let size = (*block).size();
+            let rest = size - need;
+            if rest < self.min_block_bytes {
+                self.unlink_from(block, list);
+                return self.carve(block, need);
+            }
+            let remainder = header_at(block, need);
+            (*remainder).size_and_flags = rest | FREE;
+            (*remainder).prev_phys = block;
+            // The successor keeps `PREV_FREE`: its predecessor is still a free block.
+            (*header_at(block, size)).prev_phys = remainder;
+            let rest_list = mapping::list_of(rest);
+            if rest_list == list {
+                self.replace_in_list(block, remainder, list);
+            } else {
+                self.unlink_from(block, list);
+                self.link_to(remainder, rest_list);
+            }
+            // A listed block is free, so its predecessor is used: `PREV_FREE` is clear.
+            (*block).size_and_flags = need;
+            NonNull::new_unchecked(payload_of(block))
+        }
+    }
+
     /// A free, unlinked block of at least `need_bytes`: from the free lists, else from a
     /// new chunk. `request_bytes` is what the caller asked for (for the error).
     #[inline(always)]
@@ -209,8 +280,26 @@ impl Tlsf {
     ) -> Result<*mut BlockHdr, PoolError> {
         match self.take_fitting(need_bytes) {
             Some(block) => Ok(block),
-            None => self.grow_for(need_bytes, request_bytes),
+            None => self.take_block_after_miss(need_bytes, request_bytes),
         }
+    }
+
+    /// The free lists hold no block of `need_bytes`: flush the front cache (its blocks may
+    /// coalesce into one) and look again, then grow. The cache never makes the allocator
+    /// grow or fail where it would not without it.
+    #[cold]
+    fn take_block_after_miss(
+        &mut self,
+        need_bytes: usize,
+        request_bytes: usize,
+    ) -> Result<*mut BlockHdr, PoolError> {
+        if self.front_cache.cached_bytes != 0 {
+            self.flush_cache();
+            if let Some(block) = self.take_fitting(need_bytes) {
+                return Ok(block);
+            }
+        }
+        self.grow_for(need_bytes, request_bytes)
     }
 
     #[cold]
@@ -248,6 +337,94 @@ impl Tlsf {
             Ok(self.carve(aligned, need))
         }
     }
+
+    /// A block of `need` bytes (serving a request of `size` bytes at the granularity) from
+    /// the free lists, else from a new chunk. Only a hint to inline: the front cache's pop
+    /// in `allocate` should not drag all of this into every caller.
+    #[inline]
+    fn allocate_from_lists(&mut self, size: usize, need: usize) -> Result<NonNull<u8>, PoolError> {
+        match self.find_fitting(need) {
+            // SAFETY: `find_fitting` returns a free block of at least `need` bytes in `list`.
+            Some((block, list)) => Ok(unsafe { self.carve_linked(block, list, need) }),
+            None => {
+                let block = self.take_block_after_miss(need, size)?;
+                // SAFETY: it returns a free, unlinked block of at least `need` bytes.
+                Ok(unsafe { self.carve(block, need) })
+            }
+        }
+    }
+
+    /// Free a block to the lists, merging it with its free physical neighbours (and, under
+    /// `ReturnPolicy::WhenEmpty`, returning its chunk when that leaves it empty).
+    ///
+    /// Kept out of line so that `deallocate`, the front cache's push in front of this,
+    /// stays small enough to inline (measured: inlining it made cached pairs slower and
+    /// saved little here).
+    ///
+    /// # Safety
+    /// `block` is a used block of this allocator (not free, not cached) that nobody uses.
+    #[inline(never)]
+    unsafe fn free_to_lists(&mut self, block: *mut BlockHdr) {
+        // SAFETY: `block` is a used block of ours (caller), so its physical neighbours are
+        // valid headers in the same chunk (boundary tags).
+        unsafe {
+            let size = (*block).size();
+            let next = header_at(block, size);
+            let next_word = (*next).size_and_flags;
+            let next_free_bytes = if next_word & FREE != 0 {
+                next_word & !FLAGS_MASK
+            } else {
+                0
+            };
+            let (prev, prev_free_bytes) = if (*block).is_prev_free() {
+                let prev = (*block).prev_phys;
+                (prev, (*prev).size())
+            } else {
+                (ptr::null_mut(), 0)
+            };
+            let merged_bytes = prev_free_bytes + size + next_free_bytes;
+            let merged = if prev.is_null() { block } else { prev };
+            let after = header_at(merged, merged_bytes);
+            // The merged block's predecessor is used (no two adjacent free blocks).
+            (*merged).size_and_flags = merged_bytes | FREE;
+            (*after).prev_phys = merged;
+            (*after).size_and_flags |= PREV_FREE;
+            if self.release_empty_chunks && (*merged).prev_phys.is_null() && (*after).is_sentinel()
+            {
+                if next_free_bytes != 0 {
+                    self.unlink(next, next_free_bytes);
+                }
+                if !prev.is_null() {
+                    self.unlink(prev, prev_free_bytes);
+                }
+                self.release_empty_chunk(merged);
+                return;
+            }
+            let merged_list = mapping::list_of(merged_bytes);
+            // Where a free neighbour's list is the merged block's list, the merged block
+            // keeps its place there: no unlink, link or bitmap update.
+            let mut placed = false;
+            if !prev.is_null() {
+                if mapping::list_of(prev_free_bytes) == merged_list {
+                    placed = true;
+                } else {
+                    self.unlink(prev, prev_free_bytes);
+                }
+            }
+            if next_free_bytes != 0 {
+                let next_list = mapping::list_of(next_free_bytes);
+                if !placed && next_list == merged_list {
+                    self.replace_in_list(next, merged, merged_list);
+                    placed = true;
+                } else {
+                    self.unlink_from(next, next_list);
+                }
+            }
+            if !placed {
+                self.link(merged, merged_bytes);
+            }
+        }
+    }
 }
 
 impl Strategy for Tlsf {
@@ -264,47 +441,28 @@ impl Strategy for Tlsf {
         if align > self.granularity_bytes {
             return self.allocate_aligned(size, need, align);
         }
-        let block = self.take_block(need, size)?;
-        // SAFETY: `take_block` returns a free, unlinked block of at least `need` bytes.
-        Ok(unsafe { self.carve(block, need) })
+        if let Some(block) = self.front_cache.pop(need) {
+            // SAFETY: a cached block is a block of ours, so its payload is non-null; it is
+            // `need` bytes and its payload on the granularity, so it serves the request.
+            return Ok(unsafe { NonNull::new_unchecked(payload_of(block)) });
+        }
+        self.allocate_from_lists(size, need)
     }
 
     #[inline]
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>) -> usize {
-        // SAFETY: `ptr` is a live payload of ours (caller), so its header precedes it and
-        // its physical neighbours are valid headers in the same chunk (boundary tags).
+        // SAFETY: `ptr` is a live payload of ours (caller), so its header precedes it.
         unsafe {
-            let mut block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
-            let usable_bytes = (*block).size() - HDR_BYTES;
-            let mut size = (*block).size();
-            let mut next = header_at(block, size);
-            let next_word = (*next).size_and_flags;
-            if next_word & FREE != 0 {
-                let next_size = next_word & !FLAGS_MASK;
-                self.unlink(next, next_size);
-                size += next_size;
-                next = header_at(block, size);
+            let block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
+            let size = (*block).size();
+            debug_assert!(
+                !(*block).is_free() && !(*block).is_cached(),
+                "double free of {ptr:p}"
+            );
+            if !self.front_cache.push(block, size) {
+                self.free_to_lists(block);
             }
-            if (*block).is_prev_free() {
-                let prev = (*block).prev_phys;
-                let prev_size = (*prev).size();
-                self.unlink(prev, prev_size);
-                size += prev_size;
-                block = prev;
-            }
-            // The merged block's predecessor is used (no two adjacent free blocks).
-            (*block).size_and_flags = size | FREE;
-            (*next).prev_phys = block;
-            (*next).size_and_flags |= PREV_FREE;
-            if self.release_empty_chunks
-                && (*block).prev_phys.is_null()
-                && (*next).size_and_flags & SENTINEL != 0
-            {
-                self.release_empty_chunk(block);
-            } else {
-                self.link(block, size);
-            }
-            usable_bytes
+            size - HDR_BYTES
         }
     }
 
@@ -385,7 +543,9 @@ impl Tlsf {
         if !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
             PoolError::invalid_op(
                 pool,
-                format!("alignment {align} must be a power of two of at most {MAX_ALIGN_BYTES} bytes"),
+                format!(
+                    "alignment {align} must be a power of two of at most {MAX_ALIGN_BYTES} bytes"
+                ),
             )
         } else {
             PoolError::oom(
@@ -406,6 +566,8 @@ impl std::fmt::Debug for Tlsf {
             .field("granularity_bytes", &self.granularity_bytes)
             .field("chunks", &self.chunks.len())
             .field("free_blocks", &self.free_block_count)
+            .field("cached_blocks", &self.cached_block_count())
+            .field("cached_bytes", &self.front_cache.cached_bytes)
             .field("reserved_bytes", &self.upstream.reserved_bytes())
             .finish()
     }

@@ -5,10 +5,14 @@
 
 use super::block::{payload_of, BlockHdr, FreeBlockHdr, HDR_BYTES, PREV_FREE};
 use super::chunks::ChunkRecord;
+use super::front_cache::{FrontCache, BLOCKS_PER_BIN};
 use super::mapping::{list_of, FL_COUNT, SL_COUNT};
 use super::Tlsf;
 use crate::alloc::BlockState;
 use std::collections::HashMap;
+
+/// Blocks found by the walk: header address -> size in bytes.
+type BlockSizes = HashMap<usize, usize>;
 
 impl Tlsf {
     /// The record of the chunk containing `addr`.
@@ -31,7 +35,7 @@ impl Tlsf {
             let header = unsafe { block.read() };
             let size = header.size();
             if size < self.min_block_bytes
-                || size % self.granularity_bytes != 0
+                || !size.is_multiple_of(self.granularity_bytes)
                 || size > sentinel - block as usize
             {
                 // A corrupted tag: stop rather than follow it out of the chunk.
@@ -39,7 +43,9 @@ impl Tlsf {
             }
             let payload = payload_of(block) as usize;
             if payload == addr {
-                return if header.is_free() {
+                // A cached block was freed by its owner: not live (so a second free of it
+                // is caught in checked mode).
+                return if header.is_free() || header.is_cached() {
                     BlockState::NotLive
                 } else {
                     BlockState::Live(size - HDR_BYTES)
@@ -56,10 +62,13 @@ impl Tlsf {
     /// Walk every chunk and every free list and check every invariant written on the
     /// fields: boundary tags consistent, blocks tiling each chunk, no two adjacent free
     /// blocks, each free block in the right list exactly once, bitmaps matching list
-    /// emptiness, counts and reserved bytes matching. The error says what is wrong where.
+    /// emptiness, each cached block in the front cache stack of its size exactly once and
+    /// within the cache's bounds, counts and reserved bytes matching. The error says what
+    /// is wrong where.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let free_blocks = self.check_chunks()?;
+        let (free_blocks, cached_blocks) = self.check_chunks()?;
         self.check_lists(&free_blocks)?;
+        self.check_front_cache(cached_blocks)?;
         let chunk_bytes: usize = self.chunks.iter().map(|c| c.chunk.len).sum();
         if chunk_bytes != self.upstream.reserved_bytes() {
             return Err(format!(
@@ -70,10 +79,11 @@ impl Tlsf {
         Ok(())
     }
 
-    /// Checks every chunk's tiling and tags; returns the free blocks found (address ->
-    /// size).
-    fn check_chunks(&self) -> Result<HashMap<usize, usize>, String> {
+    /// Checks every chunk's tiling and tags; returns the free blocks and the cached blocks
+    /// found (address -> size).
+    fn check_chunks(&self) -> Result<(BlockSizes, BlockSizes), String> {
         let mut free_blocks = HashMap::new();
+        let mut cached_blocks = HashMap::new();
         for (i, record) in self.chunks.iter().enumerate() {
             let base = record.chunk.addr();
             let end = base + record.chunk.len;
@@ -101,7 +111,7 @@ impl Tlsf {
                 let header = unsafe { block.read() };
                 let size = header.size();
                 if size < self.min_block_bytes
-                    || size % self.granularity_bytes != 0
+                    || !size.is_multiple_of(self.granularity_bytes)
                     || size > sentinel - at
                 {
                     return Err(format!("block {at:#x}: bad size {size} (chunk {base:#x})"));
@@ -116,7 +126,15 @@ impl Tlsf {
                     ));
                 }
                 if header.is_prev_free() != prev_free {
-                    return Err(format!("block {at:#x}: PREV_FREE flag disagrees with {prev:p}"));
+                    return Err(format!(
+                        "block {at:#x}: PREV_FREE flag disagrees with {prev:p}"
+                    ));
+                }
+                if header.is_cached() {
+                    if header.is_free() {
+                        return Err(format!("block {at:#x}: both free and cached"));
+                    }
+                    cached_blocks.insert(at, size);
                 }
                 if header.is_free() {
                     if prev_free {
@@ -130,7 +148,9 @@ impl Tlsf {
                 block = block.wrapping_byte_add(size);
             }
             if block as usize != sentinel || tiled_bytes != sentinel - first {
-                return Err(format!("chunk {base:#x}: blocks do not end at the sentinel"));
+                return Err(format!(
+                    "chunk {base:#x}: blocks do not end at the sentinel"
+                ));
             }
             // SAFETY: the sentinel header lies inside the chunk (checked above).
             let closing = unsafe { block.read() };
@@ -142,10 +162,13 @@ impl Tlsf {
                 ));
             }
             if end - (sentinel + HDR_BYTES) >= self.granularity_bytes {
-                return Err(format!("chunk {base:#x}: {} bytes unused at the end", end - sentinel));
+                return Err(format!(
+                    "chunk {base:#x}: {} bytes unused at the end",
+                    end - sentinel
+                ));
             }
         }
-        Ok(free_blocks)
+        Ok((free_blocks, cached_blocks))
     }
 
     /// Checks the free lists and bitmaps against the free blocks found in the chunks.
@@ -154,11 +177,13 @@ impl Tlsf {
         for fl in 0..FL_COUNT {
             let level_bit = self.fl_bitmap & (1 << fl) != 0;
             if level_bit != (self.sl_bitmaps[fl] != 0) {
-                return Err(format!("fl_bitmap bit {fl} disagrees with sl_bitmaps[{fl}]"));
+                return Err(format!(
+                    "fl_bitmap bit {fl} disagrees with sl_bitmaps[{fl}]"
+                ));
             }
             for sl in 0..SL_COUNT {
                 let head = self.free_lists[fl][sl];
-                if (self.sl_bitmaps[fl] & (1 << sl) != 0) != !head.is_null() {
+                if (self.sl_bitmaps[fl] & (1 << sl) == 0) != head.is_null() {
                     return Err(format!("sl_bitmaps[{fl}] bit {sl} disagrees with its list"));
                 }
                 let mut prev: *mut FreeBlockHdr = std::ptr::null_mut();
@@ -190,13 +215,76 @@ impl Tlsf {
             }
         }
         if self.fl_bitmap.checked_shr(FL_COUNT as u32).unwrap_or(0) != 0 {
-            return Err(format!("fl_bitmap {:#x} has bits past the last level", self.fl_bitmap));
+            return Err(format!(
+                "fl_bitmap {:#x} has bits past the last level",
+                self.fl_bitmap
+            ));
         }
         if listed != free_blocks.len() || listed != self.free_block_count {
             return Err(format!(
                 "{} free blocks in chunks, {listed} in lists, free_block_count {}",
                 free_blocks.len(),
                 self.free_block_count
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the front cache stacks against the cached blocks found in the chunks
+    /// (consumed: each is ticked off as its stack is walked).
+    fn check_front_cache(&self, mut cached_blocks: BlockSizes) -> Result<(), String> {
+        let cache = &self.front_cache;
+        let mut total_bytes = 0usize;
+        for (index, bin) in cache.bins.iter().enumerate() {
+            let bin_bytes = FrontCache::bin_block_bytes(index);
+            if bin.count > BLOCKS_PER_BIN {
+                return Err(format!(
+                    "front cache bin of {bin_bytes} bytes holds {} blocks, limit {BLOCKS_PER_BIN}",
+                    bin.count
+                ));
+            }
+            let mut node = bin.top;
+            let mut walked = 0u32;
+            while !node.is_null() {
+                let at = node as usize;
+                // Only follow links of blocks the chunk walk found cached (not yet seen).
+                let Some(size) = cached_blocks.remove(&at) else {
+                    return Err(format!(
+                        "front cache bin of {bin_bytes} bytes holds {at:#x}: not a cached \
+                         block, or in a stack twice"
+                    ));
+                };
+                if size != bin_bytes {
+                    return Err(format!(
+                        "cached block {at:#x} of {size} bytes in the bin of {bin_bytes} bytes"
+                    ));
+                }
+                if at.wrapping_sub(cache.cacheable_start) >= cache.cacheable_len {
+                    return Err(format!("cached block {at:#x} outside the cacheable range"));
+                }
+                walked += 1;
+                total_bytes += size;
+                // SAFETY: `node` is a cached block inside a chunk (found by the walk), at
+                // least `min_block_bytes`, so its payload holds the link word.
+                node = unsafe { payload_of(node).cast::<*mut BlockHdr>().read() };
+            }
+            if walked != bin.count {
+                return Err(format!(
+                    "front cache bin of {bin_bytes} bytes: count {}, {walked} blocks linked",
+                    bin.count
+                ));
+            }
+        }
+        if let Some(at) = cached_blocks.keys().min() {
+            return Err(format!(
+                "{} block(s) flagged cached in no front cache bin, the first at {at:#x}",
+                cached_blocks.len()
+            ));
+        }
+        if total_bytes != cache.cached_bytes || total_bytes > cache.max_bytes {
+            return Err(format!(
+                "front cache holds {total_bytes} bytes, counted {}, limit {}",
+                cache.cached_bytes, cache.max_bytes
             ));
         }
         Ok(())

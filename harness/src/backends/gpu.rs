@@ -1,0 +1,655 @@
+//! GPU backends. Device addresses are never touched by the engine (`AddressSpace::Device`).
+//!
+//! On a CUDA machine (the `cuda` feature, a driver and a device):
+//! - `cuda-malloc`: `cuMemAlloc`/`cuMemFree` per op, the raw baseline (both synchronise);
+//! - `cuda-async`: `cuMemAllocAsync`/`cuMemFreeAsync` on one CUDA stream per trace stream,
+//!   from the device's default memory pool with its release threshold raised (as RMM's
+//!   `cuda_async_memory_resource` does);
+//! - `gpu-pool`: `pools::gpu::GpuPool` on the device, one CUDA stream per trace stream.
+//!
+//! Without a driver all three are `skipped` with the probe's reason.
+//!
+//! With `--simulate-gpu CAPACITY` (no GPU needed):
+//! - `sim-gpu-pool`: `GpuPool` on a `SimulatedDevice` of that capacity;
+//! - `sim-upstream`: the simulated device alone, one upstream call per op (what
+//!   `cuda-malloc` does to a real device).
+//!
+//! Allocations beyond the capacity fail (counted as `alloc_failures`). For both, the
+//! harness also reports `min_capacity_bytes` ([`min_capacity_bytes`]).
+//!
+//! The pool backends use the user's `--config` when it is a GPU config (memory type not
+//! `host`), else `PoolConfig::default_gpu()`.
+
+use super::{BackendFactory, BackendSetup};
+use crate::backend::{AddressSpace, Backend, Unavailable};
+use pools::gpu::{DeviceUpstream, GpuPool, SimulatedDevice, StreamId};
+use pools::{AllocFlags, MemoryPool, MemoryType, PoolConfig};
+use std::ptr::NonNull;
+use std::sync::Mutex;
+use workloads::compiled::CompiledTrace;
+use workloads::event::OpKind;
+
+/// The pool config GPU pool backends use (see the module docs).
+pub fn gpu_config(setup: &BackendSetup) -> PoolConfig {
+    if setup.config.memory_type == MemoryType::Host {
+        PoolConfig::default_gpu()
+    } else {
+        setup.config.clone()
+    }
+}
+
+fn simulated_capacity(setup: &BackendSetup) -> Result<u64, Unavailable> {
+    setup.simulate_gpu_bytes.ok_or_else(|| {
+        Unavailable("needs --simulate-gpu CAPACITY (a simulated device of that size)".into())
+    })
+}
+
+#[inline]
+fn ptr(addr: usize) -> Option<NonNull<u8>> {
+    NonNull::new(addr as *mut u8)
+}
+
+// ---------------------------------------------------------------- GpuPool (any upstream)
+
+/// A `GpuPool` as a backend; a trace stream index is the pool's `StreamId`.
+pub struct GpuPoolBackend {
+    pool: GpuPool,
+}
+
+impl GpuPoolBackend {
+    pub fn new(pool: GpuPool) -> Self {
+        GpuPoolBackend { pool }
+    }
+
+    pub fn pool(&self) -> &GpuPool {
+        &self.pool
+    }
+}
+
+impl Backend for GpuPoolBackend {
+    #[inline]
+    fn alloc(&self, size: usize, align: usize, stream: u16) -> usize {
+        self.pool
+            .allocate_with_on(size, AllocFlags::aligned(align), StreamId(stream))
+            .map_or(0, |p| p.as_ptr() as usize)
+    }
+
+    #[inline]
+    fn free(&self, addr: usize, _size: usize, stream: u16) {
+        if let Some(p) = ptr(addr) {
+            // An error is an engine bug (double free); there is no caller to report it to.
+            let _ = self.pool.deallocate_on(p, StreamId(stream));
+        }
+    }
+
+    fn realloc(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize {
+        let new = self.alloc(new_size, align, stream);
+        if new == 0 {
+            return 0;
+        }
+        if let (Some(old), Some(newp)) = (ptr(addr), ptr(new)) {
+            let bytes = old_size.min(new_size);
+            if bytes > 0 {
+                // The simulated device has nothing to move but checks the ranges; on a
+                // device the copy is ordered on the stream before the free below.
+                let _ = self
+                    .pool
+                    .copy_device_to_device_on(newp, old, bytes, StreamId(stream));
+            }
+            self.free(addr, old_size, stream);
+        }
+        new
+    }
+
+    fn address_space(&self) -> AddressSpace {
+        AddressSpace::Device
+    }
+
+    fn reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().reserved_bytes)
+    }
+
+    fn peak_reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().peak_reserved_bytes)
+    }
+
+    fn finish(&self) {
+        let _ = self.pool.synchronize();
+    }
+}
+
+// ---------------------------------------------------------------- simulated device
+
+/// The simulated device alone: one upstream call per op.
+pub struct SimUpstreamBackend {
+    device: Mutex<SimulatedDevice>,
+}
+
+impl SimUpstreamBackend {
+    pub fn new(capacity_bytes: u64) -> Self {
+        SimUpstreamBackend {
+            device: Mutex::new(SimulatedDevice::new(capacity_bytes)),
+        }
+    }
+
+    fn device(&self) -> std::sync::MutexGuard<'_, SimulatedDevice> {
+        self.device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Backend for SimUpstreamBackend {
+    fn alloc(&self, size: usize, _align: usize, _stream: u16) -> usize {
+        // Ranges are aligned to the granularity (512 B), like cudaMalloc's.
+        self.device().alloc(size as u64).map_or(0, |a| a as usize)
+    }
+
+    fn free(&self, addr: usize, size: usize, _stream: u16) {
+        let _ = self.device().free(addr as u64, size as u64);
+    }
+
+    fn realloc(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize {
+        let new = self.alloc(new_size, align, stream);
+        if new != 0 && addr != 0 {
+            self.free(addr, old_size, stream);
+        }
+        new
+    }
+
+    fn address_space(&self) -> AddressSpace {
+        AddressSpace::Device
+    }
+
+    fn reserved_bytes(&self) -> Option<u64> {
+        Some(self.device().counts().reserved_bytes)
+    }
+
+    fn peak_reserved_bytes(&self) -> Option<u64> {
+        Some(self.device().counts().peak_reserved_bytes)
+    }
+}
+
+pub struct SimGpuPoolFactory;
+
+impl BackendFactory for SimGpuPoolFactory {
+    type Backend = GpuPoolBackend;
+
+    fn name(&self) -> &'static str {
+        "sim-gpu-pool"
+    }
+
+    fn description(&self) -> &'static str {
+        "GpuPool on a simulated device of --simulate-gpu CAPACITY (no GPU needed)"
+    }
+
+    fn in_default_set(&self) -> bool {
+        false
+    }
+
+    fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable> {
+        simulated_capacity(setup).map(|_| ())
+    }
+
+    fn create(&self, setup: &BackendSetup) -> Result<GpuPoolBackend, String> {
+        let capacity = simulated_capacity(setup).map_err(|u| u.0)?;
+        GpuPool::simulated("sim-gpu-pool", gpu_config(setup), capacity)
+            .map(GpuPoolBackend::new)
+            .map_err(|e| e.to_string())
+    }
+
+    fn reserved_source(&self) -> &'static str {
+        "pool-stats"
+    }
+
+    fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
+        Some(gpu_config(setup).summary())
+    }
+}
+
+pub struct SimUpstreamFactory;
+
+impl BackendFactory for SimUpstreamFactory {
+    type Backend = SimUpstreamBackend;
+
+    fn name(&self) -> &'static str {
+        "sim-upstream"
+    }
+
+    fn description(&self) -> &'static str {
+        "the simulated device alone, one upstream call per op (cudaMalloc's baseline)"
+    }
+
+    fn in_default_set(&self) -> bool {
+        false
+    }
+
+    fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable> {
+        simulated_capacity(setup).map(|_| ())
+    }
+
+    fn create(&self, setup: &BackendSetup) -> Result<SimUpstreamBackend, String> {
+        simulated_capacity(setup)
+            .map(SimUpstreamBackend::new)
+            .map_err(|u| u.0)
+    }
+
+    fn reserved_source(&self) -> &'static str {
+        "device"
+    }
+}
+
+// ---------------------------------------------------------------- smallest capacity
+
+/// One op of the trace in global order, as the capacity search replays it.
+#[derive(Clone, Copy)]
+struct SeqOp {
+    slot: u32,
+    kind: OpKind,
+    size: u64,
+    align: usize,
+    stream: u16,
+}
+
+/// The trace's ops in global order.
+fn global_order(trace: &CompiledTrace) -> Vec<SeqOp> {
+    let mut ops: Vec<(u32, SeqOp)> = trace
+        .threads
+        .iter()
+        .flat_map(|t| t.ops.iter())
+        .map(|o| {
+            (
+                o.seq,
+                SeqOp {
+                    slot: o.slot,
+                    kind: o.kind,
+                    size: o.size,
+                    align: o.align(),
+                    stream: o.stream,
+                },
+            )
+        })
+        .collect();
+    ops.sort_unstable_by_key(|&(seq, _)| seq);
+    ops.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Replay `ops` single-threaded against a fresh backend; true when no allocation failed.
+fn replays_without_failure<B: Backend>(backend: &B, ops: &[SeqOp], slots: usize) -> bool {
+    let mut live: Vec<(usize, usize)> = vec![(0, 0); slots];
+    let mut ok = true;
+    for op in ops {
+        let slot = &mut live[op.slot as usize];
+        match op.kind {
+            OpKind::Alloc => {
+                let a = backend.alloc(op.size as usize, op.align, op.stream);
+                if a == 0 {
+                    ok = false;
+                    break;
+                }
+                *slot = (a, op.size as usize);
+            }
+            OpKind::Free => {
+                if slot.0 != 0 {
+                    backend.free(slot.0, slot.1, op.stream);
+                }
+                *slot = (0, 0);
+            }
+            OpKind::Realloc => {
+                let a = backend.realloc(slot.0, slot.1, op.size as usize, op.align, op.stream);
+                if a == 0 {
+                    ok = false;
+                    break;
+                }
+                *slot = (a, op.size as usize);
+            }
+        }
+    }
+    // Free what is left so that dropping the backend does not report leaks.
+    for &(a, s) in &live {
+        if a != 0 {
+            backend.free(a, s, 0);
+        }
+    }
+    ok
+}
+
+/// The smallest simulated capacity at which `backend` (`sim-gpu-pool` or `sim-upstream`)
+/// replays `trace` with no allocation failure, to the device granularity (512 B), found by
+/// bisection over the alloc/free sequence in global order, single-threaded, on a fresh
+/// simulated device per probe. `None` for other backends, or when even 1 PiB fails.
+///
+/// Fragmentation need not be monotone in the capacity; bisection finds a capacity that
+/// works with every probed smaller one failing, which is the figure users ask for.
+pub fn min_capacity_bytes(
+    backend: &str,
+    trace: &CompiledTrace,
+    setup: &BackendSetup,
+) -> Option<u64> {
+    let ops = global_order(trace);
+    let slots = trace.slot_count as usize;
+    let config = gpu_config(setup);
+    let works = |capacity: u64| -> bool {
+        match backend {
+            "sim-gpu-pool" => GpuPool::simulated("min-capacity", config.clone(), capacity)
+                .is_ok_and(|p| replays_without_failure(&GpuPoolBackend::new(p), &ops, slots)),
+            "sim-upstream" => {
+                replays_without_failure(&SimUpstreamBackend::new(capacity), &ops, slots)
+            }
+            _ => false,
+        }
+    };
+    if !matches!(backend, "sim-gpu-pool" | "sim-upstream") {
+        return None;
+    }
+    const STEP: u64 = pools::gpu::SIMULATED_GRANULARITY_BYTES;
+    let mut hi = trace.peak_live_bytes.max(1).next_multiple_of(STEP);
+    while !works(hi) {
+        if hi >= 1 << 50 {
+            return None;
+        }
+        hi *= 2;
+    }
+    // Invariant: `works(hi)`, and every capacity <= `lo` probed so far failed (or is 0).
+    let mut lo = 0;
+    while hi - lo > STEP {
+        let mid = (lo + (hi - lo) / 2) / STEP * STEP;
+        let mid = mid.max(lo + STEP);
+        if works(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Some(hi)
+}
+
+// ---------------------------------------------------------------- CUDA
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use pools::gpu::{CudaDriver, CudaStream};
+    use std::sync::OnceLock;
+
+    /// Streams a backend keeps; trace stream indices beyond share them modulo this.
+    const MAX_STREAMS: usize = 256;
+
+    pub(super) fn available() -> Result<(), Unavailable> {
+        pools::gpu::cuda_available().map_err(Unavailable)
+    }
+
+    /// One CUDA stream per trace stream index, created on first use.
+    pub(super) struct Streams {
+        driver: CudaDriver,
+        streams: Vec<OnceLock<Result<CudaStream, String>>>,
+    }
+
+    impl Streams {
+        pub(super) fn new(driver: CudaDriver) -> Self {
+            Streams {
+                driver,
+                streams: (0..MAX_STREAMS).map(|_| OnceLock::new()).collect(),
+            }
+        }
+
+        #[inline]
+        pub(super) fn get(&self, index: u16) -> Option<&CudaStream> {
+            self.streams[index as usize % MAX_STREAMS]
+                .get_or_init(|| self.driver.create_stream().map_err(|e| e.to_string()))
+                .as_ref()
+                .ok()
+        }
+
+        pub(super) fn synchronize(&self) {
+            for s in self.streams.iter().filter_map(|s| s.get()?.as_ref().ok()) {
+                let _ = self.driver.synchronize_stream(s);
+            }
+        }
+    }
+
+    /// `cuMemAlloc`/`cuMemFree` per op.
+    pub struct CudaMallocBackend {
+        pub(super) driver: CudaDriver,
+    }
+
+    impl Backend for CudaMallocBackend {
+        fn alloc(&self, size: usize, _align: usize, _stream: u16) -> usize {
+            self.driver.malloc(size.max(1)).map_or(0, |a| a as usize)
+        }
+
+        fn free(&self, addr: usize, _size: usize, _stream: u16) {
+            // SAFETY: the engine frees only addresses this backend's `alloc` returned, once,
+            // and never touches device memory.
+            let _ = unsafe { self.driver.free(addr as u64) };
+        }
+
+        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+            let n = self.alloc(new, align, s);
+            if n != 0 && addr != 0 {
+                // SAFETY: both are live allocations of this device, each at least
+                // `min(old, new)` bytes.
+                let _ = unsafe {
+                    self.driver
+                        .memcpy_dtod(n as u64, addr as u64, old.min(new), None)
+                };
+                self.free(addr, old, s);
+            }
+            n
+        }
+
+        fn address_space(&self) -> AddressSpace {
+            AddressSpace::Device
+        }
+
+        fn finish(&self) {
+            let _ = self.driver.synchronize();
+        }
+    }
+
+    /// `cuMemAllocAsync`/`cuMemFreeAsync` on per-trace-stream streams.
+    pub struct CudaAsyncBackend {
+        pub(super) driver: CudaDriver,
+        pub(super) streams: Streams,
+    }
+
+    impl Backend for CudaAsyncBackend {
+        fn alloc(&self, size: usize, _align: usize, stream: u16) -> usize {
+            match self.streams.get(stream) {
+                Some(s) => self
+                    .driver
+                    .malloc_async(size.max(1), s)
+                    .map_or(0, |a| a as usize),
+                None => 0,
+            }
+        }
+
+        fn free(&self, addr: usize, _size: usize, stream: u16) {
+            if let Some(s) = self.streams.get(stream) {
+                // SAFETY: `addr` came from `malloc_async` of this backend and the engine
+                // never uses it again; device work on it is ordered on the trace's streams.
+                let _ = unsafe { self.driver.free_async(addr as u64, s) };
+            }
+        }
+
+        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+            let n = self.alloc(new, align, s);
+            if n != 0 && addr != 0 {
+                if let Some(st) = self.streams.get(s) {
+                    // SAFETY: both are live allocations of this device, ordered on `st`.
+                    let _ = unsafe {
+                        self.driver
+                            .memcpy_dtod(n as u64, addr as u64, old.min(new), Some(st))
+                    };
+                }
+                self.free(addr, old, s);
+            }
+            n
+        }
+
+        fn address_space(&self) -> AddressSpace {
+            AddressSpace::Device
+        }
+
+        fn finish(&self) {
+            self.streams.synchronize();
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaAsyncBackend, CudaMallocBackend};
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::*;
+
+    pub(super) fn available() -> Result<(), Unavailable> {
+        Err(Unavailable(
+            "CUDA was not found: this build has no `cuda` feature".into(),
+        ))
+    }
+
+    /// Stands for the CUDA backends in a build without CUDA; never created.
+    pub enum NoCuda {}
+
+    impl Backend for NoCuda {
+        fn alloc(&self, _: usize, _: usize, _: u16) -> usize {
+            match *self {}
+        }
+        fn free(&self, _: usize, _: usize, _: u16) {
+            match *self {}
+        }
+        fn realloc(&self, _: usize, _: usize, _: usize, _: usize, _: u16) -> usize {
+            match *self {}
+        }
+    }
+
+    pub type CudaMallocBackend = NoCuda;
+    pub type CudaAsyncBackend = NoCuda;
+}
+
+#[cfg(not(feature = "cuda"))]
+pub use cuda::{CudaAsyncBackend, CudaMallocBackend};
+
+fn skipped_reason(u: Unavailable) -> Unavailable {
+    Unavailable(format!("CUDA not found: {}", u.0))
+}
+
+pub struct CudaMallocFactory;
+
+impl BackendFactory for CudaMallocFactory {
+    type Backend = CudaMallocBackend;
+
+    fn name(&self) -> &'static str {
+        "cuda-malloc"
+    }
+
+    fn description(&self) -> &'static str {
+        "cuMemAlloc/cuMemFree per op on device 0 (the raw baseline)"
+    }
+
+    fn check_available(&self, _setup: &BackendSetup) -> Result<(), Unavailable> {
+        cuda::available().map_err(skipped_reason)
+    }
+
+    fn create(&self, _setup: &BackendSetup) -> Result<CudaMallocBackend, String> {
+        #[cfg(feature = "cuda")]
+        {
+            let driver = pools::gpu::CudaDriver::open(0).map_err(|e| e.to_string())?;
+            Ok(CudaMallocBackend { driver })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(cuda::available().unwrap_err().0)
+        }
+    }
+
+    fn reserved_source(&self) -> &'static str {
+        "none"
+    }
+}
+
+pub struct CudaAsyncFactory;
+
+impl BackendFactory for CudaAsyncFactory {
+    type Backend = CudaAsyncBackend;
+
+    fn name(&self) -> &'static str {
+        "cuda-async"
+    }
+
+    fn description(&self) -> &'static str {
+        "cuMemAllocAsync/cuMemFreeAsync per op, one stream per trace stream, release threshold raised"
+    }
+
+    fn check_available(&self, _setup: &BackendSetup) -> Result<(), Unavailable> {
+        cuda::available().map_err(skipped_reason)
+    }
+
+    fn create(&self, _setup: &BackendSetup) -> Result<CudaAsyncBackend, String> {
+        #[cfg(feature = "cuda")]
+        {
+            let driver = pools::gpu::CudaDriver::open(0).map_err(|e| e.to_string())?;
+            driver
+                .raise_default_pool_release_threshold()
+                .map_err(|e| e.to_string())?;
+            Ok(CudaAsyncBackend {
+                streams: cuda::Streams::new(driver.clone()),
+                driver,
+            })
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Err(cuda::available().unwrap_err().0)
+        }
+    }
+
+    fn reserved_source(&self) -> &'static str {
+        "none"
+    }
+}
+
+pub struct GpuPoolFactory;
+
+impl BackendFactory for GpuPoolFactory {
+    type Backend = GpuPoolBackend;
+
+    fn name(&self) -> &'static str {
+        "gpu-pool"
+    }
+
+    fn description(&self) -> &'static str {
+        "pools::gpu::GpuPool on CUDA device 0, stream-ordered, one stream per trace stream"
+    }
+
+    fn check_available(&self, _setup: &BackendSetup) -> Result<(), Unavailable> {
+        cuda::available().map_err(skipped_reason)
+    }
+
+    fn create(&self, setup: &BackendSetup) -> Result<GpuPoolBackend, String> {
+        GpuPool::cuda("gpu-pool", gpu_config(setup))
+            .map(GpuPoolBackend::new)
+            .map_err(|e| e.to_string())
+    }
+
+    fn reserved_source(&self) -> &'static str {
+        "pool-stats"
+    }
+
+    fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
+        Some(gpu_config(setup).summary())
+    }
+}

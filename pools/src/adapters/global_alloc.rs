@@ -1,0 +1,279 @@
+//! `PoolGlobalAlloc`: a `#[global_allocator]` over a lazily created `CpuPool`.
+//!
+//! The pool gets its memory only from `mmap` (`os::OsChunks`), and the size-classed
+//! strategy never touches the Rust heap after construction (its lists are intrusive). Two
+//! things still allocate through the global allocator, i.e. back into us:
+//! - building the pool itself (its name, counters, boxed strategy, class table), and
+//! - building an error value (its message `String`) on a failing path.
+//!
+//! Both are served from a static bootstrap arena (bump allocation, never reused), selected
+//! by a per-thread "inside the pool" flag, so there is no recursion into the pool and no
+//! deadlock on its lock. Frees of arena blocks are ignored.
+//!
+//! Supported configs: `allocator = "size-classed"`, `sync = "mutex"`, no `track_live`
+//! (its map lives on the heap and would be rebuilt from the arena forever). Other configs
+//! are rejected when the pool is first used: a message on stderr (written without
+//! allocating) and every allocation fails, which Rust reports as an allocation failure.
+
+use crate::config::{AllocatorKind, PoolConfig, SyncMode};
+use crate::cpu_pool::CpuPool;
+use crate::pool::{AllocFlags, MemoryPool};
+use std::alloc::{GlobalAlloc, Layout};
+use std::cell::{Cell, UnsafeCell};
+use std::mem::MaybeUninit;
+use std::ptr::{null_mut, NonNull};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+
+const UNINIT: u8 = 0;
+const INITIALIZING: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+/// Bytes of the bootstrap arena shared by every `PoolGlobalAlloc` of the process.
+const BOOTSTRAP_BYTES: usize = 256 * 1024;
+
+#[repr(C, align(4096))]
+struct BootstrapArena {
+    bytes: UnsafeCell<[u8; BOOTSTRAP_BYTES]>,
+    /// Bytes handed out so far; blocks are `[offset, offset + size)` ranges below it and
+    /// are never handed out twice.
+    used_bytes: AtomicUsize,
+}
+
+// SAFETY: disjoint ranges of `bytes` are handed out by an atomic bump of `used_bytes`;
+// each range is then owned by its single caller.
+unsafe impl Sync for BootstrapArena {}
+
+static BOOTSTRAP: BootstrapArena = BootstrapArena {
+    bytes: UnsafeCell::new([0; BOOTSTRAP_BYTES]),
+    used_bytes: AtomicUsize::new(0),
+};
+
+impl BootstrapArena {
+    fn base(&self) -> usize {
+        self.bytes.get() as usize
+    }
+
+    fn allocate(&self, layout: Layout) -> *mut u8 {
+        let base = self.base();
+        let mut used = self.used_bytes.load(Ordering::Relaxed);
+        loop {
+            let start = (base + used).next_multiple_of(layout.align()) - base;
+            let end = start + layout.size();
+            if end > BOOTSTRAP_BYTES {
+                return null_mut();
+            }
+            match self.used_bytes.compare_exchange_weak(
+                used,
+                end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return (base + start) as *mut u8,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn contains(&self, ptr: *mut u8) -> bool {
+        let addr = ptr as usize;
+        addr >= self.base() && addr < self.base() + BOOTSTRAP_BYTES
+    }
+}
+
+thread_local! {
+    /// Set while this thread is inside the pool (or building it): allocations made then
+    /// are the pool's own and go to the bootstrap arena.
+    static IN_POOL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets `IN_POOL` for its lifetime, restoring the previous value.
+struct InPool(bool);
+
+impl InPool {
+    fn enter() -> Self {
+        InPool(IN_POOL.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for InPool {
+    fn drop(&mut self) {
+        let previous = self.0;
+        IN_POOL.with(|f| f.set(previous));
+    }
+}
+
+fn in_pool() -> bool {
+    IN_POOL.with(|f| f.get())
+}
+
+/// A global allocator over a `CpuPool` created on first use:
+///
+/// ```ignore
+/// fn config() -> PoolConfig {
+///     PoolConfig { allocator: AllocatorKind::SizeClassed, ..PoolConfig::default_cpu() }
+/// }
+/// #[global_allocator]
+/// static GLOBAL: PoolGlobalAlloc = PoolGlobalAlloc::new("global", config);
+/// ```
+pub struct PoolGlobalAlloc {
+    name: &'static str,
+    config: fn() -> PoolConfig,
+    /// UNINIT -> INITIALIZING -> READY | FAILED, each transition once.
+    state: AtomicU8,
+    /// Initialised iff `state == READY` (written before the Release store of READY).
+    pool: UnsafeCell<MaybeUninit<CpuPool>>,
+}
+
+// SAFETY: `pool` is written once, by the thread that won UNINIT -> INITIALIZING, before it
+// publishes READY with Release; readers read it only after an Acquire load of READY, and
+// then only through `&CpuPool`, which is `Sync`.
+unsafe impl Sync for PoolGlobalAlloc {}
+
+impl PoolGlobalAlloc {
+    pub const fn new(name: &'static str, config: fn() -> PoolConfig) -> Self {
+        PoolGlobalAlloc {
+            name,
+            config,
+            state: AtomicU8::new(UNINIT),
+            pool: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    /// Why `config` cannot back a global allocator, if it cannot.
+    pub fn unsupported_reason(config: &PoolConfig) -> Option<&'static str> {
+        if config.allocator != AllocatorKind::SizeClassed {
+            Some("PoolGlobalAlloc needs allocator = \"size-classed\" (the only strategy that serves every size without using the Rust heap)")
+        } else if config.sync != SyncMode::Mutex {
+            Some("PoolGlobalAlloc needs sync = \"mutex\" (a global allocator is used from every thread)")
+        } else if config.debug.track_live {
+            Some("PoolGlobalAlloc does not support debug.track_live (the live map lives on the Rust heap)")
+        } else {
+            None
+        }
+    }
+
+    /// The pool, once the first allocation has created it.
+    pub fn pool(&self) -> Option<&CpuPool> {
+        if self.state.load(Ordering::Acquire) == READY {
+            // SAFETY: READY was published after the pool was written (field invariant).
+            Some(unsafe { (*self.pool.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+
+    /// The pool, creating it on first use; `None` if the config is unsupported.
+    #[inline]
+    fn get_or_init(&self) -> Option<&CpuPool> {
+        loop {
+            match self.state.load(Ordering::Acquire) {
+                READY => return self.pool(),
+                FAILED => return None,
+                UNINIT => {
+                    if self
+                        .state
+                        .compare_exchange(
+                            UNINIT,
+                            INITIALIZING,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return self.init();
+                    }
+                }
+                _ => std::hint::spin_loop(),
+            }
+        }
+    }
+
+    #[cold]
+    fn init(&self) -> Option<&CpuPool> {
+        let _guard = InPool::enter();
+        let config = (self.config)();
+        let built = match Self::unsupported_reason(&config) {
+            Some(reason) => Err(reason),
+            None => CpuPool::new(self.name, config).map_err(|_| {
+                "PoolGlobalAlloc: the pool config is invalid (see PoolConfig::validate)"
+            }),
+        };
+        match built {
+            Ok(pool) => {
+                // SAFETY: we won UNINIT -> INITIALIZING, so we are the only writer, and no
+                // reader looks before READY is published below.
+                unsafe { (*self.pool.get()).write(pool) };
+                self.state.store(READY, Ordering::Release);
+                self.pool()
+            }
+            Err(reason) => {
+                write_stderr(reason);
+                self.state.store(FAILED, Ordering::Release);
+                None
+            }
+        }
+    }
+}
+
+/// Write a line to stderr without allocating.
+fn write_stderr(message: &str) {
+    for part in [message.as_bytes(), b"\n"] {
+        // SAFETY: writing a valid byte slice to fd 2; errors are ignored (nothing to do).
+        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+    }
+}
+
+// SAFETY: blocks come from the pool (sized and aligned as asked, or null on failure) or
+// from disjoint ranges of the bootstrap arena; a block is freed where it came from
+// (arena blocks are recognised by address and never reused).
+unsafe impl GlobalAlloc for PoolGlobalAlloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if in_pool() {
+            return BOOTSTRAP.allocate(layout);
+        }
+        let Some(pool) = self.get_or_init() else {
+            return null_mut();
+        };
+        let _guard = InPool::enter();
+        match pool.allocate_with(layout.size(), AllocFlags::aligned(layout.align())) {
+            Ok(ptr) => ptr.as_ptr(),
+            Err(_) => null_mut(),
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if in_pool() {
+            // The arena is zero-initialised and never reused.
+            return BOOTSTRAP.allocate(layout);
+        }
+        let Some(pool) = self.get_or_init() else {
+            return null_mut();
+        };
+        let _guard = InPool::enter();
+        let flags = AllocFlags {
+            align: layout.align(),
+            zeroed: true,
+        };
+        match pool.allocate_with(layout.size(), flags) {
+            Ok(ptr) => ptr.as_ptr(),
+            Err(_) => null_mut(),
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+        if BOOTSTRAP.contains(ptr) {
+            return;
+        }
+        let (Some(pool), Some(ptr)) = (self.pool(), NonNull::new(ptr)) else {
+            return;
+        };
+        let _guard = InPool::enter();
+        if pool.deallocate(ptr).is_err() {
+            write_stderr("PoolGlobalAlloc: free of a pointer the pool does not own (ignored)");
+        }
+    }
+}
