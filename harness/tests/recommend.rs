@@ -25,7 +25,11 @@ fn gen(kind: &str, out: &Path, events: u64, threads: u32) {
         "--threads",
         &threads.to_string(),
     ]);
-    assert!(o.status.success(), "gen {kind}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gen {kind}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 fn recommend(trace: &Path, toml: &Path, extra: &[&str]) -> String {
@@ -58,7 +62,12 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
     let out = recommend(&trace, &toml, &["--budget", "60"]);
     let ranked = out
         .lines()
-        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
         .count();
     assert!(ranked >= 5, "ranking has {ranked} rows:\n{out}");
     assert!(out.contains("Pareto"), "{out}");
@@ -132,4 +141,20 @@ fn bad_arguments_are_usage_errors() {
     assert!(err.contains("/no/such/trace.csv"), "{err}");
     let o = replay(&["recommend", "x.csv", "-o", "y.toml", "--budget", "0"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn device_traces_are_searched_in_the_gpu_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("gpu.csv");
+    let toml = dir.path().join("gpu.toml");
+    gen("gpu-training", &trace, 20_000, 2);
+    let out = recommend(
+        &trace,
+        &toml,
+        &["--budget", "60", "--simulate-gpu", "80GiB"],
+    );
+    let config = PoolConfig::load(&toml).unwrap();
+    assert_eq!(config.memory_type, pools::MemoryType::Device, "{out}");
+    assert!(out.contains("--simulate-gpu"), "{out}");
 }

@@ -91,6 +91,11 @@ pub struct Args {
     /// Worker threads [default: min(trace threads, cores)].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub threads: Option<u32>,
+    /// Search the GPU pool's space on a simulated device of this size (e.g. 2GiB, 80GiB).
+    /// Traces with stream ids are searched in the GPU space anyway: on the real device
+    /// when CUDA is present, else on a simulated device of 2x the trace's peak live bytes.
+    #[arg(long, value_name = "CAPACITY", value_parser = pools::config::parse_bytes)]
+    pub simulate_gpu: Option<u64>,
     /// Trace problems are errors instead of repairs.
     #[arg(long)]
     pub strict: bool,
@@ -277,6 +282,57 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
     out
 }
 
+/// The GPU pool's space: device memory, fixed-size blocks (when the sizes allow) and
+/// variable-size best/first fit, growth chunk size and factor, alignment, initial
+/// reservation and return policy, around `PoolConfig::default_gpu()`.
+pub fn gpu_candidates(shape: &TraceShape) -> Vec<PoolConfig> {
+    let base = PoolConfig::default_gpu();
+    let mut out: Vec<PoolConfig> = Vec::new();
+    let mut push = |c: PoolConfig| {
+        if c.validate().is_ok() && !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    let mut kinds = vec![
+        base.clone(),
+        PoolConfig {
+            fit: FitPolicy::FirstFit,
+            ..base.clone()
+        },
+    ];
+    if shape.fits_fixed_size() {
+        let align = base.alignment.max(shape.largest_align) as u64;
+        kinds.push(PoolConfig {
+            allocator: AllocatorKind::FixedSize,
+            block_size_bytes: (shape.max_size_bytes.div_ceil(align) * align) as usize,
+            ..base.clone()
+        });
+    }
+    for k in kinds {
+        push(k.clone());
+        for chunk in [64 * MIB, 512 * MIB] {
+            push(PoolConfig {
+                chunk_size_bytes: chunk,
+                ..k.clone()
+            });
+        }
+        push(PoolConfig {
+            growth_factor: 1.0,
+            chunk_size_bytes: 32 * MIB,
+            ..k.clone()
+        });
+        push(PoolConfig {
+            alignment: 512,
+            ..k.clone()
+        });
+        push(PoolConfig {
+            return_policy: ReturnPolicy::WhenEmpty,
+            ..k.clone()
+        });
+    }
+    out
+}
+
 /// Ops with `seq < events` of every thread: a valid trace on its own, since an op only
 /// ever waits for ops with a smaller sequence number.
 pub fn prefix(trace: &CompiledTrace, events: u64) -> CompiledTrace {
@@ -424,6 +480,10 @@ pub struct ReplayEvaluator {
     pub path: String,
     pub sanitation: reports::Sanitation,
     pub threads: Option<usize>,
+    /// `pool` (CPU), `gpu-pool` (real device) or `sim-gpu-pool` (simulated device).
+    pub backend: &'static str,
+    /// Size of the simulated device for `sim-gpu-pool`.
+    pub simulate_gpu_bytes: Option<u64>,
 }
 
 impl Evaluator for ReplayEvaluator {
@@ -433,9 +493,11 @@ impl Evaluator for ReplayEvaluator {
         trace: &CompiledTrace,
         runs: u32,
     ) -> anyhow::Result<Measured> {
-        let backend = backends::find("pool").context("the `pool` backend is not registered")?;
+        let backend = backends::find(self.backend)
+            .with_context(|| format!("the `{}` backend is not registered", self.backend))?;
         let opts = ReplayOptions {
-            backends: vec!["pool".into()],
+            backends: vec![self.backend.into()],
+            simulate_gpu_bytes: self.simulate_gpu_bytes,
             config: config.clone(),
             config_source: "recommend candidate".into(),
             threads: self.threads,
@@ -451,6 +513,7 @@ impl Evaluator for ReplayEvaluator {
             compiled: trace,
             sanitation: &self.sanitation,
         };
+        // `replay_inputs_with` adds no backend of its own: only the one asked for runs.
         let artifacts = replay_inputs_with(&[input], &opts, &[backend])?;
         let r = &artifacts.results.traces[0].results[0];
         if r.status != reports::Status::Ok {
@@ -809,11 +872,33 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let loaded = workloads::load_trace(&args.trace, &load)
         .with_context(|| format!("cannot load trace {}", args.trace.display()))?;
     let shape = TraceShape::of(&loaded.compiled);
-    let configs = candidates(&shape);
+    let device_trace = !loaded.compiled.streams.is_empty();
+    let (configs, backend, simulate_gpu_bytes) = if args.simulate_gpu.is_some() || device_trace {
+        match args.simulate_gpu {
+            Some(bytes) => (gpu_candidates(&shape), "sim-gpu-pool", Some(bytes)),
+            None if pools::gpu::cuda_available().is_ok() => {
+                (gpu_candidates(&shape), "gpu-pool", None)
+            }
+            None => {
+                let bytes = (2 * loaded.compiled.peak_live_bytes).max(1 << 30);
+                eprintln!(
+                    "replay recommend: the trace has stream ids and CUDA is not available: \
+                     searching the GPU pool's space on a simulated device of {} \
+                     (set the size with --simulate-gpu)",
+                    human_bytes(bytes)
+                );
+                (gpu_candidates(&shape), "sim-gpu-pool", Some(bytes))
+            }
+        }
+    } else {
+        (candidates(&shape), "pool", None)
+    };
     let mut eval = ReplayEvaluator {
         path: args.trace.display().to_string(),
         sanitation: sanitation_of(&loaded.sanitation),
         threads: args.threads.map(|t| t as usize),
+        backend,
+        simulate_gpu_bytes,
     };
     let bar =
         ProgressBar::with_draw_target(Some(configs.len() as u64), ProgressDrawTarget::hidden());
@@ -850,12 +935,22 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     winner
         .save(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
-    println!(
-        "\nwrote {}; replay it beside system and mimalloc with:\n  replay --config {} {}",
-        args.output.display(),
-        args.output.display(),
-        args.trace.display()
-    );
+    if backend == "pool" {
+        println!(
+            "\nwrote {}; replay it beside system and mimalloc with:\n  replay --config {} {}",
+            args.output.display(),
+            args.output.display(),
+            args.trace.display()
+        );
+    } else {
+        println!(
+            "\nwrote {}; replay it with:\n  replay --config {} {}{}",
+            args.output.display(),
+            args.output.display(),
+            simulate_gpu_bytes.map_or(String::new(), |b| format!("--simulate-gpu {b} ")),
+            args.trace.display()
+        );
+    }
     Ok(0)
 }
 
@@ -904,6 +999,23 @@ mod tests {
             .iter()
             .any(|c| c.sync == SyncMode::SingleThreaded
                 && c.allocator == AllocatorKind::VariableSize));
+    }
+
+    #[test]
+    fn gpu_candidates_are_device_configs() {
+        let cs = gpu_candidates(&shape(1 << 20, 1 << 30, 2));
+        assert!(cs.len() >= 8, "{} candidates", cs.len());
+        for c in &cs {
+            c.validate().unwrap();
+            assert_eq!(c.memory_type, pools::MemoryType::Device);
+            assert!(c.alignment >= 256);
+        }
+        assert!(cs.iter().any(|c| c.fit == FitPolicy::FirstFit));
+        assert!(cs.iter().all(|c| c.allocator != AllocatorKind::FixedSize));
+        let uniform = gpu_candidates(&shape(1 << 20, 1 << 20, 1));
+        assert!(uniform
+            .iter()
+            .any(|c| c.allocator == AllocatorKind::FixedSize));
     }
 
     fn cand(kind: AllocatorKind, ops: f64, p99: u64, res: u64, fail: u64) -> Candidate {
