@@ -167,6 +167,19 @@ impl ChunkSource for OsChunks {
             libc::munmap(chunk.ptr.as_ptr().cast(), chunk.len);
         }
     }
+
+    unsafe fn decommit(&mut self, addr: usize, len: usize) -> bool {
+        if self.huge_pages != HugePages::Off
+            || !addr.is_multiple_of(self.page_bytes)
+            || !len.is_multiple_of(self.page_bytes)
+        {
+            // Huge pages are backed whole; dropping part of one would split it.
+            return false;
+        }
+        // SAFETY: the range is inside one of our private anonymous mappings and unused
+        // (caller); MADV_DONTNEED only drops its pages, which read as zeros afterwards.
+        unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ fn ring_round(
                 barrier.wait();
                 let mut allocated = 0;
                 let mut freed = 0;
-                let mut rng = (t as u64 + 1) * 0x2545_F491_4F6C_DD1D ^ round;
+                let mut rng = ((t as u64 + 1) * 0x2545_F491_4F6C_DD1D) ^ round;
                 for i in 0..per_thread {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;

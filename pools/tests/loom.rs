@@ -298,11 +298,12 @@ fn abandoned_heap_is_adopted_once_with_its_data() {
 #[test]
 fn bump_carves_disjoint_slabs() {
     loom::model(|| {
-        let bump = Arc::new(SlabBump::new(3 * 64, 64));
+        // Four one-page (64-byte) carves race for the three pages after a header page.
+        let bump = Arc::new(SlabBump::new(64, 4 * 64));
         let carvers: Vec<_> = (0..2)
             .map(|_| {
                 let bump = Arc::clone(&bump);
-                thread::spawn(move || [bump.carve(), bump.carve()])
+                thread::spawn(move || [bump.carve(64), bump.carve(64)])
             })
             .collect();
         let mut got: Vec<usize> = carvers
@@ -311,9 +312,9 @@ fn bump_carves_disjoint_slabs() {
             .flatten()
             .collect();
         got.sort_unstable();
-        assert_eq!(got, vec![0, 64, 128], "three slabs, each handed out once");
-        assert!(!bump.has_room());
-        assert_eq!(bump.carved_bytes(), 3 * 64);
+        assert_eq!(got, vec![64, 128, 192], "three slabs, each handed out once");
+        assert!(!bump.has_room(64));
+        assert_eq!(bump.carved_bytes(), 4 * 64);
     });
 }
 

@@ -1,20 +1,20 @@
-//! The fixed-size allocator: uniform blocks in segments, an intrusive free list, O(1).
+//! The fixed-size allocator: uniform blocks in spans, an intrusive free list, O(1).
 //!
 //! ```text
 //! free_head -> [blk] -> [blk] -> [blk] -> null      (next pointer in each free block's
 //!                                                     first word)
-//! segment:  | header+bitmap | blk | blk | ... | blk | ... never handed out ... |
-//!                                                 ^ bump_next            ^ bump_end
+//! span:  | blk | blk | ... | blk | ... never handed out ... | [live bitmap] |
+//!                               ^ bump_next            ^ bump_end
 //! ```
 //!
 //! Allocation pops the free list, else carves the next never-used block of the current
-//! segment (so a fresh segment is not touched before use), else takes a segment from the
-//! [`SegmentHeap`]. Freeing pushes. Neither touches the segment header unless the class
-//! tracks segments (checked mode: a live bitmap; return-when-empty: live counts).
+//! span (so a fresh span is not touched before use), else takes a span (a few pages) from
+//! the [`SegmentHeap`]. Freeing pushes. Neither touches the span header unless the class
+//! tracks spans (checked mode: a live bitmap; return-when-empty: live counts).
 
-use crate::alloc::segment::{ClassLayout, Region, SegmentHeader, SegmentHeap, MIN_SEGMENT_BYTES};
+use crate::alloc::segment::{ClassLayout, Region, SegmentHeap, SpanHeader, MIN_SEGMENT_BYTES};
 use crate::alloc::{BlockState, Strategy, Upstream};
-use crate::config::{PoolConfig, ReturnPolicy};
+use crate::config::{HugePages, PoolConfig, ReturnPolicy};
 use crate::error::PoolError;
 use std::ptr::{null_mut, NonNull};
 
@@ -26,20 +26,20 @@ struct FreeBlock {
 /// One block size's free list and bump region; the memory is in a `SegmentHeap` passed to
 /// every call, so the size-classed allocator can share one heap among its classes.
 pub(crate) struct FixedClass {
-    /// Written into the headers of this class's segments.
+    /// Written into the headers of this class's spans.
     owner: u32,
     layout: ClassLayout,
-    /// Invariant: every node is a free (not live) block of a segment owned by this class,
+    /// Invariant: every node is a free (not live) block of a span owned by this class,
     /// and each free block is in the list at most once.
     free_head: *mut FreeBlock,
-    /// Never-used blocks of `bump_segment`: `[bump_next, bump_end)`, a multiple of the
-    /// stride long; empty when `bump_segment` is null.
+    /// Never-used blocks of `bump_span`: `[bump_next, bump_end)`, a multiple of the
+    /// stride long; empty when `bump_span` is null.
     bump_next: usize,
     bump_end: usize,
-    bump_segment: *mut SegmentHeader,
-    /// Keep `live_blocks` of each segment, and return a segment to the heap when it empties.
-    return_empty_segments: bool,
-    /// Keep the live bitmap of each segment (exact `block_state`, double-free detection).
+    bump_span: *mut SpanHeader,
+    /// Keep `live_blocks` of each span, and return a span to the heap when it empties.
+    return_empty_spans: bool,
+    /// Keep the live bitmap of each span (exact `block_state`, double-free detection).
     checked: bool,
 }
 
@@ -55,8 +55,8 @@ impl FixedClass {
             free_head: null_mut(),
             bump_next: 0,
             bump_end: 0,
-            bump_segment: null_mut(),
-            return_empty_segments: return_empty,
+            bump_span: null_mut(),
+            return_empty_spans: return_empty,
             checked,
         }
     }
@@ -72,40 +72,38 @@ impl FixedClass {
     }
 
     #[inline]
-    fn tracks_segments(&self) -> bool {
-        self.return_empty_segments || self.checked
+    fn tracks_spans(&self) -> bool {
+        self.return_empty_spans || self.checked
     }
 
     #[inline]
     pub(crate) fn allocate(&mut self, heap: &mut SegmentHeap) -> Result<NonNull<u8>, PoolError> {
         let block = if let Some(block) = NonNull::new(self.free_head) {
-            // SAFETY: free-list nodes are free blocks of our segments (invariant), at least
+            // SAFETY: free-list nodes are free blocks of our spans (invariant), at least
             // 8 bytes and 8-aligned, holding the next link in their first word.
             self.free_head = unsafe { (*block.as_ptr()).next };
             block.cast::<u8>()
         } else if self.bump_next < self.bump_end {
             let block = self.bump_next;
             self.bump_next += self.layout.block_stride_bytes;
-            // SAFETY: the bump region lies inside a segment, which is never at address 0.
+            // SAFETY: the bump region lies inside a span, which is never at address 0.
             unsafe { NonNull::new_unchecked(block as *mut u8) }
         } else {
-            return self.allocate_from_new_segment(heap);
+            return self.allocate_from_new_span(heap);
         };
-        if self.tracks_segments() {
-            // SAFETY: block was handed out just now from one of our segments.
+        if self.tracks_spans() {
+            // SAFETY: block was handed out just now from one of our spans.
             unsafe { self.on_block_allocated(heap, block) };
         }
         Ok(block)
     }
 
     #[cold]
-    fn allocate_from_new_segment(
-        &mut self,
-        heap: &mut SegmentHeap,
-    ) -> Result<NonNull<u8>, PoolError> {
-        let seg = heap.take_segment(self.owner, &self.layout)?;
-        let first = seg.as_ptr() as usize + self.layout.first_block_offset;
-        self.bump_segment = seg.as_ptr();
+    fn allocate_from_new_span(&mut self, heap: &mut SegmentHeap) -> Result<NonNull<u8>, PoolError> {
+        let seg = heap.take_span(self.owner, &self.layout)?;
+        // SAFETY: the header was just initialised by `take_span`.
+        let first = unsafe { seg.as_ref() }.span_base;
+        self.bump_span = seg.as_ptr();
         self.bump_next = first;
         self.bump_end = first + self.layout.block_capacity * self.layout.block_stride_bytes;
         self.allocate(heap)
@@ -114,7 +112,7 @@ impl FixedClass {
     /// # Safety
     /// `block` is a block of this class just handed out.
     unsafe fn on_block_allocated(&mut self, heap: &SegmentHeap, block: NonNull<u8>) {
-        // SAFETY: block is ours, so its header is one of our class's segment headers.
+        // SAFETY: block is ours, so its header is one of our class's span headers.
         let seg = unsafe { &mut *heap.header_of(block).as_ptr() };
         seg.live_blocks += 1;
         if self.checked {
@@ -133,7 +131,7 @@ impl FixedClass {
     /// `block` was handed out by this class with `heap` and is not freed since.
     #[inline]
     pub(crate) unsafe fn deallocate(&mut self, heap: &mut SegmentHeap, block: NonNull<u8>) {
-        if self.tracks_segments() {
+        if self.tracks_spans() {
             // SAFETY: forwarded contract.
             let returned = unsafe { self.on_block_freed(heap, block) };
             if returned {
@@ -150,14 +148,14 @@ impl FixedClass {
         self.free_head = node;
     }
 
-    /// Bookkeeping of a freed block; returns true when its segment emptied and went back
+    /// Bookkeeping of a freed block; returns true when its span emptied and went back
     /// to the heap (then the block must not be pushed).
     ///
     /// # Safety
     /// As for `deallocate`.
     #[cold]
     unsafe fn on_block_freed(&mut self, heap: &mut SegmentHeap, block: NonNull<u8>) -> bool {
-        // SAFETY: block is ours, so its header is one of our class's segment headers.
+        // SAFETY: block is ours, so its header is one of our class's span headers.
         let seg_ptr = unsafe { heap.header_of(block) };
         // SAFETY: as above; no other reference to the header is alive.
         let seg = unsafe { &mut *seg_ptr.as_ptr() };
@@ -168,26 +166,22 @@ impl FixedClass {
             }
         }
         seg.live_blocks -= 1;
-        if self.return_empty_segments
-            && seg.live_blocks == 0
-            && seg_ptr.as_ptr() != self.bump_segment
-        {
-            self.purge_segment(seg_ptr.as_ptr());
-            // SAFETY: the segment has no live blocks and none of its blocks is in our free
+        if self.return_empty_spans && seg.live_blocks == 0 && seg_ptr.as_ptr() != self.bump_span {
+            self.purge_span(seg_ptr.as_ptr());
+            // SAFETY: the span has no live blocks and none of its blocks is in our free
             // list any more.
-            unsafe { heap.return_segment(seg_ptr) };
+            unsafe { heap.return_span(seg_ptr) };
             return true;
         }
         false
     }
 
     /// Unlink every free block of `seg` from the free list: O(free blocks of the class),
-    /// paid only when a segment empties under `ReturnPolicy::WhenEmpty`.
-    fn purge_segment(&mut self, seg: *mut SegmentHeader) {
-        let start = seg as usize;
-        let end = start
-            + (self.layout.first_block_offset
-                + self.layout.block_capacity * self.layout.block_stride_bytes);
+    /// paid only when a span empties under `ReturnPolicy::WhenEmpty`.
+    fn purge_span(&mut self, seg: *mut SpanHeader) {
+        // SAFETY: seg is a span header of this class (caller), initialised.
+        let start = unsafe { (*seg).span_base };
+        let end = start + self.layout.block_capacity * self.layout.block_stride_bytes;
         let mut link: *mut *mut FreeBlock = &mut self.free_head;
         // SAFETY: every node is a free block of ours (list invariant); link always points
         // at either `free_head` or a live node's `next` field.
@@ -206,16 +200,16 @@ impl FixedClass {
     /// Forget every block (the heap is reset alongside).
     pub(crate) fn reset(&mut self) {
         self.free_head = null_mut();
-        self.bump_segment = null_mut();
+        self.bump_span = null_mut();
         self.bump_next = 0;
         self.bump_end = 0;
     }
 
-    /// Checked state of `addr` inside a segment of this class.
+    /// Checked state of `addr` inside a span of this class.
     pub(crate) fn block_state_in(
         &self,
         heap: &SegmentHeap,
-        seg: NonNull<SegmentHeader>,
+        seg: NonNull<SpanHeader>,
         addr: usize,
     ) -> BlockState {
         // SAFETY: `region_of` returned this class-owned segment, its header is initialised.
@@ -228,7 +222,7 @@ impl FixedClass {
             unsafe { heap.is_marked_live(seg, index) }
         } else {
             // Without the bitmap only never-carved blocks are known to be free.
-            !(seg.as_ptr() == self.bump_segment && addr >= self.bump_next)
+            !(seg.as_ptr() == self.bump_span && addr >= self.bump_next)
         };
         if live {
             BlockState::Live(self.layout.block_stride_bytes)
@@ -238,7 +232,8 @@ impl FixedClass {
     }
 }
 
-/// Segment size for blocks of `stride` bytes: at least 8 blocks per segment.
+/// Segment size for blocks of up to `stride` bytes: at least 8 blocks per segment, so the
+/// largest block spans at most 16 of its 128 pages.
 pub(crate) fn segment_bytes_for(largest_stride_bytes: usize) -> usize {
     (largest_stride_bytes.next_power_of_two() * 8).max(MIN_SEGMENT_BYTES)
 }
@@ -274,8 +269,9 @@ impl FixedSizeAllocator {
             segment_bytes_for(stride),
             config.initial_size_bytes,
             config.return_policy == ReturnPolicy::WhenEmpty,
+            config.huge_pages == HugePages::Off,
         )?;
-        let layout = heap.class_layout(stride);
+        let layout = heap.class_layout(stride, config.debug.check_pointers);
         let class = FixedClass::new(
             0,
             layout,
@@ -346,10 +342,9 @@ impl Strategy for FixedSizeAllocator {
         match self.heap.region_of(ptr.as_ptr() as usize) {
             Region::Foreign => BlockState::Foreign,
             Region::Unowned | Region::Large { .. } => BlockState::NotLive,
-            Region::Segment(seg) => {
-                self.class
-                    .block_state_in(&self.heap, seg, ptr.as_ptr() as usize)
-            }
+            Region::Span(seg) => self
+                .class
+                .block_state_in(&self.heap, seg, ptr.as_ptr() as usize),
         }
     }
 

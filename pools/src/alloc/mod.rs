@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 pub mod fixed;
 pub mod lockfree;
-pub mod size_class;
 pub mod segment;
+pub mod size_class;
 pub mod size_classed;
 pub mod variable;
 
@@ -54,6 +54,16 @@ pub trait ChunkSource: Send {
     /// `chunk` was returned by `alloc_chunk` of this source, unchanged, and no byte of it
     /// is used any more.
     unsafe fn free_chunk(&mut self, chunk: Chunk);
+
+    /// Give the physical memory behind `[addr, addr + len)` back while keeping the range
+    /// mapped (it reads as zeros when touched again). Returns whether the source did; the
+    /// default cannot, and callers then keep counting the bytes as reserved.
+    ///
+    /// # Safety
+    /// The range lies inside a chunk of this source and no byte of it is in use.
+    unsafe fn decommit(&mut self, _addr: usize, _len: usize) -> bool {
+        false
+    }
 }
 
 /// Chunk growth policy and limit in front of a `ChunkSource`.
@@ -172,6 +182,64 @@ impl Upstream {
     pub unsafe fn release(&mut self, chunk: Chunk) {
         self.reserved_bytes -= chunk.len;
         self.stats.on_release(chunk.len);
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.source.free_chunk(chunk) };
+    }
+
+    /// Address space for a segment whose pages are committed later, one by one, with
+    /// [`commit`](Self::commit): the chunk is not counted as reserved (the caller counts
+    /// what it commits). Fails only when the source fails.
+    pub fn map_uncommitted(&mut self, bytes: usize, align: usize) -> Result<Chunk, PoolError> {
+        self.source.alloc_chunk(bytes, align).ok_or_else(|| {
+            PoolError::oom(
+                &self.pool_name,
+                bytes,
+                0,
+                self.max_size_bytes.unwrap_or(usize::MAX),
+            )
+        })
+    }
+
+    /// Count `bytes` of a `map_uncommitted` chunk as reserved (the caller is about to
+    /// touch them), within the limit.
+    pub fn commit(&mut self, bytes: usize) -> Result<(), PoolError> {
+        if bytes > self.available_bytes() {
+            return Err(PoolError::oom(
+                &self.pool_name,
+                bytes,
+                self.available_bytes(),
+                self.max_size_bytes.unwrap_or(usize::MAX),
+            ));
+        }
+        self.reserved_bytes += bytes;
+        self.stats.on_reserve(bytes);
+        Ok(())
+    }
+
+    /// Give the memory of committed, unused bytes back to the source; they stop counting
+    /// as reserved if the source could (`ChunkSource::decommit`). Returns whether it did.
+    ///
+    /// # Safety
+    /// The range lies in a `map_uncommitted` chunk of this upstream, was committed, and
+    /// no byte of it is in use.
+    pub unsafe fn decommit(&mut self, addr: usize, bytes: usize) -> bool {
+        // SAFETY: forwarded from the caller's contract.
+        let done = unsafe { self.source.decommit(addr, bytes) };
+        if done {
+            self.reserved_bytes -= bytes;
+            self.stats.on_release(bytes);
+        }
+        done
+    }
+
+    /// Unmap a `map_uncommitted` chunk of which `committed_bytes` are counted.
+    ///
+    /// # Safety
+    /// `chunk` came from `map_uncommitted` of this upstream, unchanged, exactly
+    /// `committed_bytes` of it are counted, and no byte of it is used any more.
+    pub unsafe fn unmap_uncommitted(&mut self, chunk: Chunk, committed_bytes: usize) {
+        self.reserved_bytes -= committed_bytes;
+        self.stats.on_release(committed_bytes);
         // SAFETY: forwarded from the caller's contract.
         unsafe { self.source.free_chunk(chunk) };
     }

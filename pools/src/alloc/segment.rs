@@ -1,25 +1,44 @@
-//! Segments: the chunk layer under the fixed-size and size-classed allocators.
+//! Segments, pages and spans: the memory layer under the fixed-size and size-classed
+//! allocators (mimalloc-style).
 //!
-//! Upstream chunks are aligned to, and cut into, segments of `segment_bytes` (a power of
-//! two). Every segment starts with a [`SegmentHeader`], so the header of any block is found
-//! in O(1) by masking its address; no per-block header exists.
+//! A *segment* is `segment_bytes` of address space (a power of two, aligned to itself) cut
+//! into [`PAGES_PER_SEGMENT`] pages. Page 0 holds the [`SegmentHeader`]: the free-page and
+//! committed-page bitmaps, a *page map* (for every page of a span, the span's first page)
+//! and one [`SpanHeader`] per possible span start. A *span* is a run of pages owned by one
+//! size class; its blocks start at its first byte. A class with three live blocks costs
+//! one span (one page for every class up to a page), not a whole segment.
 //!
 //! ```text
-//! chunk (aligned to segment_bytes, len = n * segment_bytes)
-//! +-----------------------------+-----------------------------+---
-//! | hdr(+chunk fields) | blocks | hdr | blocks of another class | ...
-//! +-----------------------------+-----------------------------+---
-//! ^ segment 0                   ^ segment 1
-//!
+//! segment (segment_bytes, aligned to segment_bytes; 128 pages of segment_bytes / 128)
+//! +----------------------------+--------+--------+-----------------+--------+------
+//! | page 0: SegmentHeader      | span   | span   | span (3 pages)  | free   | ...
+//! |  free/committed bitmaps    | cls 4  | cls 9  | class 27        | page   |
+//! |  first_page[128] page map -+-> 1    | 2      | 3    3    3    |        |
+//! |  spans[128]: SpanHeader    | blocks | blocks | blocks ...  [bm]|        |
+//! +----------------------------+--------+--------+-----------------+--------+------
+//!                                                     [bm] = live bitmap (checked only)
 //! large object, align < segment_bytes:        large object, align >= segment_bytes:
-//! | hdr | pad | block ................ |       | pad | hdr | pad | block ........ |
-//! ^ chunk base, segment-aligned                ^ base      ^ block - segment_bytes
+//! | LargeHeader | pad | block ......... |     | pad | LargeHeader | pad | block ..... |
+//! ^ chunk base, segment-aligned               ^ base   ^ block - segment_bytes
 //! ```
 //!
-//! [`header_of`](SegmentHeap::header_of) computes `(block - 1) & !(segment_bytes - 1)`:
-//! for a block not on a segment boundary that is its segment's start; a block on a
-//! segment boundary can only be a large object aligned to at least `segment_bytes`, whose
-//! header sits exactly one segment below it.
+//! [`header_of`](SegmentHeap::header_of) is O(1): `base = block & !(segment_bytes - 1)`.
+//! A block never starts at a page segment's base (page 0 is the header), so `block ==
+//! base` means a large object aligned to at least `segment_bytes`, whose header sits one
+//! segment below. Otherwise the first word at `base` tells a page segment (then
+//! `spans[first_page[(block - base) / page_bytes]]`) from a large object's header.
+//!
+//! Taking a span looks for the lowest run of free pages in the segment last used, then in
+//! the others (a few shifts of a 128-bit map per segment; this is the refill slow path,
+//! paid once per span of blocks), and maps a new segment only when none has room.
+//!
+//! Reserved bytes count what is committed, not the address space: a segment is mapped
+//! without being counted, and each page is counted when a span first takes it (the pages
+//! of `initial_size_bytes` are counted at creation; with huge pages every page at once,
+//! as the kernel backs them whole). A page stays counted until its segment is unmapped,
+//! or, under `ReturnPolicy::WhenEmpty`, until its span empties and the page is handed
+//! back with `MADV_DONTNEED` (`reset(true)` does the same for every page beyond the
+//! initial ones). So `reserved_bytes` is an upper bound of the memory touched.
 //!
 //! The heap never uses the Rust global heap after construction: its lists are intrusive
 //! (through the headers), so a pool on it can serve as the global allocator.
@@ -27,72 +46,104 @@
 use crate::alloc::{Chunk, Upstream};
 use crate::error::PoolError;
 use std::mem::size_of;
-use std::ptr::{null_mut, NonNull};
+use std::ptr::{addr_of_mut, null_mut, NonNull};
 
-/// `SegmentHeader::magic` of every initialised header; checked by debug assertions.
+/// `SegmentHeader::magic`: the first word of every page segment.
 const SEGMENT_MAGIC: u32 = 0x5E67_4E47;
-/// `SegmentHeader::owner` of a segment in the free-segment list.
-pub(crate) const OWNER_FREE: u32 = u32::MAX;
-/// `SegmentHeader::owner` of a large object's header.
+/// `SpanHeader::magic` of every span in use and of every large object's header.
+const SPAN_MAGIC: u32 = 0x5A4E_4D47;
+/// `SpanHeader::owner` of a large object's header.
 pub(crate) const OWNER_LARGE: u32 = u32::MAX - 1;
 
-/// Smallest segment: large enough that the header and bitmap are a small fraction.
-pub const MIN_SEGMENT_BYTES: usize = 64 * 1024;
+/// Pages per segment; page 0 is the header. The page bitmaps are one `u128` each.
+pub const PAGES_PER_SEGMENT: usize = 128;
+/// Every page but page 0.
+const ALL_SPAN_PAGES: u128 = !1;
 
-/// Alignment cap for blocks inside segments: blocks are laid out from a page-aligned
-/// offset at most, so a 32 KiB class does not waste 32 KiB on its header.
+/// Smallest segment (8 KiB pages).
+pub const MIN_SEGMENT_BYTES: usize = 1024 * 1024;
+
+/// Alignment cap for blocks inside spans: a power-of-two class is naturally aligned up to
+/// this; larger alignments take the large-object path.
 pub const MAX_IN_SEGMENT_ALIGN: usize = 4096;
 
 /// Bytes before the block of a large object aligned below `segment_bytes`.
 const LARGE_HEADER_BYTES: usize = 128;
 
-/// The header at the start of every segment (and in front of every large object).
+/// A span's description (in its segment's header), or the first part of a large object's
+/// header. Invariant: while `owner` is a class index, `[span_base, span_base +
+/// block_capacity * block_stride_bytes)` are the span's blocks, all inside the span.
 #[repr(C)]
-pub(crate) struct SegmentHeader {
+pub(crate) struct SpanHeader {
     magic: u32,
-    /// `OWNER_FREE`, `OWNER_LARGE`, or the index of the class owning the blocks.
+    /// `OWNER_LARGE`, or the index of the class owning the blocks.
     pub(crate) owner: u32,
-    /// Block layout of the owning class (meaningless while free).
     pub(crate) block_stride_bytes: usize,
-    pub(crate) first_block_offset: usize,
     pub(crate) block_capacity: usize,
-    /// Live blocks of this segment; maintained only by classes that track (see
-    /// `FixedClass::tracks_segments`).
+    /// Live blocks of this span; maintained only by classes that track (see
+    /// `FixedClass::tracks_spans`).
     pub(crate) live_blocks: usize,
-    /// Next segment in the heap's free-segment list while `owner == OWNER_FREE`.
-    next_free: *mut SegmentHeader,
-    /// Base of the chunk this segment (or large object) lives in.
-    chunk_base: usize,
-    /// Chunk fields, valid in segment 0 of a chunk and in large-object headers:
-    /// chunk length in bytes, list links, and (segment chunks) free segments of the chunk.
-    chunk_len: usize,
-    next_chunk: *mut SegmentHeader,
-    prev_chunk: *mut SegmentHeader,
-    free_segments_in_chunk: usize,
-    /// Large objects: the block's address. Segment chunks: 1 for the initial chunk.
-    aux: usize,
-    // Followed (segments owned by a class) by `ceil(capacity / 64)` u64 words of
-    // live-block bitmap, maintained only by checked classes.
+    /// Address of block 0 (the span's first page).
+    pub(crate) span_base: usize,
+    /// Offset from `span_base` of the live bitmap (`ceil(capacity / 64)` words after the
+    /// blocks); 0 when the class keeps none.
+    bitmap_offset: usize,
+    span_pages: usize,
 }
 
-const HEADER_BYTES: usize = size_of::<SegmentHeader>();
-const _: () = assert!(HEADER_BYTES <= LARGE_HEADER_BYTES);
+/// A large object's header, at its chunk's segment-aligned base (or one segment below an
+/// over-aligned block).
+#[repr(C)]
+struct LargeHeader {
+    span: SpanHeader,
+    chunk_base: usize,
+    chunk_len: usize,
+    /// The large-object list (doubly linked).
+    next: *mut LargeHeader,
+    prev: *mut LargeHeader,
+    block_addr: usize,
+}
 
-impl SegmentHeader {
-    /// The live-block bitmap words following the header.
+/// Page 0 of every segment.
+#[repr(C)]
+struct SegmentHeader {
+    magic: u32,
+    /// Mapped at creation for `initial_size_bytes`: kept by `reset(true)`.
+    initial: bool,
+    /// Bit `p` set iff page `p` is in no span. Bit 0 is never set.
+    free_pages: u128,
+    /// Bit `p` set iff page `p` is counted in the upstream's reserved bytes. Bit 0 is
+    /// always set (the header is touched).
+    committed_pages: u128,
+    /// The pages counted when the segment was mapped; `reset(true)` gives the others back.
+    initial_committed_pages: u128,
+    /// All segments, doubly linked.
+    next: *mut SegmentHeader,
+    prev: *mut SegmentHeader,
+    /// For every page `p` of a span: the span's first page. Meaningless for free pages.
+    first_page: [u8; PAGES_PER_SEGMENT],
+    /// `spans[p]` describes the span starting at page `p`.
+    spans: [SpanHeader; PAGES_PER_SEGMENT],
+}
+
+const _: () = assert!(size_of::<SegmentHeader>() <= MIN_SEGMENT_BYTES / PAGES_PER_SEGMENT);
+const _: () = assert!(size_of::<LargeHeader>() <= LARGE_HEADER_BYTES);
+
+impl SpanHeader {
+    /// The live-block bitmap words.
     fn bitmap(&mut self) -> *mut u64 {
-        // SAFETY: the header is followed by the bitmap area inside the same segment
-        // (`class_layout` reserves it); offsetting by one header stays in bounds.
-        unsafe { (self as *mut SegmentHeader).add(1).cast::<u64>() }
+        debug_assert!(self.bitmap_offset != 0);
+        (self.span_base + self.bitmap_offset) as *mut u64
     }
 
     /// Set (`live`) or clear the bitmap bit of block `index`; returns the old bit.
     ///
     /// # Safety
-    /// `self` is a segment owned by a class and `index < block_capacity`.
+    /// `self` is a span owned by a checked class and `index < block_capacity`.
     pub(crate) unsafe fn swap_live_bit(&mut self, index: usize, live: bool) -> bool {
         debug_assert!(index < self.block_capacity);
-        // SAFETY: index < capacity, and the bitmap holds ceil(capacity / 64) words.
+        // SAFETY: index < capacity, and the bitmap holds ceil(capacity / 64) words inside
+        // the span (`class_layout` leaves room for it after the blocks).
         let word = unsafe { &mut *self.bitmap().add(index / 64) };
         let bit = 1u64 << (index % 64);
         let old = *word & bit != 0;
@@ -111,10 +162,9 @@ impl SegmentHeader {
         unsafe { *self.bitmap().add(index / 64) & (1u64 << (index % 64)) != 0 }
     }
 
-    /// Index of the block at `addr` if `addr` is exactly a block start of this segment.
+    /// Index of the block at `addr` if `addr` is exactly a block start of this span.
     pub(crate) fn block_index(&self, addr: usize) -> Option<usize> {
-        let seg = self as *const SegmentHeader as usize;
-        let offset = addr.checked_sub(seg + self.first_block_offset)?;
+        let offset = addr.checked_sub(self.span_base)?;
         let index = offset / self.block_stride_bytes;
         (offset % self.block_stride_bytes == 0 && index < self.block_capacity).then_some(index)
     }
@@ -125,11 +175,11 @@ impl SegmentHeader {
 pub(crate) enum Region {
     /// Not in any chunk of this heap.
     Foreign,
-    /// In a segment chunk but not inside a class-owned block area (a header, a free
-    /// segment, the unusable tail).
+    /// In a segment but not inside a class-owned block area (the header page, a free
+    /// page, the unusable tail of a span).
     Unowned,
-    /// Inside the block area of a class-owned segment.
-    Segment(NonNull<SegmentHeader>),
+    /// Inside the block area of a class-owned span.
+    Span(NonNull<SpanHeader>),
     /// Inside a large object's chunk: the header and the usable bytes from the block.
     Large {
         block_addr: usize,
@@ -137,31 +187,35 @@ pub(crate) enum Region {
     },
 }
 
-/// Per-class layout inside a segment.
+/// Per-class layout of a span.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ClassLayout {
     pub(crate) block_stride_bytes: usize,
-    pub(crate) first_block_offset: usize,
     pub(crate) block_capacity: usize,
-    /// Alignment every block of the class has: `min(lowest bit of stride, 4 KiB)`.
+    /// Alignment every block has: `min(lowest bit of stride, 4 KiB)`.
     pub(crate) block_align: usize,
+    pub(crate) span_pages: usize,
+    /// Offset of the live bitmap from the span base; 0 without one.
+    bitmap_offset: usize,
 }
 
-/// Segment list management over an `Upstream`. Not thread-safe (`&mut self`).
+/// Segment and span management over an `Upstream`. Not thread-safe (`&mut self`).
 pub struct SegmentHeap {
     upstream: Upstream,
     segment_shift: u32,
-    /// Segment chunks, linked through segment 0's `next_chunk`/`prev_chunk`. Invariant:
-    /// each is aligned to `segment_bytes`, and each of its `chunk_len >> segment_shift`
-    /// segments has an initialised header.
-    chunks: *mut SegmentHeader,
-    /// Segments with `owner == OWNER_FREE`, linked through `next_free`; exactly those.
-    free_segments: *mut SegmentHeader,
-    /// Large objects, doubly linked through their headers' chunk links.
-    large: *mut SegmentHeader,
-    /// Return a chunk to the upstream as soon as all its segments are free (except the
-    /// initial chunk).
+    page_shift: u32,
+    /// Every mapped segment (doubly linked through `next`/`prev`); each is aligned to
+    /// `segment_bytes` and has an initialised header.
+    segments: *mut SegmentHeader,
+    /// Null or a listed segment: where the next span is looked for first.
+    current: *mut SegmentHeader,
+    /// Large objects, doubly linked through their headers.
+    large: *mut LargeHeader,
+    /// Give an emptied span's pages back (`MADV_DONTNEED`), and unmap a segment as soon as
+    /// all its pages are free (except initial segments).
     return_when_empty: bool,
+    /// Count pages as they are first used (normal pages); otherwise whole segments.
+    lazy_commit: bool,
 }
 
 // SAFETY: the raw pointers all point into chunks this heap owns exclusively; moving the
@@ -170,33 +224,45 @@ unsafe impl Send for SegmentHeap {}
 
 impl SegmentHeap {
     /// A heap with segments of `segment_bytes` (a power of two, at least
-    /// `MIN_SEGMENT_BYTES`), reserving `initial_bytes` (rounded up to segments) at once.
+    /// `MIN_SEGMENT_BYTES`), counting `initial_bytes` (rounded up to pages, plus the header
+    /// pages) as reserved at once. `lazy_commit` counts other pages when first used (see
+    /// the module doc); pass `false` for huge pages.
     pub fn new(
         upstream: Upstream,
         segment_bytes: usize,
         initial_bytes: usize,
         return_when_empty: bool,
+        lazy_commit: bool,
     ) -> Result<Self, PoolError> {
         assert!(segment_bytes.is_power_of_two() && segment_bytes >= MIN_SEGMENT_BYTES);
         let mut heap = SegmentHeap {
             upstream,
             segment_shift: segment_bytes.trailing_zeros(),
-            chunks: null_mut(),
-            free_segments: null_mut(),
+            page_shift: (segment_bytes / PAGES_PER_SEGMENT).trailing_zeros(),
+            segments: null_mut(),
+            current: null_mut(),
             large: null_mut(),
             return_when_empty,
+            lazy_commit,
         };
-        if initial_bytes > 0 {
-            let bytes = round_up(initial_bytes, segment_bytes);
-            let chunk = heap.upstream.alloc_exact(bytes, segment_bytes)?;
-            heap.add_chunk(chunk, true)?;
+        let mut pages_left = initial_bytes.div_ceil(heap.page_bytes());
+        while pages_left > 0 {
+            let pages = pages_left.min(PAGES_PER_SEGMENT);
+            heap.map_segment(pages, true)?;
+            pages_left -= pages;
         }
+        heap.current = heap.segments;
         Ok(heap)
     }
 
     #[inline]
     pub fn segment_bytes(&self) -> usize {
         1 << self.segment_shift
+    }
+
+    #[inline]
+    pub fn page_bytes(&self) -> usize {
+        1 << self.page_shift
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -207,45 +273,94 @@ impl SegmentHeap {
         self.upstream.reserved_bytes()
     }
 
-    /// The layout of blocks of `stride` bytes (a multiple of 8, at most a quarter segment).
-    pub(crate) fn class_layout(&self, block_stride_bytes: usize) -> ClassLayout {
-        let segment = self.segment_bytes();
-        debug_assert!(block_stride_bytes >= 8 && block_stride_bytes <= segment / 4);
-        let block_align =
-            (block_stride_bytes & block_stride_bytes.wrapping_neg()).min(MAX_IN_SEGMENT_ALIGN);
-        let bitmap_bytes = (segment / block_stride_bytes).div_ceil(64) * 8;
-        let first_block_offset = round_up(HEADER_BYTES + bitmap_bytes, block_align);
-        ClassLayout {
-            block_stride_bytes,
-            first_block_offset,
-            block_capacity: (segment - first_block_offset) / block_stride_bytes,
-            block_align,
+    /// The span layout for blocks of `stride` bytes (a multiple of 8, at most an eighth of
+    /// a segment): the fewest pages that waste at most an eighth of the span (else the
+    /// least wasteful of up to 16 pages), with a live bitmap after the blocks if `checked`.
+    pub(crate) fn class_layout(&self, block_stride_bytes: usize, checked: bool) -> ClassLayout {
+        let stride = block_stride_bytes;
+        debug_assert!(stride >= 8 && stride <= self.segment_bytes() / 8);
+        let layout = |pages: usize| {
+            let span = pages << self.page_shift;
+            let mut capacity = span / stride;
+            let bitmap_bytes = |c: usize| if checked { c.div_ceil(64) * 8 } else { 0 };
+            while capacity > 0 && round_up(capacity * stride, 8) + bitmap_bytes(capacity) > span {
+                capacity -= 1;
+            }
+            ClassLayout {
+                block_stride_bytes: stride,
+                block_capacity: capacity,
+                block_align: (stride & stride.wrapping_neg()).min(MAX_IN_SEGMENT_ALIGN),
+                span_pages: pages,
+                bitmap_offset: if checked {
+                    round_up(capacity * stride, 8)
+                } else {
+                    0
+                },
+            }
+        };
+        let waste = |l: &ClassLayout| {
+            ((l.span_pages << self.page_shift) - l.block_capacity * stride) as f64
+                / (l.span_pages << self.page_shift) as f64
+        };
+        let max_pages = 16.min(PAGES_PER_SEGMENT - 1);
+        let candidates = (1..=max_pages).map(layout).filter(|l| l.block_capacity > 0);
+        if let Some(l) = candidates.clone().find(|l| waste(l) <= 0.125) {
+            return l;
         }
+        candidates
+            .min_by(|a, b| waste(a).total_cmp(&waste(b)))
+            .expect("a block of at most an eighth of a segment fits in 16 pages")
     }
 
-    /// The header governing a block this heap handed out.
+    /// The span (or large-object) header governing a block this heap handed out.
     ///
     /// # Safety
     /// `block` is a block handed out by a class of this heap or by `alloc_large`, not yet
     /// given back (then the header lies in one of our chunks, see the module doc).
     #[inline]
-    pub(crate) unsafe fn header_of(&self, block: NonNull<u8>) -> NonNull<SegmentHeader> {
-        let addr = (block.as_ptr() as usize - 1) & !(self.segment_bytes() - 1);
-        // SAFETY: addr is the header address inside our chunk (caller's contract), which
-        // is non-null because chunks never start at address 0.
-        let header = unsafe { NonNull::new_unchecked(addr as *mut SegmentHeader) };
+    pub(crate) unsafe fn header_of(&self, block: NonNull<u8>) -> NonNull<SpanHeader> {
+        let addr = block.as_ptr() as usize;
+        let base = addr & !(self.segment_bytes() - 1);
+        // SAFETY: unless `addr == base`, base is the start of the segment or large chunk
+        // holding the block (caller's contract); both begin with an initialised u32.
+        let header = if addr == base {
+            (addr - self.segment_bytes()) as *mut SpanHeader
+        } else if unsafe { *(base as *const u32) } == SEGMENT_MAGIC {
+            let segment = base as *mut SegmentHeader;
+            let page = (addr - base) >> self.page_shift;
+            // SAFETY: a page segment's header; `page` < 128, and the page belongs to the
+            // block's span, so its map entry names the span's first page.
+            unsafe {
+                let first = (*segment).first_page[page] as usize;
+                addr_of_mut!((*segment).spans[first])
+            }
+        } else {
+            base as *mut SpanHeader
+        };
+        // SAFETY: inside our chunk, hence non-null.
+        let header = unsafe { NonNull::new_unchecked(header) };
         // SAFETY: the header is initialised memory of ours (caller's contract).
-        debug_assert_eq!(unsafe { header.as_ref() }.magic, SEGMENT_MAGIC);
+        debug_assert_eq!(unsafe { header.as_ref() }.magic, SPAN_MAGIC);
         header
     }
 
-    /// Carve `chunk` into free segments and link it.
-    fn add_chunk(&mut self, chunk: Chunk, initial: bool) -> Result<(), PoolError> {
+    /// Map a segment with pages `0..commit_pages` counted (all of them without lazy
+    /// commit), and link it.
+    fn map_segment(
+        &mut self,
+        commit_pages: usize,
+        initial: bool,
+    ) -> Result<*mut SegmentHeader, PoolError> {
         let segment = self.segment_bytes();
-        let count = chunk.len >> self.segment_shift;
-        if count == 0 || chunk.addr() & (segment - 1) != 0 {
-            // SAFETY: the chunk came from our upstream just now and holds nothing.
-            unsafe { self.upstream.release(chunk) };
+        let commit_pages = if self.lazy_commit {
+            commit_pages.clamp(1, PAGES_PER_SEGMENT)
+        } else {
+            PAGES_PER_SEGMENT
+        };
+        let chunk = self.upstream.map_uncommitted(segment, segment)?;
+        if chunk.len != segment || chunk.addr() & (segment - 1) != 0 {
+            // SAFETY: fresh from our upstream, holds nothing, nothing counted.
+            unsafe { self.upstream.unmap_uncommitted(chunk, 0) };
             return Err(PoolError::invalid_op(
                 self.upstream.pool_name(),
                 format!(
@@ -253,143 +368,183 @@ impl SegmentHeap {
                 ),
             ));
         }
-        for i in (0..count).rev() {
-            let seg = (chunk.addr() + i * segment) as *mut SegmentHeader;
-            // SAFETY: seg is the start of segment i of a chunk we own exclusively, aligned
-            // to the segment size (>= align_of header) and large enough for a header.
-            unsafe {
-                seg.write(SegmentHeader {
-                    magic: SEGMENT_MAGIC,
-                    owner: OWNER_FREE,
-                    block_stride_bytes: 0,
-                    first_block_offset: 0,
-                    block_capacity: 0,
-                    live_blocks: 0,
-                    next_free: self.free_segments,
-                    chunk_base: chunk.addr(),
-                    chunk_len: 0,
-                    next_chunk: null_mut(),
-                    prev_chunk: null_mut(),
-                    free_segments_in_chunk: 0,
-                    aux: 0,
-                })
-            };
-            self.free_segments = seg;
+        if let Err(e) = self.upstream.commit(commit_pages << self.page_shift) {
+            // SAFETY: as above.
+            unsafe { self.upstream.unmap_uncommitted(chunk, 0) };
+            return Err(e);
         }
-        let head = chunk.addr() as *mut SegmentHeader;
-        // SAFETY: head is segment 0's header, initialised above; the old list head (if
-        // any) is segment 0 of another chunk of ours.
+        let header = chunk.addr() as *mut SegmentHeader;
+        let committed = if commit_pages == PAGES_PER_SEGMENT {
+            u128::MAX
+        } else {
+            (1u128 << commit_pages) - 1
+        };
+        // SAFETY: page 0 of a fresh mapping we own exclusively, aligned and large enough
+        // for the header (const assertion above). Fresh anonymous memory is zero, which
+        // is a valid (unused) SpanHeader array; the fields are written one by one so the
+        // 7 KiB array is not copied.
         unsafe {
-            (*head).chunk_len = chunk.len;
-            (*head).free_segments_in_chunk = count;
-            (*head).aux = usize::from(initial);
-            (*head).next_chunk = self.chunks;
-            if !self.chunks.is_null() {
-                (*self.chunks).prev_chunk = head;
+            addr_of_mut!((*header).magic).write(SEGMENT_MAGIC);
+            addr_of_mut!((*header).initial).write(initial);
+            addr_of_mut!((*header).free_pages).write(ALL_SPAN_PAGES);
+            addr_of_mut!((*header).committed_pages).write(committed);
+            addr_of_mut!((*header).initial_committed_pages).write(committed);
+            addr_of_mut!((*header).prev).write(null_mut());
+            addr_of_mut!((*header).next).write(self.segments);
+            if !self.segments.is_null() {
+                (*self.segments).prev = header;
             }
         }
-        self.chunks = head;
-        Ok(())
+        self.segments = header;
+        Ok(header)
     }
 
-    /// A segment for a class, from the free list or a new growth chunk. The header is set
-    /// to `layout` with an all-clear bitmap and no live blocks.
-    pub(crate) fn take_segment(
+    /// A span for a class, from the lowest free run of pages of a segment, or from a new
+    /// segment. Its header is set to `layout` with an all-clear bitmap and no live blocks.
+    pub(crate) fn take_span(
         &mut self,
         owner: u32,
         layout: &ClassLayout,
-    ) -> Result<NonNull<SegmentHeader>, PoolError> {
-        if self.free_segments.is_null() {
-            self.grow()?;
-        }
-        let seg = self.free_segments;
-        // SAFETY: seg is a free segment of one of our chunks (list invariant); its chunk's
-        // segment 0 holds the chunk fields; the bitmap words fit before the first block
-        // (`class_layout`).
-        unsafe {
-            self.free_segments = (*seg).next_free;
-            let chunk_head = (*seg).chunk_base as *mut SegmentHeader;
-            (*chunk_head).free_segments_in_chunk -= 1;
-            (*seg).owner = owner;
-            (*seg).block_stride_bytes = layout.block_stride_bytes;
-            (*seg).first_block_offset = layout.first_block_offset;
-            (*seg).block_capacity = layout.block_capacity;
-            (*seg).live_blocks = 0;
-            (*seg).next_free = null_mut();
-            (*seg)
-                .bitmap()
-                .write_bytes(0, layout.block_capacity.div_ceil(64));
-            Ok(NonNull::new_unchecked(seg))
-        }
-    }
-
-    /// Take a growth chunk from the upstream: the growth policy's size rounded up to whole
-    /// segments, capped by what is left under the limit.
-    fn grow(&mut self) -> Result<(), PoolError> {
-        let segment = self.segment_bytes();
-        let mut bytes = round_up(self.upstream.next_chunk_bytes(segment), segment);
-        let available = self.upstream.available_bytes() & !(segment - 1);
-        if bytes > available && available >= segment {
-            bytes = available;
-        }
-        let chunk = self.upstream.grow(bytes, segment)?;
-        self.add_chunk(chunk, false)
-    }
-
-    /// Give a class's segment back (its blocks must no longer be in any free list).
-    ///
-    /// # Safety
-    /// `seg` is a class-owned segment of this heap with no live blocks, and no pointer
-    /// into its blocks is used any more.
-    pub(crate) unsafe fn return_segment(&mut self, seg: NonNull<SegmentHeader>) {
-        let seg = seg.as_ptr();
-        // SAFETY: seg is one of our segments (caller); its chunk's segment 0 is ours.
-        let chunk_head = unsafe {
-            (*seg).owner = OWNER_FREE;
-            (*seg).next_free = self.free_segments;
-            self.free_segments = seg;
-            let chunk_head = (*seg).chunk_base as *mut SegmentHeader;
-            (*chunk_head).free_segments_in_chunk += 1;
-            chunk_head
-        };
-        // SAFETY: chunk_head is segment 0 of a chunk in our list.
-        let (free, len, initial) = unsafe {
-            (
-                (*chunk_head).free_segments_in_chunk,
-                (*chunk_head).chunk_len,
-                (*chunk_head).aux == 1,
-            )
-        };
-        if self.return_when_empty && !initial && free == len >> self.segment_shift {
-            // SAFETY: every segment of the chunk is free, so nothing uses it.
-            unsafe { self.release_chunk(chunk_head) };
-        }
-    }
-
-    /// Unlink an entirely free segment chunk from both lists and return it upstream.
-    ///
-    /// # Safety
-    /// `head` is segment 0 of a chunk in our list whose segments are all free and unused.
-    unsafe fn release_chunk(&mut self, head: *mut SegmentHeader) {
-        // SAFETY: all list nodes are headers in our chunks (list invariants); the chunk's
-        // segments are free and unused (caller), so unmapping it after unlinking is sound.
-        unsafe {
-            let base = head as usize;
-            let len = (*head).chunk_len;
-            let mut link: *mut *mut SegmentHeader = &mut self.free_segments;
-            while !(*link).is_null() {
-                let seg = *link;
-                if (seg as usize) >= base && (seg as usize) < base + len {
-                    *link = (*seg).next_free;
-                } else {
-                    link = &mut (*seg).next_free;
-                }
+    ) -> Result<NonNull<SpanHeader>, PoolError> {
+        let pages = layout.span_pages;
+        let (segment, first) = match self.find_free_run(pages) {
+            Some(found) => found,
+            None => {
+                let segment = self.map_segment(1, false)?;
+                (segment, 1)
             }
-            unlink(&mut self.chunks, head);
-            self.upstream.release(Chunk {
-                ptr: NonNull::new_unchecked(head.cast()),
-                len,
+        };
+        self.current = segment;
+        let mask = run_mask(first, pages);
+        // SAFETY: segment is one of our segments (list invariant); `mask` covers free
+        // pages `first..first + pages` inside it (find_free_run / fresh segment).
+        unsafe {
+            let uncommitted = mask & !(*segment).committed_pages;
+            if uncommitted != 0 {
+                self.upstream
+                    .commit((uncommitted.count_ones() as usize) << self.page_shift)?;
+                (*segment).committed_pages |= uncommitted;
+            }
+            (*segment).free_pages &= !mask;
+            let base = segment as usize + (first << self.page_shift);
+            let map = &mut (*segment).first_page;
+            for entry in &mut map[first..first + pages] {
+                *entry = first as u8;
+            }
+            let span = addr_of_mut!((*segment).spans[first]);
+            span.write(SpanHeader {
+                magic: SPAN_MAGIC,
+                owner,
+                block_stride_bytes: layout.block_stride_bytes,
+                block_capacity: layout.block_capacity,
+                live_blocks: 0,
+                span_base: base,
+                bitmap_offset: layout.bitmap_offset,
+                span_pages: pages,
             });
+            if layout.bitmap_offset != 0 {
+                (*span)
+                    .bitmap()
+                    .write_bytes(0, layout.block_capacity.div_ceil(64));
+            }
+            Ok(NonNull::new_unchecked(span))
+        }
+    }
+
+    /// The lowest run of `pages` free pages: in `current` first, then in any segment.
+    fn find_free_run(&self, pages: usize) -> Option<(*mut SegmentHeader, usize)> {
+        if let Some(current) = NonNull::new(self.current) {
+            // SAFETY: current is a listed segment (field invariant).
+            if let Some(first) = lowest_run(unsafe { current.as_ref() }.free_pages, pages) {
+                return Some((current.as_ptr(), first));
+            }
+        }
+        let mut node = self.segments;
+        while !node.is_null() {
+            // SAFETY: list nodes are headers of our segments.
+            let (free, next) = unsafe { ((*node).free_pages, (*node).next) };
+            if let Some(first) = lowest_run(free, pages) {
+                return Some((node, first));
+            }
+            node = next;
+        }
+        None
+    }
+
+    /// Give a class's span back (its blocks must no longer be in any free list).
+    ///
+    /// # Safety
+    /// `span` is a class-owned span of this heap with no live blocks, and no pointer into
+    /// its blocks is used any more.
+    pub(crate) unsafe fn return_span(&mut self, span: NonNull<SpanHeader>) {
+        let segment = (span.as_ptr() as usize & !(self.segment_bytes() - 1)) as *mut SegmentHeader;
+        // SAFETY: the span header lives in its segment's page 0 (caller: a span of ours).
+        unsafe {
+            let (base, pages) = (span.as_ref().span_base, span.as_ref().span_pages);
+            let first = (base - segment as usize) >> self.page_shift;
+            let mask = run_mask(first, pages);
+            (*segment).free_pages |= mask;
+            if !self.return_when_empty {
+                return;
+            }
+            if (*segment).free_pages == ALL_SPAN_PAGES && !(*segment).initial {
+                self.release_segment(segment);
+                return;
+            }
+            // The initial pages stay counted: the config asked for them.
+            let grown = mask & (*segment).committed_pages & !(*segment).initial_committed_pages;
+            self.decommit_pages(segment, grown);
+        }
+    }
+
+    /// Give the committed pages of `pages` back to the OS, one run at a time, and stop
+    /// counting those the source could decommit.
+    ///
+    /// # Safety
+    /// `segment` is ours and no byte of `pages` (committed, outside page 0) is in use.
+    unsafe fn decommit_pages(&mut self, segment: *mut SegmentHeader, pages: u128) {
+        let mut left = pages;
+        while left != 0 {
+            let first = left.trailing_zeros() as usize;
+            let len = (!(left >> first)).trailing_zeros() as usize;
+            let run = run_mask(first, len);
+            left &= !run;
+            let addr = segment as usize + (first << self.page_shift);
+            // SAFETY: committed pages of our segment, unused (caller).
+            if unsafe { self.upstream.decommit(addr, len << self.page_shift) } {
+                // SAFETY: as above.
+                unsafe { (*segment).committed_pages &= !run };
+            }
+        }
+    }
+
+    /// Unlink a segment and unmap it.
+    ///
+    /// # Safety
+    /// `segment` is listed and none of its pages is used any more.
+    unsafe fn release_segment(&mut self, segment: *mut SegmentHeader) {
+        // SAFETY: caller's contract; list nodes are valid headers.
+        unsafe {
+            let (prev, next) = ((*segment).prev, (*segment).next);
+            if prev.is_null() {
+                self.segments = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            if self.current == segment {
+                self.current = self.segments;
+            }
+            let committed = ((*segment).committed_pages.count_ones() as usize) << self.page_shift;
+            self.upstream.unmap_uncommitted(
+                Chunk {
+                    ptr: NonNull::new_unchecked(segment.cast()),
+                    len: self.segment_bytes(),
+                },
+                committed,
+            );
         }
     }
 
@@ -417,56 +572,68 @@ impl SegmentHeap {
         let bytes = block_offset.checked_add(size_bytes).ok_or_else(too_big)?;
         let chunk = self.upstream.alloc_exact(bytes, align.max(segment))?;
         let block_addr = chunk.addr() + block_offset;
-        let header = (chunk.addr() + header_offset) as *mut SegmentHeader;
+        let header = (chunk.addr() + header_offset) as *mut LargeHeader;
         // SAFETY: the header lies in the fresh chunk, segment-aligned (chunk base and
         // header_offset are segment multiples), before the block.
         unsafe {
-            header.write(SegmentHeader {
-                magic: SEGMENT_MAGIC,
-                owner: OWNER_LARGE,
-                block_stride_bytes: 0,
-                first_block_offset: 0,
-                block_capacity: 0,
-                live_blocks: 1,
-                next_free: null_mut(),
+            header.write(LargeHeader {
+                span: SpanHeader {
+                    magic: SPAN_MAGIC,
+                    owner: OWNER_LARGE,
+                    block_stride_bytes: 0,
+                    block_capacity: 0,
+                    live_blocks: 1,
+                    span_base: block_addr,
+                    bitmap_offset: 0,
+                    span_pages: 0,
+                },
                 chunk_base: chunk.addr(),
                 chunk_len: chunk.len,
-                next_chunk: self.large,
-                prev_chunk: null_mut(),
-                free_segments_in_chunk: 0,
-                aux: block_addr,
+                next: self.large,
+                prev: null_mut(),
+                block_addr,
             });
             if !self.large.is_null() {
-                (*self.large).prev_chunk = header;
+                (*self.large).prev = header;
             }
         }
         self.large = header;
-        debug_assert_eq!((block_addr - 1) & !(segment - 1), header as usize);
         // SAFETY: block_addr is inside a chunk, hence non-null.
-        Ok(unsafe { NonNull::new_unchecked(block_addr as *mut u8) })
+        let block = unsafe { NonNull::new_unchecked(block_addr as *mut u8) };
+        // SAFETY: the header was just written.
+        debug_assert_eq!(unsafe { self.header_of(block) }.as_ptr(), header.cast());
+        Ok(block)
     }
 
     /// Usable bytes of a large object whose header is `header`.
     ///
     /// # Safety
-    /// `header` is the header of a live large object of this heap.
-    pub(crate) unsafe fn large_usable_bytes(&self, header: NonNull<SegmentHeader>) -> usize {
-        // SAFETY: caller's contract; the header is initialised.
-        let h = unsafe { header.as_ref() };
-        h.chunk_base + h.chunk_len - h.aux
+    /// `header` is the header (from `header_of`, owner `OWNER_LARGE`) of a live large
+    /// object of this heap.
+    pub(crate) unsafe fn large_usable_bytes(&self, header: NonNull<SpanHeader>) -> usize {
+        // SAFETY: caller's contract: a large header begins with this span header.
+        let h = unsafe { header.cast::<LargeHeader>().as_ref() };
+        h.chunk_base + h.chunk_len - h.block_addr
     }
 
     /// Free a large object; returns its usable bytes.
     ///
     /// # Safety
-    /// `header` is the header of a live large object of this heap, whose bytes are no
-    /// longer used.
-    pub(crate) unsafe fn free_large(&mut self, header: NonNull<SegmentHeader>) -> usize {
+    /// As for `large_usable_bytes`, and the object's bytes are no longer used.
+    pub(crate) unsafe fn free_large(&mut self, header: NonNull<SpanHeader>) -> usize {
         // SAFETY: caller's contract; the header is in our large list.
         unsafe {
             let usable = self.large_usable_bytes(header);
-            let h = header.as_ptr();
-            unlink(&mut self.large, h);
+            let h = header.cast::<LargeHeader>().as_ptr();
+            let (prev, next) = ((*h).prev, (*h).next);
+            if prev.is_null() {
+                self.large = next;
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
             let chunk = Chunk {
                 ptr: NonNull::new_unchecked((*h).chunk_base as *mut u8),
                 len: (*h).chunk_len,
@@ -476,30 +643,25 @@ impl SegmentHeap {
         }
     }
 
-    /// Where `addr` lies, without reading outside our chunks: O(chunks + large objects).
+    /// Where `addr` lies, without reading outside our chunks: O(segments + large objects).
     pub(crate) fn region_of(&self, addr: usize) -> Region {
-        let segment = self.segment_bytes();
-        let mut node = self.chunks;
+        let mut node = self.segments;
         while !node.is_null() {
-            // SAFETY: list nodes are segment-0 headers of our chunks.
-            let (base, len, next) =
-                unsafe { (node as usize, (*node).chunk_len, (*node).next_chunk) };
-            if addr >= base && addr < base + len {
-                let seg_addr = addr & !(segment - 1);
-                if seg_addr + segment > base + ((len >> self.segment_shift) << self.segment_shift) {
+            let base = node as usize;
+            // SAFETY: list nodes are headers of our segments.
+            let header = unsafe { &mut *node };
+            if addr >= base && addr < base + self.segment_bytes() {
+                let page = (addr - base) >> self.page_shift;
+                if page == 0 || header.free_pages & (1u128 << page) != 0 {
                     return Region::Unowned;
                 }
-                let seg = seg_addr as *mut SegmentHeader;
-                // SAFETY: seg_addr is the start of a whole segment inside this chunk,
-                // whose header is initialised (chunk invariant).
-                let owner = unsafe { (*seg).owner };
-                if owner == OWNER_FREE || addr < seg_addr + HEADER_BYTES {
+                let span = &mut header.spans[header.first_page[page] as usize];
+                if addr >= span.span_base + span.block_capacity * span.block_stride_bytes {
                     return Region::Unowned;
                 }
-                // SAFETY: seg is non-null (inside a chunk).
-                return Region::Segment(unsafe { NonNull::new_unchecked(seg) });
+                return Region::Span(NonNull::from(span));
             }
-            node = next;
+            node = header.next;
         }
         let mut node = self.large;
         while !node.is_null() {
@@ -507,106 +669,102 @@ impl SegmentHeap {
             let h = unsafe { &*node };
             if addr >= h.chunk_base && addr < h.chunk_base + h.chunk_len {
                 return Region::Large {
-                    block_addr: h.aux,
-                    usable_bytes: h.chunk_base + h.chunk_len - h.aux,
+                    block_addr: h.block_addr,
+                    usable_bytes: h.chunk_base + h.chunk_len - h.block_addr,
                 };
             }
-            node = h.next_chunk;
+            node = h.next;
         }
         Region::Foreign
     }
 
-    /// Whether block `index` of a class-owned segment is marked live in its bitmap.
+    /// Whether block `index` of a class-owned span is marked live in its bitmap.
     ///
     /// # Safety
-    /// `seg` is a class-owned segment of this heap and `index < block_capacity`.
-    pub(crate) unsafe fn is_marked_live(&self, seg: NonNull<SegmentHeader>, index: usize) -> bool {
+    /// `span` is a span of a checked class of this heap and `index < block_capacity`.
+    pub(crate) unsafe fn is_marked_live(&self, span: NonNull<SpanHeader>, index: usize) -> bool {
         // SAFETY: forwarded contract.
-        unsafe { (*seg.as_ptr()).live_bit(index) }
+        unsafe { (*span.as_ptr()).live_bit(index) }
     }
 
-    /// Free every large object and every segment. With `return_chunks`, return every chunk
-    /// except the initial one and forget the growth history.
+    /// Free every large object and every span. With `return_chunks`, unmap every segment
+    /// but the initial ones.
     pub fn reset(&mut self, return_chunks: bool) {
         while !self.large.is_null() {
             // SAFETY: list nodes are live large objects; reset invalidates every block.
-            unsafe { self.free_large(NonNull::new_unchecked(self.large)) };
+            unsafe { self.free_large(NonNull::new_unchecked(self.large.cast())) };
         }
-        self.free_segments = null_mut();
-        let mut node = self.chunks;
+        let mut node = self.segments;
         while !node.is_null() {
-            // SAFETY: node is segment 0 of a chunk of ours; after reset nothing uses any
-            // block, so a non-initial chunk can be returned; the others are re-carved.
+            // SAFETY: node is one of our segments; after reset nothing uses any block.
             unsafe {
-                let next = (*node).next_chunk;
-                let len = (*node).chunk_len;
-                let initial = (*node).aux == 1;
-                if return_chunks && !initial {
-                    unlink(&mut self.chunks, node);
-                    self.upstream.release(Chunk {
-                        ptr: NonNull::new_unchecked(node.cast()),
-                        len,
-                    });
+                let next = (*node).next;
+                if return_chunks && !(*node).initial {
+                    self.release_segment(node);
                 } else {
-                    let count = len >> self.segment_shift;
-                    for i in (0..count).rev() {
-                        let seg = (node as usize + (i << self.segment_shift)) as *mut SegmentHeader;
-                        (*seg).owner = OWNER_FREE;
-                        (*seg).next_free = self.free_segments;
-                        self.free_segments = seg;
+                    (*node).free_pages = ALL_SPAN_PAGES;
+                    let grown = (*node).committed_pages & !(*node).initial_committed_pages;
+                    if return_chunks && grown != 0 {
+                        self.decommit_pages(node, grown);
                     }
-                    (*node).free_segments_in_chunk = count;
                 }
                 node = next;
             }
         }
-        if return_chunks {
-            self.upstream.reset_growth();
-        }
+        self.current = self.segments;
     }
 }
 
 impl Drop for SegmentHeap {
     fn drop(&mut self) {
         self.reset(true);
-        while !self.chunks.is_null() {
-            let head = self.chunks;
-            // SAFETY: after reset every segment is free and the pool is going away.
-            unsafe {
-                let len = (*head).chunk_len;
-                unlink(&mut self.chunks, head);
-                self.upstream.release(Chunk {
-                    ptr: NonNull::new_unchecked(head.cast()),
-                    len,
-                });
-            }
+        while !self.segments.is_null() {
+            // SAFETY: after reset every page is free and the pool is going away.
+            unsafe { self.release_segment(self.segments) };
         }
     }
 }
 
-/// Remove `node` from the doubly linked list (through `next_chunk`/`prev_chunk`) at `head`.
-///
-/// # Safety
-/// `node` is in the list and every node of it is a valid header.
-unsafe fn unlink(head: &mut *mut SegmentHeader, node: *mut SegmentHeader) {
-    // SAFETY: caller's contract: node and its neighbours are valid headers.
-    unsafe {
-        let prev = (*node).prev_chunk;
-        let next = (*node).next_chunk;
-        if prev.is_null() {
-            *head = next;
-        } else {
-            (*prev).next_chunk = next;
+/// Bits `first..first + pages` (with `first + pages <= 128`).
+#[inline]
+fn run_mask(first: usize, pages: usize) -> u128 {
+    let run = if pages >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << pages) - 1
+    };
+    run << first
+}
+
+/// The lowest `first` with bits `first..first + pages` all set in `free`.
+#[inline]
+fn lowest_run(free: u128, pages: usize) -> Option<usize> {
+    let mut starts = free;
+    for shift in 1..pages {
+        starts &= free >> shift;
+        if starts == 0 {
+            return None;
         }
-        if !next.is_null() {
-            (*next).prev_chunk = prev;
-        }
-        (*node).prev_chunk = null_mut();
-        (*node).next_chunk = null_mut();
     }
+    (starts != 0).then(|| starts.trailing_zeros() as usize)
 }
 
 #[inline]
 pub(crate) fn round_up(value: usize, align: usize) -> usize {
     (value + align - 1) & !(align - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_run_finds_the_first_fit() {
+        assert_eq!(lowest_run(ALL_SPAN_PAGES, 1), Some(1));
+        assert_eq!(lowest_run(ALL_SPAN_PAGES, 127), Some(1));
+        assert_eq!(lowest_run(ALL_SPAN_PAGES, 128), None);
+        assert_eq!(lowest_run(0b1101_1010, 2), Some(3));
+        assert_eq!(lowest_run(0b1101_1010, 3), None);
+        assert_eq!(run_mask(3, 2), 0b11000);
+    }
 }

@@ -4,19 +4,23 @@
 //! ```text
 //! request (size, align) --class_of--> classes[c] --free list / bump / new segment
 //!                       \-- size > max_class or align > 4 KiB --> large object (own chunk)
-//! free(ptr) --(ptr - 1) & !(segment - 1)--> header.owner --> classes[owner] or large
+//! free(ptr) --segment page map--> span header.owner --> classes[owner] or large
 //! ```
 //!
-//! Segments are `8 * max_class_bytes` (at least 64 KiB) so the largest class still gets
-//! eight blocks per segment. Blocks of a class are aligned to `min(lowest bit of the class
-//! size, 4 KiB)`; a request aligned beyond its class moves up to the power-of-two class
-//! (`SizeClassTable::aligned_class_of`), beyond 4 KiB to the large path.
+//! Each class takes spans of a few pages from the shared segments (see `segment`): a span
+//! is the fewest pages (1 to 16) that waste at most an eighth of it, so a sparsely used
+//! class costs one small span (8 KiB for every class up to 8 KiB with the default table),
+//! never a whole segment. Segments are `8 * max_class_bytes` (at least 1 MiB) of address
+//! space, counted as reserved page by page as spans take them. Blocks of a class are
+//! aligned to `min(lowest bit of the class size, 4 KiB)`; a request aligned beyond its
+//! class moves up to the power-of-two class (`SizeClassTable::aligned_class_of`), beyond
+//! 4 KiB to the large path.
 
 use crate::alloc::fixed::{segment_bytes_for, with_request, FixedClass};
 use crate::alloc::segment::{Region, SegmentHeap, MAX_IN_SEGMENT_ALIGN, OWNER_LARGE};
 use crate::alloc::size_class::SizeClassTable;
 use crate::alloc::{BlockState, Strategy, Upstream};
-use crate::config::{PoolConfig, ReturnPolicy};
+use crate::config::{HugePages, PoolConfig, ReturnPolicy};
 use crate::error::PoolError;
 use crate::stats::StatsCounters;
 use std::ptr::NonNull;
@@ -41,12 +45,13 @@ impl SizeClassedAllocator {
             segment_bytes_for(table.max_class_bytes()),
             config.initial_size_bytes,
             return_empty,
+            config.huge_pages == HugePages::Off,
         )?;
         let classes = (0..table.class_count())
             .map(|c| {
                 FixedClass::new(
                     c as u32,
-                    heap.class_layout(table.class_size(c)),
+                    heap.class_layout(table.class_size(c), config.debug.check_pointers),
                     return_empty,
                     config.debug.check_pointers,
                 )
@@ -147,7 +152,7 @@ impl Strategy for SizeClassedAllocator {
                     BlockState::NotLive
                 }
             }
-            Region::Segment(seg) => {
+            Region::Span(seg) => {
                 // SAFETY: region_of returns class-owned segments only.
                 let owner = unsafe { seg.as_ref().owner } as usize;
                 match self.classes.get(owner) {

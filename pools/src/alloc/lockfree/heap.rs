@@ -67,11 +67,11 @@ const EMPTY_BIN: Bin = Bin {
 
 /// Owner-only part of a heap.
 ///
-/// Invariant: `empty` is a list (through `SlabOwned::next`) of this heap's formatted slabs
-/// with no block live or pending, unlisted and not FULL.
+/// Invariant: `empty[p]` is a list (through `SlabOwned::next`) of this heap's formatted
+/// slabs of `p` pages with no block live or pending, unlisted and not FULL.
 struct HeapOwned {
     bins: Box<[Bin]>,
-    empty: *mut Slab,
+    empty: Box<[*mut Slab]>,
 }
 
 /// A thread heap (see `docs/lockfree-design.md`). Shared through `Arc` by the allocator's
@@ -100,12 +100,13 @@ unsafe impl Send for Heap {}
 unsafe impl Sync for Heap {}
 
 impl Heap {
-    pub fn new(bin_count: usize) -> Self {
+    /// A heap for `bin_count` slab classes whose slabs have at most `max_span_pages` pages.
+    pub fn new(bin_count: usize, max_span_pages: usize) -> Self {
         Heap {
             state: HeapState::new_owned(),
             owned: UnsafeCell::new(HeapOwned {
                 bins: vec![EMPTY_BIN; bin_count].into_boxed_slice(),
-                empty: ptr::null_mut(),
+                empty: vec![ptr::null_mut(); max_span_pages + 1].into_boxed_slice(),
             }),
             reclaimed: IntrusiveStack::new(),
             registry_link: UnsafeCell::new(ptr::null_mut()),
@@ -184,17 +185,19 @@ impl Heap {
                 }
             }
             heap.bins[class].current = ptr::null_mut();
-            let base = match NonNull::new(heap.empty) {
+            let pages = core.span_pages[class];
+            let base = match NonNull::new(heap.empty[pages]) {
                 Some(empty) => {
-                    heap.empty = empty.as_ref().owned(|o| o.next);
+                    heap.empty[pages] = empty.as_ref().owned(|o| o.next);
                     empty.cast::<u8>()
                 }
-                None => core.regions.carve_slab()?,
+                None => core.regions.carve_slab(pages)?,
             };
             let block_bytes = core.classes.class_size(class);
             let slab = Slab::format(
                 base,
-                core.slab_bytes,
+                pages,
+                pages << core.regions.page_shift(),
                 class,
                 block_bytes,
                 core.classes.class_alignment(class),
@@ -238,8 +241,9 @@ impl Heap {
         unsafe {
             if slab.used_blocks() == 0 {
                 debug_assert_eq!(slab.remote().peek(), RemoteHead::EMPTY);
-                slab.owned(|o| o.next = heap.empty);
-                heap.empty = slab as *const Slab as *mut Slab;
+                let pages = slab.span_pages();
+                slab.owned(|o| o.next = heap.empty[pages]);
+                heap.empty[pages] = slab as *const Slab as *mut Slab;
             } else {
                 link(&mut heap.bins[slab.class()], slab);
             }
@@ -312,7 +316,9 @@ impl Heap {
         unsafe {
             self.owned(|heap| {
                 heap.bins.iter_mut().for_each(|bin| *bin = EMPTY_BIN);
-                heap.empty = ptr::null_mut();
+                heap.empty
+                    .iter_mut()
+                    .for_each(|list| *list = ptr::null_mut());
             })
         }
     }

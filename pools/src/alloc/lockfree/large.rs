@@ -1,6 +1,7 @@
 //! Large objects: requests above the largest slab class (or aligned beyond what slabs
-//! give) get a mapping of their own, slab-aligned, with a header at its base so the same
-//! `ptr & !(slab_bytes - 1)` that finds a slab header finds it.
+//! give) get a mapping of their own, aligned to the region size, with a header at its base
+//! so the same `ptr & !(segment_bytes - 1)` that finds a region header finds it (the first
+//! word tells them apart).
 //!
 //! Live large objects are registered in a slot table (a push-only list of slot blocks;
 //! slots are claimed with a CAS and cleared with a store), so `block_state` can recognise
@@ -73,38 +74,40 @@ impl LargeObjects {
         }
     }
 
-    /// A block of `size` bytes aligned to `align` (at most `slab_bytes / 2`).
+    /// A block of `size` bytes aligned to `align` (at most `segment_bytes / 2`).
     pub fn allocate(
         &self,
         regions: &Regions,
-        slab_bytes: usize,
+        segment_bytes: usize,
         size: usize,
         align: usize,
     ) -> Result<NonNull<u8>, PoolError> {
-        debug_assert!(align <= slab_bytes / 2);
+        debug_assert!(align <= segment_bytes / 2);
         let offset = LARGE_HEADER_BYTES.max(align);
         let want = size.checked_add(offset).ok_or_else(|| {
             PoolError::oom(regions.pool_name(), size, 0, regions.budget().limit_bytes())
         })?;
-        let chunk = regions.map_chunk(want, slab_bytes).map_err(|e| match e {
-            // Report the caller's request, not the mapping size.
-            PoolError::OutOfMemory {
-                pool,
-                available_bytes,
-                limit_bytes,
-                ..
-            } => PoolError::OutOfMemory {
-                pool,
-                requested_bytes: size,
-                available_bytes,
-                limit_bytes,
-            },
-            other => other,
-        })?;
+        let chunk = regions
+            .map_chunk(want, segment_bytes)
+            .map_err(|e| match e {
+                // Report the caller's request, not the mapping size.
+                PoolError::OutOfMemory {
+                    pool,
+                    available_bytes,
+                    limit_bytes,
+                    ..
+                } => PoolError::OutOfMemory {
+                    pool,
+                    requested_bytes: size,
+                    available_bytes,
+                    limit_bytes,
+                },
+                other => other,
+            })?;
         let usable_bytes = chunk.len - offset;
         let slot = self.claim_slot();
         // SAFETY: the chunk is a fresh mapping of `chunk.len >= offset + size` bytes,
-        // slab-aligned; the header fits before `offset`.
+        // segment-aligned; the header fits before `offset`.
         let block = unsafe {
             chunk.ptr.as_ptr().cast::<LargeHeader>().write(LargeHeader {
                 span: SpanKind {
@@ -155,32 +158,37 @@ impl LargeObjects {
     ///
     /// # Safety
     /// `block` is a live large block of this allocator.
-    unsafe fn header<'a>(block: NonNull<u8>, slab_bytes: usize) -> &'a LargeHeader {
-        // SAFETY: large blocks start within the first `slab_bytes / 2` of their mapping,
-        // whose base is slab-aligned and holds the header (contract).
-        unsafe { &*((block.as_ptr() as usize & !(slab_bytes - 1)) as *const LargeHeader) }
+    unsafe fn header<'a>(block: NonNull<u8>, segment_bytes: usize) -> &'a LargeHeader {
+        // SAFETY: large blocks start within the first `segment_bytes / 2` of their mapping,
+        // whose base is segment-aligned and holds the header (contract).
+        unsafe { &*((block.as_ptr() as usize & !(segment_bytes - 1)) as *const LargeHeader) }
     }
 
     /// # Safety
     /// `block` is a live large block of this allocator.
-    pub unsafe fn usable_size(block: NonNull<u8>, slab_bytes: usize) -> usize {
+    pub unsafe fn usable_size(block: NonNull<u8>, segment_bytes: usize) -> usize {
         // SAFETY: forwarded.
-        unsafe { Self::header(block, slab_bytes) }.usable_bytes
+        unsafe { Self::header(block, segment_bytes) }.usable_bytes
     }
 
     /// Unmap a large object; returns its usable size.
     ///
     /// # Safety
     /// `block` is a live large block of this allocator, not used after this call.
-    pub unsafe fn free(regions: &Regions, block: NonNull<u8>, slab_bytes: usize) -> usize {
+    pub unsafe fn free(regions: &Regions, block: NonNull<u8>, segment_bytes: usize) -> usize {
         // SAFETY: forwarded.
-        unsafe { Self::unmap(regions, block, slab_bytes, true) }
+        unsafe { Self::unmap(regions, block, segment_bytes, true) }
     }
 
     /// Checked free: unmap the large object starting at `addr` if one is live, deciding
     /// by a compare-exchange on its slot, so of two racing frees exactly one wins. Reads
     /// nothing but the slot table unless it wins.
-    pub fn free_checked(&self, regions: &Regions, addr: usize, slab_bytes: usize) -> Option<usize> {
+    pub fn free_checked(
+        &self,
+        regions: &Regions,
+        addr: usize,
+        segment_bytes: usize,
+    ) -> Option<usize> {
         let slot = self.slot_of(addr)?;
         slot.block
             .compare_exchange(addr, 0, Ordering::AcqRel, Ordering::Relaxed)
@@ -188,7 +196,7 @@ impl LargeObjects {
         let block = NonNull::new(addr as *mut u8)?;
         // SAFETY: the slot held `addr`, so it was a live large block; winning the CAS made
         // this call its one freer.
-        Some(unsafe { Self::unmap(regions, block, slab_bytes, false) })
+        Some(unsafe { Self::unmap(regions, block, segment_bytes, false) })
     }
 
     /// # Safety
@@ -197,12 +205,12 @@ impl LargeObjects {
     unsafe fn unmap(
         regions: &Regions,
         block: NonNull<u8>,
-        slab_bytes: usize,
+        segment_bytes: usize,
         clear_slot: bool,
     ) -> usize {
         // SAFETY: forwarded; the header is read before the unmap.
         let (chunk, usable, slot) = unsafe {
-            let header = Self::header(block, slab_bytes);
+            let header = Self::header(block, segment_bytes);
             (header.chunk, header.usable_bytes, &*header.slot)
         };
         if clear_slot {
@@ -242,7 +250,7 @@ impl LargeObjects {
     }
 
     /// Unmap every live large object (under exclusive access: `reset`, `Drop`).
-    pub fn free_all(&mut self, regions: &Regions, slab_bytes: usize) {
+    pub fn free_all(&mut self, regions: &Regions, segment_bytes: usize) {
         let mut node = self.table.head();
         while let Some(slot_block) = NonNull::new(node) {
             // SAFETY: `&mut self`: nobody else uses the table; slot blocks are alive.
@@ -251,7 +259,7 @@ impl LargeObjects {
                 if let Some(block) = NonNull::new(slot.block.load(Ordering::Acquire) as *mut u8) {
                     // SAFETY: a published slot holds a live large block (invariant; no
                     // CLAIMED slot survives an `allocate` call and we are exclusive).
-                    unsafe { Self::free(regions, block, slab_bytes) };
+                    unsafe { Self::free(regions, block, segment_bytes) };
                 }
             }
             // SAFETY: reached from the head; alive.

@@ -49,12 +49,15 @@ pub mod loom_exports {
     pub use super::stack::{IntrusiveStack, Linked, PushOutcome, RemoteFreeStack, RemoteHead};
 }
 
-/// Smallest slab; also the smallest alignment of every slab and large mapping.
-const MIN_SLAB_BYTES: usize = 64 * 1024;
-/// Largest slab; classes above `MAX_SLAB_BYTES / 8` take the large-object path.
-const MAX_SLAB_BYTES: usize = 4 * 1024 * 1024;
-/// Every slab class holds at least this many blocks (bounds the slack of the top class).
-const MIN_BLOCKS_PER_SLAB: usize = 8;
+/// Smallest region (128 pages of 8 KiB); also the alignment of every large mapping.
+const MIN_SEGMENT_BYTES: usize = 1024 * 1024;
+/// Largest region (pages of 32 KiB).
+const MAX_SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Most pages of one slab; classes that need more take the large-object path.
+const MAX_SPAN_PAGES: usize = 32;
+/// A slab wastes at most this fraction of its span when some span up to `MAX_SPAN_PAGES`
+/// allows it (else the least wasteful is used).
+const MAX_SPAN_WASTE: f64 = 0.25;
 
 /// What every heap needs from its allocator; lives as long as the allocator.
 pub(crate) struct Core {
@@ -62,8 +65,10 @@ pub(crate) struct Core {
     classes: SizeClassTable,
     /// Classes `0..slab_class_count` are served from slabs.
     slab_class_count: usize,
-    /// A power of two; slabs and large mappings are aligned to it.
-    slab_bytes: usize,
+    /// `span_pages[c]`: pages of every slab of class `c` (1..=MAX_SPAN_PAGES).
+    span_pages: Box<[usize]>,
+    /// A power of two: regions and large mappings are aligned to it.
+    segment_bytes: usize,
     /// `max(config.alignment, 16)`: the alignment of a plain `allocate`.
     min_align_bytes: usize,
     /// `debug.check_pointers`: slabs keep a live bitmap, double frees are ignored.
@@ -84,7 +89,8 @@ pub struct LockFreeAllocator {
 
 impl LockFreeAllocator {
     /// An allocator for `config` (its size classes, chunk sizes, growth, limit, alignment,
-    /// huge pages and pointer checking). Maps `initial_size_bytes` at once.
+    /// huge pages and pointer checking). Counts `initial_size_bytes` as committed at once
+    /// (see `Regions` for what reserved bytes mean).
     pub fn new(
         name: Arc<str>,
         config: &PoolConfig,
@@ -94,28 +100,35 @@ impl LockFreeAllocator {
             .validate()
             .map_err(|e| PoolError::invalid_op(&name, e.to_string()))?;
         let classes = SizeClassTable::new(&config.size_classes);
-        let slab_bytes = (classes.max_class_bytes() * MIN_BLOCKS_PER_SLAB)
+        let segment_bytes = (classes.max_class_bytes() * 8)
             .next_power_of_two()
-            .clamp(MIN_SLAB_BYTES, MAX_SLAB_BYTES);
-        let slab_class_count = (0..classes.class_count())
-            .take_while(|&c| classes.class_size(c) * MIN_BLOCKS_PER_SLAB <= slab_bytes)
-            .count();
+            .clamp(MIN_SEGMENT_BYTES, MAX_SEGMENT_BYTES);
+        let page_bytes = segment_bytes / region::PAGES_PER_REGION;
+        let span_pages: Box<[usize]> = (0..classes.class_count())
+            .map_while(|c| {
+                span_pages_for(
+                    page_bytes,
+                    classes.class_size(c),
+                    classes.class_alignment(c),
+                    config.debug.check_pointers,
+                )
+            })
+            .collect();
+        let slab_class_count = span_pages.len();
         let min_align_bytes = config.alignment.max(QUANTUM_BYTES);
-        if min_align_bytes > slab_bytes / 2 {
+        if min_align_bytes > segment_bytes / 2 {
             return Err(PoolError::invalid_op(
                 &name,
                 format!(
                     "alignment {} exceeds the lock-free allocator's maximum of {} bytes",
                     config.alignment,
-                    slab_bytes / 2
+                    segment_bytes / 2
                 ),
             ));
         }
         let regions = Regions::new(
             name,
-            slab_bytes,
-            config.chunk_size_bytes,
-            config.growth_factor,
+            segment_bytes,
             config.max_size_bytes,
             config.huge_pages,
             stats,
@@ -128,7 +141,8 @@ impl LockFreeAllocator {
                 regions,
                 classes,
                 slab_class_count,
-                slab_bytes,
+                span_pages,
+                segment_bytes,
                 min_align_bytes,
                 checking: config.debug.check_pointers,
             },
@@ -185,17 +199,21 @@ impl LockFreeAllocator {
 
     #[cold]
     fn allocate_large(&self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
-        if !align.is_power_of_two() || align > self.core.slab_bytes / 2 {
+        if !align.is_power_of_two() || align > self.core.segment_bytes / 2 {
             return Err(PoolError::invalid_op(
                 self.core.regions.pool_name(),
                 format!(
                     "alignment {align}: must be a power of two of at most {} bytes here",
-                    self.core.slab_bytes / 2
+                    self.core.segment_bytes / 2
                 ),
             ));
         }
-        self.large
-            .allocate(&self.core.regions, self.core.slab_bytes, size.max(1), align)
+        self.large.allocate(
+            &self.core.regions,
+            self.core.segment_bytes,
+            size.max(1),
+            align,
+        )
     }
 
     /// A heap this thread now owns: an abandoned one if any, else a new registered one.
@@ -211,7 +229,10 @@ impl LockFreeAllocator {
             // SAFETY: reached from the registry head; alive.
             node = unsafe { IntrusiveStack::next(heap) };
         }
-        let heap = Arc::into_raw(Arc::new(Heap::new(self.core.slab_class_count)));
+        let heap = Arc::into_raw(Arc::new(Heap::new(
+            self.core.slab_class_count,
+            MAX_SPAN_PAGES,
+        )));
         // SAFETY: the registry's strong count keeps the heap alive until `Drop`, which is
         // the only place it is taken off the registry; it is on no stack yet.
         unsafe { self.heaps.push(NonNull::new_unchecked(heap.cast_mut())) };
@@ -243,15 +264,15 @@ impl LockFreeAllocator {
         if self.core.checking {
             return self.deallocate_checked(ptr);
         }
-        let span = (addr & !(self.core.slab_bytes - 1)) as *const SpanKind;
-        // SAFETY: every block's span base holds a slab header or a large header, both
-        // starting with `SpanKind` (contract: the block is ours).
+        let span = (addr & !(self.core.segment_bytes - 1)) as *const SpanKind;
+        // SAFETY: the segment-aligned base of every block holds a region header or a large
+        // header, both starting with `SpanKind` (contract: the block is ours).
         if unsafe { &*span }.kind.load(Ordering::Relaxed) == SPAN_LARGE {
             // SAFETY: a live large block of this allocator (contract).
-            return unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.slab_bytes) };
+            return unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.segment_bytes) };
         }
-        // SAFETY: a slab block: its slab header is at the span base.
-        let slab = unsafe { Slab::containing(addr, self.core.slab_bytes) };
+        // SAFETY: a slab block: the region's page map leads to its slab.
+        let slab = unsafe { self.core.regions.slab_of(addr) };
         // SAFETY: a live block of `slab` (contract).
         unsafe { self.free_slab_block(slab, ptr) }
     }
@@ -266,7 +287,7 @@ impl LockFreeAllocator {
         let Some(base) = self.core.regions.carved_slab_of(addr) else {
             return self
                 .large
-                .free_checked(&self.core.regions, addr, self.core.slab_bytes)
+                .free_checked(&self.core.regions, addr, self.core.segment_bytes)
                 .unwrap_or(0);
         };
         // SAFETY: a carved slab of a live region (see `block_state`).
@@ -312,13 +333,13 @@ impl LockFreeAllocator {
     #[inline]
     pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
         let addr = ptr.as_ptr() as usize;
-        let span = (addr & !(self.core.slab_bytes - 1)) as *const SpanKind;
+        let span = (addr & !(self.core.segment_bytes - 1)) as *const SpanKind;
         // SAFETY: as in `deallocate`.
         unsafe {
             if (*span).kind.load(Ordering::Relaxed) == SPAN_LARGE {
-                LargeObjects::usable_size(ptr, self.core.slab_bytes)
+                LargeObjects::usable_size(ptr, self.core.segment_bytes)
             } else {
-                Slab::containing(addr, self.core.slab_bytes).block_bytes()
+                self.core.regions.slab_of(addr).block_bytes()
             }
         }
     }
@@ -354,7 +375,7 @@ impl LockFreeAllocator {
     /// objects always do).
     pub fn reset(&mut self, return_chunks: bool) {
         self.large
-            .free_all(&self.core.regions, self.core.slab_bytes);
+            .free_all(&self.core.regions, self.core.segment_bytes);
         let mut node = self.heaps.head();
         while let Some(heap) = NonNull::new(node) {
             // SAFETY: `&mut self`: no thread is inside this allocator, so no heap is in
@@ -377,10 +398,32 @@ impl LockFreeAllocator {
     }
 }
 
+/// Pages of a slab for blocks of `block_bytes` (aligned to `block_align_bytes`): the fewest
+/// that waste at most `MAX_SPAN_WASTE`, else the least wasteful; `None` when not even one
+/// block fits in `MAX_SPAN_PAGES` pages (the class takes the large-object path).
+fn span_pages_for(
+    page_bytes: usize,
+    block_bytes: usize,
+    block_align_bytes: usize,
+    checking: bool,
+) -> Option<usize> {
+    let waste = |pages: usize| {
+        let span = pages * page_bytes;
+        let (_, _, capacity) = Slab::layout(span, block_bytes, block_align_bytes, checking);
+        (capacity > 0).then(|| (span - capacity * block_bytes) as f64 / span as f64)
+    };
+    let fitting = (1..=MAX_SPAN_PAGES).filter_map(|p| waste(p).map(|w| (p, w)));
+    fitting
+        .clone()
+        .find(|&(_, w)| w <= MAX_SPAN_WASTE)
+        .or_else(|| fitting.min_by(|a, b| a.1.total_cmp(&b.1)))
+        .map(|(p, _)| p)
+}
+
 impl Drop for LockFreeAllocator {
     fn drop(&mut self) {
         self.large
-            .free_all(&self.core.regions, self.core.slab_bytes);
+            .free_all(&self.core.regions, self.core.segment_bytes);
         let mut node = self.heaps.replace(ptr::null_mut());
         while let Some(heap) = NonNull::new(node) {
             // SAFETY: `&mut self`; the registry holds one strong count per heap, released
@@ -400,7 +443,7 @@ impl std::fmt::Debug for LockFreeAllocator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockFreeAllocator")
             .field("pool", &self.core.regions.pool_name())
-            .field("slab_bytes", &self.core.slab_bytes)
+            .field("segment_bytes", &self.core.segment_bytes)
             .field("slab_classes", &self.core.slab_class_count)
             .field("reserved_bytes", &self.reserved_bytes())
             .finish()

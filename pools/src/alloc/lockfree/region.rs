@@ -1,13 +1,14 @@
 //! Where slabs come from: regions (chunks from the OS) carved by an atomic bump, under a
 //! byte budget that enforces `max_size_bytes` without a lock.
 
+use super::slab::{Slab, SpanKind, SPAN_REGION};
 use super::stack::{IntrusiveStack, Linked};
 use crate::alloc::{Chunk, ChunkSource};
 use crate::config::HugePages;
 use crate::error::PoolError;
 use crate::os::OsChunks;
 use crate::stats::StatsCounters;
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU8, AtomicUsize, Ordering, UnsafeCell};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
@@ -61,6 +62,8 @@ impl ByteBudget {
         self.reserved_bytes.load(Ordering::Relaxed)
     }
 
+    /// Used by the loom model checks.
+    #[cfg_attr(not(loom), allow(dead_code))]
     pub fn available_bytes(&self) -> usize {
         self.limit_bytes - self.reserved_bytes()
     }
@@ -70,60 +73,85 @@ impl ByteBudget {
     }
 }
 
-/// Hands out disjoint `slab_bytes` pieces of `[0, len_bytes)` to concurrent callers.
+/// Hands out disjoint pieces of `[start_bytes, len_bytes)` to concurrent callers.
 ///
-/// Invariant: every offset returned by `carve` is a distinct multiple of `slab_bytes` with
-/// `offset + slab_bytes <= len_bytes`. `next_bytes` may run past `len_bytes` (failed
-/// carves still add), which only means "exhausted".
+/// Invariant: the ranges `[offset, offset + bytes)` returned by `carve` are pairwise
+/// disjoint and inside `[start_bytes, len_bytes)`. `next_bytes` may run past `len_bytes`
+/// (failed carves still add), which only means "exhausted".
 #[derive(Debug)]
 pub struct SlabBump {
     next_bytes: AtomicUsize,
+    start_bytes: usize,
     len_bytes: usize,
-    slab_bytes: usize,
 }
 
 impl SlabBump {
-    pub fn new(len_bytes: usize, slab_bytes: usize) -> Self {
+    pub fn new(start_bytes: usize, len_bytes: usize) -> Self {
         SlabBump {
-            next_bytes: AtomicUsize::new(0),
+            next_bytes: AtomicUsize::new(start_bytes),
+            start_bytes,
             len_bytes,
-            slab_bytes,
         }
     }
 
-    /// The offset of a fresh slab, or `None` when exhausted. Relaxed: the offset is the
-    /// caller's alone (fetch_add hands every value out once) and the memory is fresh.
+    /// The offset of a fresh range of `bytes`, or `None` when exhausted. Relaxed: the
+    /// range is the caller's alone (fetch_add hands every offset out once) and the memory
+    /// is fresh.
     #[inline]
-    pub fn carve(&self) -> Option<usize> {
+    pub fn carve(&self, bytes: usize) -> Option<usize> {
         if self.next_bytes.load(Ordering::Relaxed) >= self.len_bytes {
             return None;
         }
-        let offset = self
-            .next_bytes
-            .fetch_add(self.slab_bytes, Ordering::Relaxed);
-        (offset + self.slab_bytes <= self.len_bytes).then_some(offset)
+        let offset = self.next_bytes.fetch_add(bytes, Ordering::Relaxed);
+        (offset + bytes <= self.len_bytes).then_some(offset)
     }
 
-    pub fn has_room(&self) -> bool {
-        self.next_bytes.load(Ordering::Relaxed) + self.slab_bytes <= self.len_bytes
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.next_bytes.load(Ordering::Relaxed) + bytes <= self.len_bytes
     }
 
-    /// Bytes handed out so far (slabs that may hold blocks).
+    /// End of the bytes handed out so far (slabs that may hold blocks lie below it).
     pub fn carved_bytes(&self) -> usize {
         self.next_bytes.load(Ordering::Relaxed).min(self.len_bytes)
     }
 
-    /// Start again from offset 0 (under exclusive access: every slab is dead).
+    /// Start again from `start_bytes` (under exclusive access: every slab is dead).
     pub fn reset(&mut self) {
-        self.next_bytes.store(0, Ordering::Relaxed);
+        self.next_bytes.store(self.start_bytes, Ordering::Relaxed);
     }
 }
 
-/// One chunk from the OS, carved into slabs.
+/// Page 0 of every region: the span-kind word (a masked pointer tells a region from a
+/// large object by it) and the page map.
+#[repr(C)]
+pub struct RegionHeader {
+    pub span: SpanKind,
+    /// For each page of a carved slab, 1 + the slab's first page; 0 while not carved.
+    /// Written (Relaxed) by the carver before it formats the slab, so every thread that
+    /// holds a block of the slab got it after these stores (the block's hand-off); checked
+    /// lookups may race with a carve and read 0, which means "not a slab".
+    page_map: [AtomicU8; PAGES_PER_REGION],
+}
+
+const _: () = assert!(std::mem::size_of::<RegionHeader>() <= MIN_PAGE_BYTES);
+
+/// Pages per region; page 0 is the `RegionHeader`.
+pub const PAGES_PER_REGION: usize = 128;
+/// The smallest page (of the smallest region, 1 MiB).
+pub const MIN_PAGE_BYTES: usize = 8 * 1024;
+
+/// One region: `segment_bytes` of address space from the OS, aligned to its size, carved
+/// into slabs of whole pages.
 #[derive(Debug)]
 pub struct Region {
     chunk: Chunk,
     bump: SlabBump,
+    /// Bytes from the region's base counted in the budget: a high-water mark, only
+    /// raised (by carvers, CAS) until `reset`/`Drop`.
+    committed_end: AtomicUsize,
+    /// `committed_end` at mapping time (the header page, the initial size, or everything
+    /// with huge pages); `reset(true)` gives back what lies above it.
+    mapped_committed_bytes: usize,
     /// The region mapped at creation (`initial_size_bytes`): kept by `reset(true)`.
     initial: bool,
     /// Link in `Regions::list`.
@@ -137,7 +165,10 @@ unsafe impl Linked for Region {
     }
 }
 
-/// The regions of one allocator.
+/// The regions of one allocator. Reserved bytes count what is committed, not address
+/// space: a region's header page (or its initial size) when mapped, then each carved page
+/// the first time the region's carving passes it (see `Region::committed_end`); with huge
+/// pages the whole region at once.
 ///
 /// Invariants: every region ever mapped and not yet unmapped is on `list` (pushed before it
 /// can become `current`); `current` is null or on `list`; regions are unmapped only under
@@ -145,40 +176,31 @@ unsafe impl Linked for Region {
 pub struct Regions {
     list: IntrusiveStack<Region>,
     current: AtomicPtr<Region>,
-    /// Regions mapped after the initial one since creation or the last returning `reset`;
-    /// the exponent of the growth factor.
-    regions_grown: AtomicUsize,
     budget: ByteBudget,
-    slab_bytes: usize,
-    chunk_size_bytes: usize,
-    growth_factor: f64,
+    /// A power of two: the size and alignment of every region (and large mappings).
+    segment_bytes: usize,
+    page_shift: u32,
     huge_pages: HugePages,
     stats: Arc<StatsCounters>,
     pool_name: Arc<str>,
 }
 
-/// No single region is mapped larger than this, whatever the growth factor says.
-const MAX_REGION_BYTES: usize = 1 << 30;
-
 impl Regions {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool_name: Arc<str>,
-        slab_bytes: usize,
-        chunk_size_bytes: usize,
-        growth_factor: f64,
+        segment_bytes: usize,
         max_size_bytes: Option<usize>,
         huge_pages: HugePages,
         stats: Arc<StatsCounters>,
     ) -> Self {
+        debug_assert!(segment_bytes.is_power_of_two());
         Regions {
             list: IntrusiveStack::new(),
             current: AtomicPtr::new(ptr::null_mut()),
-            regions_grown: AtomicUsize::new(0),
             budget: ByteBudget::new(max_size_bytes),
-            slab_bytes,
-            chunk_size_bytes,
-            growth_factor,
+            segment_bytes,
+            page_shift: (segment_bytes / PAGES_PER_REGION).trailing_zeros(),
             huge_pages,
             stats,
             pool_name,
@@ -197,32 +219,55 @@ impl Regions {
         &self.stats
     }
 
-    /// Map the initial region of `bytes` (rounded up to slabs) and make it current.
+    pub fn page_shift(&self) -> u32 {
+        self.page_shift
+    }
+
+    /// Map the initial regions, counting `bytes` (rounded up to pages) as committed, and
+    /// make the first current.
     pub fn map_initial(&self, bytes: usize) -> Result<(), PoolError> {
-        let region = self.map_region(bytes, true)?;
-        self.current.store(region.as_ptr(), Ordering::Release);
+        let mut left = bytes.next_multiple_of(1 << self.page_shift);
+        let mut first = None;
+        while left > 0 {
+            let commit = left.min(self.segment_bytes);
+            let region = self.map_region(commit, true)?;
+            first.get_or_insert(region);
+            left -= commit;
+        }
+        if let Some(region) = first {
+            self.current.store(region.as_ptr(), Ordering::Release);
+        }
         Ok(())
     }
 
-    /// A fresh, slab-aligned slab of `slab_bytes`, exclusively the caller's.
-    pub fn carve_slab(&self) -> Result<NonNull<u8>, PoolError> {
+    /// A fresh slab of `pages` pages, exclusively the caller's, its pages entered in the
+    /// region's page map.
+    pub fn carve_slab(&self, pages: usize) -> Result<NonNull<u8>, PoolError> {
+        let bytes = pages << self.page_shift;
         loop {
             let current = self.current.load(Ordering::Acquire);
             if let Some(region) = NonNull::new(current) {
                 // SAFETY: regions on the list (and `current` is one) stay mapped and their
                 // records alive until `&mut self` methods run.
                 let region = unsafe { region.as_ref() };
-                if let Some(offset) = region.bump.carve() {
-                    // SAFETY: `offset + slab_bytes <= len`, so the slab is inside the chunk.
+                if let Some(offset) = region.bump.carve(bytes) {
+                    self.commit_to(region, offset + bytes)?;
+                    let first = offset >> self.page_shift;
+                    // SAFETY: the region base holds its initialised header.
+                    let header = unsafe { &*(region.chunk.addr() as *const RegionHeader) };
+                    for entry in &header.page_map[first..first + pages] {
+                        entry.store(first as u8 + 1, Ordering::Relaxed);
+                    }
+                    // SAFETY: `offset + bytes <= len`, so the slab is inside the chunk.
                     return Ok(unsafe { region.chunk.ptr.add(offset) });
                 }
             }
             // The current region is exhausted: use any listed region with room (a region
             // kept by `reset`, or one a racing thread mapped), else map a new one. Either
             // way, only try to swing `current`; losing the race is fine, the loop retries.
-            let next = match self.find_region_with_room() {
+            let next = match self.find_region_with_room(bytes) {
                 Some(region) => region,
-                None => self.map_region(self.next_region_bytes(), false)?,
+                None => self.map_region(1 << self.page_shift, false)?,
             };
             let _ = self.current.compare_exchange(
                 current,
@@ -233,11 +278,39 @@ impl Regions {
         }
     }
 
-    fn find_region_with_room(&self) -> Option<NonNull<Region>> {
+    /// Count the region's bytes up to `end` as committed (within the budget).
+    fn commit_to(&self, region: &Region, end: usize) -> Result<(), PoolError> {
+        let mut committed = region.committed_end.load(Ordering::Relaxed);
+        while end > committed {
+            let grow = end - committed;
+            self.budget
+                .try_reserve(grow)
+                .map_err(|available| self.oom_with(grow, available))?;
+            // Relaxed: the mark orders no memory; the CAS only decides who counts a byte.
+            match region.committed_end.compare_exchange(
+                committed,
+                end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.stats.on_reserve(grow);
+                    return Ok(());
+                }
+                Err(actual) => {
+                    self.budget.release(grow);
+                    committed = actual;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn find_region_with_room(&self, bytes: usize) -> Option<NonNull<Region>> {
         let mut node = self.list.head();
         while let Some(region) = NonNull::new(node) {
             // SAFETY: listed regions stay alive while `&self` is held (type invariant).
-            if unsafe { region.as_ref() }.bump.has_room() {
+            if unsafe { region.as_ref() }.bump.has_room(bytes) {
                 return Some(region);
             }
             // SAFETY: `region` was reached from the list head and is alive.
@@ -246,26 +319,42 @@ impl Regions {
         None
     }
 
-    /// The growth policy's next region size: `chunk_size_bytes * growth_factor^k`.
-    fn next_region_bytes(&self) -> usize {
-        let grown = self.regions_grown.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.chunk_size_bytes as f64 * self.growth_factor.powi(grown.min(64) as i32);
-        (bytes.min(MAX_REGION_BYTES as f64) as usize).max(self.slab_bytes)
-    }
-
-    /// Map a region of about `want_bytes` (rounded to whole slabs, cut to the budget but
-    /// never below one slab) and put it on the list.
-    fn map_region(&self, want_bytes: usize, initial: bool) -> Result<NonNull<Region>, PoolError> {
-        let slab = self.slab_bytes;
-        let want = want_bytes.max(slab).div_ceil(slab) * slab;
-        let len = want.min(self.budget.available_bytes() / slab * slab);
-        if len < slab {
-            return Err(self.oom(slab));
+    /// Map a region with its first `commit_bytes` (at least the header page; everything
+    /// with huge pages) counted, write its header and put it on the list.
+    fn map_region(&self, commit_bytes: usize, initial: bool) -> Result<NonNull<Region>, PoolError> {
+        let segment = self.segment_bytes;
+        let page = 1 << self.page_shift;
+        let commit = if self.huge_pages == HugePages::Off {
+            commit_bytes.clamp(page, segment)
+        } else {
+            segment
+        };
+        self.budget
+            .try_reserve(commit)
+            .map_err(|available| self.oom_with(commit, available))?;
+        let chunk = match OsChunks::new(self.huge_pages).alloc_chunk(segment, segment) {
+            Some(chunk) if chunk.len == segment => chunk,
+            other => {
+                if let Some(chunk) = other {
+                    // SAFETY: just mapped by this source; nothing uses it.
+                    unsafe { OsChunks::new(self.huge_pages).free_chunk(chunk) };
+                }
+                self.budget.release(commit);
+                return Err(self.oom_with(segment, 0));
+            }
+        };
+        self.stats.on_reserve(commit);
+        // SAFETY: page 0 of a fresh mapping (zeroed: every page-map entry reads 0), aligned
+        // to the segment size, large enough for the header (const assertion above).
+        unsafe {
+            let header = chunk.addr() as *mut RegionHeader;
+            (*header).span.kind.store(SPAN_REGION, Ordering::Relaxed);
         }
-        let chunk = self.map_chunk(len, slab)?;
         let region = Box::new(Region {
-            bump: SlabBump::new(chunk.len / slab * slab, slab),
+            bump: SlabBump::new(page, segment),
             chunk,
+            committed_end: AtomicUsize::new(commit),
+            mapped_committed_bytes: commit,
             initial,
             list_link: UnsafeCell::new(ptr::null_mut()),
         });
@@ -274,6 +363,39 @@ impl Regions {
         // off the list) and on no stack yet.
         unsafe { self.list.push(region) };
         Ok(region)
+    }
+
+    /// Unmap a region and release what it counted.
+    ///
+    /// # Safety
+    /// The region is off the list and no byte of it is used; the record is not used after.
+    unsafe fn unmap_region(&self, region: NonNull<Region>) {
+        // SAFETY: caller's contract; the record was leaked from a `Box` by `map_region`.
+        unsafe {
+            let record = Box::from_raw(region.as_ptr());
+            let committed = record.committed_end.load(Ordering::Relaxed);
+            OsChunks::new(self.huge_pages).free_chunk(record.chunk);
+            self.budget.release(committed);
+            self.stats.on_release(committed);
+        }
+    }
+
+    /// The slab holding `addr` (a live block of a slab of this allocator).
+    ///
+    /// # Safety
+    /// `addr` is inside a carved slab of one of our regions.
+    #[inline]
+    pub unsafe fn slab_of<'a>(&self, addr: usize) -> &'a Slab {
+        let base = addr & !(self.segment_bytes - 1);
+        // SAFETY: the region base holds its header; the page map entry of a carved slab's
+        // page was stored before the slab was formatted (see `RegionHeader::page_map`).
+        unsafe {
+            let header = &*(base as *const RegionHeader);
+            let first = header.page_map[(addr - base) >> self.page_shift].load(Ordering::Relaxed)
+                as usize
+                - 1;
+            &*((base + (first << self.page_shift)) as *const Slab)
+        }
     }
 
     /// Reserve and map `len` bytes aligned to `align` (used for regions and large objects).
@@ -310,10 +432,6 @@ impl Regions {
         self.stats.on_release(chunk.len);
     }
 
-    fn oom(&self, requested_bytes: usize) -> PoolError {
-        self.oom_with(requested_bytes, self.budget.available_bytes())
-    }
-
     fn oom_with(&self, requested_bytes: usize, available_bytes: usize) -> PoolError {
         PoolError::oom(
             &self.pool_name,
@@ -324,7 +442,7 @@ impl Regions {
     }
 
     /// The base of the carved slab holding `addr`, if `addr` is inside one; reads only
-    /// region records, never slab memory.
+    /// region records and page maps, never slab memory.
     pub fn carved_slab_of(&self, addr: usize) -> Option<usize> {
         let mut node = self.list.head();
         while let Some(region) = NonNull::new(node) {
@@ -332,7 +450,11 @@ impl Regions {
             let r = unsafe { region.as_ref() };
             let base = r.chunk.addr();
             if addr >= base && addr - base < r.bump.carved_bytes() {
-                return Some(addr & !(self.slab_bytes - 1));
+                // SAFETY: the region base holds its header (atomics only are read).
+                let header = unsafe { &*(base as *const RegionHeader) };
+                let entry =
+                    header.page_map[(addr - base) >> self.page_shift].load(Ordering::Relaxed);
+                return (entry != 0).then(|| base + ((entry as usize - 1) << self.page_shift));
             }
             // SAFETY: `region` was reached from the list head and is alive.
             node = unsafe { IntrusiveStack::next(region) };
@@ -340,7 +462,8 @@ impl Regions {
         None
     }
 
-    /// Forget every slab. With `return_chunks`, unmap every region but the initial one.
+    /// Forget every slab. With `return_chunks`, unmap every region but the initial ones,
+    /// and give the initial ones' pages above their initial size back to the OS.
     pub fn reset(&mut self, return_chunks: bool) {
         let mut node = self.list.replace(ptr::null_mut());
         let mut kept: Vec<NonNull<Region>> = Vec::new();
@@ -351,18 +474,32 @@ impl Regions {
             let record = unsafe { &mut *region.as_ptr() };
             if return_chunks && !record.initial {
                 // SAFETY: every slab is dead after a reset (the caller's contract on
-                // `reset`), and the record is off the list and dropped right here.
-                unsafe {
-                    self.unmap_chunk(record.chunk);
-                    drop(Box::from_raw(region.as_ptr()));
-                }
-            } else {
-                record.bump.reset();
-                kept.push(region);
+                // `reset`), and the record is off the list.
+                unsafe { self.unmap_region(region) };
+                continue;
             }
-        }
-        if return_chunks {
-            self.regions_grown.store(0, Ordering::Relaxed);
+            record.bump.reset();
+            // Every page-map entry goes back to "not carved".
+            // SAFETY: the region base holds its header; exclusive access.
+            let header = unsafe { &*(record.chunk.addr() as *const RegionHeader) };
+            for entry in &header.page_map {
+                entry.store(0, Ordering::Relaxed);
+            }
+            let committed = record.committed_end.load(Ordering::Relaxed);
+            let keep = record.mapped_committed_bytes;
+            if return_chunks && committed > keep {
+                // SAFETY: inside the region, unused after the reset.
+                let done = unsafe {
+                    OsChunks::new(self.huge_pages)
+                        .decommit(record.chunk.addr() + keep, committed - keep)
+                };
+                if done {
+                    record.committed_end.store(keep, Ordering::Relaxed);
+                    self.budget.release(committed - keep);
+                    self.stats.on_release(committed - keep);
+                }
+            }
+            kept.push(region);
         }
         // Re-push oldest first so the list keeps its order (newest on top).
         for region in kept.iter().rev() {
@@ -387,8 +524,7 @@ impl Drop for Regions {
             // (the allocator is being dropped).
             unsafe {
                 node = IntrusiveStack::next(region);
-                let record = Box::from_raw(region.as_ptr());
-                self.unmap_chunk(record.chunk);
+                self.unmap_region(region);
             }
         }
     }

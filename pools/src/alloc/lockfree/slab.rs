@@ -1,5 +1,5 @@
-//! A slab: `slab_bytes` of memory aligned to `slab_bytes`, holding blocks of one size class
-//! for one heap, with its header at the start (so `ptr & !(slab_bytes - 1)` finds it).
+//! A slab: a span of whole pages of a region, holding blocks of one size class for one
+//! heap, with its header at the start (the region's page map leads from any block to it).
 //!
 //! ```text
 //! +--------------------------------------+-----------------+------------------------------+
@@ -20,6 +20,8 @@ use std::ptr::{self, NonNull};
 /// `Slab::kind` of a slab, and of a large object's header (both sit at a span's base).
 pub const SPAN_SLAB: usize = 0x51AB_51AB;
 pub const SPAN_LARGE: usize = 0x1A26_E0B7;
+/// The first word of a region (its header page).
+pub const SPAN_REGION: usize = 0x2E61_0E00;
 
 /// Largest block alignment the slab layout provides (the block area starts at a multiple
 /// of `min(class alignment, MAX_SLAB_ALIGN_BYTES)`).
@@ -74,6 +76,8 @@ pub struct Slab {
     capacity_blocks: AtomicUsize,
     /// The owning heap; compared with the freeing thread's heap to choose local or remote.
     owner_heap: AtomicPtr<Heap>,
+    /// Pages of the span (fixed from its carving on; `format` stores the same value).
+    span_pages: AtomicUsize,
     /// Number of `AtomicU64` live-bitmap words after the header (0 without checking).
     bitmap_words: AtomicUsize,
     /// Blocks carved so far (the owner stores, `block_state` loads).
@@ -90,16 +94,38 @@ unsafe impl Linked for Slab {
 }
 
 impl Slab {
-    /// Format the slab at `base` for `class` (blocks of `block_bytes`, aligned to
-    /// `block_align_bytes`) owned by `heap`.
+    /// The layout of a slab of `span_bytes` for blocks of `block_bytes` aligned to
+    /// `block_align_bytes`: (bitmap words, offset of block 0, block capacity).
+    pub fn layout(
+        span_bytes: usize,
+        block_bytes: usize,
+        block_align_bytes: usize,
+        checking: bool,
+    ) -> (usize, usize, usize) {
+        let bitmap_words = if checking {
+            (span_bytes / block_bytes).div_ceil(64)
+        } else {
+            0
+        };
+        let header_bytes = size_of::<Slab>() + bitmap_words * size_of::<u64>();
+        let area_align = block_align_bytes.clamp(16, MAX_SLAB_ALIGN_BYTES);
+        let area_offset = header_bytes.next_multiple_of(area_align);
+        let capacity = span_bytes.saturating_sub(area_offset) / block_bytes;
+        (bitmap_words, area_offset, capacity)
+    }
+
+    /// Format the slab at `base` (a span of `span_pages` pages of `span_bytes` in all) for
+    /// `class` (blocks of `block_bytes`, aligned to `block_align_bytes`) owned by `heap`.
     ///
     /// # Safety
-    /// `base` is a slab-aligned range of `slab_bytes` inside a live region, holding zeros
+    /// `base` is a carved span of `span_bytes` inside a live region, holding zeros
     /// or an earlier slab header, with no live block; the caller owns `heap` and nobody
     /// else uses this slab.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn format<'a>(
         base: NonNull<u8>,
-        slab_bytes: usize,
+        span_pages: usize,
+        span_bytes: usize,
         class: usize,
         block_bytes: usize,
         block_align_bytes: usize,
@@ -107,18 +133,12 @@ impl Slab {
         checking: bool,
     ) -> &'a Slab {
         // SAFETY: by the contract the memory is a valid `Slab` (every field accepts zero
-        // and its own old values) and slab-aligned (>= 64 KiB, above the header's 128).
+        // and its own old values) and page-aligned (>= 8 KiB, above the header's 128).
         let slab = unsafe { &*base.as_ptr().cast::<Slab>() };
-        let bitmap_words = if checking {
-            (slab_bytes / block_bytes).div_ceil(64)
-        } else {
-            0
-        };
-        let header_bytes = size_of::<Slab>() + bitmap_words * size_of::<u64>();
-        let area_align = block_align_bytes.clamp(16, MAX_SLAB_ALIGN_BYTES);
-        let area_offset = header_bytes.next_multiple_of(area_align);
-        let capacity = (slab_bytes - area_offset) / block_bytes;
+        let (bitmap_words, area_offset, capacity) =
+            Self::layout(span_bytes, block_bytes, block_align_bytes, checking);
         debug_assert!(capacity >= 1, "slab classes hold at least one block");
+        slab.span_pages.store(span_pages, Ordering::Relaxed);
         slab.class.store(class, Ordering::Relaxed);
         slab.block_bytes.store(block_bytes, Ordering::Relaxed);
         slab.area_offset_bytes.store(area_offset, Ordering::Relaxed);
@@ -130,7 +150,7 @@ impl Slab {
             word.store(0, Ordering::Relaxed);
         }
         slab.remote.stack.clear();
-        // SAFETY: `area_offset + capacity * block_bytes <= slab_bytes`.
+        // SAFETY: `area_offset + capacity * block_bytes <= span_bytes`.
         let (bump, bump_end) = unsafe {
             let start = base.as_ptr().add(area_offset);
             (start, start.add(capacity * block_bytes))
@@ -151,16 +171,6 @@ impl Slab {
         slab
     }
 
-    /// The slab holding `addr`.
-    ///
-    /// # Safety
-    /// `addr` is inside a formatted slab of `slab_bytes` (a live block, for instance).
-    #[inline]
-    pub unsafe fn containing<'a>(addr: usize, slab_bytes: usize) -> &'a Slab {
-        // SAFETY: by the contract the masked address is a formatted slab header.
-        unsafe { &*((addr & !(slab_bytes - 1)) as *const Slab) }
-    }
-
     #[inline]
     pub fn base(&self) -> usize {
         self as *const Slab as usize
@@ -174,6 +184,11 @@ impl Slab {
     #[inline]
     pub fn class(&self) -> usize {
         self.class.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn span_pages(&self) -> usize {
+        self.span_pages.load(Ordering::Relaxed)
     }
 
     #[inline]
