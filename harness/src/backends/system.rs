@@ -1,13 +1,18 @@
 //! `system`: the C library's `malloc`/`free`/`realloc`, and `posix_memalign` when the
 //! trace asks for more alignment than `malloc` guarantees.
 //!
-//! Reserved bytes: growth of the process's resident memory (`/proc/self/statm`) since the
-//! backend was created, after a `malloc_trim(0)` that hands free heap pages back to the
-//! OS. The engine allocates its pass workspace before the backend and nothing during the
-//! pass, so the growth is malloc's: the pages its heap and mmapped blocks occupy. (Heap
-//! statistics such as `mallinfo2().arena` keep counting address space an earlier run
-//! left behind, and would include the harness's own data.) Pages no one writes are not
-//! resident: with `--touch none` large blocks count only their headers.
+//! Reserved bytes: the larger of two growths since the backend was created (after a
+//! `malloc_trim(0)` that hands free heap pages back to the OS), both free of the harness's
+//! own data (the engine allocates its pass workspace before the backend, nothing during
+//! the pass):
+//! - resident memory (`/proc/self/statm`): the pages malloc's heaps and mmapped blocks
+//!   occupy, free space it holds included; but a page no one writes is not resident, and
+//!   blocks landing in pages still resident from an earlier run count nothing;
+//! - on glibc, bytes in chunks handed out (`mallinfo2()`: `uordblks + hblkhd`): every
+//!   live block with its header and rounding, and the chunks parked in thread caches.
+//!
+//! Each is a lower bound of what malloc holds; `reserved_source` says `rss+mallinfo2`
+//! (`rss` where there is no `mallinfo2`).
 
 use super::{BackendFactory, BackendSetup};
 use crate::backend::Backend;
@@ -18,14 +23,16 @@ const MALLOC_ALIGN: usize = 2 * std::mem::size_of::<usize>();
 
 #[derive(Debug)]
 pub struct SystemBackend {
-    baseline_reserved_bytes: u64,
+    baseline_rss_bytes: u64,
+    baseline_in_use_bytes: u64,
 }
 
 impl SystemBackend {
     pub fn new() -> Self {
         trim();
         SystemBackend {
-            baseline_reserved_bytes: current_reserved_bytes().unwrap_or(0),
+            baseline_rss_bytes: crate::machine::rss_bytes().unwrap_or(0),
+            baseline_in_use_bytes: in_use_bytes().unwrap_or(0),
         }
     }
 }
@@ -45,12 +52,25 @@ fn trim() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
 
-fn current_reserved_bytes() -> Option<u64> {
-    crate::machine::rss_bytes()
+/// Bytes in chunks malloc has handed out, over every arena, mmapped blocks included.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn in_use_bytes() -> Option<u64> {
+    // SAFETY: `mallinfo2` has no preconditions and returns a plain struct by value.
+    let info = unsafe { libc::mallinfo2() };
+    Some((info.uordblks + info.hblkhd) as u64)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn in_use_bytes() -> Option<u64> {
+    None
 }
 
 /// `reserved_source` of this backend.
-const RESERVED_SOURCE: &str = "rss";
+const RESERVED_SOURCE: &str = if cfg!(all(target_os = "linux", target_env = "gnu")) {
+    "rss+mallinfo2"
+} else {
+    "rss"
+};
 
 fn aligned_alloc(size: usize, align: usize) -> usize {
     let mut out: *mut c_void = std::ptr::null_mut();
@@ -112,7 +132,13 @@ impl Backend for SystemBackend {
     }
 
     fn reserved_bytes(&self) -> Option<u64> {
-        current_reserved_bytes().map(|now| now.saturating_sub(self.baseline_reserved_bytes))
+        let rss =
+            crate::machine::rss_bytes().map(|now| now.saturating_sub(self.baseline_rss_bytes));
+        let in_use = in_use_bytes().map(|now| now.saturating_sub(self.baseline_in_use_bytes));
+        match (rss, in_use) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::engine::{Pace, Touch};
 use crate::replay::{replay_traces, ReplayOptions};
 use anyhow::Context;
 use pools::PoolConfig;
-use reports::{format, BackendResult, ResultsFile, RunArtifacts, Status, TraceResult};
+use reports::{format, BackendResult, ResultsFile, Status, TraceResult};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -126,7 +126,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let opts = options(&args)?;
     let artifacts = replay_traces(&opts)?;
     if let Some(dir) = &args.out {
-        write_out_dir(dir, &artifacts)?;
+        let written = reports::write_out_dir(dir, &artifacts)
+            .with_context(|| format!("cannot write the results into {}", dir.display()))?;
+        if !args.quiet {
+            eprintln!(
+                "replay: wrote {} files into {}",
+                written.len(),
+                dir.display()
+            );
+        }
     }
     let human = render(&artifacts.results);
     if args.json {
@@ -139,23 +147,6 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         print!("{human}");
     }
     Ok(0)
-}
-
-/// results.json (atomically) and one `.hgrm` per backend and op into `dir`.
-fn write_out_dir(dir: &Path, artifacts: &RunArtifacts) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut written = Vec::new();
-    let results_path = dir.join("results.json");
-    reports::write_results_json(&results_path, &artifacts.results)?;
-    written.push(results_path);
-    for h in &artifacts.histograms {
-        let trace = &artifacts.results.traces[h.trace_index].path;
-        let path = dir.join(reports::hgrm::hgrm_file_name(trace, &h.backend, &h.op));
-        let text = reports::hgrm::percentile_distribution(&h.histogram, 5);
-        reports::write_atomic(&path, text.as_bytes())?;
-        written.push(path);
-    }
-    Ok(written)
 }
 
 /// The human report: warnings, then per trace its sanitation, the clock and the table.
