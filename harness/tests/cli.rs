@@ -279,3 +279,36 @@ fn capacity_limited_pool_counts_failures_and_keeps_going() {
         "system has no capacity limit"
     );
 }
+
+/// `realloc(p, 0)` in a trace: glibc frees `p` and returns NULL for it, which must not turn
+/// into a double free (an abort of the whole process) in any backend.
+#[test]
+fn zero_size_realloc_is_replayed_safely_on_every_cpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("realloc0.csv");
+    let mut text = String::from("thread,time_ns,op,ptr,size,align,old_ptr\n");
+    for i in 0..100u64 {
+        let (a, b) = (0x1000 + i * 0x100, 0x900000 + i * 0x100);
+        text.push_str(&format!("0,{},alloc,{a:#x},48,,\n", i * 10));
+        text.push_str(&format!("0,{},realloc,{b:#x},0,,{a:#x}\n", i * 10 + 1));
+        if i % 2 == 0 {
+            text.push_str(&format!("0,{},free,{b:#x},,,\n", i * 10 + 2));
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let out = replay(&[
+        "--backends",
+        "system,mimalloc,pool-fixed,pool-variable,pool-lockfree",
+        "--runs",
+        "1",
+        "--json",
+        "--quiet",
+        path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let results = ResultsFile::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    for r in &results.traces[0].results {
+        assert_eq!(r.status, Status::Ok, "{}: {:?}", r.backend, r.reason);
+        assert_eq!(r.alloc_failures, 0, "{}", r.backend);
+    }
+}

@@ -85,6 +85,9 @@ impl Backend for MimallocBackend {
         align: usize,
         _stream: u16,
     ) -> usize {
+        // A zero-size realloc must not free the block behind the engine's back (C leaves
+        // `realloc(p, 0)` implementation-defined): ask for one byte.
+        let new_size = new_size.max(1);
         if align <= MI_MALLOC_ALIGN {
             // SAFETY: `addr` is 0 or a live block of this backend, which mimalloc takes over.
             unsafe { mi::mi_realloc(addr as *mut c_void, new_size) as usize }

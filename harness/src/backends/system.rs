@@ -111,6 +111,9 @@ impl Backend for SystemBackend {
         align: usize,
         stream: u16,
     ) -> usize {
+        // glibc's `realloc(p, 0)` frees `p` and returns NULL, which the engine would read as
+        // a failure that kept `p` live (and free it again): ask for one byte instead.
+        let new_size = new_size.max(1);
         if align <= MALLOC_ALIGN {
             // SAFETY: `addr` is 0 or a live block of this backend, which `realloc` takes over.
             return unsafe { libc::realloc(addr as *mut c_void, new_size) as usize };

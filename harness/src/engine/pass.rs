@@ -151,7 +151,10 @@ impl PassWorkspace {
     /// the next pass starts from a clean process. A panic in the backend, on any worker,
     /// is returned as `Err(message)` after every worker has stopped.
     ///
-    /// `plan` must be the plan the workspace was made for.
+    /// `plan` must be the plan the workspace was made for, and only one pass may run on a
+    /// plan at a time: the workers of a pass spin at a start barrier on the plan's thread
+    /// pool, so two passes broadcast onto the same pool at once could each hold a worker
+    /// the other waits for. (Every caller in this crate runs passes one after another.)
     pub fn run<B: Backend>(
         self,
         backend: &B,
@@ -210,6 +213,9 @@ impl PassWorkspace {
             .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
             .collect();
         if let Some(message) = outputs.iter().find_map(|o| o.panic.clone()) {
+            // Give back what the aborted pass still holds, so that the process-wide memory
+            // readings of the backends measured after this one are not inflated by it.
+            let _ = free_leftovers(backend, &slots);
             return Err(message);
         }
         let started = outputs.iter().filter_map(|o| o.started).min();

@@ -407,24 +407,34 @@ impl SegmentHeap {
         layout: &ClassLayout,
     ) -> Result<NonNull<SpanHeader>, PoolError> {
         let pages = layout.span_pages;
-        let (segment, first) = match self.find_free_run(pages) {
-            Some(found) => found,
+        let (segment, first, fresh) = match self.find_free_run(pages) {
+            Some((segment, first)) => (segment, first, false),
             None => {
                 let segment = self.map_segment(1, false)?;
-                (segment, 1)
+                (segment, 1, true)
             }
         };
-        self.current = segment;
         let mask = run_mask(first, pages);
         // SAFETY: segment is one of our segments (list invariant); `mask` covers free
         // pages `first..first + pages` inside it (find_free_run / fresh segment).
         unsafe {
             let uncommitted = mask & !(*segment).committed_pages;
             if uncommitted != 0 {
-                self.upstream
-                    .commit((uncommitted.count_ones() as usize) << self.page_shift)?;
+                let committed = self
+                    .upstream
+                    .commit((uncommitted.count_ones() as usize) << self.page_shift);
+                if let Err(e) = committed {
+                    if fresh {
+                        // A segment mapped for this span and left unused would stay
+                        // listed forever (only `return_span` releases segments): every
+                        // failing request at the limit would map another one.
+                        self.release_segment(segment);
+                    }
+                    return Err(e);
+                }
                 (*segment).committed_pages |= uncommitted;
             }
+            self.current = segment;
             (*segment).free_pages &= !mask;
             let base = segment as usize + (first << self.page_shift);
             let map = &mut (*segment).first_page;
