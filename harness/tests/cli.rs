@@ -305,7 +305,11 @@ fn zero_size_realloc_is_replayed_safely_on_every_cpu_backend() {
         "--quiet",
         path.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let results = ResultsFile::from_json(&String::from_utf8_lossy(&out.stdout)).unwrap();
     for r in &results.traces[0].results {
         assert_eq!(r.status, Status::Ok, "{}: {:?}", r.backend, r.reason);
