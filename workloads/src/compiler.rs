@@ -23,6 +23,20 @@ struct Slot {
     size_bytes: u64,
 }
 
+/// What `push_resolved` learnt about an event while compiling it, so that statistics need
+/// no pointer map of their own (`StatsCollector::count`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolved {
+    /// Dense index of the event's thread, in order of first appearance.
+    pub thread: u32,
+    /// A free, or a realloc from a block, whose block was last allocated (or reallocated)
+    /// by another thread.
+    pub cross_thread_release: bool,
+    /// Blocks and requested bytes live after the event.
+    pub live_blocks: u64,
+    pub live_bytes: u64,
+}
+
 /// Streaming compiler: `push` events in global order, then `finish`.
 pub struct Compiler {
     path: PathBuf,
@@ -170,6 +184,11 @@ impl Compiler {
 
     /// Append one sanitised event (global order).
     pub fn push(&mut self, e: &Event) -> Result<(), TraceError> {
+        self.push_resolved(e).map(|_| ())
+    }
+
+    /// `push`, telling what it learnt about the event's block.
+    pub(crate) fn push_resolved(&mut self, e: &Event) -> Result<Resolved, TraceError> {
         let seq = u32::try_from(self.event_count)
             .map_err(|_| self.too_large(e, "more than 2^32 events".into()))?;
         let t = self.thread(e.thread);
@@ -236,7 +255,18 @@ impl Compiler {
         }
         self.saw_time |= e.time_ns.is_some();
         self.event_count += 1;
-        Ok(())
+        let releases = match e.op {
+            OpKind::Alloc => false,
+            OpKind::Free => true,
+            OpKind::Realloc => e.old_ptr != 0,
+        };
+        Ok(Resolved {
+            thread: t,
+            // The slot's previous op is the released block's alloc or realloc.
+            cross_thread_release: releases && cross_thread,
+            live_blocks: self.slot_of.len() as u64,
+            live_bytes: self.live_bytes,
+        })
     }
 
     pub fn finish(mut self) -> CompiledTrace {

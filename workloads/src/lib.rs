@@ -5,8 +5,10 @@
 //! The pipeline, one streaming pass (`load_trace`):
 //! ```text
 //! file -> input (gz/zst/zip) -> formats::EventReader (file order)
-//!      -> formats::OrderedEvents (global order) -> Sanitizer -> { StatsCollector, Compiler }
+//!      -> formats::OrderedEvents (global order) -> Sanitizer -> Compiler -> StatsCollector
 //! ```
+//! The compiler's slot table is the one pointer map after sanitation: statistics take each
+//! event's block facts from it (`StatsCollector::count`) instead of hashing again.
 
 pub mod atomic_file;
 pub mod compiled;

@@ -37,10 +37,11 @@ pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceE
     let mut compile_error = None;
     for e in events.by_ref() {
         sanitizer.process(e?, &mut |clean| {
-            stats.observe(&clean);
+            // The compiler's slot table tracks every block, for the statistics too.
             if compile_error.is_none() {
-                if let Err(err) = compiler.push(&clean) {
-                    compile_error = Some(err);
+                match compiler.push_resolved(&clean) {
+                    Ok(resolved) => stats.count(&clean, &resolved),
+                    Err(err) => compile_error = Some(err),
                 }
             }
         })?;
@@ -48,8 +49,10 @@ pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceE
             return Err(err);
         }
     }
+    let alloc_failures = events.alloc_failures();
+    drop(events);
     let sanitation = sanitizer.finish();
-    let stats = stats.finish(events.alloc_failures(), sanitation);
+    let stats = stats.finish(alloc_failures, sanitation);
     Ok(LoadedTrace {
         path: path.to_path_buf(),
         format,

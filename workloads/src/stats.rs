@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+use crate::compiler::Resolved;
 use crate::event::{Event, OpKind};
 use crate::ptrmap::PtrMap;
 use crate::sanitize::SanitationReport;
@@ -87,6 +88,8 @@ pub struct StatsCollector {
     histogram: [u64; 65],
     first_time_ns: Option<u64>,
     last_time_ns: Option<u64>,
+    /// Blocks and bytes live after the last event counted.
+    end_live: (u64, u64),
 }
 
 impl Default for StatsCollector {
@@ -106,6 +109,7 @@ impl StatsCollector {
             histogram: [0; 65],
             first_time_ns: None,
             last_time_ns: None,
+            end_live: (0, 0),
         }
     }
 
@@ -136,11 +140,46 @@ impl StatsCollector {
         self.histogram[bucket] += 1;
     }
 
+    /// Count one sanitised event, keeping track of its block here.
     pub fn observe(&mut self, e: &Event) {
-        self.stats.events += 1;
+        let cross = match e.op {
+            OpKind::Alloc => false,
+            OpKind::Free => self.release(e.ptr, e.thread),
+            OpKind::Realloc => e.old_ptr != 0 && self.release(e.old_ptr, e.thread),
+        };
+        if e.op != OpKind::Free {
+            if let Some(old) = self.live.insert(
+                e.ptr,
+                LiveBlock {
+                    thread: e.thread,
+                    size_bytes: e.size,
+                },
+            ) {
+                // Unsanitised input: the old block is gone.
+                self.live_bytes -= old.size_bytes;
+            }
+            self.live_bytes += e.size;
+        }
         let next = self.stats.per_thread.len();
         let ti = *self.thread_index.entry(e.thread).or_insert(next);
-        if ti == next {
+        self.count(
+            e,
+            &Resolved {
+                thread: ti as u32,
+                cross_thread_release: cross,
+                live_blocks: self.live.len() as u64,
+                live_bytes: self.live_bytes,
+            },
+        );
+    }
+
+    /// Count one sanitised event whose block was tracked elsewhere: by the compiler, in
+    /// `load_trace`, so that one pointer map serves both. `r.thread` numbers threads in
+    /// order of first appearance, as `observe` does.
+    pub(crate) fn count(&mut self, e: &Event, r: &Resolved) {
+        self.stats.events += 1;
+        let ti = r.thread as usize;
+        if ti == self.stats.per_thread.len() {
             self.stats.per_thread.push(ThreadStats {
                 thread: e.thread,
                 ..ThreadStats::default()
@@ -158,37 +197,22 @@ impl StatsCollector {
             self.first_time_ns.get_or_insert(t);
             self.last_time_ns = Some(t);
         }
-        let cross = match e.op {
+        match e.op {
             OpKind::Alloc => {
                 self.stats.allocs += 1;
                 self.count_size(e.size);
-                false
             }
-            OpKind::Free => {
-                self.stats.frees += 1;
-                self.release(e.ptr, e.thread)
-            }
+            OpKind::Free => self.stats.frees += 1,
             OpKind::Realloc => {
                 self.stats.reallocs += 1;
                 self.count_size(e.size);
-                e.old_ptr != 0 && self.release(e.old_ptr, e.thread)
             }
-        };
-        if e.op != OpKind::Free {
-            if let Some(old) = self.live.insert(
-                e.ptr,
-                LiveBlock {
-                    thread: e.thread,
-                    size_bytes: e.size,
-                },
-            ) {
-                // Unsanitised input: the old block is gone.
-                self.live_bytes -= old.size_bytes;
-            }
-            self.live_bytes += e.size;
-            self.stats.peak_live_bytes = self.stats.peak_live_bytes.max(self.live_bytes);
-            self.stats.peak_live_blocks = self.stats.peak_live_blocks.max(self.live.len() as u64);
         }
+        if e.op != OpKind::Free {
+            self.stats.peak_live_bytes = self.stats.peak_live_bytes.max(r.live_bytes);
+            self.stats.peak_live_blocks = self.stats.peak_live_blocks.max(r.live_blocks);
+        }
+        self.end_live = (r.live_blocks, r.live_bytes);
         let t = &mut self.stats.per_thread[ti];
         t.events += 1;
         match e.op {
@@ -196,7 +220,7 @@ impl StatsCollector {
             OpKind::Free => t.frees += 1,
             OpKind::Realloc => t.reallocs += 1,
         }
-        if cross {
+        if r.cross_thread_release {
             t.cross_thread_frees += 1;
             self.stats.cross_thread_frees += 1;
         }
@@ -207,8 +231,7 @@ impl StatsCollector {
     pub fn finish(mut self, alloc_failures: u64, sanitation: SanitationReport) -> TraceStats {
         let s = &mut self.stats;
         s.threads = s.per_thread.len() as u64;
-        s.leaks = self.live.len() as u64;
-        s.leaked_bytes = self.live_bytes;
+        (s.leaks, s.leaked_bytes) = self.end_live;
         s.alloc_failures = alloc_failures;
         s.sanitation = sanitation;
         s.duration_ns = match (self.first_time_ns, self.last_time_ns) {

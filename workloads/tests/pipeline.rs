@@ -338,3 +338,41 @@ fn stats_serialise_with_the_documented_names() {
     assert_eq!(v["sanitation"]["unknown_frees"], 0);
     assert_eq!(v["cross_thread_frees"], 1);
 }
+
+#[test]
+fn load_trace_stats_equal_the_standalone_collector() {
+    // load_trace takes block bookkeeping from the compiler; trace_stats_of keeps its own.
+    use workloads::gen::{generate, GenKind, GenParams};
+    use workloads::{trace_stats_of, CsvWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cross_thread_frees = 0;
+    for kind in GenKind::ALL {
+        let path = dir.path().join(format!("{kind}.csv"));
+        let mut w = CsvWriter::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let params = GenParams {
+            seed: 5,
+            events: 20_000,
+            threads: 5,
+        };
+        generate(kind, &params, &mut |e| w.write(&e).unwrap());
+        w.finish().unwrap();
+        let loaded = load_trace(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(
+            loaded.stats,
+            trace_stats_of(&path, false).unwrap().1,
+            "{kind}"
+        );
+        cross_thread_frees += loaded.stats.cross_thread_frees;
+    }
+    assert!(cross_thread_frees > 0);
+    // A trace that needs every repair, and leaks.
+    let body = "0,1,free,0x99,,,,\n0,2,alloc,0x10,8,,,\n1,3,alloc,0x10,16,,,\n\
+                1,4,free,0x10,,,,\n1,5,free,0x10,,,,\n0,6,realloc,0x20,64,0x30,,\n\
+                1,7,realloc,0x40,32,0x20,,\n0,8,alloc,0x50,5,,,\n";
+    let path = csv(dir.path(), body);
+    let loaded = load_trace(&path, &LoadOptions::default()).unwrap();
+    let standalone = trace_stats_of(&path, false).unwrap().1;
+    assert_eq!(loaded.stats, standalone);
+    assert_eq!((standalone.leaks, standalone.leaked_bytes), (2, 37));
+    assert_eq!(standalone.cross_thread_frees, 2);
+}

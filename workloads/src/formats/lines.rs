@@ -1,11 +1,21 @@
-//! Line-at-a-time reading over a decompressed trace, reusing one buffer: a trace of any
-//! length costs one line of memory here.
+//! Line-at-a-time reading over a decompressed trace, through one buffer that the reader
+//! owns: a trace of any length costs one buffer of memory here, and a line is handed out
+//! as a slice of that buffer, never copied.
+//!
+//! Readers that parse rows in place (canonical CSV's fast path) look at `pending` and
+//! take whole lines with `consume_line`; everything else goes through `next_line`.
 
-use std::io::BufRead;
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 use crate::error::TraceError;
 use crate::input::{Compression, Input};
+
+/// Read size. At least the input's own buffer (256 KiB), so that a read of a plain file
+/// bypasses that buffer and lands here directly.
+const BUFFER_BYTES: usize = 1 << 20;
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// One line of input with where it came from.
 pub struct Line<'a> {
@@ -20,10 +30,19 @@ pub struct LineReader {
     reader: Box<dyn BufRead + Send>,
     compression: Compression,
     path: PathBuf,
+    /// Input read so far. Invariant: `start <= end <= buf.len()`; `buf[start..end]` is
+    /// read but not yet consumed, and begins at the start of a line.
     buf: Vec<u8>,
-    /// 1-based number of the line in `buf`.
+    start: usize,
+    end: usize,
+    /// The input is exhausted: `buf[start..end]` is all that is left.
+    eof: bool,
+    /// `buf[last.0..last.1]` is the text of the line last returned by `next_line`; valid
+    /// until the next `next_line` (which may move the buffer's contents).
+    last: (usize, usize),
+    /// 1-based number of the line last returned or consumed.
     line: u64,
-    /// `next_line` hands out `buf` again instead of reading (after `unread`).
+    /// `next_line` hands out the last line again instead of reading (after `unread`).
     replay: bool,
 }
 
@@ -33,7 +52,11 @@ impl LineReader {
             reader: input.reader,
             compression: input.compression,
             path: path.to_path_buf(),
-            buf: Vec::with_capacity(256),
+            buf: vec![0; BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            eof: false,
+            last: (0, 0),
             line: 0,
             replay: false,
         }
@@ -53,6 +76,22 @@ impl LineReader {
         self.replay = true;
     }
 
+    /// Input read ahead and not yet consumed; it starts at the beginning of the next line
+    /// (line `line() + 1`, unless that one is blank) and may end in the middle of a line.
+    #[inline]
+    pub fn pending(&self) -> &[u8] {
+        debug_assert!(!self.replay, "pending() after unread()");
+        &self.buf[self.start..self.end]
+    }
+
+    /// Consume the first `len` bytes of `pending()`: exactly one line with its terminator.
+    #[inline]
+    pub fn consume_line(&mut self, len: usize) {
+        debug_assert!(self.start + len <= self.end);
+        self.start += len;
+        self.line += 1;
+    }
+
     /// The next non-blank line, without its line terminator; `None` at the end.
     pub fn next_line(&mut self) -> Result<Option<Line<'_>>, TraceError> {
         if self.replay {
@@ -60,37 +99,76 @@ impl LineReader {
             return Ok(Some(self.current()));
         }
         loop {
-            self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf).map_err(|e| {
-                if self.compression == Compression::None {
-                    TraceError::io(&self.path, e)
-                } else {
-                    TraceError::Decompress {
-                        path: self.path.clone(),
-                        line: self.line + 1,
-                        format: self.compression.as_str(),
-                        error: e,
+            let (mut line_start, line_end) = match find_newline(&self.buf[self.start..self.end]) {
+                Some(i) => (self.start, self.start + i + 1),
+                None if self.eof => {
+                    if self.start == self.end {
+                        return Ok(None);
                     }
+                    (self.start, self.end)
                 }
-            })?;
-            if n == 0 {
-                return Ok(None);
-            }
+                None => {
+                    self.refill()?;
+                    continue;
+                }
+            };
+            self.start = line_end;
             self.line += 1;
-            if self.line == 1 && self.buf.starts_with(b"\xef\xbb\xbf") {
-                self.buf.drain(..3);
+            if self.line == 1 && self.buf[line_start..line_end].starts_with(BOM) {
+                line_start += BOM.len();
             }
-            if !trim_eol(&self.buf).iter().all(u8::is_ascii_whitespace) {
+            let text = trim_eol(&self.buf[line_start..line_end]);
+            if !text.iter().all(u8::is_ascii_whitespace) {
+                self.last = (line_start, line_start + text.len());
                 return Ok(Some(self.current()));
             }
         }
     }
-}
 
-impl LineReader {
+    /// Move the unconsumed bytes to the front of the buffer (growing it when a single line
+    /// fills it) and read more after them.
+    fn refill(&mut self) -> Result<(), TraceError> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        loop {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+    }
+
+    fn read_error(&self, e: io::Error) -> TraceError {
+        if self.compression == Compression::None {
+            TraceError::io(&self.path, e)
+        } else {
+            // Every complete line before has been handed out: the stream broke in this one.
+            TraceError::Decompress {
+                path: self.path.clone(),
+                line: self.line + 1,
+                format: self.compression.as_str(),
+                error: e,
+            }
+        }
+    }
+
     fn current(&self) -> Line<'_> {
         Line {
-            text: trim_eol(&self.buf),
+            text: &self.buf[self.last.0..self.last.1],
             number: self.line,
             path: &self.path,
         }
@@ -103,4 +181,52 @@ fn trim_eol(line: &[u8]) -> &[u8] {
         end -= 1;
     }
     &line[..end]
+}
+
+/// Position of the first `\n`, eight bytes at a time.
+#[inline]
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let mut words = s.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let x = u64::from_le_bytes(word.try_into().unwrap()) ^ NEWLINES;
+        // The lowest set bit marks the first zero byte of `x` (higher ones may be false).
+        let zero_bytes = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero_bytes != 0 {
+            return Some(at + (zero_bytes.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| at + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_newline;
+
+    #[test]
+    fn finds_the_first_newline_at_every_position() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut s = vec![b'x'; len];
+                if at < len {
+                    s[at] = b'\n';
+                    // A byte that trips a naive zero-byte test right after the match.
+                    if at + 1 < len {
+                        s[at + 1] = b'\n' + 1;
+                    }
+                }
+                let want = (at < len).then_some(at);
+                assert_eq!(find_newline(&s), want, "len {len} at {at}");
+            }
+        }
+        assert_eq!(find_newline(b"\x8a\x0b\n"), Some(2));
+    }
 }

@@ -7,6 +7,7 @@ pub mod android;
 pub mod csv;
 mod fields;
 mod lines;
+mod order;
 pub mod rmm;
 pub mod write;
 
@@ -18,6 +19,7 @@ use crate::error::{Quoted, TraceError};
 use crate::event::Event;
 use crate::input::{self, Compression};
 use lines::LineReader;
+use order::{Merge, TimeOrder};
 
 pub use fields::{MAX_ALIGN_BYTES, MAX_SIZE_BYTES};
 
@@ -144,18 +146,21 @@ pub fn read_events(path: &Path) -> Result<EventReader, TraceError> {
 
 /// Events of a trace in its global order: file order, except for canonical CSV with
 /// `time_ns`, whose rows are stably sorted by time (file order breaks ties, so each
-/// thread keeps its program order). Only that case holds the events in memory.
+/// thread keeps its program order). Only that case holds the events in memory, packed
+/// per thread at about 32 bytes each and freed as they are yielded (see `order`).
 pub struct OrderedEvents {
     format: TraceFormat,
     alloc_failures: u64,
     /// An event read ahead (to learn whether rows carry times), yielded first.
     pending: Option<Event>,
     source: Source,
+    /// Heap bytes the held events took once all were read (0 when streaming).
+    held_bytes: usize,
 }
 
 enum Source {
     Streaming(EventReader),
-    Sorted(std::vec::IntoIter<Event>),
+    Merged(Merge),
 }
 
 impl OrderedEvents {
@@ -167,8 +172,14 @@ impl OrderedEvents {
     pub fn alloc_failures(&self) -> u64 {
         match &self.source {
             Source::Streaming(r) => r.alloc_failures(),
-            Source::Sorted(_) => self.alloc_failures,
+            Source::Merged(_) => self.alloc_failures,
         }
+    }
+
+    /// Heap bytes taken by the events held to put them in order, measured once all were
+    /// read (the most they take); 0 when the trace streams in file order.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 }
 
@@ -182,7 +193,7 @@ impl Iterator for OrderedEvents {
         }
         match &mut self.source {
             Source::Streaming(r) => r.next(),
-            Source::Sorted(it) => it.next().map(Ok),
+            Source::Merged(m) => m.next().map(Ok),
         }
     }
 }
@@ -198,24 +209,19 @@ pub fn read_ordered_events(path: &Path) -> Result<OrderedEvents, TraceError> {
             alloc_failures: 0,
             pending: first,
             source: Source::Streaming(reader),
+            held_bytes: 0,
         });
     };
-    let mut last_time_ns = first.time_ns;
-    let mut sorted = true;
-    let mut events = vec![first];
+    let mut order = TimeOrder::new();
+    order.push(&first);
     for e in reader.by_ref() {
-        let e = e?;
-        sorted &= last_time_ns <= e.time_ns;
-        last_time_ns = e.time_ns;
-        events.push(e);
-    }
-    if !sorted {
-        events.sort_by_key(|e| e.time_ns);
+        order.push(&e?);
     }
     Ok(OrderedEvents {
         format,
         alloc_failures: reader.alloc_failures(),
         pending: None,
-        source: Source::Sorted(events.into_iter()),
+        held_bytes: order.heap_bytes(),
+        source: Source::Merged(order.into_merge()),
     })
 }
