@@ -9,7 +9,8 @@
 //!
 //! Statistics count usable bytes (the block size that served a request). Under a lock or
 //! the busy flag every counter writer is serialised, so the cheap single-writer counter
-//! updates are used there; the lock-free core uses the atomic read-modify-write ones.
+//! updates are used there; the lock-free core uses the sharded ones (`on_alloc`, `on_free`:
+//! each thread counts on its own cache line; see `StatsCounters` for the peak's bound).
 //!
 //! `reset()` of a lock-free pool needs exclusive access that `&self` cannot prove (threads
 //! may be inside `allocate`), so `MemoryPool::reset` returns `InvalidOperation` there and

@@ -1,20 +1,44 @@
 //! `MemoryStats`: a plain struct of counters (the snapshot) and `StatsCounters`, the atomics
 //! a pool updates on its paths.
+//!
+//! ```text
+//!   StatsCounters
+//!   ├─ global line:   used_published_bytes, peak_used_bytes        (written rarely)
+//!   ├─ global:        counts of serialized paths, reserved, failures, chunks ...
+//!   └─ shards[0..32]: one 128-byte line each, one live thread each (plain stores)
+//!      shards[32]:    every other thread (read-modify-writes)
+//!        allocation_count, free_count, total_allocated_bytes,
+//!        used_unpublished_bytes  ── |x| >= 64 KiB ──> moved to used_published_bytes
+//! ```
+//!
+//! Concurrent pools (`on_alloc`, `on_free`) would otherwise make every core write the same
+//! cache line on every operation, which costs more than a lock-free allocation. So each
+//! thread claims a shard slot once (process-wide, given back when the thread exits) and
+//! counts there as its only writer; `snapshot()` sums the shards. The used bytes a peak
+//! needs stay close through the publish threshold (the accuracy contract is on
+//! [`StatsCounters`]).
 
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+// Plain statistics counters: they never order other memory, so they stay out of
+// `crate::sync` (see its module doc).
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's counters. Block byte figures (`total_allocated_bytes`,
 /// `*_used_bytes`) are usable sizes of the blocks handed out (at least what the caller
 /// asked for: the size class or block size that served it); `*reserved_bytes` are bytes
 /// taken from the upstream.
+///
+/// Accuracy: a snapshot taken while no operation is running is exact in every field but
+/// `peak_used_bytes`, which is exact for a pool updated by one thread and within
+/// `(k - 1) * 64 KiB` of the true peak when `k` threads have allocated and freed in a
+/// lock-free pool (see [`StatsCounters`]). A snapshot taken while other threads run is approximate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Sum of the usable sizes of every successful allocation ever made.
     pub total_allocated_bytes: u64,
     /// Sum of the usable sizes of the blocks live now.
     pub current_used_bytes: u64,
-    /// Highest `current_used_bytes` seen.
+    /// Highest `current_used_bytes` seen (bounded error under concurrency: see above).
     pub peak_used_bytes: u64,
     /// Bytes taken from the upstream (OS or device) and not yet returned.
     pub reserved_bytes: u64,
@@ -60,20 +84,94 @@ impl MemoryStats {
     }
 }
 
-/// The atomics behind `MemoryStats`. Relaxed ordering throughout: counters are statistics,
-/// not synchronisation, and a snapshot taken while other threads run is approximate.
+/// Shards that one live thread each has to itself (plain stores, no read-modify-write).
+const OWNED_SHARDS: usize = 32;
+/// The shard every other thread updates with read-modify-writes (more than
+/// `OWNED_SHARDS` live threads, or a thread whose thread-locals are being destroyed).
+const SHARED_SHARD: usize = OWNED_SHARDS;
+const SHARDS: usize = OWNED_SHARDS + 1;
+
+/// A shard moves its unpublished used bytes to the published figure once they reach this
+/// magnitude: the peak's error bound per thread that updates the counters.
+pub const PEAK_PUBLISH_THRESHOLD_BYTES: i64 = 64 * 1024;
+
+/// One thread's counters, alone on its cache line (two lines: adjacent-line prefetch).
+/// Shards `0..OWNED_SHARDS` have one writer at a time, the thread holding that slot
+/// (`shard_slot`); any thread may read them.
 #[derive(Debug, Default)]
-pub struct StatsCounters {
-    total_allocated_bytes: AtomicU64,
-    current_used_bytes: AtomicU64,
-    peak_used_bytes: AtomicU64,
-    reserved_bytes: AtomicU64,
-    peak_reserved_bytes: AtomicU64,
+#[repr(align(128))]
+struct Shard {
     allocation_count: AtomicU64,
     free_count: AtomicU64,
+    total_allocated_bytes: AtomicU64,
+    /// Used bytes counted here and not yet added to `used_published_bytes`: allocations
+    /// minus frees made through this shard since its last publish. Invariant: within
+    /// `(-PEAK_PUBLISH_THRESHOLD_BYTES, PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation
+    /// on an owned shard (the shared one can exceed it by a block per racing thread).
+    used_unpublished_bytes: AtomicI64,
+}
+
+/// The figures every thread reads on `on_alloc` and writes only on a publish.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct UsedBytes {
+    /// Invariant: the true current used bytes are `used_published_bytes` plus every
+    /// shard's `used_unpublished_bytes`. Signed: a shard that only frees publishes
+    /// negative amounts, possibly before the allocating shard published its bytes.
+    used_published_bytes: AtomicI64,
+    peak_used_bytes: AtomicU64,
+}
+
+/// The atomics behind `MemoryStats`. Relaxed ordering throughout: counters are statistics,
+/// not synchronisation.
+///
+/// Two ways to update the block counters, one per kind of pool:
+/// - `on_alloc_serialized` / `on_free_serialized`, for a pool whose every writer holds its
+///   lock: plain loads and stores on the global counters; every figure exact.
+/// - `on_alloc` / `on_free`, for concurrent pools: each thread counts in its own shard
+///   (see the module doc); the counts, `total_allocated_bytes` and `current_used_bytes`
+///   of a snapshot are sums over the shards, exact once the updating threads are done.
+///
+/// Accuracy contract of `peak_used_bytes` under `on_alloc`: each `on_alloc` samples
+/// `published + its own shard's unpublished bytes` (and every publish samples the new
+/// published figure), which misses only the other shards' unpublished bytes, each of
+/// magnitude below `PEAK_PUBLISH_THRESHOLD_BYTES` (64 KiB). So the recorded peak is
+/// within `(k - 1) * 64 KiB` of the true peak, above or below, where `k` is the number
+/// of shards holding unpublished bytes: at most the number of threads that have updated
+/// these counters (a slot freed by an exiting thread is reused, with its bytes, by the
+/// next thread that claims it). With a single thread it is exact. Beyond 32 live threads
+/// the extra ones share one shard, which can exceed 64 KiB by a block per racing thread.
+/// `snapshot()` only reads, and never reports a peak below the current used bytes.
+#[derive(Debug)]
+pub struct StatsCounters {
+    used: UsedBytes,
+    /// Counts of the serialized paths (the sharded paths count in `shards`).
+    total_allocated_bytes: AtomicU64,
+    allocation_count: AtomicU64,
+    free_count: AtomicU64,
+    reserved_bytes: AtomicU64,
+    peak_reserved_bytes: AtomicU64,
     failure_count: AtomicU64,
     large_object_count: AtomicU64,
     chunk_count: AtomicU64,
+    shards: [Shard; SHARDS],
+}
+
+impl Default for StatsCounters {
+    fn default() -> Self {
+        StatsCounters {
+            used: UsedBytes::default(),
+            total_allocated_bytes: AtomicU64::new(0),
+            allocation_count: AtomicU64::new(0),
+            free_count: AtomicU64::new(0),
+            reserved_bytes: AtomicU64::new(0),
+            peak_reserved_bytes: AtomicU64::new(0),
+            failure_count: AtomicU64::new(0),
+            large_object_count: AtomicU64::new(0),
+            chunk_count: AtomicU64::new(0),
+            shards: std::array::from_fn(|_| Shard::default()),
+        }
+    }
 }
 
 impl StatsCounters {
@@ -81,38 +179,80 @@ impl StatsCounters {
         Self::default()
     }
 
+    /// This thread's shard, and whether the thread holds it alone (see `shard_slot`).
+    #[inline]
+    fn shard(&self) -> (&Shard, bool) {
+        let (slot, owned) = shard_slot::current();
+        (&self.shards[slot], owned)
+    }
+
+    /// An allocation of `size_bytes` (usable) made by a concurrent pool: plain loads and
+    /// stores on this thread's shard (read-modify-writes when it shares the shard), and
+    /// two reads of a rarely written line for the peak (see the type's doc).
     #[inline]
     pub fn on_alloc(&self, size_bytes: usize) {
         let size = size_bytes as u64;
-        self.total_allocated_bytes.fetch_add(size, Relaxed);
-        self.allocation_count.fetch_add(1, Relaxed);
-        let now = self.current_used_bytes.fetch_add(size, Relaxed) + size;
-        if now > self.peak_used_bytes.load(Relaxed) {
-            self.peak_used_bytes.fetch_max(now, Relaxed);
+        let (shard, owned) = self.shard();
+        add(&shard.allocation_count, 1, owned);
+        add(&shard.total_allocated_bytes, size, owned);
+        let unpublished = add_signed(&shard.used_unpublished_bytes, size as i64, owned);
+        if unpublished >= PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.publish(shard, owned);
+            return;
+        }
+        let estimate = self.used.used_published_bytes.load(Relaxed) + unpublished;
+        if estimate > 0 && estimate as u64 > self.used.peak_used_bytes.load(Relaxed) {
+            self.used
+                .peak_used_bytes
+                .fetch_max(estimate as u64, Relaxed);
         }
     }
 
+    /// A free of a block of `size_bytes` (usable) by a concurrent pool.
     #[inline]
     pub fn on_free(&self, size_bytes: usize) {
-        self.free_count.fetch_add(1, Relaxed);
-        self.current_used_bytes
-            .fetch_sub(size_bytes as u64, Relaxed);
+        let (shard, owned) = self.shard();
+        add(&shard.free_count, 1, owned);
+        let unpublished = add_signed(&shard.used_unpublished_bytes, -(size_bytes as i64), owned);
+        if unpublished <= -PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.publish(shard, owned);
+        }
+    }
+
+    /// Move `shard`'s unpublished used bytes to the published figure (keeping their sum,
+    /// the true used bytes, unchanged) and raise the peak to the result.
+    #[cold]
+    fn publish(&self, shard: &Shard, owned: bool) {
+        let moved = if owned {
+            let moved = shard.used_unpublished_bytes.load(Relaxed);
+            shard.used_unpublished_bytes.store(0, Relaxed);
+            moved
+        } else {
+            shard.used_unpublished_bytes.swap(0, Relaxed)
+        };
+        let published = self.used.used_published_bytes.fetch_add(moved, Relaxed) + moved;
+        if published > 0 {
+            self.used
+                .peak_used_bytes
+                .fetch_max(published as u64, Relaxed);
+        }
     }
 
     /// `on_alloc` for a caller that serialises every writer of these counters (a pool
     /// updating them only while holding its lock): plain loads and stores instead of
-    /// read-modify-writes, which are most of the cost of a pool's fast path. Readers
-    /// (`snapshot`) may run concurrently.
+    /// read-modify-writes, which are most of the cost of a pool's fast path; every figure
+    /// exact. Readers (`snapshot`) may run concurrently. Not to be mixed with `on_alloc` /
+    /// `on_free` on the same counters.
     #[inline]
     pub fn on_alloc_serialized(&self, size_bytes: usize) {
         let size = size_bytes as u64;
-        let add = |c: &AtomicU64, v: u64| c.store(c.load(Relaxed) + v, Relaxed);
-        add(&self.total_allocated_bytes, size);
-        add(&self.allocation_count, 1);
-        add(&self.current_used_bytes, size);
-        let now = self.current_used_bytes.load(Relaxed);
-        if now > self.peak_used_bytes.load(Relaxed) {
-            self.peak_used_bytes.store(now, Relaxed);
+        add(&self.total_allocated_bytes, size, true);
+        add(&self.allocation_count, 1, true);
+        let used = &self.used.used_published_bytes;
+        let now = used.load(Relaxed) + size as i64;
+        used.store(now, Relaxed);
+        if now as u64 > self.used.peak_used_bytes.load(Relaxed) {
+            self.used.peak_used_bytes.store(now as u64, Relaxed);
         }
     }
 
@@ -121,12 +261,8 @@ impl StatsCounters {
     pub fn on_free_serialized(&self, size_bytes: usize) {
         self.free_count
             .store(self.free_count.load(Relaxed) + 1, Relaxed);
-        self.current_used_bytes.store(
-            self.current_used_bytes
-                .load(Relaxed)
-                .saturating_sub(size_bytes as u64),
-            Relaxed,
-        );
+        let used = &self.used.used_published_bytes;
+        used.store((used.load(Relaxed) - size_bytes as i64).max(0), Relaxed);
     }
 
     #[inline]
@@ -151,25 +287,165 @@ impl StatsCounters {
         self.reserved_bytes.fetch_sub(bytes as u64, Relaxed);
     }
 
-    /// Every block was released at once by `reset()`.
+    /// Every block was released at once by `reset()`. Exact when no `on_alloc` / `on_free`
+    /// runs meanwhile (the pool's reset holds its lock or `&mut`). Writes no shard (they
+    /// have one writer each): the published figure is set to minus their sum instead.
     pub fn on_reset(&self) {
-        let live = self.allocation_count.load(Relaxed) - self.free_count.load(Relaxed);
-        self.free_count.fetch_add(live, Relaxed);
-        self.current_used_bytes.store(0, Relaxed);
+        let (allocations, frees) = self.counts();
+        self.free_count
+            .fetch_add(allocations.saturating_sub(frees), Relaxed);
+        self.used
+            .used_published_bytes
+            .store(-self.unpublished_bytes(), Relaxed);
     }
 
+    /// Sum of every shard's `used_unpublished_bytes`.
+    fn unpublished_bytes(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|s| s.used_unpublished_bytes.load(Relaxed))
+            .sum()
+    }
+
+    /// `(allocation_count, free_count)` over the global counters and every shard.
+    fn counts(&self) -> (u64, u64) {
+        self.shards.iter().fold(
+            (
+                self.allocation_count.load(Relaxed),
+                self.free_count.load(Relaxed),
+            ),
+            |(a, f), s| {
+                (
+                    a + s.allocation_count.load(Relaxed),
+                    f + s.free_count.load(Relaxed),
+                )
+            },
+        )
+    }
+
+    /// The figures now: global counters plus shard sums, the used bytes being the
+    /// published figure plus every shard's unpublished bytes. Exact when no operation runs
+    /// meanwhile, approximate otherwise; reads only.
     pub fn snapshot(&self) -> MemoryStats {
+        let total_allocated_bytes = self
+            .shards
+            .iter()
+            .fold(self.total_allocated_bytes.load(Relaxed), |sum, s| {
+                sum + s.total_allocated_bytes.load(Relaxed)
+            });
+        let (allocation_count, free_count) = self.counts();
+        let used = self.used.used_published_bytes.load(Relaxed) + self.unpublished_bytes();
+        let current_used_bytes = used.max(0) as u64;
         MemoryStats {
-            total_allocated_bytes: self.total_allocated_bytes.load(Relaxed),
-            current_used_bytes: self.current_used_bytes.load(Relaxed),
-            peak_used_bytes: self.peak_used_bytes.load(Relaxed),
+            total_allocated_bytes,
+            current_used_bytes,
+            peak_used_bytes: self
+                .used
+                .peak_used_bytes
+                .load(Relaxed)
+                .max(current_used_bytes),
             reserved_bytes: self.reserved_bytes.load(Relaxed),
             peak_reserved_bytes: self.peak_reserved_bytes.load(Relaxed),
-            allocation_count: self.allocation_count.load(Relaxed),
-            free_count: self.free_count.load(Relaxed),
+            allocation_count,
+            free_count,
             failure_count: self.failure_count.load(Relaxed),
             large_object_count: self.large_object_count.load(Relaxed),
             chunk_count: self.chunk_count.load(Relaxed),
         }
+    }
+}
+
+/// `counter += v`, returning the new value: a plain load and store when this thread is the
+/// counter's only writer (`owned`), a read-modify-write otherwise.
+#[inline(always)]
+fn add(counter: &AtomicU64, v: u64, owned: bool) -> u64 {
+    if owned {
+        let now = counter.load(Relaxed).wrapping_add(v);
+        counter.store(now, Relaxed);
+        now
+    } else {
+        counter.fetch_add(v, Relaxed).wrapping_add(v)
+    }
+}
+
+/// `add` for the signed used-bytes delta.
+#[inline(always)]
+fn add_signed(counter: &AtomicI64, v: i64, owned: bool) -> i64 {
+    if owned {
+        let now = counter.load(Relaxed) + v;
+        counter.store(now, Relaxed);
+        now
+    } else {
+        counter.fetch_add(v, Relaxed) + v
+    }
+}
+
+/// Which shard a thread counts in: the lowest slot no live thread holds, claimed on the
+/// thread's first update and given back when it exits, so up to `OWNED_SHARDS` live threads
+/// each have a shard to themselves and update it with plain stores (criterion and the
+/// replay engine start and stop threads all the time; round-robin would soon pair two live
+/// threads on one shard). Other threads share `SHARED_SHARD` with read-modify-writes.
+mod shard_slot {
+    use super::{OWNED_SHARDS, SHARED_SHARD};
+    use std::sync::atomic::{
+        AtomicU32,
+        Ordering::{Acquire, Relaxed, Release},
+    };
+
+    const _: () = assert!(OWNED_SHARDS == 32);
+
+    /// Bit `i` set iff a live thread holds slot `i`. Release on giving a slot back and
+    /// Acquire on claiming it: the next holder sees the last one's plain stores to the
+    /// shard and continues from them.
+    static CLAIMED: AtomicU32 = AtomicU32::new(0);
+
+    /// Invariant: `owned` iff this thread set bit `index` of `CLAIMED` and has not
+    /// cleared it; the thread then is the only writer of shard `index` of every
+    /// `StatsCounters`.
+    struct Slot {
+        index: usize,
+        owned: bool,
+    }
+
+    impl Slot {
+        fn claim() -> Slot {
+            let mut taken = CLAIMED.load(Relaxed);
+            while taken != u32::MAX {
+                let index = (!taken).trailing_zeros();
+                match CLAIMED.compare_exchange_weak(taken, taken | 1 << index, Acquire, Relaxed) {
+                    Ok(_) => {
+                        return Slot {
+                            index: index as usize,
+                            owned: true,
+                        }
+                    }
+                    Err(now) => taken = now,
+                }
+            }
+            Slot {
+                index: SHARED_SHARD,
+                owned: false,
+            }
+        }
+    }
+
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            if self.owned {
+                CLAIMED.fetch_and(!(1 << self.index), Release);
+            }
+        }
+    }
+
+    thread_local! {
+        static SLOT: Slot = Slot::claim();
+    }
+
+    /// This thread's shard index and whether the thread owns it; the shared shard while
+    /// the thread-local is being torn down.
+    #[inline]
+    pub(super) fn current() -> (usize, bool) {
+        SLOT.try_with(|slot| (slot.index, slot.owned))
+            .unwrap_or((SHARED_SHARD, false))
     }
 }
