@@ -127,7 +127,7 @@ fn budget_is_respected_on_a_large_trace() {
     let spent = t0.elapsed();
     // Margin: one replay in flight when the budget runs out, and process start-up.
     assert!(
-        spent < Duration::from_secs_f64(budget_s * 1.5 + 3.0),
+        spent < Duration::from_secs_f64(budget_s * 1.5 + 10.0),
         "took {spent:?} for a {budget_s} s budget:\n{out}"
     );
     assert!(PoolConfig::load(&toml).is_ok());

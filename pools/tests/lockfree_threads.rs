@@ -145,7 +145,10 @@ fn free_sent(alloc: &LockFreeAllocator, got: Sent) -> usize {
 fn cross_thread_ring_accounts_for_every_byte() {
     let alloc = allocator(&checked_config());
     let mut reserved_after_first = 0;
-    for round in 0..4 {
+    // Enough rounds that a leak of one round's memory per round (8x by the end) stands
+    // out from scheduling noise (the blocks in flight at a round's peak vary with how the
+    // threads interleave: up to 2.5x the first round's reservation was seen under load).
+    for round in 0..8 {
         let (allocated, freed) = ring_round(&alloc, 4, 20_000, round);
         assert_eq!(
             allocated, freed,
@@ -159,7 +162,7 @@ fn cross_thread_ring_accounts_for_every_byte() {
     // remote frees left in them, so memory is reused, not leaked round after round.
     // (Large objects are unmapped on free, so only slab regions remain reserved.)
     assert!(
-        alloc.reserved_bytes() <= reserved_after_first * 2,
+        alloc.reserved_bytes() <= reserved_after_first * 4,
         "reserved grew from {reserved_after_first} to {}",
         alloc.reserved_bytes()
     );

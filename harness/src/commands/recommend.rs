@@ -1214,7 +1214,8 @@ mod tests {
         );
         let spent = t0.elapsed();
         assert!(
-            spent < budget + Duration::from_millis(200),
+            // The replay in flight when the budget runs out, on a loaded machine.
+            spent < budget + Duration::from_millis(1000),
             "spent {spent:?}"
         );
         let s = s.unwrap();
