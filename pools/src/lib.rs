@@ -10,23 +10,23 @@ pub mod adapters;
 pub mod config;
 pub mod cpu_pool;
 pub mod debug;
-#[cfg(unix)]
-pub mod os;
 pub mod error;
 pub mod manager;
+#[cfg(unix)]
+pub mod os;
 pub mod pool;
 pub mod stats;
 pub mod sync;
 
-pub use config::{
-    AllocatorKind, DebugChecks, FitPolicy, HugePages, MemoryType, PoolConfig, ReturnPolicy,
-    SizeClasses, SyncMode,
-};
 pub use adapters::{PoolAllocator, PoolGlobalAlloc};
 pub use alloc::fixed::FixedSizeAllocator;
 pub use alloc::size_class::SizeClassTable;
 pub use alloc::size_classed::SizeClassedAllocator;
 pub use alloc::{BlockState, Chunk, ChunkSource, Strategy, Upstream};
+pub use config::{
+    AllocatorKind, DebugChecks, FitPolicy, HugePages, MemoryType, PoolConfig, ReturnPolicy,
+    SizeClasses, SyncMode,
+};
 pub use cpu_pool::CpuPool;
 pub use error::{ConfigError, PoolError};
 pub use manager::PoolManager;

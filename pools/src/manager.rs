@@ -81,7 +81,11 @@ impl PoolManager {
         if self.read().contains_key(name) {
             return Err(duplicate(name));
         }
-        let pool = Arc::new(crate::gpu::GpuPool::simulated(name, config, capacity_bytes)?);
+        let pool = Arc::new(crate::gpu::GpuPool::simulated(
+            name,
+            config,
+            capacity_bytes,
+        )?);
         self.insert(name, Arc::clone(&pool) as Arc<dyn MemoryPool>)?;
         Ok(pool)
     }

@@ -39,7 +39,10 @@ fn matches_the_reference_percentile_distribution() {
 fn header_rows_and_footer_have_the_java_shape() {
     let text = percentile_distribution(&reference_histogram(), TICKS_PER_HALF_DISTANCE);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "       Value     Percentile TotalCount 1/(1-Percentile)");
+    assert_eq!(
+        lines[0],
+        "       Value     Percentile TotalCount 1/(1-Percentile)"
+    );
     assert_eq!(lines[1], "");
     let last_row = lines[lines.len() - 4];
     assert!(last_row.contains("1.000000000000") && last_row.trim_end().ends_with("1011"));
@@ -47,4 +50,3 @@ fn header_rows_and_footer_have_the_java_shape() {
     assert!(lines[lines.len() - 2].starts_with("#[Max     = "));
     assert!(lines[lines.len() - 1].starts_with("#[Buckets = "));
 }
-
