@@ -44,6 +44,7 @@ enum Subject {
     /// The strategies called directly (static dispatch, as an embedding program would).
     Fixed(FixedSizeAllocator),
     Classed(SizeClassedAllocator),
+    Variable(Tlsf),
     /// A strategy behind `dyn Strategy` (what `CpuPool` calls).
     Raw(Box<dyn Strategy>),
     Pool(Arc<CpuPool>),
@@ -57,6 +58,7 @@ impl Subject {
         match self {
             Subject::Fixed(s) => s.allocate(size, 16).unwrap(),
             Subject::Classed(s) => s.allocate(size, 16).unwrap(),
+            Subject::Variable(s) => s.allocate(size, 16).unwrap(),
             Subject::Raw(s) => s.allocate(size, 16).unwrap(),
             Subject::Pool(p) => p.allocate(size).unwrap(),
             // SAFETY: plain malloc calls; the result is checked for null.
@@ -79,6 +81,10 @@ impl Subject {
             },
             // SAFETY: forwarded contract.
             Subject::Classed(s) => unsafe {
+                s.deallocate(ptr);
+            },
+            // SAFETY: forwarded contract.
+            Subject::Variable(s) => unsafe {
                 s.deallocate(ptr);
             },
             // SAFETY: forwarded contract.
@@ -113,6 +119,10 @@ fn pair_subjects(size: usize) -> Vec<(&'static str, Subject)> {
             Subject::Classed(SizeClassedAllocator::new(upstream(&classed), &classed).unwrap()),
         ),
         ("size-classed/pool-mutex", pool(classed.clone())),
+        (
+            "variable/raw-static",
+            Subject::Variable(Tlsf::new(upstream(&variable), &variable).unwrap()),
+        ),
         (
             "variable/raw-dyn",
             Subject::Raw(Box::new(Tlsf::new(upstream(&variable), &variable).unwrap())),
