@@ -44,7 +44,7 @@ enum Subject {
     /// The strategies called directly (static dispatch, as an embedding program would).
     Fixed(FixedSizeAllocator),
     Classed(SizeClassedAllocator),
-    Variable(Tlsf),
+    Variable(Box<Tlsf>),
     /// A strategy behind `dyn Strategy` (what `CpuPool` calls).
     Raw(Box<dyn Strategy>),
     Pool(Arc<CpuPool>),
@@ -121,7 +121,7 @@ fn pair_subjects(size: usize) -> Vec<(&'static str, Subject)> {
         ("size-classed/pool-mutex", pool(classed.clone())),
         (
             "variable/raw-static",
-            Subject::Variable(Tlsf::new(upstream(&variable), &variable).unwrap()),
+            Subject::Variable(Box::new(Tlsf::new(upstream(&variable), &variable).unwrap())),
         ),
         (
             "variable/raw-dyn",

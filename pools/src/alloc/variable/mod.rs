@@ -433,7 +433,6 @@ impl Strategy for Tlsf {
     }
 
     #[inline]
-    #[inline]
     fn allocate(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
         if size > MAX_REQUEST_BYTES || !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
             return Err(self.bad_request(size, align));
