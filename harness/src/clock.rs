@@ -5,9 +5,15 @@
 //! instructions ahead of it retire nor lets later ones start before it; elsewhere it falls
 //! back to `Instant`. The counter is calibrated against `Instant` once per process.
 //!
-//! The cost of one read (`overhead_ns`, the floor) is measured at calibration as the median
-//! gap between two back-to-back reads; [`Clock::sample_ns`] subtracts it (saturating) from
-//! every sample, so a latency is the call's own cost as nearly as the clock can tell.
+//! The cost of one read (`overhead_ns`, the floor) is measured at calibration as the mean
+//! gap between two back-to-back reads, trimmed of its lowest and highest tenth, over many
+//! pairs; [`Clock::sample_ns`] subtracts it (saturating) from every sample, so a latency is
+//! the call's own cost as nearly as the clock can tell. A mean, not a median: on virtual
+//! machines the counter steps coarsely (about 10 ns here), the gaps take two or three values,
+//! and a median flips between them from one process to the next (a 10 ns shift of every
+//! latency between two runs of the same code); the trimmed mean is stable to a fraction of
+//! a step. The smallest non-zero gap is the clock's resolution (`resolution_ns`), which
+//! `replay compare` and `replay gate` use to widen latency margins.
 
 use reports::ClockInfo;
 use std::sync::OnceLock;
@@ -40,6 +46,8 @@ pub struct Clock {
     /// Cost of one read in nanoseconds (the floor subtracted from samples).
     overhead_ns: f64,
     overhead_ns_int: u64,
+    /// Smallest non-zero step between two reads, in nanoseconds.
+    resolution_ns: f64,
 }
 
 static GLOBAL: OnceLock<Clock> = OnceLock::new();
@@ -66,6 +74,7 @@ impl Clock {
             ns_per_tick: 1.0,
             overhead_ns: 0.0,
             overhead_ns_int: 0,
+            resolution_ns: 1.0,
         };
         if source == ClockSource::Rdtsc {
             clock.ticks_per_ns = clock.measure_rate(Duration::from_millis(20));
@@ -75,8 +84,10 @@ impl Clock {
             }
             clock.ns_per_tick = 1.0 / clock.ticks_per_ns;
         }
-        clock.overhead_ns = clock.measure_overhead_ns();
-        clock.overhead_ns_int = clock.overhead_ns.round() as u64;
+        let (overhead_ns, resolution_ns) = clock.measure_overhead_ns();
+        clock.overhead_ns = overhead_ns;
+        clock.overhead_ns_int = overhead_ns.round() as u64;
+        clock.resolution_ns = resolution_ns;
         clock
     }
 
@@ -92,9 +103,10 @@ impl Clock {
         ticks_end.wrapping_sub(ticks_start) as f64 / wall_ns
     }
 
-    /// Median nanoseconds between two back-to-back reads, over several thousand pairs.
-    fn measure_overhead_ns(&self) -> f64 {
-        const PAIRS: usize = 4096;
+    /// (Trimmed mean, smallest non-zero) nanoseconds between two back-to-back reads, over
+    /// 16 batches of 4096 pairs.
+    fn measure_overhead_ns(&self) -> (f64, f64) {
+        const PAIRS: usize = 16 * 4096;
         let mut gaps: Vec<u64> = Vec::with_capacity(PAIRS);
         for _ in 0..PAIRS {
             let a = self.now();
@@ -102,7 +114,13 @@ impl Clock {
             gaps.push(b.wrapping_sub(a));
         }
         gaps.sort_unstable();
-        gaps[PAIRS / 2] as f64 * self.ns_per_tick
+        let kept = &gaps[PAIRS / 10..PAIRS - PAIRS / 10];
+        let mean_ticks = kept.iter().map(|&g| g as f64).sum::<f64>() / kept.len() as f64;
+        let step_ticks = gaps.iter().copied().find(|&g| g > 0).unwrap_or(1);
+        (
+            mean_ticks * self.ns_per_tick,
+            (step_ticks as f64 * self.ns_per_tick).max(1.0),
+        )
     }
 
     /// Read the counter (ticks).
@@ -145,6 +163,7 @@ impl Clock {
             source: self.source.as_str().to_owned(),
             overhead_ns: self.overhead_ns,
             ticks_per_ns: self.ticks_per_ns,
+            resolution_ns: Some(self.resolution_ns),
         }
     }
 }

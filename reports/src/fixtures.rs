@@ -21,6 +21,7 @@ pub fn results(traces: Vec<TraceResult>) -> ResultsFile {
             source: "rdtsc".into(),
             overhead_ns: 6.5,
             ticks_per_ns: 2.9,
+            resolution_ns: None,
         }),
         options: serde_json::json!({ "runs": 5, "threads": 2 }),
         traces,

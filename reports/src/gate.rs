@@ -104,6 +104,9 @@ pub fn gate_results(
     let mut noisy = Vec::new();
     let mut aa = Vec::new();
     let mut unstable_reasons = Vec::new();
+    let clock_ns = baseline
+        .latency_resolution_ns()
+        .max(current.latency_resolution_ns());
     for (trace, base_trace, cand_trace) in match_traces(baseline, current, &mut notes) {
         let base_ref = reference_of(&base_trace.results, reference);
         let cand_ref = reference_of(&cand_trace.results, reference);
@@ -158,13 +161,18 @@ pub fn gate_results(
                     continue;
                 }
                 let ratio = |logs: &[f64]| crate::stats::median(logs).exp();
-                // One nanosecond of resolution, relative to this backend's own latency.
-                let own_median = crate::stats::median(
-                    &b.runs
-                        .iter()
-                        .filter_map(|r| metric.run_value(r))
-                        .collect::<Vec<_>>(),
-                );
+                // The clock's resolution, relative to this backend's own latency and to the
+                // reference's: both ends of the ratio are quantised.
+                let median_of = |r: &crate::results::BackendResult| {
+                    crate::stats::median(
+                        &r.runs
+                            .iter()
+                            .filter_map(|run| metric.run_value(run))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                let own_median = median_of(b);
+                let ref_median = median_of(base_ref);
                 noisy.push(CellSamples {
                     trace: trace.clone(),
                     backend: b.backend.clone(),
@@ -173,7 +181,11 @@ pub fn gate_results(
                     cand_value: ratio(&cand_logs),
                     base_logs,
                     cand_logs,
-                    resolution_log: crate::compare::judge::resolution_log(metric, own_median),
+                    resolution_log: crate::compare::judge::resolution_log_with(
+                        metric, own_median, clock_ns,
+                    ) + crate::compare::judge::resolution_log_with(
+                        metric, ref_median, clock_ns,
+                    ),
                 });
             }
         }

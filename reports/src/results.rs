@@ -35,6 +35,21 @@ pub struct ClockInfo {
     pub overhead_ns: f64,
     /// Ticks per nanosecond of the calibrated counter.
     pub ticks_per_ns: f64,
+    /// Smallest step the clock was seen to take between two reads, in nanoseconds: below
+    /// it latencies cannot be told apart (virtual machines often step the TSC coarsely).
+    #[serde(default)]
+    pub resolution_ns: Option<f64>,
+}
+
+impl ResultsFile {
+    /// Latency resolution of this file's measurements: the clock's step, at least 1 ns.
+    pub fn latency_resolution_ns(&self) -> f64 {
+        self.clock
+            .as_ref()
+            .and_then(|c| c.resolution_ns)
+            .unwrap_or(1.0)
+            .max(1.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -186,9 +186,10 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         let o = &results.options;
         let _ = writeln!(
             out,
-            "clock: {}, floor {:.1} ns subtracted from every sample; {} runs + {} warm-up, touch {}, pace {}",
+            "clock: {}, floor {:.1} ns subtracted from every sample, resolution {:.0} ns; {} runs + {} warm-up, touch {}, pace {}",
             clock.source,
             clock.overhead_ns,
+            clock.resolution_ns.unwrap_or(1.0),
             o.get("runs").and_then(|v| v.as_u64()).unwrap_or(0),
             o.get("warmup").and_then(|v| v.as_u64()).unwrap_or(0),
             o.get("touch").and_then(|v| v.as_str()).unwrap_or("?"),

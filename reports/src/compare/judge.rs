@@ -50,11 +50,28 @@ impl CellSamples {
 
 /// How much one unit of the metric's resolution is, as a log ratio, at `base_value`.
 pub(crate) fn resolution_log(metric: Metric, base_value: f64) -> f64 {
-    let resolution = metric.resolution();
+    resolution_log_with(metric, base_value, metric.resolution())
+}
+
+/// [`resolution_log`] with the latency resolution of the measuring clock (ns, >= 1).
+pub(crate) fn resolution_log_with(metric: Metric, base_value: f64, clock_ns: f64) -> f64 {
+    let resolution = if metric.resolution() > 0.0 {
+        metric.resolution().max(clock_ns)
+    } else {
+        0.0
+    };
     if resolution > 0.0 && base_value.is_finite() {
         (resolution / base_value.max(resolution)).ln_1p()
     } else {
         0.0
+    }
+}
+
+impl CellSamples {
+    /// Widen the margin by the measuring clock's resolution instead of 1 ns.
+    pub fn with_clock_resolution(mut self, clock_ns: f64) -> Self {
+        self.resolution_log = resolution_log_with(self.metric, self.base_value, clock_ns);
+        self
     }
 }
 

@@ -329,11 +329,13 @@ pub(crate) fn deterministic_cells(
     let mut cells = Vec::new();
     // Process-wide counters (RSS, glibc's mallinfo2) depend on what ran before in the process,
     // not only on this backend: they are shown but not gated.
+    // Sources are named by what they read, joined with `+` (`rss+mallinfo2`).
     let reserved_comparable = |r: &BackendResult| {
-        !matches!(
-            r.reserved_source.as_deref(),
-            Some("rss") | Some("mallinfo2")
-        )
+        !r.reserved_source.as_deref().is_some_and(|source| {
+            source
+                .split('+')
+                .any(|part| part == "rss" || part == "mallinfo2")
+        })
     };
     if reserved_comparable(base) && reserved_comparable(cand) {
         let (b, c) = (base.peak_reserved_bytes, cand.peak_reserved_bytes);
@@ -417,6 +419,10 @@ pub fn compare_results(
     let mut notes = Vec::new();
     let mut cells = Vec::new();
     let mut noisy = Vec::new();
+    // Latencies can't be told apart below the coarser of the two clocks' steps.
+    let clock_ns = base
+        .latency_resolution_ns()
+        .max(cand.latency_resolution_ns());
     for (trace, base_trace, cand_trace) in match_traces(base, cand, &mut notes) {
         for (b, c) in match_backends(&trace, base_trace, cand_trace, &mut notes) {
             if let Some(cell) = status_cell(&trace, b, c) {
@@ -434,13 +440,16 @@ pub fn compare_results(
                 if base_values.is_empty() && cand_values.is_empty() {
                     continue; // not recorded by either file (e.g. older harness)
                 }
-                noisy.push(CellSamples::from_values(
-                    &trace,
-                    &b.backend,
-                    metric,
-                    &base_values,
-                    &cand_values,
-                ));
+                noisy.push(
+                    CellSamples::from_values(
+                        &trace,
+                        &b.backend,
+                        metric,
+                        &base_values,
+                        &cand_values,
+                    )
+                    .with_clock_resolution(clock_ns),
+                );
             }
             cells.extend(deterministic_cells(&trace, b, c, &options.margins));
         }

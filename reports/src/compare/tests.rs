@@ -164,6 +164,42 @@ fn one_nanosecond_of_latency_resolution_is_not_a_regression() {
 }
 
 #[test]
+fn one_step_of_a_coarse_clock_is_not_a_regression() {
+    // 20 ns against 30 ns is a 50% change, but a clock that steps by 10 ns can't tell them
+    // apart reliably: with the clock's resolution recorded, it is not a regression.
+    let clocked = |mut f: ResultsFile, step_ns: Option<f64>| {
+        f.clock = Some(crate::ClockInfo {
+            source: "rdtsc".into(),
+            overhead_ns: 22.0,
+            ticks_per_ns: 2.6,
+            resolution_ns: step_ns,
+        });
+        f
+    };
+    let base = one(backend("pool-fixed", &[1e7; 6], &[20; 6], &[200; 6]));
+    let cand = one(backend("pool-fixed", &[1e7; 6], &[30; 6], &[200; 6]));
+    let coarse = compare_results(
+        &clocked(base.clone(), Some(10.0)),
+        &clocked(cand.clone(), Some(10.0)),
+        &CompareOptions::default(),
+    );
+    assert_ne!(
+        cell(&coarse, "pool-fixed", Metric::AllocP50).verdict,
+        Verdict::Regression
+    );
+    // The same data from a 1 ns clock is a regression.
+    let fine = compare_results(
+        &clocked(base, Some(1.0)),
+        &clocked(cand, Some(1.0)),
+        &CompareOptions::default(),
+    );
+    assert_eq!(
+        cell(&fine, "pool-fixed", Metric::AllocP50).verdict,
+        Verdict::Regression
+    );
+}
+
+#[test]
 fn deterministic_metrics_are_exact() {
     let base = one(steady("pool-variable", 1, 1e7, 40.0, 300.0, 5));
     let mut cand = base.clone();
@@ -275,4 +311,22 @@ fn process_wide_reserved_counters_are_not_gated() {
         .iter()
         .any(|c| c.metric == Metric::PeakReservedBytes));
     assert_eq!(cmp.exit_code(), 0);
+}
+
+#[test]
+fn combined_process_wide_sources_are_not_gated() {
+    let mut base = one(steady("system", 1, 1e7, 40.0, 300.0, 5));
+    base.traces[0].results[0].reserved_source = Some("rss+mallinfo2".into());
+    let mut cand = base.clone();
+    cand.traces[0].results[0].peak_reserved_bytes *= 3;
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert!(!cmp
+        .cells
+        .iter()
+        .any(|c| c.metric == Metric::PeakReservedBytes));
+    // A per-backend source is gated.
+    base.traces[0].results[0].reserved_source = Some("pool-stats".into());
+    cand.traces[0].results[0].reserved_source = Some("pool-stats".into());
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(cmp.exit_code(), 1);
 }
