@@ -254,7 +254,7 @@ fn paced_replay_takes_the_recorded_time() {
     let outcome = run_pass(
         &backend,
         &plan,
-        PassKind::Throughput,
+        PassKind::Timed,
         Touch::None,
         "0.01x".parse().unwrap(),
     )
@@ -266,6 +266,17 @@ fn paced_replay_takes_the_recorded_time() {
         started.elapsed()
     );
     assert!(outcome.wall_ns >= 15_000_000);
+    // The throughput pass is never paced: it reads no clock per op.
+    let backend = CheckingBackend::new();
+    let outcome = run_pass(
+        &backend,
+        &plan,
+        PassKind::Throughput,
+        Touch::None,
+        "0.01x".parse().unwrap(),
+    )
+    .unwrap();
+    assert!(outcome.wall_ns < 15_000_000, "{} ns", outcome.wall_ns);
 }
 
 mod through_the_registry {

@@ -43,7 +43,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
-    /// Replay speed: max, or the recorded time_ns gaps at 1x, 2x, 0.5x, ...
+    /// Replay speed of the latency pass: max, or the recorded time_ns gaps at 1x, 2x,
+    /// 0.5x, ... (ops/s always comes from an unpaced pass with no clock read per op).
     #[arg(long, value_name = "max|1x|<k>x", default_value = "max")]
     pub pace: Pace,
     /// Bytes the engine writes into each block it gets (host backends).

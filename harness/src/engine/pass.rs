@@ -374,7 +374,9 @@ fn run_worker<B: Backend, const TIMED: bool>(
     start_barrier(ctx);
     let started = Instant::now();
     out.started = Some(started);
-    let paced = matches!(ctx.pace, Pace::Scaled(_)) && plan.times_ns.is_some();
+    // Only the timed (latency) pass is paced: throughput comes from a pass with no clock
+    // read per op, and pacing needs one.
+    let paced = TIMED && matches!(ctx.pace, Pace::Scaled(_)) && plan.times_ns.is_some();
     let result = if paced {
         run_ops::<B, TIMED, true>(ctx, plan, out, started)
     } else {
