@@ -188,17 +188,27 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
     // Variations shared by every kind: chunking, growth, huge pages, return policy.
     let axes = |c: &PoolConfig| -> Vec<PoolConfig> {
         let mut v = vec![c.clone()];
-        for chunk in [64 * KIB, 4 * MIB] {
+        // Chunk size and growth shape only the variable-size allocator's memory; the
+        // segment-based kinds (fixed, size-classed, lock-free) map fixed-size segments and
+        // take only the initial reservation from the config.
+        if c.allocator == AllocatorKind::VariableSize {
+            for chunk in [64 * KIB, 4 * MIB] {
+                v.push(PoolConfig {
+                    chunk_size_bytes: chunk,
+                    initial_size_bytes: chunk,
+                    ..c.clone()
+                });
+            }
             v.push(PoolConfig {
-                chunk_size_bytes: chunk,
-                initial_size_bytes: chunk,
+                growth_factor: 1.0,
+                ..c.clone()
+            });
+        } else {
+            v.push(PoolConfig {
+                initial_size_bytes: 0,
                 ..c.clone()
             });
         }
-        v.push(PoolConfig {
-            growth_factor: 1.0,
-            ..c.clone()
-        });
         v.push(PoolConfig {
             huge_pages: HugePages::Madvise,
             ..c.clone()
@@ -268,8 +278,7 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
     };
     push(lockfree.clone());
     push(PoolConfig {
-        chunk_size_bytes: 4 * MIB,
-        initial_size_bytes: 4 * MIB,
+        initial_size_bytes: 0,
         ..lockfree.clone()
     });
     push(PoolConfig {

@@ -12,9 +12,6 @@ pub(super) const FREE: usize = 1;
 pub(super) const PREV_FREE: usize = 2;
 /// Flag: the zero-size block closing a chunk; it is never free, so nothing merges past it.
 pub(super) const SENTINEL: usize = 4;
-/// Flag: the block is held by the front cache (`front_cache`): used as far as the free
-/// lists and its neighbours are concerned, not live for its owner. Never set with `FREE`.
-pub(super) const CACHED: usize = 8;
 /// The low bits of `size_and_flags` that hold flags; block sizes are multiples of
 /// `GRANULE_BYTES`, so these bits of the size are always zero.
 pub(super) const FLAGS_MASK: usize = GRANULE_BYTES - 1;
@@ -24,20 +21,17 @@ pub(super) const HDR_BYTES: usize = std::mem::size_of::<BlockHdr>();
 /// Bytes a free block needs for its header and links; no block is smaller.
 pub(super) const FREE_HDR_BYTES: usize = std::mem::size_of::<FreeBlockHdr>();
 
-const _: () = assert!(
-    FREE < GRANULE_BYTES
-        && PREV_FREE < GRANULE_BYTES
-        && SENTINEL < GRANULE_BYTES
-        && CACHED < GRANULE_BYTES
-);
+const _: () =
+    assert!(FREE < GRANULE_BYTES && PREV_FREE < GRANULE_BYTES && SENTINEL < GRANULE_BYTES);
 const _: () = assert!(HDR_BYTES <= GRANULE_BYTES && HDR_BYTES.is_power_of_two());
 
 /// The boundary tag at the start of every block.
 #[repr(C)]
 pub(super) struct BlockHdr {
     /// The block's size in bytes, header included (a multiple of the allocator's
-    /// granularity; 0 for a sentinel), or-ed with `FREE`, `PREV_FREE`, `SENTINEL` and
-    /// `CACHED`.
+    /// granularity; 0 for a sentinel), or-ed with `FREE`, `PREV_FREE` and `SENTINEL`.
+    /// A block held by the front cache carries no flag of its own: it is a used block to
+    /// the lists and its neighbours, and only its cache stack knows it (`front_cache`).
     /// Invariant: `PREV_FREE` is set iff `prev_phys` is non-null and that block is free.
     pub size_and_flags: usize,
     /// The physically previous block in the same chunk; null for a chunk's first block.
@@ -70,11 +64,6 @@ impl BlockHdr {
     #[inline(always)]
     pub fn is_prev_free(&self) -> bool {
         self.size_and_flags & PREV_FREE != 0
-    }
-
-    #[inline(always)]
-    pub fn is_cached(&self) -> bool {
-        self.size_and_flags & CACHED != 0
     }
 
     #[inline(always)]

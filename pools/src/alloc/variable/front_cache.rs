@@ -2,16 +2,24 @@
 //! in front of the TLSF lists.
 //!
 //! ```text
-//!  bins[need >> GRANULE_LOG2]   top ──► [CACHED 48 B | link] ──► [CACHED 48 B | link] ──► null
+//!  bins[need >> GRANULE_LOG2]   top ──► [used 48 B | link] ──► [used 48 B | link] ──► null
 //!                                        header      payload
 //! ```
 //!
 //! Freeing a block of at most `MAX_BLOCK_BYTES` pushes it on the stack of its exact size
-//! (one header write, one link write); allocating pops from the stack of the exact block
-//! size the request needs. Neither touches a neighbour, a free list or a bitmap. To the
+//! (one link write); allocating pops from the stack of the exact block size the request
+//! needs. Neither writes a header, a neighbour, a free list or a bitmap: a cached block
+//! keeps the header of a used block, and only its stack records that it is cached (so the
+//! checked lookup `block_state` scans that one stack, at most `BLOCKS_PER_BIN` blocks, to
+//! report it not live; not writing the header keeps the hot path free of a
+//! store-to-load dependency between a free and the next allocation). To the
 //! TLSF core a cached block is a used block: it does not coalesce, and its neighbours see
-//! it as used. The price is memory that cannot merge while cached, hence the bounds:
-//! `BLOCKS_PER_BIN` blocks a size and `max_bytes` in all.
+//! it as used. The price is memory that cannot merge while cached, hence a static bound per
+//! size: a bin of `b`-byte blocks holds at most `bin_limit(b) = clamp(BIN_BUDGET_BYTES / b,
+//! 1, BLOCKS_PER_BIN)` blocks, so at most `max(b, BIN_BUDGET_BYTES) = BIN_BUDGET_BYTES`
+//! bytes (`b <= MAX_BLOCK_BYTES = BIN_BUDGET_BYTES`), and the whole cache, over the 127
+//! sizes a block can have, at most `ENABLED_MAX_BYTES` (254 KiB). The bound needs no byte
+//! counter on the hot path: push compares one count with one limit.
 //!
 //! The cache never makes the allocator grow or fail: when the free lists cannot serve a
 //! request, the cache is flushed (its blocks freed to the lists, coalescing) before a new
@@ -22,7 +30,7 @@
 //! blocks straight to the lists and go back the moment they are empty, as without the
 //! cache. The choice costs the cache nothing but blocks of grown chunks.
 
-use super::block::{payload_of, BlockHdr, CACHED};
+use super::block::{payload_of, BlockHdr, FREE_HDR_BYTES};
 use super::mapping::GRANULE_LOG2;
 use super::Tlsf;
 use std::ptr;
@@ -32,10 +40,34 @@ use std::ptr;
 pub(super) const MAX_BLOCK_BYTES: usize = 2048;
 /// One stack per block size that is a multiple of the granule, up to `MAX_BLOCK_BYTES`.
 const BIN_COUNT: usize = (MAX_BLOCK_BYTES >> GRANULE_LOG2) + 1;
-/// Blocks one stack holds at most.
+/// Blocks one stack holds at most (the stacks of blocks of up to 64 bytes).
 pub(super) const BLOCKS_PER_BIN: u32 = 32;
-/// Bytes (block sizes, headers included) the enabled cache holds at most.
-pub(super) const ENABLED_MAX_BYTES: usize = 256 * 1024;
+/// Bytes (block sizes, headers included) one stack holds at most.
+pub(super) const BIN_BUDGET_BYTES: usize = MAX_BLOCK_BYTES;
+/// Bins below this index are of blocks smaller than any block (`FREE_HDR_BYTES`): limit 0.
+const FIRST_BIN: usize = FREE_HDR_BYTES >> GRANULE_LOG2;
+/// Bytes (block sizes, headers included) the enabled cache holds at most: every stack that
+/// can hold blocks at its budget (254 KiB).
+pub(super) const ENABLED_MAX_BYTES: usize = (BIN_COUNT - FIRST_BIN) * BIN_BUDGET_BYTES;
+const _: () = assert!(ENABLED_MAX_BYTES <= 256 * 1024);
+
+/// Blocks the stack of `block_bytes`-byte blocks holds at most when the cache is on:
+/// `clamp(BIN_BUDGET_BYTES / block_bytes, 1, BLOCKS_PER_BIN)`, so that
+/// `bin_limit(b) * b <= BIN_BUDGET_BYTES` for every `b <= MAX_BLOCK_BYTES`; 0 for sizes
+/// below `FREE_HDR_BYTES`, which no block has.
+pub(super) const fn bin_limit(block_bytes: usize) -> u32 {
+    if block_bytes < FREE_HDR_BYTES {
+        return 0;
+    }
+    let limit = BIN_BUDGET_BYTES / block_bytes;
+    if limit < 1 {
+        1
+    } else if limit > BLOCKS_PER_BIN as usize {
+        BLOCKS_PER_BIN
+    } else {
+        limit as u32
+    }
+}
 
 /// One stack of cached blocks of a single size.
 #[derive(Clone, Copy)]
@@ -44,18 +76,20 @@ pub(super) struct Bin {
     /// link is the first word of its payload.
     pub top: *mut BlockHdr,
     pub count: u32,
+    /// `bin_limit` of the bin's block size, or 0 while the cache is disabled.
+    pub limit: u32,
 }
 
 pub(super) struct FrontCache {
     /// Invariant: `bins[b]` is a null-terminated stack of exactly `bins[b].count <=
-    /// BLOCKS_PER_BIN` distinct blocks of this allocator, each of exactly
-    /// `b << GRANULE_LOG2` bytes, flagged `CACHED` and not `FREE`, lying in the cacheable
-    /// range. Every block flagged `CACHED` is in exactly one stack.
+    /// bins[b].limit <= bin_limit(b << GRANULE_LOG2)` distinct blocks of this allocator
+    /// (so the cache holds at most `ENABLED_MAX_BYTES`), each of exactly
+    /// `b << GRANULE_LOG2` bytes, used (not `FREE`) as far as headers go, freed by its
+    /// owner, lying in the cacheable range; no block is in two stacks.
     pub bins: [Bin; BIN_COUNT],
-    /// Invariant: the sum of the sizes of the cached blocks, at most `max_bytes`.
-    pub cached_bytes: usize,
-    /// `ENABLED_MAX_BYTES`, or 0 when the cache is disabled (nothing is pushed).
-    pub max_bytes: usize,
+    /// Whether the cache is on. Invariant: when off, every bin is empty with limit 0 (so
+    /// nothing is pushed); when on, every bin's limit is its `bin_limit`.
+    pub enabled: bool,
     /// Blocks whose header lies in `[cacheable_start, cacheable_start + cacheable_len)`
     /// may be cached: everything, or under `ReturnPolicy::WhenEmpty` the initial chunk.
     pub cacheable_start: usize,
@@ -65,20 +99,36 @@ pub(super) struct FrontCache {
 impl FrontCache {
     /// An empty, enabled cache for blocks whose header lies in the given range.
     pub(super) fn new(cacheable_start: usize, cacheable_len: usize) -> Self {
-        FrontCache {
+        let mut cache = FrontCache {
             bins: [Bin {
                 top: ptr::null_mut(),
                 count: 0,
+                limit: 0,
             }; BIN_COUNT],
-            cached_bytes: 0,
-            max_bytes: ENABLED_MAX_BYTES,
+            enabled: false,
             cacheable_start,
             cacheable_len,
-        }
+        };
+        cache.set_limits(true);
+        cache
     }
 
-    /// A cached block of exactly `block_bytes` (a multiple of the granularity), no longer
-    /// flagged `CACHED`; `None` when that stack is empty or the size is not cached.
+    /// Set every bin's limit for the cache on or off. The bins must be empty when turning
+    /// it off.
+    fn set_limits(&mut self, enabled: bool) {
+        for (index, bin) in self.bins.iter_mut().enumerate() {
+            debug_assert!(enabled || bin.count == 0);
+            bin.limit = if enabled {
+                bin_limit(Self::bin_block_bytes(index))
+            } else {
+                0
+            };
+        }
+        self.enabled = enabled;
+    }
+
+    /// A cached block of exactly `block_bytes` (a multiple of the granularity), taken off
+    /// its stack; `None` when that stack is empty or the size is not cached.
     #[inline(always)]
     pub(super) fn pop(&mut self, block_bytes: usize) -> Option<*mut BlockHdr> {
         // Sizes past `MAX_BLOCK_BYTES` have no bin: the bounds check is the size check.
@@ -89,17 +139,13 @@ impl FrontCache {
         }
         // SAFETY: `block` is a cached block of ours (invariant of `bins`): its header is
         // valid and its payload, at least one word, holds the next link.
-        unsafe {
-            bin.top = payload_of(block).cast::<*mut BlockHdr>().read();
-            (*block).size_and_flags &= !CACHED;
-        }
+        bin.top = unsafe { payload_of(block).cast::<*mut BlockHdr>().read() };
         bin.count -= 1;
-        self.cached_bytes -= block_bytes;
         Some(block)
     }
 
-    /// Cache `block` if its size has a bin with room, the byte bound allows it and it lies
-    /// in the cacheable range; `false` leaves it untouched.
+    /// Cache `block` if its size has a bin with room (below its limit) and it lies in the
+    /// cacheable range; `false` leaves it untouched.
     ///
     /// # Safety
     /// `block` is a used block of this allocator, of `size_bytes` bytes, that its owner
@@ -109,8 +155,7 @@ impl FrontCache {
         let Some(bin) = self.bins.get_mut(size_bytes >> GRANULE_LOG2) else {
             return false;
         };
-        if bin.count >= BLOCKS_PER_BIN
-            || self.cached_bytes + size_bytes > self.max_bytes
+        if bin.count >= bin.limit
             || (block as usize).wrapping_sub(self.cacheable_start) >= self.cacheable_len
         {
             return false;
@@ -118,14 +163,28 @@ impl FrontCache {
         // SAFETY: `block` is a used block of ours nobody else uses now (caller); its
         // payload is at least `min_block_bytes - HDR_BYTES >= 16` bytes, aligned to the
         // granularity, so the link word fits and is aligned.
-        unsafe {
-            payload_of(block).cast::<*mut BlockHdr>().write(bin.top);
-            (*block).size_and_flags |= CACHED;
-        }
+        unsafe { payload_of(block).cast::<*mut BlockHdr>().write(bin.top) };
         bin.top = block;
         bin.count += 1;
-        self.cached_bytes += size_bytes;
         true
+    }
+
+    /// Whether `block`, a block of `size_bytes` bytes, is in the cache: a walk of the one
+    /// stack of that size (at most `BLOCKS_PER_BIN` links). For checks, not the hot path.
+    pub(super) fn holds(&self, block: *mut BlockHdr, size_bytes: usize) -> bool {
+        let Some(bin) = self.bins.get(size_bytes >> GRANULE_LOG2) else {
+            return false;
+        };
+        let mut node = bin.top;
+        for _ in 0..bin.count {
+            if node == block {
+                return true;
+            }
+            // SAFETY: `node` is a cached block of ours (invariant of `bins`, which holds
+            // `count` linked blocks): its payload holds the next link.
+            node = unsafe { payload_of(node).cast::<*mut BlockHdr>().read() };
+        }
+        false
     }
 
     /// Forget every cached block (for a reset, which lays out every chunk anew).
@@ -134,7 +193,6 @@ impl FrontCache {
             bin.top = ptr::null_mut();
             bin.count = 0;
         }
-        self.cached_bytes = 0;
     }
 
     /// Bytes of the blocks in bin `index`.
@@ -147,26 +205,32 @@ impl Tlsf {
     /// Free every cached block to the TLSF lists, coalescing with its neighbours. After
     /// freeing every live block and flushing, each chunk is one free block again.
     pub fn flush_cache(&mut self) {
+        self.flush_cache_counting();
+    }
+
+    /// `flush_cache`, returning how many blocks it freed.
+    pub(super) fn flush_cache_counting(&mut self) -> usize {
+        let mut flushed = 0;
         for index in 0..BIN_COUNT {
             let block_bytes = FrontCache::bin_block_bytes(index);
             while let Some(block) = self.front_cache.pop(block_bytes) {
                 // SAFETY: a block popped from the cache is a used block of ours that no
                 // one uses (its owner freed it before it was cached).
                 unsafe { self.free_to_lists(block) };
+                flushed += 1;
             }
         }
-        debug_assert_eq!(self.front_cache.cached_bytes, 0);
+        debug_assert_eq!(self.cached_block_count(), 0);
+        flushed
     }
 
     /// Turn the front cache on (the default) or off; turning it off flushes it. With the
     /// cache off every free coalesces at once, as in plain TLSF.
     pub fn set_front_cache(&mut self, enabled: bool) {
-        if enabled {
-            self.front_cache.max_bytes = ENABLED_MAX_BYTES;
-        } else {
+        if !enabled {
             self.flush_cache();
-            self.front_cache.max_bytes = 0;
         }
+        self.front_cache.set_limits(enabled);
     }
 
     /// Blocks held by the front cache now.
@@ -179,8 +243,14 @@ impl Tlsf {
     }
 
     /// Bytes (block sizes, headers included) held by the front cache now; never more
-    /// than 256 KiB.
+    /// than `ENABLED_MAX_BYTES` (254 KiB: 2 KiB per block size). O(sizes): computed from
+    /// the per-size counts, so the hot path keeps no byte counter.
     pub fn cached_bytes(&self) -> usize {
-        self.front_cache.cached_bytes
+        self.front_cache
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(index, bin)| bin.count as usize * FrontCache::bin_block_bytes(index))
+            .sum()
     }
 }

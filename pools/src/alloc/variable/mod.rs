@@ -74,8 +74,8 @@ const CHUNK_ALIGN_BYTES: usize = 4096;
 ///
 /// In front of the lists sits a bounded front cache (`front_cache`): a small block that is
 /// freed is pushed on a stack of blocks of its exact size, and a request needing a block
-/// of that size pops it, both O(1) without touching neighbours, lists or bitmaps. Cached
-/// blocks count as used to the TLSF core; `flush_cache` frees them to the lists, and a
+/// of that size pops it, both O(1) without touching neighbours, lists, bitmaps or the
+/// block's header. Cached blocks count as used to the TLSF core; `flush_cache` frees them to the lists, and a
 /// request the lists cannot serve flushes the cache before the allocator grows.
 /// `set_front_cache(false)` turns it off.
 ///
@@ -293,8 +293,7 @@ impl Tlsf {
         need_bytes: usize,
         request_bytes: usize,
     ) -> Result<*mut BlockHdr, PoolError> {
-        if self.front_cache.cached_bytes != 0 {
-            self.flush_cache();
+        if self.flush_cache_counting() != 0 {
             if let Some(block) = self.take_fitting(need_bytes) {
                 return Ok(block);
             }
@@ -338,10 +337,21 @@ impl Tlsf {
         }
     }
 
+    /// A request that is too large, badly aligned or aligned above the granularity.
+    #[cold]
+    #[inline(never)]
+    fn allocate_unusual(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
+        if size > MAX_REQUEST_BYTES || !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
+            return Err(self.bad_request(size, align));
+        }
+        let need = self.block_bytes_for(size);
+        self.allocate_aligned(size, need, align)
+    }
+
     /// A block of `need` bytes (serving a request of `size` bytes at the granularity) from
-    /// the free lists, else from a new chunk. Only a hint to inline: the front cache's pop
-    /// in `allocate` should not drag all of this into every caller.
-    #[inline]
+    /// the free lists, else from a new chunk. Out of line: the front cache's pop in
+    /// `allocate` should not drag all of this into every caller.
+    #[inline(never)]
     fn allocate_from_lists(&mut self, size: usize, need: usize) -> Result<NonNull<u8>, PoolError> {
         match self.find_fitting(need) {
             // SAFETY: `find_fitting` returns a free block of at least `need` bytes in `list`.
@@ -432,21 +442,22 @@ impl Strategy for Tlsf {
         "variable-size"
     }
 
-    #[inline]
+    /// The hot path (a front cache hit) inlines into the caller: one range check on the
+    /// request, the rounding, and the pop; everything else is out of line.
+    #[inline(always)]
     fn allocate(&mut self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
-        if size > MAX_REQUEST_BYTES || !align.is_power_of_two() || align > MAX_ALIGN_BYTES {
-            return Err(self.bad_request(size, align));
+        // `align` a power of two not above the granularity (so not above `MAX_ALIGN_BYTES`):
+        // served at the granularity. With a constant `align` this folds away.
+        if size <= MAX_REQUEST_BYTES && align.is_power_of_two() && align <= self.granularity_bytes {
+            let need = self.block_bytes_for(size);
+            if let Some(block) = self.front_cache.pop(need) {
+                // SAFETY: a cached block is a block of ours, so its payload is non-null; it
+                // is `need` bytes and its payload on the granularity, so it serves the request.
+                return Ok(unsafe { NonNull::new_unchecked(payload_of(block)) });
+            }
+            return self.allocate_from_lists(size, need);
         }
-        let need = self.block_bytes_for(size);
-        if align > self.granularity_bytes {
-            return self.allocate_aligned(size, need, align);
-        }
-        if let Some(block) = self.front_cache.pop(need) {
-            // SAFETY: a cached block is a block of ours, so its payload is non-null; it is
-            // `need` bytes and its payload on the granularity, so it serves the request.
-            return Ok(unsafe { NonNull::new_unchecked(payload_of(block)) });
-        }
-        self.allocate_from_lists(size, need)
+        self.allocate_unusual(size, align)
     }
 
     #[inline]
@@ -456,7 +467,7 @@ impl Strategy for Tlsf {
             let block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
             let size = (*block).size();
             debug_assert!(
-                !(*block).is_free() && !(*block).is_cached(),
+                !(*block).is_free() && !self.front_cache.holds(block, size),
                 "double free of {ptr:p}"
             );
             if !self.front_cache.push(block, size) {
@@ -567,7 +578,7 @@ impl std::fmt::Debug for Tlsf {
             .field("chunks", &self.chunks.len())
             .field("free_blocks", &self.free_block_count)
             .field("cached_blocks", &self.cached_block_count())
-            .field("cached_bytes", &self.front_cache.cached_bytes)
+            .field("cached_bytes", &self.cached_bytes())
             .field("reserved_bytes", &self.upstream.reserved_bytes())
             .finish()
     }

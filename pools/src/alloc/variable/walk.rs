@@ -5,7 +5,7 @@
 
 use super::block::{payload_of, BlockHdr, FreeBlockHdr, HDR_BYTES, PREV_FREE};
 use super::chunks::ChunkRecord;
-use super::front_cache::{FrontCache, BLOCKS_PER_BIN};
+use super::front_cache::{bin_limit, FrontCache, ENABLED_MAX_BYTES};
 use super::mapping::{list_of, FL_COUNT, SL_COUNT};
 use super::Tlsf;
 use crate::alloc::BlockState;
@@ -45,7 +45,7 @@ impl Tlsf {
             if payload == addr {
                 // A cached block was freed by its owner: not live (so a second free of it
                 // is caught in checked mode).
-                return if header.is_free() || header.is_cached() {
+                return if header.is_free() || self.front_cache.holds(block, size) {
                     BlockState::NotLive
                 } else {
                     BlockState::Live(size - HDR_BYTES)
@@ -66,9 +66,9 @@ impl Tlsf {
     /// within the cache's bounds, counts and reserved bytes matching. The error says what
     /// is wrong where.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let (free_blocks, cached_blocks) = self.check_chunks()?;
+        let (free_blocks, used_blocks) = self.check_chunks()?;
         self.check_lists(&free_blocks)?;
-        self.check_front_cache(cached_blocks)?;
+        self.check_front_cache(used_blocks)?;
         let chunk_bytes: usize = self.chunks.iter().map(|c| c.chunk.len).sum();
         if chunk_bytes != self.upstream.reserved_bytes() {
             return Err(format!(
@@ -79,11 +79,11 @@ impl Tlsf {
         Ok(())
     }
 
-    /// Checks every chunk's tiling and tags; returns the free blocks and the cached blocks
-    /// found (address -> size).
+    /// Checks every chunk's tiling and tags; returns the free blocks and the used blocks
+    /// (cached ones included) found (address -> size).
     fn check_chunks(&self) -> Result<(BlockSizes, BlockSizes), String> {
         let mut free_blocks = HashMap::new();
-        let mut cached_blocks = HashMap::new();
+        let mut used_blocks = HashMap::new();
         for (i, record) in self.chunks.iter().enumerate() {
             let base = record.chunk.addr();
             let end = base + record.chunk.len;
@@ -130,11 +130,8 @@ impl Tlsf {
                         "block {at:#x}: PREV_FREE flag disagrees with {prev:p}"
                     ));
                 }
-                if header.is_cached() {
-                    if header.is_free() {
-                        return Err(format!("block {at:#x}: both free and cached"));
-                    }
-                    cached_blocks.insert(at, size);
+                if !header.is_free() {
+                    used_blocks.insert(at, size);
                 }
                 if header.is_free() {
                     if prev_free {
@@ -168,7 +165,7 @@ impl Tlsf {
                 ));
             }
         }
-        Ok((free_blocks, cached_blocks))
+        Ok((free_blocks, used_blocks))
     }
 
     /// Checks the free lists and bitmaps against the free blocks found in the chunks.
@@ -230,27 +227,33 @@ impl Tlsf {
         Ok(())
     }
 
-    /// Checks the front cache stacks against the cached blocks found in the chunks
-    /// (consumed: each is ticked off as its stack is walked).
-    fn check_front_cache(&self, mut cached_blocks: BlockSizes) -> Result<(), String> {
+    /// Checks the front cache stacks against the used blocks found in the chunks (consumed:
+    /// each cached block is ticked off as its stack is walked, so none is in two stacks).
+    fn check_front_cache(&self, mut used_blocks: BlockSizes) -> Result<(), String> {
         let cache = &self.front_cache;
         let mut total_bytes = 0usize;
         for (index, bin) in cache.bins.iter().enumerate() {
             let bin_bytes = FrontCache::bin_block_bytes(index);
-            if bin.count > BLOCKS_PER_BIN {
+            let expected_limit = if cache.enabled {
+                bin_limit(bin_bytes)
+            } else {
+                0
+            };
+            if bin.limit != expected_limit || bin.count > bin.limit {
                 return Err(format!(
-                    "front cache bin of {bin_bytes} bytes holds {} blocks, limit {BLOCKS_PER_BIN}",
-                    bin.count
+                    "front cache bin of {bin_bytes} bytes holds {} blocks, limit {} \
+                     (expected {expected_limit})",
+                    bin.count, bin.limit
                 ));
             }
             let mut node = bin.top;
             let mut walked = 0u32;
             while !node.is_null() {
                 let at = node as usize;
-                // Only follow links of blocks the chunk walk found cached (not yet seen).
-                let Some(size) = cached_blocks.remove(&at) else {
+                // Only follow links of blocks the chunk walk found used (not yet seen).
+                let Some(size) = used_blocks.remove(&at) else {
                     return Err(format!(
-                        "front cache bin of {bin_bytes} bytes holds {at:#x}: not a cached \
+                        "front cache bin of {bin_bytes} bytes holds {at:#x}: not a used \
                          block, or in a stack twice"
                     ));
                 };
@@ -275,16 +278,10 @@ impl Tlsf {
                 ));
             }
         }
-        if let Some(at) = cached_blocks.keys().min() {
+        if total_bytes != self.cached_bytes() || total_bytes > ENABLED_MAX_BYTES {
             return Err(format!(
-                "{} block(s) flagged cached in no front cache bin, the first at {at:#x}",
-                cached_blocks.len()
-            ));
-        }
-        if total_bytes != cache.cached_bytes || total_bytes > cache.max_bytes {
-            return Err(format!(
-                "front cache holds {total_bytes} bytes, counted {}, limit {}",
-                cache.cached_bytes, cache.max_bytes
+                "front cache holds {total_bytes} bytes, counted {}, limit {ENABLED_MAX_BYTES}",
+                self.cached_bytes()
             ));
         }
         Ok(())
