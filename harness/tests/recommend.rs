@@ -38,8 +38,6 @@ fn recommend(trace: &Path, toml: &Path, extra: &[&str]) -> String {
         trace.to_str().unwrap(),
         "-o",
         toml.to_str().unwrap(),
-        "--runs",
-        "1",
         "--quiet",
     ];
     args.extend_from_slice(extra);
@@ -59,7 +57,7 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
     let trace = dir.path().join("churn.csv");
     let toml = dir.path().join("pool.toml");
     gen("fixed-churn", &trace, 40_000, 1);
-    let out = recommend(&trace, &toml, &["--budget", "60"]);
+    let out = recommend(&trace, &toml, &["--budget", "60", "--runs", "3"]);
     let ranked = out
         .lines()
         .filter(|l| {
@@ -89,7 +87,7 @@ fn size_mix_trace_does_not_get_a_fixed_size_pool() {
     let trace = dir.path().join("mix.csv");
     let toml = dir.path().join("pool.toml");
     gen("size-mix", &trace, 40_000, 2);
-    let out = recommend(&trace, &toml, &["--budget", "60"]);
+    let out = recommend(&trace, &toml, &["--budget", "60", "--runs", "1"]);
     let config = PoolConfig::load(&toml).unwrap();
     assert_ne!(config.allocator, AllocatorKind::FixedSize, "{out}");
     // The recommended file drives a normal replay beside system and mimalloc.
@@ -123,7 +121,7 @@ fn budget_is_respected_on_a_large_trace() {
     gen("larson", &trace, 1_500_000, 4);
     let budget_s = 8.0;
     let t0 = Instant::now();
-    let out = recommend(&trace, &toml, &["--budget", "8"]);
+    let out = recommend(&trace, &toml, &["--budget", "8", "--runs", "1"]);
     let spent = t0.elapsed();
     // Margin: one replay in flight when the budget runs out, and process start-up.
     assert!(
@@ -152,7 +150,7 @@ fn device_traces_are_searched_in_the_gpu_space() {
     let out = recommend(
         &trace,
         &toml,
-        &["--budget", "60", "--simulate-gpu", "80GiB"],
+        &["--budget", "60", "--runs", "1", "--simulate-gpu", "80GiB"],
     );
     let config = PoolConfig::load(&toml).unwrap();
     assert_eq!(config.memory_type, pools::MemoryType::Device, "{out}");
