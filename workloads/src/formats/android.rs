@@ -173,10 +173,7 @@ impl Iterator for AndroidReader {
         if self.done {
             return None;
         }
-        let item = self.next_event().transpose();
-        if !matches!(item, Some(Ok(_))) {
-            self.done = true;
-        }
-        item
+        let next = self.next_event();
+        super::fuse(&mut self.done, next)
     }
 }

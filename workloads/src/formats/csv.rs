@@ -466,11 +466,8 @@ impl Iterator for CsvReader {
         if self.done {
             return None;
         }
-        let item = self.next_event().transpose();
-        if !matches!(item, Some(Ok(_))) {
-            self.done = true;
-        }
-        item
+        let next = self.next_event();
+        super::fuse(&mut self.done, next)
     }
 }
 

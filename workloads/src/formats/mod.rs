@@ -21,6 +21,20 @@ use crate::input::{self, Compression};
 use lines::LineReader;
 use order::{Merge, TimeOrder};
 
+/// The end of every format reader's `Iterator::next`: turn `next_event`'s result into the
+/// item, and mark the reader done after the end or the first error (a reader never resumes
+/// past a bad line).
+pub(crate) fn fuse(
+    done: &mut bool,
+    next_event: Result<Option<Event>, TraceError>,
+) -> Option<Result<Event, TraceError>> {
+    let item = next_event.transpose();
+    if !matches!(item, Some(Ok(_))) {
+        *done = true;
+    }
+    item
+}
+
 pub use fields::{MAX_ALIGN_BYTES, MAX_SIZE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
