@@ -4,6 +4,7 @@
 //!   call (what `replay`, `replay gate` and `replay recommend` run).
 //! - [`engine::replay_compiled`]: one run of one backend over a [`engine::ReplayPlan`].
 //! - [`backends`]: the registry of backends; [`backend::Backend`]: the trait they implement.
+//! - [`recommend`]: the `PoolConfig` search behind `replay recommend`.
 //! - [`clock::Clock`]: the calibrated clock every latency is read with.
 
 pub mod backend;
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod engine;
 pub mod machine;
 pub mod progress;
+pub mod recommend;
 pub mod replay;
 
 pub use backend::{AddressSpace, Backend, Unavailable};

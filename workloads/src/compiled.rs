@@ -91,4 +91,77 @@ impl CompiledTrace {
             })
             .sum()
     }
+
+    /// The ops with `seq < events` of every thread: a valid trace on its own, since an op
+    /// only ever waits for ops with a smaller sequence number. `peak_live_bytes` stays the
+    /// whole trace's (an upper bound for the prefix).
+    pub fn prefix(&self, events: u64) -> CompiledTrace {
+        if events >= self.event_count {
+            return self.clone();
+        }
+        let threads = self
+            .threads
+            .iter()
+            .map(|t| {
+                let n = t.ops.partition_point(|op| (op.seq as u64) < events);
+                ThreadOps {
+                    trace_thread: t.trace_thread,
+                    ops: t.ops[..n].to_vec(),
+                    times_ns: t.times_ns.as_ref().map(|v| v[..n].to_vec()),
+                }
+            })
+            .filter(|t| !t.ops.is_empty())
+            .collect();
+        CompiledTrace {
+            threads,
+            slot_count: self.slot_count,
+            event_count: events,
+            streams: self.streams.clone(),
+            peak_live_bytes: self.peak_live_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One thread alternating alloc and free of slot 0, 64 bytes.
+    fn alternating_trace(events: u32) -> CompiledTrace {
+        let ops = (0..events)
+            .map(|seq| CompiledOp {
+                size: 64,
+                seq,
+                slot: 0,
+                ordinal: seq,
+                kind: if seq % 2 == 0 {
+                    OpKind::Alloc
+                } else {
+                    OpKind::Free
+                },
+                flags: 0,
+                stream: 0,
+            })
+            .collect();
+        CompiledTrace {
+            threads: vec![ThreadOps {
+                trace_thread: 0,
+                ops,
+                times_ns: None,
+            }],
+            slot_count: 1,
+            event_count: events as u64,
+            streams: vec![],
+            peak_live_bytes: 64,
+        }
+    }
+
+    #[test]
+    fn prefix_keeps_only_earlier_ops() {
+        let trace = alternating_trace(100);
+        let p = trace.prefix(10);
+        assert_eq!(p.event_count, 10);
+        assert_eq!(p.threads[0].ops.len(), 10);
+        assert!(p.threads[0].ops.iter().all(|o| o.seq < 10));
+    }
 }

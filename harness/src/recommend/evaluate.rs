@@ -1,0 +1,90 @@
+//! Measuring one candidate: the [`Evaluator`] trait and the real one, a replay through the
+//! engine.
+
+use crate::backends;
+use crate::engine::{Pace, Touch};
+use crate::replay::{replay_inputs_with, ReplayOptions, TraceInput};
+use anyhow::{bail, Context};
+use pools::PoolConfig;
+use workloads::CompiledTrace;
+
+/// What one replay of one candidate measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measured {
+    pub ops_per_sec: f64,
+    pub alloc_p99_ns: u64,
+    pub peak_reserved_bytes: u64,
+    pub alloc_failures: u64,
+    /// Events of the prefix replayed.
+    pub events: u64,
+    pub runs: u32,
+}
+
+/// Replays `trace` against one configuration.
+pub trait Evaluator {
+    fn evaluate(
+        &mut self,
+        config: &PoolConfig,
+        trace: &CompiledTrace,
+        runs: u32,
+    ) -> anyhow::Result<Measured>;
+}
+
+/// The real evaluator: the `pool` backend through the replay engine.
+pub struct ReplayEvaluator {
+    pub path: String,
+    pub sanitation: reports::Sanitation,
+    pub threads: Option<usize>,
+    /// `pool` (CPU), `gpu-pool` (real device) or `sim-gpu-pool` (simulated device).
+    pub backend: &'static str,
+    /// Size of the simulated device for `sim-gpu-pool`.
+    pub simulate_gpu_bytes: Option<u64>,
+}
+
+impl Evaluator for ReplayEvaluator {
+    fn evaluate(
+        &mut self,
+        config: &PoolConfig,
+        trace: &CompiledTrace,
+        runs: u32,
+    ) -> anyhow::Result<Measured> {
+        let backend = backends::find(self.backend)
+            .with_context(|| format!("the `{}` backend is not registered", self.backend))?;
+        let opts = ReplayOptions {
+            backends: vec![self.backend.into()],
+            simulate_gpu_bytes: self.simulate_gpu_bytes,
+            config: config.clone(),
+            config_source: "recommend candidate".into(),
+            threads: self.threads,
+            runs: runs as usize,
+            warmup: 0,
+            touch: Touch::First,
+            pace: Pace::Max,
+            quiet: true,
+            ..ReplayOptions::default()
+        };
+        let input = TraceInput {
+            path: &self.path,
+            compiled: trace,
+            sanitation: &self.sanitation,
+        };
+        // `replay_inputs_with` adds no backend of its own: only the one asked for runs.
+        let artifacts = replay_inputs_with(&[input], &opts, &[backend])?;
+        let r = &artifacts.results.traces[0].results[0];
+        if r.status != reports::Status::Ok {
+            bail!(
+                "configuration [{}] could not be replayed: {}",
+                config.summary(),
+                r.reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        Ok(Measured {
+            ops_per_sec: r.ops_per_sec,
+            alloc_p99_ns: r.latency_ns.alloc.p99,
+            peak_reserved_bytes: r.peak_reserved_bytes,
+            alloc_failures: r.alloc_failures,
+            events: trace.event_count,
+            runs,
+        })
+    }
+}
