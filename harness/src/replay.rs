@@ -43,7 +43,7 @@ pub struct ReplayOptions {
     /// Pool backends' `max_size_bytes` and the simulated device's size.
     pub capacity_bytes: Option<u64>,
     /// `--simulate-gpu`: adds `sim-gpu-pool` and `sim-upstream` on a simulated device of
-    /// this many bytes, and their `min_capacity_bytes`.
+    /// this many bytes (backends with a capacity also report `min_capacity_bytes`).
     pub simulate_gpu_bytes: Option<u64>,
     /// Trace problems are errors instead of repairs.
     pub strict: bool,
@@ -232,10 +232,11 @@ pub fn replay_inputs_with(
         }
         let mut results = Vec::with_capacity(states.len());
         for state in states {
+            let state_backend = state.backend;
             let (mut result, latency) = state.finish(&setup);
             if result.status == Status::Ok {
                 result.min_capacity_bytes =
-                    backends::gpu::min_capacity_bytes(&result.backend, input.compiled, &setup);
+                    state_backend.min_capacity_bytes(&setup, input.compiled);
             }
             if let Some(latency) = latency {
                 for (op, h) in [

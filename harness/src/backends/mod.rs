@@ -18,6 +18,7 @@ pub mod system;
 use crate::backend::{Backend, Unavailable};
 use crate::engine::{self, EngineError, PassOptions, ReplayPlan, RunMeasurement};
 use pools::PoolConfig;
+use workloads::CompiledTrace;
 
 /// What every backend of one replay is built from.
 #[derive(Debug, Clone)]
@@ -75,6 +76,23 @@ pub trait BackendFactory: Sync {
     fn config_summary(&self, _setup: &BackendSetup) -> Option<String> {
         None
     }
+
+    /// For backends whose memory limit is a parameter (a simulated device): the step, in
+    /// bytes, in which the limit is searched. `Some` makes the replay report the trace's
+    /// `min_capacity_bytes`, found with [`BackendFactory::create_with_capacity`].
+    fn capacity_step_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// A fresh backend limited to `capacity_bytes` (called only when
+    /// `capacity_step_bytes` is `Some`).
+    fn create_with_capacity(
+        &self,
+        _setup: &BackendSetup,
+        _capacity_bytes: u64,
+    ) -> Result<Self::Backend, String> {
+        Err(format!("{} has no capacity to set", self.name()))
+    }
 }
 
 /// A registry entry: a factory with its backend type erased.
@@ -85,6 +103,10 @@ pub trait RegisteredBackend: Sync {
     fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable>;
     fn reserved_source(&self) -> &'static str;
     fn config_summary(&self, setup: &BackendSetup) -> Option<String>;
+    /// The smallest capacity at which the backend replays `trace` with no allocation
+    /// failure (see [`BackendFactory::capacity_step_bytes`]); `None` for backends without
+    /// a capacity, or when no capacity works.
+    fn min_capacity_bytes(&self, setup: &BackendSetup, trace: &CompiledTrace) -> Option<u64>;
     /// One run (throughput pass + timed pass, a fresh backend each) of `plan`.
     fn run_once(
         &self,
@@ -112,6 +134,12 @@ impl<F: BackendFactory> RegisteredBackend for F {
     }
     fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
         BackendFactory::config_summary(self, setup)
+    }
+    fn min_capacity_bytes(&self, setup: &BackendSetup, trace: &CompiledTrace) -> Option<u64> {
+        let step_bytes = self.capacity_step_bytes()?;
+        engine::capacity::min_capacity_bytes(trace, step_bytes, |capacity_bytes| {
+            self.create_with_capacity(setup, capacity_bytes).ok()
+        })
     }
     fn run_once(
         &self,

@@ -4,8 +4,10 @@
 //! Generic over `B: Backend` all the way down to the op loop, so each backend gets its own
 //! monomorphised loop with direct calls. A run ([`replay_compiled`]) is two passes, each on
 //! a fresh backend: an untimed throughput pass (no clock read per op) and a timed pass
-//! (every call timed, memory sampled).
+//! (every call timed, memory sampled). [`capacity`] replays a trace sequentially at
+//! different memory limits to find the smallest one it fits in.
 
+pub mod capacity;
 pub mod latency;
 pub mod pass;
 pub mod plan;
