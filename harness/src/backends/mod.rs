@@ -186,24 +186,73 @@ pub fn known_names() -> String {
         .join(", ")
 }
 
-/// Resolve `--backends` (empty = the default set), rejecting unknown names and duplicates.
-pub fn resolve(names: &[String]) -> Result<Vec<&'static dyn RegisteredBackend>, String> {
-    if names.is_empty() {
-        return Ok(REGISTRY
-            .iter()
-            .copied()
-            .filter(|b| b.in_default_set())
-            .collect());
-    }
-    let mut out: Vec<&'static dyn RegisteredBackend> = Vec::new();
-    for name in names {
-        let name = name.trim();
-        let backend = find(name)
-            .ok_or_else(|| format!("unknown backend '{name}' (known: {})", known_names()))?;
-        if out.iter().any(|b| b.name() == backend.name()) {
-            return Err(format!("backend '{name}' is listed twice"));
+/// The backends one replay runs: resolved once from their names, at the edge (the command
+/// line), and taken as they are by the replay functions.
+#[derive(Clone)]
+pub struct BackendSelection {
+    backends: Vec<&'static dyn RegisteredBackend>,
+}
+
+impl BackendSelection {
+    /// What `replay` runs when `--backends` is not given: every backend of the default set.
+    pub fn default_set() -> Self {
+        BackendSelection {
+            backends: REGISTRY
+                .iter()
+                .copied()
+                .filter(|b| b.in_default_set())
+                .collect(),
         }
-        out.push(backend);
     }
-    Ok(out)
+
+    /// `--backends` (empty = the default set), rejecting unknown names and duplicates.
+    pub fn resolve(names: &[String]) -> Result<Self, String> {
+        if names.is_empty() {
+            return Ok(Self::default_set());
+        }
+        let mut backends: Vec<&'static dyn RegisteredBackend> = Vec::new();
+        for name in names {
+            let name = name.trim();
+            let backend = find(name)
+                .ok_or_else(|| format!("unknown backend '{name}' (known: {})", known_names()))?;
+            if backends.iter().any(|b| b.name() == backend.name()) {
+                return Err(format!("backend '{name}' is listed twice"));
+            }
+            backends.push(backend);
+        }
+        Ok(BackendSelection { backends })
+    }
+
+    /// Exactly these backends, registered or not (tests, experiments).
+    pub fn of(backends: Vec<&'static dyn RegisteredBackend>) -> Self {
+        BackendSelection { backends }
+    }
+
+    /// Append `backend` unless a backend of that name is selected already.
+    pub fn add(&mut self, backend: &'static dyn RegisteredBackend) {
+        if !self.backends.iter().any(|b| b.name() == backend.name()) {
+            self.backends.push(backend);
+        }
+    }
+
+    /// The backends, in the order tables list them.
+    pub fn backends(&self) -> &[&'static dyn RegisteredBackend] {
+        &self.backends
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.backends.iter().map(|b| b.name()).collect()
+    }
+}
+
+impl Default for BackendSelection {
+    fn default() -> Self {
+        Self::default_set()
+    }
+}
+
+impl std::fmt::Debug for BackendSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
 }

@@ -4,6 +4,9 @@
 //! a real or simulated device) and the evaluator's backend, run the search (see
 //! [`crate::recommend`]) with a progress bar, print the ranking and write the winner.
 
+use crate::backends::gpu::{GpuPoolFactory, SimGpuPoolFactory};
+use crate::backends::pool::PoolAsConfiguredFactory;
+use crate::backends::RegisteredBackend;
 use crate::progress::Progress;
 use crate::recommend::{
     candidates, gpu_candidates, render, search, Objective, ReplayEvaluator, TraceShape,
@@ -27,6 +30,42 @@ impl clap::ValueEnum for Objective {
             Objective::Balanced => "ops/s, p99 and reserved bytes weighed together",
         };
         Some(clap::builder::PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
+/// Which pool's configurations are searched, and on what memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SearchSpace {
+    /// `CpuPool` configurations (the `pool` backend).
+    CpuPool,
+    /// `GpuPool` configurations on CUDA device 0 (`gpu-pool`).
+    GpuPool,
+    /// `GpuPool` configurations on a simulated device of this many bytes (`sim-gpu-pool`).
+    SimulatedGpuPool { device_bytes: u64 },
+}
+
+impl SearchSpace {
+    /// The backend a candidate is replayed with.
+    fn backend(self) -> &'static dyn RegisteredBackend {
+        match self {
+            SearchSpace::CpuPool => &PoolAsConfiguredFactory,
+            SearchSpace::GpuPool => &GpuPoolFactory,
+            SearchSpace::SimulatedGpuPool { .. } => &SimGpuPoolFactory,
+        }
+    }
+
+    fn simulate_gpu_bytes(self) -> Option<u64> {
+        match self {
+            SearchSpace::SimulatedGpuPool { device_bytes } => Some(device_bytes),
+            _ => None,
+        }
+    }
+
+    fn candidates(self, shape: &TraceShape) -> Vec<pools::PoolConfig> {
+        match self {
+            SearchSpace::CpuPool => candidates(shape),
+            _ => gpu_candidates(shape),
+        }
     }
 }
 
@@ -86,31 +125,28 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot load trace {}", args.trace.display()))?;
     let shape = TraceShape::of(&loaded.compiled);
     let device_trace = !loaded.compiled.streams.is_empty();
-    let (configs, backend, simulate_gpu_bytes) = if args.simulate_gpu.is_some() || device_trace {
-        match args.simulate_gpu {
-            Some(bytes) => (gpu_candidates(&shape), "sim-gpu-pool", Some(bytes)),
-            None if pools::gpu::cuda_available().is_ok() => {
-                (gpu_candidates(&shape), "gpu-pool", None)
-            }
-            None => {
-                let bytes = (2 * loaded.compiled.peak_live_bytes).max(1 << 30);
-                eprintln!(
-                    "replay recommend: the trace has stream ids and CUDA is not available: \
-                     searching the GPU pool's space on a simulated device of {} \
-                     (set the size with --simulate-gpu)",
-                    human_bytes(bytes)
-                );
-                (gpu_candidates(&shape), "sim-gpu-pool", Some(bytes))
-            }
+    let space = match args.simulate_gpu {
+        Some(device_bytes) => SearchSpace::SimulatedGpuPool { device_bytes },
+        None if !device_trace => SearchSpace::CpuPool,
+        None if pools::gpu::cuda_available().is_ok() => SearchSpace::GpuPool,
+        None => {
+            let device_bytes = (2 * loaded.compiled.peak_live_bytes).max(1 << 30);
+            eprintln!(
+                "replay recommend: the trace has stream ids and CUDA is not available: \
+                 searching the GPU pool's space on a simulated device of {} \
+                 (set the size with --simulate-gpu)",
+                human_bytes(device_bytes)
+            );
+            SearchSpace::SimulatedGpuPool { device_bytes }
         }
-    } else {
-        (candidates(&shape), "pool", None)
     };
+    let configs = space.candidates(&shape);
+    let simulate_gpu_bytes = space.simulate_gpu_bytes();
     let mut eval = ReplayEvaluator {
         path: args.trace.display().to_string(),
         sanitation: sanitation_of(&loaded.sanitation),
         threads: args.threads.map(|t| t as usize),
-        backend,
+        backend: space.backend(),
         simulate_gpu_bytes,
     };
     let mut progress = Progress::new(configs.len() as u64, args.quiet);
@@ -138,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     winner
         .save(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
-    if backend == "pool" {
+    if space == SearchSpace::CpuPool {
         println!(
             "\nwrote {}; replay it beside system and mimalloc with:\n  replay --config {} {}",
             args.output.display(),

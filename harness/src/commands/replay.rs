@@ -4,7 +4,9 @@
 //! else, and the human output goes to stderr (unless `--quiet`).
 
 use super::EXIT_USAGE;
-use crate::backends;
+use crate::backends::gpu::{SimGpuPoolFactory, SimUpstreamFactory};
+use crate::backends::pool::PoolAsConfiguredFactory;
+use crate::backends::BackendSelection;
 use crate::engine::{Pace, Touch};
 use crate::replay::{replay_traces, ReplayOptions};
 use anyhow::Context;
@@ -84,23 +86,28 @@ pub fn load_config(arg: Option<&str>) -> anyhow::Result<(PoolConfig, String)> {
 /// The library options these arguments ask for.
 pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
     let (config, config_source) = load_config(args.config.as_deref())?;
-    backends::resolve(&args.backends).map_err(anyhow::Error::msg)?;
+    let mut backends = BackendSelection::resolve(&args.backends).map_err(anyhow::Error::msg)?;
     for trace in &args.traces {
         if !trace.is_file() {
             anyhow::bail!("{}: no such trace file", trace.display());
         }
     }
-    let mut backend_names = args.backends.clone();
-    if backend_names.is_empty() && args.config.is_some() {
+    if args.backends.is_empty() && args.config.is_some() {
         // A config given explicitly is also replayed exactly as written (`pool`), beside
         // the default set (whose pool backends override its allocator kind).
-        backend_names.push("pool".to_owned());
-        let defaults = backends::resolve(&[]).map_err(anyhow::Error::msg)?;
-        backend_names.extend(defaults.iter().map(|b| b.name().to_owned()));
+        let defaults = backends;
+        backends = BackendSelection::of(vec![&PoolAsConfiguredFactory]);
+        for &backend in defaults.backends() {
+            backends.add(backend);
+        }
+    }
+    if args.simulate_gpu.is_some() {
+        backends.add(&SimGpuPoolFactory);
+        backends.add(&SimUpstreamFactory);
     }
     Ok(ReplayOptions {
         traces: args.traces.clone(),
-        backends: backend_names,
+        backends,
         config,
         config_source,
         threads: args.threads.map(|t| t as usize),

@@ -1,10 +1,10 @@
 //! Measuring one candidate: the [`Evaluator`] trait and the real one, a replay through the
 //! engine.
 
-use crate::backends;
+use crate::backends::{BackendSelection, RegisteredBackend};
 use crate::engine::{Pace, Touch};
-use crate::replay::{replay_inputs_with, ReplayOptions, TraceInput};
-use anyhow::{bail, Context};
+use crate::replay::{replay_inputs, ReplayOptions, TraceInput};
+use anyhow::bail;
 use pools::PoolConfig;
 use workloads::CompiledTrace;
 
@@ -36,7 +36,7 @@ pub struct ReplayEvaluator {
     pub sanitation: reports::Sanitation,
     pub threads: Option<usize>,
     /// `pool` (CPU), `gpu-pool` (real device) or `sim-gpu-pool` (simulated device).
-    pub backend: &'static str,
+    pub backend: &'static dyn RegisteredBackend,
     /// Size of the simulated device for `sim-gpu-pool`.
     pub simulate_gpu_bytes: Option<u64>,
 }
@@ -48,10 +48,8 @@ impl Evaluator for ReplayEvaluator {
         trace: &CompiledTrace,
         runs: u32,
     ) -> anyhow::Result<Measured> {
-        let backend = backends::find(self.backend)
-            .with_context(|| format!("the `{}` backend is not registered", self.backend))?;
         let opts = ReplayOptions {
-            backends: vec![self.backend.into()],
+            backends: BackendSelection::of(vec![self.backend]),
             simulate_gpu_bytes: self.simulate_gpu_bytes,
             config: config.clone(),
             config_source: "recommend candidate".into(),
@@ -68,8 +66,7 @@ impl Evaluator for ReplayEvaluator {
             compiled: trace,
             sanitation: &self.sanitation,
         };
-        // `replay_inputs_with` adds no backend of its own: only the one asked for runs.
-        let artifacts = replay_inputs_with(&[input], &opts, &[backend])?;
+        let artifacts = replay_inputs(&[input], &opts)?;
         let r = &artifacts.results.traces[0].results[0];
         if r.status != reports::Status::Ok {
             bail!(
