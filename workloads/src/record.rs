@@ -14,8 +14,8 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::SystemTime;
@@ -332,7 +332,7 @@ pub fn record_command(out: &Path, cmd: &[OsString]) -> Result<RecordSummary, Rec
         }
         Err(e) => return Err(io_err(&raw)(e)),
     };
-    let result = write_ordered(&bytes, &raw, out, &temp_name("tmp"));
+    let result = write_ordered(&bytes, &raw, out);
     let _ = fs::remove_file(&raw);
     let counts = result?;
     let file_bytes = fs::metadata(out).map_err(io_err(out))?.len();
@@ -465,17 +465,11 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Writes the rows of `bytes` in global order to `temp`, compressed as `out`'s extension
-/// asks, then renames `temp` to `out`.
-fn write_ordered(
-    bytes: &[u8],
-    raw_path: &Path,
-    out: &Path,
-    temp: &Path,
-) -> Result<RowCounts, RecordError> {
+/// Writes the rows of `bytes` in global order to `out` (atomically), compressed as `out`'s
+/// extension asks.
+fn write_ordered(bytes: &[u8], raw_path: &Path, out: &Path) -> Result<RowCounts, RecordError> {
     let (rows, counts) = order_rows(bytes, raw_path)?;
-    let write = || -> io::Result<()> {
-        let file = BufWriter::with_capacity(1 << 20, File::create(temp)?);
+    atomic_file::write_atomically(out, |file| -> io::Result<()> {
         let mut w: Box<dyn Write> = match out.extension().and_then(OsStr::to_str) {
             Some("gz") => Box::new(flate2::write::GzEncoder::new(
                 file,
@@ -490,12 +484,9 @@ fn write_ordered(
         }
         w.flush()?;
         drop(w); // finishes the compressed stream
-        fs::rename(temp, out)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(temp);
-        io_err(out)(e)
-    })?;
+        Ok(())
+    })
+    .map_err(io_err(out))?;
     Ok(counts)
 }
 
