@@ -4,6 +4,7 @@
 use super::rank::best_of;
 use super::{pareto_front, score, Objective, Search, TIE_MARGIN};
 use pools::config::human_bytes;
+use reports::{Align, Table};
 use std::fmt::Write as _;
 
 /// The ranking table, the Pareto front and a few sentences on why the winner won.
@@ -27,25 +28,31 @@ pub fn render(search: &Search, objective: Objective, trace_events: u64) -> Strin
             ""
         }
     );
-    let _ = writeln!(
-        out,
-        "{:>4}  {:<1} {:<58} {:>12} {:>10} {:>12} {:>8}",
-        "rank", "", "configuration", "ops/s", "alloc p99", "reserved", "failures"
-    );
+    // Rank, the Pareto mark and the configuration on the left; figures right-aligned.
+    let mut table = Table::new(&[
+        "rank",
+        "",
+        "configuration",
+        "ops/s",
+        "alloc p99",
+        "reserved",
+        "failures",
+    ])
+    .align(0, Align::Right)
+    .align_from(3, Align::Right);
     for (r, &i) in search.ranking.iter().enumerate() {
         let mm = m(i);
-        let _ = writeln!(
-            out,
-            "{:>4}  {:<1} {:<58} {:>12.0} {:>8} ns {:>12} {:>8}",
-            r + 1,
-            if front.contains(&i) { "*" } else { "" },
+        table.row(vec![
+            (r + 1).to_string(),
+            if front.contains(&i) { "*" } else { "" }.to_owned(),
             truncate(&c[i].config.summary(), 58),
-            mm.ops_per_sec,
-            mm.alloc_p99_ns,
+            format!("{:.0}", mm.ops_per_sec),
+            format!("{} ns", mm.alloc_p99_ns),
             human_bytes(mm.peak_reserved_bytes),
-            mm.alloc_failures
-        );
+            mm.alloc_failures.to_string(),
+        ]);
     }
+    out.push_str(&table.text());
     let _ = writeln!(
         out,
         "* = on the Pareto front over (ops/s, alloc p99, reserved)"
