@@ -23,7 +23,7 @@ use std::str::FromStr;
 use thiserror::Error;
 
 /// What the engine writes into blocks it gets (host backends only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Touch {
     /// Never write: measures the allocator alone.
     None,
@@ -35,6 +35,8 @@ pub enum Touch {
 }
 
 impl Touch {
+    pub const ALL: [Touch; 3] = [Touch::None, Touch::First, Touch::All];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Touch::None => "none",
