@@ -282,7 +282,7 @@ fn paced_replay_takes_the_recorded_time() {
 mod through_the_registry {
     use super::*;
     use harness::backends::{BackendFactory, BackendSelection, BackendSetup, RegisteredBackend};
-    use harness::replay::{replay_inputs, ReplayOptions, TraceInput};
+    use harness::runner::{replay_inputs, ReplayOptions, TraceInput};
     use reports::{Sanitation, Status};
 
     struct PanickingFactory;

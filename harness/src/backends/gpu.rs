@@ -22,7 +22,7 @@
 //! `host`), else `PoolConfig::default_gpu()`.
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::{AddressSpace, Backend, Unavailable};
+use crate::backends::{AddressSpace, Backend, Unavailable};
 use pools::gpu::{DeviceUpstream, GpuPool, SimulatedDevice, StreamId};
 use pools::{AllocFlags, MemoryPool, MemoryType, PoolConfig};
 use std::ptr::NonNull;

@@ -6,17 +6,20 @@
 //! of [`registry`] whose `run_once` calls the engine monomorphised for that backend type:
 //! dynamic dispatch happens once per run, never per op.
 //!
+//! The [`Backend`] trait itself (what the engine calls per op) is in `interface.rs`.
+//!
 //! To add a backend: implement `Backend` for its type, a `BackendFactory` for a unit
 //! struct, and append `&ThatFactory` to `REGISTRY` below.
 
 pub mod gpu;
+mod interface;
 pub mod mimalloc;
 pub mod null;
 pub mod pool;
 pub mod system;
 
-use crate::backend::{Backend, Unavailable};
 use crate::engine::{self, EngineError, PassOptions, ReplayPlan, RunMeasurement};
+pub use interface::{AddressSpace, Backend, Unavailable};
 use pools::PoolConfig;
 use workloads::CompiledTrace;
 

@@ -13,7 +13,7 @@ use reports::{gate_results, read_results_json, RunArtifacts};
 
 use super::compare::StatArgs;
 use crate::backends::BackendSelection;
-use crate::replay::{replay_traces, ReplayOptions};
+use crate::runner::{replay_traces, ReplayOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

@@ -11,7 +11,7 @@ use crate::progress::Progress;
 use crate::recommend::{
     candidates, gpu_candidates, render, search, Objective, ReplayEvaluator, TraceShape,
 };
-use crate::replay::sanitation_of;
+use crate::runner::sanitation_of;
 use anyhow::{bail, Context};
 use pools::config::human_bytes;
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use crate::backends::gpu::{SimGpuPoolFactory, SimUpstreamFactory};
 use crate::backends::pool::PoolAsConfiguredFactory;
 use crate::backends::BackendSelection;
 use crate::engine::{Pace, Touch};
-use crate::replay::{replay_traces, ReplayOptions};
+use crate::runner::{replay_traces, ReplayOptions};
 use anyhow::Context;
 use pools::PoolConfig;
 use reports::{format, Align, BackendResult, ResultsFile, Status, Table, TraceResult};

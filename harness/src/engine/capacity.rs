@@ -6,7 +6,7 @@
 //! each slot, and it makes a probe's answer a function of the capacity alone (no scheduling
 //! noise), which bisection needs.
 
-use crate::backend::Backend;
+use crate::backends::Backend;
 use workloads::{CompiledTrace, OpKind};
 
 /// One op of the trace in global order.

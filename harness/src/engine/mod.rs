@@ -12,11 +12,11 @@ pub mod latency;
 pub mod pass;
 pub mod plan;
 
-pub use latency::{size_class_log2, summarize, LatencyHistograms};
+pub use latency::{size_bucket_log2, summarize, LatencyHistograms};
 pub use pass::{run_pass, PassKind, PassOutcome, PassWorkspace};
 pub use plan::{ReplayPlan, MEMORY_SAMPLES};
 
-use crate::backend::Backend;
+use crate::backends::Backend;
 use reports::MemorySample;
 use std::fmt;
 use std::str::FromStr;
@@ -156,7 +156,7 @@ where
         let latency = timed
             .latency
             .take()
-            .unwrap_or_else(|| LatencyHistograms::new(&plan.size_classes));
+            .unwrap_or_else(|| LatencyHistograms::new(&plan.size_buckets));
         (timed, latency)
     };
 

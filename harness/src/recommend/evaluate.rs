@@ -3,7 +3,7 @@
 
 use crate::backends::{BackendSelection, RegisteredBackend};
 use crate::engine::{Pace, Touch};
-use crate::replay::{replay_inputs, ReplayOptions, TraceInput};
+use crate::runner::{replay_inputs, ReplayOptions, TraceInput};
 use anyhow::bail;
 use pools::PoolConfig;
 use workloads::CompiledTrace;

@@ -381,10 +381,10 @@ impl BackendState {
             config: self.backend.config_summary(setup),
             min_capacity_bytes: None,
             memory_series: self.memory_series,
-            alloc_latency_by_size_class: self
+            alloc_latency_by_size_bucket: self
                 .latency
                 .as_ref()
-                .map(|h| h.size_class_summary())
+                .map(|h| h.size_bucket_summary())
                 .unwrap_or_default(),
             runs: self.runs,
         };
