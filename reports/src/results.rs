@@ -1,4 +1,4 @@
-//! results.json, schema 1. Field names are a contract (see DESIGN.md): scripts read them.
+//! results.json, schema 1. Field names are a contract (see docs/formats.md, "results.json"): scripts read them.
 //! New fields are welcome; existing ones keep their names and meaning.
 
 use serde::{Deserialize, Serialize};
