@@ -126,34 +126,31 @@ impl CompiledTrace {
 mod tests {
     use super::*;
 
-    /// One thread alternating alloc and free of slot 0, 64 bytes.
-    fn alternating_trace(events: u32) -> CompiledTrace {
-        let ops = (0..events)
-            .map(|seq| CompiledOp {
-                size: 64,
-                seq,
-                slot: 0,
-                ordinal: seq,
-                kind: if seq % 2 == 0 {
-                    OpKind::Alloc
-                } else {
-                    OpKind::Free
-                },
-                flags: 0,
-                stream: 0,
-            })
-            .collect();
-        CompiledTrace {
-            threads: vec![ThreadOps {
-                trace_thread: 0,
-                ops,
-                times_ns: None,
-            }],
-            slot_count: 1,
-            event_count: events as u64,
-            streams: vec![],
-            peak_live_bytes: 64,
-        }
+    /// One thread allocating and freeing one 64-byte block, `events` events in all,
+    /// through the compiler.
+    fn alternating_trace(events: u64) -> CompiledTrace {
+        let event = |i: u64| crate::Event {
+            thread: 0,
+            time_ns: None,
+            op: if i % 2 == 0 {
+                OpKind::Alloc
+            } else {
+                OpKind::Free
+            },
+            ptr: 0x1000,
+            size: if i % 2 == 0 { 64 } else { 0 },
+            align: 0,
+            old_ptr: 0,
+            stream: None,
+            device: None,
+            line: i + 2,
+        };
+        crate::compile(
+            std::path::Path::new("alternating"),
+            (0..events).map(event),
+            false,
+        )
+        .expect("a valid trace")
     }
 
     #[test]
