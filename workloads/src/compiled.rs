@@ -132,13 +132,13 @@ mod tests {
         let event = |i: u64| crate::Event {
             thread: 0,
             time_ns: None,
-            op: if i % 2 == 0 {
+            op: if i.is_multiple_of(2) {
                 OpKind::Alloc
             } else {
                 OpKind::Free
             },
             ptr: 0x1000,
-            size: if i % 2 == 0 { 64 } else { 0 },
+            size: if i.is_multiple_of(2) { 64 } else { 0 },
             align: 0,
             old_ptr: 0,
             stream: None,

@@ -74,14 +74,14 @@ impl Backend for GpuPoolBackend {
     }
 
     #[inline]
-    fn free(&self, addr: usize, _size: usize, stream: u16) {
+    unsafe fn free(&self, addr: usize, _size: usize, stream: u16) {
         if let Some(p) = ptr(addr) {
             // An error is an engine bug (double free); there is no caller to report it to.
             let _ = self.pool.deallocate_on(p, StreamId(stream));
         }
     }
 
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -149,11 +149,11 @@ impl Backend for SimUpstreamBackend {
         self.device().alloc(size as u64).map_or(0, |a| a as usize)
     }
 
-    fn free(&self, addr: usize, size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, size: usize, _stream: u16) {
         let _ = self.device().free(addr as u64, size as u64);
     }
 
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -328,13 +328,20 @@ mod cuda {
             self.driver.malloc(size.max(1)).map_or(0, |a| a as usize)
         }
 
-        fn free(&self, addr: usize, _size: usize, _stream: u16) {
+        unsafe fn free(&self, addr: usize, _size: usize, _stream: u16) {
             // SAFETY: the engine frees only addresses this backend's `alloc` returned, once,
             // and never touches device memory.
             let _ = unsafe { self.driver.free(addr as u64) };
         }
 
-        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+        unsafe fn realloc(
+            &self,
+            addr: usize,
+            old: usize,
+            new: usize,
+            align: usize,
+            s: u16,
+        ) -> usize {
             let n = self.alloc(new, align, s);
             if n != 0 && addr != 0 {
                 // SAFETY: both are live allocations of this device, each at least
@@ -374,7 +381,7 @@ mod cuda {
             }
         }
 
-        fn free(&self, addr: usize, _size: usize, stream: u16) {
+        unsafe fn free(&self, addr: usize, _size: usize, stream: u16) {
             if let Some(s) = self.streams.get(stream) {
                 // SAFETY: `addr` came from `malloc_async` of this backend and the engine
                 // never uses it again; device work on it is ordered on the trace's streams.
@@ -382,7 +389,14 @@ mod cuda {
             }
         }
 
-        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+        unsafe fn realloc(
+            &self,
+            addr: usize,
+            old: usize,
+            new: usize,
+            align: usize,
+            s: u16,
+        ) -> usize {
             let n = self.alloc(new, align, s);
             if n != 0 && addr != 0 {
                 if let Some(st) = self.streams.get(s) {
@@ -427,10 +441,10 @@ mod cuda {
         fn alloc(&self, _: usize, _: usize, _: u16) -> usize {
             match *self {}
         }
-        fn free(&self, _: usize, _: usize, _: u16) {
+        unsafe fn free(&self, _: usize, _: usize, _: u16) {
             match *self {}
         }
-        fn realloc(&self, _: usize, _: usize, _: usize, _: usize, _: u16) -> usize {
+        unsafe fn realloc(&self, _: usize, _: usize, _: usize, _: usize, _: u16) -> usize {
             match *self {}
         }
     }

@@ -37,33 +37,33 @@ impl clap::ValueEnum for Objective {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum SearchSpace {
     /// `CpuPool` configurations (the `pool` backend).
-    CpuPool,
+    Cpu,
     /// `GpuPool` configurations on CUDA device 0 (`gpu-pool`).
-    GpuPool,
+    Gpu,
     /// `GpuPool` configurations on a simulated device of this many bytes (`sim-gpu-pool`).
-    SimulatedGpuPool { device_bytes: u64 },
+    SimulatedGpu { device_bytes: u64 },
 }
 
 impl SearchSpace {
     /// The backend a candidate is replayed with.
     fn backend(self) -> &'static dyn RegisteredBackend {
         match self {
-            SearchSpace::CpuPool => &PoolAsConfiguredFactory,
-            SearchSpace::GpuPool => &GpuPoolFactory,
-            SearchSpace::SimulatedGpuPool { .. } => &SimGpuPoolFactory,
+            SearchSpace::Cpu => &PoolAsConfiguredFactory,
+            SearchSpace::Gpu => &GpuPoolFactory,
+            SearchSpace::SimulatedGpu { .. } => &SimGpuPoolFactory,
         }
     }
 
     fn simulate_gpu_bytes(self) -> Option<u64> {
         match self {
-            SearchSpace::SimulatedGpuPool { device_bytes } => Some(device_bytes),
+            SearchSpace::SimulatedGpu { device_bytes } => Some(device_bytes),
             _ => None,
         }
     }
 
     fn candidates(self, shape: &TraceShape) -> Vec<pools::PoolConfig> {
         match self {
-            SearchSpace::CpuPool => candidates(shape),
+            SearchSpace::Cpu => candidates(shape),
             _ => gpu_candidates(shape),
         }
     }
@@ -126,9 +126,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let shape = TraceShape::of(&loaded.compiled);
     let device_trace = !loaded.compiled.streams.is_empty();
     let space = match args.simulate_gpu {
-        Some(device_bytes) => SearchSpace::SimulatedGpuPool { device_bytes },
-        None if !device_trace => SearchSpace::CpuPool,
-        None if pools::gpu::cuda_available().is_ok() => SearchSpace::GpuPool,
+        Some(device_bytes) => SearchSpace::SimulatedGpu { device_bytes },
+        None if !device_trace => SearchSpace::Cpu,
+        None if pools::gpu::cuda_available().is_ok() => SearchSpace::Gpu,
         None => {
             let device_bytes = (2 * loaded.compiled.peak_live_bytes).max(1 << 30);
             eprintln!(
@@ -137,7 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                  (set the size with --simulate-gpu)",
                 human_bytes(device_bytes)
             );
-            SearchSpace::SimulatedGpuPool { device_bytes }
+            SearchSpace::SimulatedGpu { device_bytes }
         }
     };
     let configs = space.candidates(&shape);
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     winner
         .save(&args.output)
         .with_context(|| format!("cannot write {}", args.output.display()))?;
-    if space == SearchSpace::CpuPool {
+    if space == SearchSpace::Cpu {
         println!(
             "\nwrote {}; replay it beside system and mimalloc with:\n  replay --config {} {}",
             args.output.display(),

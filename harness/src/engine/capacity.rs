@@ -62,13 +62,19 @@ fn replays_without_failure<B: Backend>(backend: &B, ops: &[SequentialOp], slots:
             }
             OpKind::Free => {
                 if slot.0 != 0 {
-                    backend.free(slot.0, slot.1, op.stream);
+                    // SAFETY: a non-zero entry of `live` is a live block of this backend of
+                    // `slot.1` requested bytes, set by the op that allocated it and
+                    // cleared here.
+                    unsafe { backend.free(slot.0, slot.1, op.stream) };
                 }
                 *slot = (0, 0);
             }
             OpKind::Realloc => {
-                let addr =
-                    backend.realloc(slot.0, slot.1, op.size_bytes as usize, op.align, op.stream);
+                // SAFETY: `slot.0` is 0 or a live block of `slot.1` bytes (as above); on
+                // success it is replaced by the new block below.
+                let addr = unsafe {
+                    backend.realloc(slot.0, slot.1, op.size_bytes as usize, op.align, op.stream)
+                };
                 if addr == 0 {
                     ok = false;
                     break;
@@ -79,7 +85,8 @@ fn replays_without_failure<B: Backend>(backend: &B, ops: &[SequentialOp], slots:
     }
     for &(addr, size_bytes) in &live {
         if addr != 0 {
-            backend.free(addr, size_bytes, 0);
+            // SAFETY: each non-zero entry is still a live block (as above).
+            unsafe { backend.free(addr, size_bytes, 0) };
         }
     }
     ok
@@ -152,13 +159,21 @@ mod tests {
             self.next_addr
                 .fetch_add(size.max(1) as u64, Ordering::Relaxed) as usize
         }
-        fn free(&self, _addr: usize, size: usize, _stream: u16) {
+        unsafe fn free(&self, _addr: usize, size: usize, _stream: u16) {
             self.live_bytes.fetch_sub(size as u64, Ordering::Relaxed);
         }
-        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+        unsafe fn realloc(
+            &self,
+            addr: usize,
+            old: usize,
+            new: usize,
+            align: usize,
+            s: u16,
+        ) -> usize {
             let n = self.alloc(new, align, s);
             if n != 0 && addr != 0 {
-                self.free(addr, old, s);
+                // SAFETY: `addr` is live with `old` bytes (the caller's contract).
+                unsafe { self.free(addr, old, s) };
             }
             n
         }
