@@ -4,12 +4,14 @@
 //! a real or simulated device) and the evaluator's backend, run the search (see
 //! [`crate::recommend`]) with a progress bar, print the ranking and write the winner.
 
-use crate::backends::gpu::{GpuPoolFactory, SimGpuPoolFactory};
+use crate::backends::gpu::{CudaAsyncFactory, GpuPoolFactory, SimGpuPoolFactory};
+use crate::backends::mimalloc::MimallocFactory;
 use crate::backends::pool::PoolAsConfiguredFactory;
+use crate::backends::system::SystemFactory;
 use crate::backends::RegisteredBackend;
 use crate::progress::Progress;
 use crate::recommend::{
-    candidates, gpu_candidates, render, search, Objective, ReplayEvaluator, TraceShape,
+    candidates, gpu_candidates, render, search, Objective, Reference, ReplayEvaluator, TraceShape,
 };
 use crate::runner::sanitation_of;
 use anyhow::{bail, Context};
@@ -58,6 +60,14 @@ impl SearchSpace {
         match self {
             SearchSpace::SimulatedGpu { device_bytes } => Some(device_bytes),
             _ => None,
+        }
+    }
+
+    /// What users would pick instead, replayed beside the candidates for scale.
+    fn references(self) -> Vec<&'static dyn RegisteredBackend> {
+        match self {
+            SearchSpace::Cpu => vec![&SystemFactory, &MimallocFactory],
+            SearchSpace::Gpu | SearchSpace::SimulatedGpu { .. } => vec![&CudaAsyncFactory],
         }
     }
 
@@ -166,9 +176,25 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     );
     progress.finish();
     let search = result?;
+    // The references replay what the ranked candidates replayed: the same prefix, as many
+    // runs, in this same process.
+    let ranked_runs = search.candidates[search.ranking[0]]
+        .measured
+        .map_or(args.runs, |m| m.runs);
+    let ranked_trace = loaded.compiled.prefix(search.final_events);
+    let references: Vec<Reference> = space
+        .references()
+        .into_iter()
+        .map(|backend| eval.reference(backend, &ranked_trace, ranked_runs))
+        .collect();
     print!(
         "{}",
-        render(&search, args.objective, loaded.compiled.event_count)
+        render(
+            &search,
+            args.objective,
+            loaded.compiled.event_count,
+            &references
+        )
     );
     let winner = &search.candidates[search.ranking[0]].config;
     winner

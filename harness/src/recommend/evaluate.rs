@@ -20,6 +20,15 @@ pub struct Measured {
     pub runs: u32,
 }
 
+/// A backend replayed beside the candidates (on the prefix they are ranked on, with the
+/// same runs), shown unranked so that their figures have a scale.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub backend: &'static str,
+    /// What it measured, or why it did not run (`skipped: …`, `failed: …`).
+    pub measured: Result<Measured, String>,
+}
+
 /// Replays `trace` against one configuration.
 pub trait Evaluator {
     fn evaluate(
@@ -41,15 +50,18 @@ pub struct ReplayEvaluator {
     pub simulate_gpu_bytes: Option<u64>,
 }
 
-impl Evaluator for ReplayEvaluator {
-    fn evaluate(
-        &mut self,
+impl ReplayEvaluator {
+    /// One replay of `backend` (pool backends with `config`): what it measured, or the
+    /// status and reason of a backend that did not run.
+    fn replay(
+        &self,
+        backend: &'static dyn RegisteredBackend,
         config: &PoolConfig,
         trace: &CompiledTrace,
         runs: u32,
-    ) -> anyhow::Result<Measured> {
+    ) -> anyhow::Result<Result<Measured, (reports::Status, String)>> {
         let opts = ReplayOptions {
-            backends: BackendSelection::of(vec![self.backend]),
+            backends: BackendSelection::of(vec![backend]),
             simulate_gpu_bytes: self.simulate_gpu_bytes,
             config: config.clone(),
             config_source: "recommend candidate".into(),
@@ -69,19 +81,52 @@ impl Evaluator for ReplayEvaluator {
         let artifacts = replay_inputs(&[input], &opts)?;
         let r = &artifacts.results.traces[0].results[0];
         if r.status != reports::Status::Ok {
-            bail!(
-                "configuration [{}] could not be replayed: {}",
-                config.summary(),
-                r.reason.as_deref().unwrap_or("no reason given")
-            );
+            let reason = r.reason.as_deref().unwrap_or("no reason given").to_owned();
+            return Ok(Err((r.status, reason)));
         }
-        Ok(Measured {
+        Ok(Ok(Measured {
             ops_per_sec: r.ops_per_sec,
             alloc_p99_ns: r.latency_ns.alloc.p99,
             peak_reserved_bytes: r.peak_reserved_bytes,
             alloc_failures: r.alloc_failures,
             events: trace.event_count,
             runs,
-        })
+        }))
+    }
+
+    /// `backend` replayed on `trace` as a reference row.
+    pub fn reference(
+        &self,
+        backend: &'static dyn RegisteredBackend,
+        trace: &CompiledTrace,
+        runs: u32,
+    ) -> Reference {
+        let measured = match self.replay(backend, &PoolConfig::default_cpu(), trace, runs) {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err((reports::Status::Skipped, reason))) => Err(format!("skipped: {reason}")),
+            Ok(Err((_, reason))) => Err(format!("failed: {reason}")),
+            Err(e) => Err(format!("failed: {e:#}")),
+        };
+        Reference {
+            backend: backend.name(),
+            measured,
+        }
+    }
+}
+
+impl Evaluator for ReplayEvaluator {
+    fn evaluate(
+        &mut self,
+        config: &PoolConfig,
+        trace: &CompiledTrace,
+        runs: u32,
+    ) -> anyhow::Result<Measured> {
+        match self.replay(self.backend, config, trace, runs)? {
+            Ok(m) => Ok(m),
+            Err((_, reason)) => bail!(
+                "configuration [{}] could not be replayed: {reason}",
+                config.summary()
+            ),
+        }
     }
 }

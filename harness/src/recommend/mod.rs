@@ -29,7 +29,7 @@ pub mod report;
 pub mod search;
 pub mod space;
 
-pub use evaluate::{Evaluator, Measured, ReplayEvaluator};
+pub use evaluate::{Evaluator, Measured, Reference, ReplayEvaluator};
 pub use rank::{pareto_front, rank, score, Objective, TIE_MARGIN};
 pub use report::{explain, render};
 pub use search::{search, Candidate, Search, MIN_FINALISTS};

@@ -2,13 +2,19 @@
 //! won.
 
 use super::rank::best_of;
-use super::{pareto_front, score, Objective, Search, TIE_MARGIN};
+use super::{pareto_front, score, Objective, Reference, Search, TIE_MARGIN};
 use pools::config::human_bytes;
 use reports::{Align, Table};
 use std::fmt::Write as _;
 
-/// The ranking table, the Pareto front and a few sentences on why the winner won.
-pub fn render(search: &Search, objective: Objective, trace_events: u64) -> String {
+/// The ranking table (with the `references` as unranked rows after the candidates), the
+/// Pareto front and a few sentences on why the winner won.
+pub fn render(
+    search: &Search,
+    objective: Objective,
+    trace_events: u64,
+    references: &[Reference],
+) -> String {
     let c = &search.candidates;
     let m = |i: usize| c[i].measured.expect("ranked candidates are measured");
     let front = pareto_front(c, &search.ranking);
@@ -45,31 +51,52 @@ pub fn render(search: &Search, objective: Objective, trace_events: u64) -> Strin
         table.row(vec![
             (r + 1).to_string(),
             if front.contains(&i) { "*" } else { "" }.to_owned(),
-            truncate(&c[i].config.summary(), 58),
+            c[i].config.summary(),
             format!("{:.0}", mm.ops_per_sec),
             format!("{} ns", mm.alloc_p99_ns),
             human_bytes(mm.peak_reserved_bytes),
             mm.alloc_failures.to_string(),
         ]);
     }
+    let mut not_measured = Vec::new();
+    for reference in references {
+        let figures = match &reference.measured {
+            Ok(m) => vec![
+                format!("{:.0}", m.ops_per_sec),
+                format!("{} ns", m.alloc_p99_ns),
+                human_bytes(m.peak_reserved_bytes),
+                m.alloc_failures.to_string(),
+            ],
+            Err(why) => {
+                not_measured.push(format!("  {} {why}", reference.backend));
+                vec!["-".to_owned(); 4]
+            }
+        };
+        let mut row = vec![
+            "ref".to_owned(),
+            String::new(),
+            reference.backend.to_owned(),
+        ];
+        row.extend(figures);
+        table.row(row);
+    }
     out.push_str(&table.text());
+    for line in not_measured {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(
         out,
         "* = on the Pareto front over (ops/s, alloc p99, reserved)"
     );
+    if !references.is_empty() {
+        let _ = writeln!(
+            out,
+            "ref = a reference allocator replayed the same way, for scale (not ranked)"
+        );
+    }
     out.push('\n');
     out.push_str(&explain(search, objective));
     out
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
-    } else {
-        let mut t: String = s.chars().take(n - 1).collect();
-        t.push('…');
-        t
-    }
 }
 
 /// Why the winner won and what it gives up, in a few sentences.
@@ -175,5 +202,78 @@ fn pct(a: f64, b: f64) -> f64 {
         0.0
     } else {
         100.0 * (a - b) / b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recommend::{Candidate, Measured};
+    use pools::{HugePages, PoolConfig, ReturnPolicy};
+    use std::time::Duration;
+
+    fn measured(ops_per_sec: f64) -> Measured {
+        Measured {
+            ops_per_sec,
+            alloc_p99_ns: 100,
+            peak_reserved_bytes: 1 << 20,
+            alloc_failures: 0,
+            events: 1000,
+            runs: 1,
+        }
+    }
+
+    #[test]
+    fn long_configurations_are_shown_whole_and_references_unranked() {
+        // A configuration whose summary is longer than any fixed column would be.
+        let config = PoolConfig {
+            huge_pages: HugePages::Madvise,
+            return_policy: ReturnPolicy::WhenEmpty,
+            alignment: 64,
+            ..PoolConfig::default_cpu()
+        };
+        let summary = config.summary();
+        assert!(summary.chars().count() > 58, "{summary}");
+        let search = Search {
+            candidates: vec![Candidate {
+                config,
+                measured: Some(measured(2e7)),
+                eliminated_in_round: None,
+            }],
+            ranking: vec![0],
+            final_events: 1000,
+            rounds: 1,
+            elapsed: Duration::from_millis(10),
+            budget_cut: false,
+        };
+        let references = [
+            Reference {
+                backend: "system",
+                measured: Ok(measured(1e7)),
+            },
+            Reference {
+                backend: "cuda-async",
+                measured: Err("skipped: CUDA not found".into()),
+            },
+        ];
+        let text = render(&search, Objective::Throughput, 1000, &references);
+        let rows: Vec<&str> = text.lines().map(str::trim_start).collect();
+        let first = rows.iter().find(|l| l.starts_with("1 ")).expect(&text);
+        assert!(first.contains(&summary), "{text}");
+        assert!(!text.contains('…'), "{text}");
+        let system = rows
+            .iter()
+            .find(|l| l.starts_with("ref") && l.contains("system"))
+            .expect(&text);
+        assert!(system.contains("10000000"), "{text}");
+        assert!(rows
+            .iter()
+            .any(|l| l.starts_with("ref") && l.contains("cuda-async")));
+        assert!(
+            text.contains("cuda-async skipped: CUDA not found"),
+            "{text}"
+        );
+        // The winner is still the ranked candidate, not a reference.
+        assert!(text.contains(&format!("Winner: {summary}")), "{text}");
     }
 }

@@ -274,7 +274,7 @@ mod tests {
             model.calls
         );
         assert!(!s.budget_cut);
-        let text = render(&s, Objective::Throughput, 200_000);
+        let text = render(&s, Objective::Throughput, 200_000, &[]);
         assert!(
             text.lines().any(|l| l.trim_start().starts_with("1 ")),
             "{text}"
