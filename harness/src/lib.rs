@@ -13,6 +13,7 @@ pub mod commands;
 pub mod engine;
 pub mod machine;
 pub mod progress;
+pub mod recorded;
 pub mod replay;
 
 pub use backend::{AddressSpace, Backend, Unavailable};

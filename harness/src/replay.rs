@@ -49,6 +49,8 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// No progress bar and no warnings on stderr.
     pub quiet: bool,
+    /// PyTorch snapshots: the record replayed as the free.
+    pub pytorch_free_at: workloads::FreeAt,
 }
 
 impl Default for ReplayOptions {
@@ -67,6 +69,7 @@ impl Default for ReplayOptions {
             simulate_gpu_bytes: None,
             strict: false,
             quiet: false,
+            pytorch_free_at: workloads::FreeAt::Completed,
         }
     }
 }
@@ -89,9 +92,12 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
         strict: opts.strict,
         keep_times: opts.pace != Pace::Max,
     };
+    let read = workloads::ReadOptions {
+        pytorch_free_at: opts.pytorch_free_at,
+    };
     let mut loaded = Vec::with_capacity(opts.traces.len());
     for path in &opts.traces {
-        let trace = workloads::load_trace(path, &load)
+        let trace = workloads::load_trace_with(path, &load, &read)
             .with_context(|| format!("cannot load trace {}", path.display()))?;
         loaded.push((path.display().to_string(), trace));
     }
@@ -108,7 +114,13 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
             sanitation,
         })
         .collect();
-    replay_inputs(&inputs, opts)
+    let mut artifacts = replay_inputs(&inputs, opts)?;
+    for (trace, (_, loaded)) in artifacts.results.traces.iter_mut().zip(&loaded) {
+        if let Some(snapshot) = &loaded.snapshot {
+            crate::recorded::add_pytorch_row(trace, snapshot);
+        }
+    }
+    Ok(artifacts)
 }
 
 /// results.json's sanitation counts from the loader's report.
@@ -262,6 +274,7 @@ pub fn replay_inputs_with(
             peak_live_bytes: plan.peak_live_bytes(),
             sanitation: input.sanitation.clone(),
             results,
+            pytorch: None,
         });
     }
     progress.finish();
@@ -280,11 +293,18 @@ pub fn replay_inputs_with(
         "config_source": opts.config_source,
         "debug_build": cfg!(debug_assertions),
     });
+    let mut machine = crate::machine::describe();
+    if selected
+        .iter()
+        .any(|b| backends::gpu::is_cuda_backend(b.name()))
+    {
+        machine.gpu = backends::gpu::device_info().ok();
+    }
     Ok(RunArtifacts {
         results: ResultsFile {
             schema: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-            machine: crate::machine::describe(),
+            machine,
             clock: Some(clock.info()),
             options,
             traces,
@@ -405,6 +425,7 @@ impl BackendState {
                 .map(|h| h.size_class_summary())
                 .unwrap_or_default(),
             runs: self.runs,
+            recorded: false,
         };
         (result, self.latency)
     }

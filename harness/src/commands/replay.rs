@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Trace files (canonical CSV, RMM log, Android memory_replay; .gz/.zst/.zip read as is).
+    /// Trace files (canonical CSV, RMM log, Android memory_replay, PyTorch memory snapshot
+    /// pickle; .gz/.zst/.zip read as is).
     #[arg(value_name = "TRACE")]
     pub traces: Vec<PathBuf>,
     /// Backends to replay against, comma separated [default: every CPU backend available:
@@ -60,6 +61,10 @@ pub struct Args {
     /// No progress bar, no table when --json.
     #[arg(long)]
     pub quiet: bool,
+    /// PyTorch snapshots: the record replayed as the free (completed: when the caching
+    /// allocator may reuse the block; requested: when the program dropped it).
+    #[arg(long, value_name = "completed|requested", default_value = "completed")]
+    pub pytorch_free: workloads::FreeAt,
 }
 
 /// Resolve `--config`: an existing file is loaded, otherwise a preset name.
@@ -112,6 +117,7 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         simulate_gpu_bytes: args.simulate_gpu,
         strict: args.strict,
         quiet: args.quiet,
+        pytorch_free_at: args.pytorch_free,
     })
 }
 
@@ -156,6 +162,20 @@ pub fn render(results: &ResultsFile) -> String {
     if cfg!(debug_assertions) {
         out.push_str("warning: debug build: use --release for figures you compare\n");
     }
+    if let Some(gpu) = &results.machine.gpu {
+        let _ = writeln!(
+            out,
+            "device: {} ({}{}), driver {}, CUDA {}",
+            gpu.name,
+            format::bytes(gpu.total_memory_bytes),
+            gpu.compute_capability
+                .as_deref()
+                .map(|c| format!(", compute {c}"))
+                .unwrap_or_default(),
+            gpu.driver_version.as_deref().unwrap_or("?"),
+            gpu.cuda_version
+        );
+    }
     let workers = results.options.get("workers").and_then(|w| w.as_array());
     for (i, trace) in results.traces.iter().enumerate() {
         let workers = workers
@@ -183,6 +203,32 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         "sanitation: {} repaired (unknown frees {}, double frees {}, live reallocations {}), leaks {}",
         s.repaired, s.unknown_frees, s.double_frees, s.live_reallocations, s.leaks
     );
+    if let Some(p) = &trace.pytorch {
+        let n = |k: &str| p.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "pytorch snapshot: {} entries ({} alloc, {} free_requested, {} free_completed, {} segment, {} oom); \
+             free at {}{}; {} blocks from before recording allocated first{}",
+            n("entries"),
+            n("allocs"),
+            n("free_requested"),
+            n("free_completed"),
+            n("segment_events"),
+            n("ooms"),
+            p.get("free_at").and_then(|v| v.as_str()).unwrap_or("?"),
+            if p.get("free_at_fallback").and_then(|v| v.as_bool()) == Some(true) {
+                " (the trace has no free_completed)"
+            } else {
+                ""
+            },
+            n("pre_recording_blocks"),
+            if p.get("truncated").and_then(|v| v.as_bool()) == Some(true) {
+                "; TRUNCATED at its start: the recorder's max_entries ring dropped the oldest entries"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(clock) = &results.clock {
         let o = &results.options;
         let _ = writeln!(
@@ -214,6 +260,9 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
     let mut notes = Vec::new();
     for r in &trace.results {
         match r.status {
+            Status::Ok if r.recorded => {
+                rows.push(recorded_row(r, trace.peak_live_bytes, header.len()))
+            }
             Status::Ok => rows.push(row(r, trace.peak_live_bytes)),
             Status::Skipped | Status::Failed => {
                 let status = if r.status == Status::Skipped {
@@ -238,6 +287,30 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
     }
 }
 
+/// Peak reserved bytes and their ratio to the ideal, or `-` when not measured.
+fn reserved_cell(r: &BackendResult, ideal_bytes: u64) -> String {
+    if r.reserved_source.is_none() {
+        "-".to_owned()
+    } else if ideal_bytes == 0 {
+        format::bytes(r.peak_reserved_bytes)
+    } else {
+        format!(
+            "{} ({:.2}x)",
+            format::bytes(r.peak_reserved_bytes),
+            r.peak_reserved_bytes as f64 / ideal_bytes as f64
+        )
+    }
+}
+
+/// A row recorded in the trace (`torch-caching`): memory and failures only.
+fn recorded_row(r: &BackendResult, ideal_bytes: u64, columns: usize) -> Vec<String> {
+    let mut cells = vec![r.backend.clone(), "recorded".to_owned()];
+    cells.resize(columns - 2, "-".to_owned());
+    cells.push(reserved_cell(r, ideal_bytes));
+    cells.push(r.alloc_failures.to_string());
+    cells
+}
+
 fn row(r: &BackendResult, ideal_bytes: u64) -> Vec<String> {
     let ns = |v: u64| format::nanos(v as f64);
     let min = r
@@ -256,17 +329,7 @@ fn row(r: &BackendResult, ideal_bytes: u64) -> Vec<String> {
     } else {
         format::ops_per_sec(r.ops_per_sec)
     };
-    let reserved = if r.reserved_source.is_none() {
-        "-".to_owned()
-    } else if ideal_bytes == 0 {
-        format::bytes(r.peak_reserved_bytes)
-    } else {
-        format!(
-            "{} ({:.2}x)",
-            format::bytes(r.peak_reserved_bytes),
-            r.peak_reserved_bytes as f64 / ideal_bytes as f64
-        )
-    };
+    let reserved = reserved_cell(r, ideal_bytes);
     let l = &r.latency_ns;
     vec![
         r.backend.clone(),

@@ -1,0 +1,112 @@
+//! PyTorch snapshots through `replay`: the `torch-caching` reference row, the snapshot's
+//! summary in results.json, the CUDA backends' reserved memory (or a clean skip), and the
+//! gpu-pool memory target on the simulated device.
+
+use std::path::{Path, PathBuf};
+
+use harness::replay::{replay_traces, ReplayOptions};
+use reports::plots::{plan_plots, Chart};
+use reports::{BackendResult, Status, TraceResult};
+
+const GIB: u64 = 1 << 30;
+
+fn sample_snapshot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/traces/pytorch-sample.pickle.gz")
+}
+
+/// The real snapshot shipped beside the repository, else the sample one.
+#[allow(dead_code)] // used by the memory-target test
+fn best_snapshot() -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/traces/pytorch/gpt_train.pickle.gz");
+    if shipped.is_file() {
+        shipped
+    } else {
+        println!(
+            "{} is not here: using the sample snapshot",
+            shipped.display()
+        );
+        sample_snapshot()
+    }
+}
+
+fn row<'a>(trace: &'a TraceResult, backend: &str) -> &'a BackendResult {
+    trace
+        .results
+        .iter()
+        .find(|r| r.backend == backend)
+        .unwrap_or_else(|| panic!("no {backend} row"))
+}
+
+fn replay(path: PathBuf, backends: &[&str]) -> reports::RunArtifacts {
+    let opts = ReplayOptions {
+        traces: vec![path],
+        backends: backends.iter().map(|b| b.to_string()).collect(),
+        simulate_gpu_bytes: Some(80 * GIB),
+        runs: 1,
+        warmup: 0,
+        quiet: true,
+        ..ReplayOptions::default()
+    };
+    replay_traces(&opts).unwrap()
+}
+
+#[test]
+fn torch_caching_row_and_cuda_backends() {
+    let artifacts = replay(
+        sample_snapshot(),
+        &["cuda-malloc", "cuda-async", "gpu-pool"],
+    );
+    let results = &artifacts.results;
+    let trace = &results.traces[0];
+
+    let torch = row(trace, "torch-caching");
+    assert_eq!(torch.status, Status::Ok);
+    assert!(torch.recorded && torch.runs.is_empty());
+    assert_eq!(torch.peak_reserved_bytes, 2_799_697_920);
+    assert_eq!(torch.reserved_source.as_deref(), Some("pytorch-segments"));
+    assert!(!torch.memory_series.is_empty());
+    assert!(torch
+        .memory_series
+        .iter()
+        .any(|s| s.reserved_bytes == torch.peak_reserved_bytes));
+    let pytorch = trace.pytorch.as_ref().expect("the snapshot summary");
+    assert_eq!(pytorch["pre_recording_blocks"], 175);
+    assert_eq!(pytorch["free_at"], "free_completed");
+    assert_eq!(pytorch["initial_reserved_bytes"], 1_667_235_840u64);
+
+    // PyTorch's curve is drawn with the replayed backends.
+    let memory = plan_plots(&artifacts)
+        .into_iter()
+        .find_map(|p| match p.chart {
+            Chart::Memory { reserved, .. } => Some(reserved),
+            _ => None,
+        })
+        .expect("a memory plot");
+    assert!(memory.iter().any(|(name, _)| name == "torch-caching"));
+    assert!(memory.iter().any(|(name, _)| name == "sim-gpu-pool"));
+
+    // The CUDA backends run with their reserved source, or are skipped with the reason.
+    for (name, source) in [
+        ("cuda-malloc", "driver-mem-info"),
+        ("cuda-async", "mempool-reserved-high"),
+        ("gpu-pool", "pool-stats"),
+    ] {
+        let r = row(trace, name);
+        match r.status {
+            Status::Ok => {
+                assert_eq!(r.reserved_source.as_deref(), Some(source), "{name}");
+                assert!(r.peak_reserved_bytes > 0, "{name}");
+                assert!(results.machine.gpu.is_some());
+            }
+            Status::Skipped => {
+                println!("{name} skipped: {}", r.reason.as_deref().unwrap_or("?"));
+                assert!(r.reason.as_deref().is_some_and(|w| w.contains("CUDA")));
+                assert!(results.machine.gpu.is_none());
+            }
+            Status::Failed => panic!("{name} failed: {:?}", r.reason),
+        }
+    }
+    let json = results.to_json();
+    assert!(json.contains("\"gpu\""), "machine.gpu is always written");
+}
