@@ -108,6 +108,29 @@ fn torch_caching_row_and_cuda_backends() {
     }
     let json = results.to_json();
     assert!(json.contains("\"gpu\""), "machine.gpu is always written");
+
+    // The table answers "which is best": a ratio against cuda-async (a device trace), or
+    // system when cuda-async did not run; one line per skip reason; the closing verdict.
+    let table = harness::commands::replay::render(results);
+    let cuda_ran = row(trace, "cuda-async").status == Status::Ok;
+    let reference = if cuda_ran { "x cuda-async" } else { "x ref" };
+    assert!(table.contains(reference), "{table}");
+    if !cuda_ran {
+        assert!(
+            table.contains("cuda-malloc, cuda-async, gpu-pool skipped: CUDA"),
+            "{table}"
+        );
+    }
+    let verdict = table.lines().last().unwrap();
+    assert!(
+        verdict.starts_with("fastest: ") && verdict.contains("; leanest: "),
+        "{verdict}"
+    );
+    assert!(verdict.contains("x torch-caching"), "{verdict}");
+    assert!(
+        !verdict.contains("system"),
+        "a host allocator is no candidate on a device trace"
+    );
 }
 
 /// The memory target of issue 14: on the simulated device, gpu-pool reserves no more than
@@ -146,4 +169,25 @@ fn gpu_pool_reserves_no_more_than_pytorch() {
         );
         assert!(pool.peak_reserved_bytes >= trace.peak_live_bytes);
     }
+}
+
+#[test]
+fn host_traces_compare_against_system() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/traces/python-json.csv");
+    let opts = ReplayOptions {
+        traces: vec![path],
+        backends: vec!["pool-fixed".into(), "system".into(), "cuda-async".into()],
+        runs: 1,
+        warmup: 0,
+        quiet: true,
+        ..ReplayOptions::default()
+    };
+    let artifacts = replay_traces(&opts).unwrap();
+    let table = harness::commands::replay::render(&artifacts.results);
+    assert!(table.contains("x system"), "{table}");
+    let system_row = table.lines().find(|l| l.starts_with("system ")).unwrap();
+    assert!(system_row.contains("1.00x"), "{system_row}");
+    let verdict = table.lines().last().unwrap();
+    assert!(verdict.starts_with("fastest: "), "{verdict}");
+    assert!(!verdict.contains("torch-caching"));
 }

@@ -243,10 +243,13 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
             o.get("pace").and_then(|v| v.as_str()).unwrap_or("?"),
         );
     }
+    let reference = ops_reference(trace);
+    let ratio_header = reference.map_or("x ref".to_owned(), |r| format!("x {}", r.backend));
     let header = [
         "backend",
         "status",
         "ops/s median (min-max)",
+        ratio_header.as_str(),
         "alloc p50",
         "p99",
         "p99.9",
@@ -257,24 +260,37 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         "failures",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    let mut notes = Vec::new();
+    let mut notes: Vec<(String, Vec<&str>)> = Vec::new();
     for r in &trace.results {
         match r.status {
             Status::Ok if r.recorded => {
                 rows.push(recorded_row(r, trace.peak_live_bytes, header.len()))
             }
-            Status::Ok => rows.push(row(r, trace.peak_live_bytes)),
+            Status::Ok => {
+                let mut cells = row(r, trace.peak_live_bytes);
+                let ratio = reference
+                    .filter(|reference| reference.ops_per_sec > 0.0)
+                    .map_or("-".to_owned(), |reference| {
+                        format!("{:.2}x", r.ops_per_sec / reference.ops_per_sec)
+                    });
+                cells.insert(3, ratio);
+                rows.push(cells);
+            }
             Status::Skipped | Status::Failed => {
                 let status = if r.status == Status::Skipped {
                     "skipped"
                 } else {
                     "failed"
                 };
-                notes.push(format!(
-                    "{} {status}: {}",
-                    r.backend,
+                let why = format!(
+                    "{status}: {}",
                     r.reason.as_deref().unwrap_or("no reason given")
-                ));
+                );
+                // Backends skipped (or failed) for the same reason share one line.
+                match notes.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, names)) => names.push(&r.backend),
+                    None => notes.push((why, vec![&r.backend])),
+                }
                 let mut cells = vec![r.backend.clone(), status.to_owned()];
                 cells.resize(header.len(), "-".to_owned());
                 rows.push(cells);
@@ -282,9 +298,98 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         }
     }
     out.push_str(&table(&rows));
-    for note in notes {
-        let _ = writeln!(out, "  {note}");
+    for (why, names) in notes {
+        let _ = writeln!(out, "  {} {why}", names.join(", "));
     }
+    if let Some(line) = verdict_line(trace) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Whether a backend replays on a (real or simulated) device.
+fn is_device_backend(name: &str) -> bool {
+    matches!(
+        name,
+        "cuda-malloc" | "cuda-async" | "gpu-pool" | "sim-gpu-pool" | "sim-upstream"
+    )
+}
+
+/// The backend the ops/s ratio column divides by: `cuda-async` for device traces (PyTorch
+/// snapshots, or runs of device backends only), `system` for host traces; the other one
+/// when the preferred one did not run here; `None` when neither did.
+fn ops_reference(trace: &TraceResult) -> Option<&BackendResult> {
+    let replayed = |r: &&BackendResult| r.status == Status::Ok && !r.recorded;
+    let order = if is_device_trace(trace) {
+        ["cuda-async", "system"]
+    } else {
+        ["system", "cuda-async"]
+    };
+    order.iter().find_map(|name| {
+        trace
+            .results
+            .iter()
+            .filter(replayed)
+            .find(|r| r.backend == *name)
+    })
+}
+
+/// A trace of device memory: a PyTorch snapshot, or one only device backends replayed.
+fn is_device_trace(trace: &TraceResult) -> bool {
+    trace.pytorch.is_some()
+        || trace
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Ok && !r.recorded)
+            .all(|r| is_device_backend(&r.backend))
+}
+
+/// `fastest: X (..); leanest: Y (..)` over the backends replayed here: the device backends
+/// for a device trace (host allocators replaying it measure host memory), every backend
+/// otherwise. Recorded rows such as `torch-caching` are references, not candidates; a
+/// backend with failed allocations is not the leanest.
+fn verdict_line(trace: &TraceResult) -> Option<String> {
+    let device = is_device_trace(trace);
+    let replayed: Vec<&BackendResult> = trace
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Ok && !r.recorded)
+        .filter(|r| !device || is_device_backend(&r.backend))
+        .collect();
+    let fastest = replayed
+        .iter()
+        .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec))?;
+    let mut line = format!(
+        "fastest: {} ({})",
+        fastest.backend,
+        format::ops_per_sec(fastest.ops_per_sec)
+    );
+    let leanest = replayed
+        .iter()
+        .filter(|r| r.reserved_source.is_some() && r.alloc_failures == 0)
+        .min_by_key(|r| r.peak_reserved_bytes);
+    match leanest {
+        Some(r) => {
+            let _ = write!(
+                line,
+                "; leanest: {} ({} peak reserved",
+                r.backend,
+                format::bytes(r.peak_reserved_bytes)
+            );
+            if let Some(torch) = trace.results.iter().find(|t| t.recorded) {
+                if torch.peak_reserved_bytes > 0 {
+                    let _ = write!(
+                        line,
+                        ", {:.3}x {}",
+                        r.peak_reserved_bytes as f64 / torch.peak_reserved_bytes as f64,
+                        torch.backend
+                    );
+                }
+            }
+            line.push(')');
+        }
+        None => line.push_str("; leanest: - (no backend measured its reserved memory)"),
+    }
+    Some(line)
 }
 
 /// Peak reserved bytes and their ratio to the ideal, or `-` when not measured.
