@@ -257,6 +257,8 @@ fn mapping_of_every_action() {
         entry("free_completed", seg_a, 1000, 0, 18),
         entry("free_completed", seg_b, 5 * MIB, 7, 19),
         entry("segment_free", seg_b, 20 * MIB, 7, 20),
+        // An annotation marker: no address, no size.
+        Py::Dict(vec![("action".into(), s("user_defined"))]),
     ];
     let segments = vec![
         // Held before recording: its active block was allocated before recording too.

@@ -10,7 +10,7 @@
 //!   `free_requested` and says so. `segment_alloc`/`segment_map` and
 //!   `segment_free`/`segment_unmap` are PyTorch's own reservations: not replayed, kept as
 //!   its reserved-bytes curve. `oom` entries are counted as failed allocations; `snapshot`
-//!   markers are skipped; any other action is an error.
+//!   and `user_defined` markers are skipped; any other action is an error.
 //! - Blocks allocated before recording began are allocated first, before the first entry:
 //!   those the trace frees without having allocated them, and those `segments[].blocks[]`
 //!   lists as `active_allocated` or `active_pending_free` at an address the trace never
@@ -152,7 +152,8 @@ impl Action {
             "segment_map" => Action::SegmentMap,
             "segment_unmap" => Action::SegmentUnmap,
             "oom" => Action::Oom,
-            "snapshot" => Action::Snapshot,
+            // Markers: a snapshot taken, an annotation the program recorded.
+            "snapshot" | "user_defined" => Action::Snapshot,
             _ => return None,
         })
     }
@@ -398,7 +399,7 @@ impl<'a> Doc<'a> {
                     format!(
                         "unknown action '{}' (expected alloc, free_requested, \
                          free_completed, segment_alloc, segment_free, segment_map, \
-                         segment_unmap, oom or snapshot)",
+                         segment_unmap, oom, snapshot or user_defined)",
                         Quoted::from(&**s)
                     ),
                 )
