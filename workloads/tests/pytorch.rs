@@ -568,3 +568,51 @@ fn shared_entry_bomb_is_bounded() {
     assert!(msg.contains("shares its containers"), "{msg}");
     assert!(started.elapsed().as_secs() < 30);
 }
+
+#[test]
+fn mutated_snapshots_never_panic() {
+    // The sample snapshot with bytes flipped, cut or duplicated at pseudo-random places:
+    // every variant is read to its end or to an error, never a panic.
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(sample_snapshot()).unwrap()),
+        &mut raw,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut ok, mut errors) = (0, 0);
+    for i in 0..200 {
+        let mut bytes = raw.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % bytes.len() as u64) as usize;
+            match next() % 3 {
+                0 => bytes[at] = next() as u8,
+                1 => bytes.truncate(at.max(3)),
+                _ => {
+                    let piece: Vec<u8> = bytes[at..(at + 16).min(bytes.len())].to_vec();
+                    bytes.splice(at..at, piece);
+                }
+            }
+        }
+        let p = write(dir.path(), &format!("m{i}.pickle"), &bytes);
+        match read_events(&p) {
+            Ok(r) => match r.collect::<Result<Vec<_>, _>>() {
+                Ok(_) => ok += 1,
+                Err(_) => errors += 1,
+            },
+            Err(e) => {
+                assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+                errors += 1
+            }
+        }
+    }
+    assert_eq!(ok + errors, 200);
+    assert!(errors > 0);
+}
