@@ -14,6 +14,7 @@ pub mod engine;
 pub mod machine;
 pub mod progress;
 pub mod recommend;
+pub mod recorded;
 pub mod runner;
 
 pub use backends::{AddressSpace, Backend, Unavailable};

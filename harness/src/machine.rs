@@ -21,6 +21,7 @@ pub fn describe() -> Machine {
         cores: available_cores() as u32,
         os: format!("{}{kernel}", std::env::consts::OS),
         rustc: env!("POOLBENCH_RUSTC_VERSION").to_owned(),
+        gpu: None,
     }
 }
 

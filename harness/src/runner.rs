@@ -51,6 +51,8 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// No progress bar and no warnings on stderr.
     pub quiet: bool,
+    /// PyTorch snapshots: the record replayed as the free.
+    pub pytorch_free_at: workloads::FreeAt,
 }
 
 impl Default for ReplayOptions {
@@ -69,6 +71,7 @@ impl Default for ReplayOptions {
             simulate_gpu_bytes: None,
             strict: false,
             quiet: false,
+            pytorch_free_at: workloads::FreeAt::Completed,
         }
     }
 }
@@ -91,9 +94,12 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
         strict: opts.strict,
         keep_times: opts.pace != Pace::Max,
     };
+    let read = workloads::ReadOptions {
+        pytorch_free_at: opts.pytorch_free_at,
+    };
     let mut loaded = Vec::with_capacity(opts.traces.len());
     for path in &opts.traces {
-        let trace = workloads::load_trace(path, &load)
+        let trace = workloads::load_trace_with(path, &load, &read)
             .with_context(|| format!("cannot load trace {}", path.display()))?;
         loaded.push((path.display().to_string(), trace));
     }
@@ -110,7 +116,13 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
             sanitation,
         })
         .collect();
-    replay_inputs(&inputs, opts)
+    let mut artifacts = replay_inputs(&inputs, opts)?;
+    for (trace, (_, loaded)) in artifacts.results.traces.iter_mut().zip(&loaded) {
+        if let Some(snapshot) = &loaded.snapshot {
+            crate::recorded::add_pytorch_row(trace, snapshot);
+        }
+    }
+    Ok(artifacts)
 }
 
 /// results.json's sanitation counts from the loader's report.
@@ -244,6 +256,7 @@ pub fn replay_inputs(
             peak_live_bytes: plan.peak_live_bytes(),
             sanitation: input.sanitation.clone(),
             results,
+            pytorch: None,
         });
     }
     progress.finish();
@@ -262,11 +275,18 @@ pub fn replay_inputs(
         "config_source": opts.config_source,
         "debug_build": cfg!(debug_assertions),
     });
+    let mut machine = crate::machine::describe();
+    if selected
+        .iter()
+        .any(|b| crate::backends::gpu::is_cuda_backend(b.name()))
+    {
+        machine.gpu = crate::backends::gpu::device_info().ok();
+    }
     Ok(RunArtifacts {
         results: ResultsFile {
             schema: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
-            machine: crate::machine::describe(),
+            machine,
             clock: Some(clock.info()),
             options,
             traces,
@@ -387,6 +407,7 @@ impl BackendState {
                 .map(|h| h.size_bucket_summary())
                 .unwrap_or_default(),
             runs: self.runs,
+            recorded: false,
         };
         (result, self.latency)
     }

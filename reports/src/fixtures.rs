@@ -9,6 +9,7 @@ pub fn machine() -> Machine {
         cores: 2,
         os: "linux".into(),
         rustc: "1.95.0".into(),
+        gpu: None,
     }
 }
 
@@ -42,6 +43,7 @@ pub fn trace(path: &str, results: Vec<BackendResult>) -> TraceResult {
             live_reallocations: 0,
         },
         results,
+        pytorch: None,
     }
 }
 
@@ -93,6 +95,7 @@ pub fn backend(name: &str, ops_per_sec: &[f64], p50_ns: &[u64], p99_ns: &[u64]) 
             })
             .collect(),
         alloc_latency_by_size_bucket: Vec::new(),
+        recorded: false,
     }
 }
 

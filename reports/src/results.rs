@@ -25,6 +25,24 @@ pub struct Machine {
     pub cores: u32,
     pub os: String,
     pub rustc: String,
+    /// The CUDA device the GPU backends ran on; `null` when there is none (or no driver).
+    #[serde(default)]
+    pub gpu: Option<GpuDevice>,
+}
+
+/// A CUDA device as the driver describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuDevice {
+    /// `NVIDIA H200`.
+    pub name: String,
+    pub total_memory_bytes: u64,
+    /// The kernel driver's version (`580.159.04`), when it can be read.
+    pub driver_version: Option<String>,
+    /// The CUDA version the driver supports (`13.0`, from `cuDriverGetVersion`).
+    pub cuda_version: String,
+    /// Compute capability (`9.0`).
+    #[serde(default)]
+    pub compute_capability: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +78,11 @@ pub struct TraceResult {
     pub peak_live_bytes: u64,
     pub sanitation: Sanitation,
     pub results: Vec<BackendResult>,
+    /// PyTorch memory snapshots: what the snapshot held besides the replayed events (entry
+    /// counts, `free_at`, `pre_recording_blocks`, `ooms`, `truncated`, PyTorch's
+    /// `peak_reserved_bytes`); absent for other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pytorch: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,7 +122,10 @@ pub struct BackendResult {
     pub peak_reserved_bytes: u64,
     /// Highest over runs (a run's count of failed allocations).
     pub alloc_failures: u64,
-    /// How `peak_reserved_bytes` was measured: `pool-stats`, `mimalloc-stats`, `rss`, `device`.
+    /// How `peak_reserved_bytes` was measured: `pool-stats`, `mimalloc-stats`, `rss`,
+    /// `device`, `driver-mem-info` (device memory in use, from the driver),
+    /// `mempool-reserved-high` (the CUDA memory pool's reserved high watermark),
+    /// `pytorch-segments` (PyTorch's own segment events, for `torch-caching`).
     #[serde(default)]
     pub reserved_source: Option<String>,
     /// `1 - live/reserved` at the reserved peak.
@@ -118,6 +144,11 @@ pub struct BackendResult {
     /// classes). The JSON name predates the distinction and is a contract.
     #[serde(default, rename = "alloc_latency_by_size_class")]
     pub alloc_latency_by_size_bucket: Vec<SizeBucketLatency>,
+    /// A reference row taken from the trace itself, not replayed (`torch-caching`: what
+    /// PyTorch's caching allocator reserved while the trace was recorded). It has no runs,
+    /// no throughput and no latencies.
+    #[serde(default)]
+    pub recorded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

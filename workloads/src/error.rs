@@ -85,6 +85,14 @@ pub enum TraceError {
         line: u64,
         what: String,
     },
+    /// A PyTorch memory snapshot (a pickle) that cannot be read: `at` is a byte offset of
+    /// the pickle or the place in the snapshot (`device_traces[0][17]`).
+    #[error("{}: {at}: {reason}", path.display())]
+    Snapshot {
+        path: PathBuf,
+        at: String,
+        reason: String,
+    },
 }
 
 impl TraceError {
@@ -107,14 +115,15 @@ impl TraceError {
             | TraceError::BadField { path, .. }
             | TraceError::Truncated { path, .. }
             | TraceError::Strict { path, .. }
-            | TraceError::TooLarge { path, .. } => path,
+            | TraceError::TooLarge { path, .. }
+            | TraceError::Snapshot { path, .. } => path,
         }
     }
 
     /// The 1-based line the error is about, when there is one.
     pub fn line(&self) -> Option<u64> {
         match self {
-            TraceError::Io { .. } | TraceError::Empty { .. } => None,
+            TraceError::Io { .. } | TraceError::Empty { .. } | TraceError::Snapshot { .. } => None,
             TraceError::Decompress { line, .. }
             | TraceError::UnknownFormat { line, .. }
             | TraceError::BadHeader { line, .. }

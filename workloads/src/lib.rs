@@ -1,5 +1,5 @@
 //! Allocation traces: the event model, formats (canonical CSV, RMM logs, Android
-//! memory_replay), sanitation, the compiler to replay form, statistics, generators and
+//! memory_replay, PyTorch memory snapshots), sanitation, the compiler to replay form, statistics, generators and
 //! the recorder.
 //!
 //! The pipeline, one streaming pass (`load_trace`):
@@ -27,8 +27,14 @@ pub use compiled::{CompiledOp, CompiledTrace, ThreadOps};
 pub use compiler::{compile, Compiler};
 pub use error::TraceError;
 pub use event::{Event, OpKind};
+pub use formats::pytorch::{FreeAt, SnapshotSummary};
 pub use formats::write::{write_csv, CsvWriter, CSV_HEADER};
-pub use formats::{read_events, read_ordered_events, EventReader, OrderedEvents, TraceFormat};
-pub use load::{load_trace, trace_stats_of, LoadOptions, LoadedTrace};
+pub use formats::{
+    read_events, read_events_with, read_ordered_events, read_ordered_events_with, EventReader,
+    OrderedEvents, ReadOptions, TraceFormat,
+};
+pub use load::{
+    load_trace, load_trace_with, trace_stats_of, trace_stats_with, LoadOptions, LoadedTrace,
+};
 pub use sanitize::{SanitationReport, Sanitizer};
 pub use stats::{trace_stats, StatsCollector, TraceStats};

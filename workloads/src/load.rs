@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use crate::compiled::CompiledTrace;
 use crate::compiler::Compiler;
 use crate::error::TraceError;
-use crate::formats::{read_ordered_events, TraceFormat};
+use crate::formats::pytorch::SnapshotSummary;
+use crate::formats::{read_ordered_events_with, ReadOptions, TraceFormat};
 use crate::sanitize::{SanitationReport, Sanitizer};
 use crate::stats::{StatsCollector, TraceStats};
 
@@ -25,11 +26,22 @@ pub struct LoadedTrace {
     pub compiled: CompiledTrace,
     pub stats: TraceStats,
     pub sanitation: SanitationReport,
+    /// PyTorch snapshots: what the snapshot held besides its events.
+    pub snapshot: Option<SnapshotSummary>,
 }
 
 /// Read, sanitise, measure and compile the trace at `path`.
 pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceError> {
-    let mut events = read_ordered_events(path)?;
+    load_trace_with(path, opts, &ReadOptions::default())
+}
+
+/// [`load_trace`] with the format readers' options.
+pub fn load_trace_with(
+    path: &Path,
+    opts: &LoadOptions,
+    read: &ReadOptions,
+) -> Result<LoadedTrace, TraceError> {
+    let mut events = read_ordered_events_with(path, read)?;
     let format = events.format();
     let mut sanitizer = Sanitizer::new(path, opts.strict);
     let mut stats = StatsCollector::new();
@@ -50,6 +62,7 @@ pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceE
         }
     }
     let alloc_failures = events.alloc_failures();
+    let snapshot = events.snapshot().cloned();
     drop(events);
     let sanitation = sanitizer.finish();
     let stats = stats.finish(alloc_failures, sanitation);
@@ -59,12 +72,23 @@ pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceE
         compiled: compiler.finish(),
         stats,
         sanitation,
+        snapshot,
     })
 }
 
 /// Read and sanitise the trace at `path` and compute its statistics only.
 pub fn trace_stats_of(path: &Path, strict: bool) -> Result<(TraceFormat, TraceStats), TraceError> {
-    let mut events = read_ordered_events(path)?;
+    trace_stats_with(path, strict, &ReadOptions::default()).map(|(f, s, _)| (f, s))
+}
+
+/// [`trace_stats_of`] with the format readers' options; also what a PyTorch snapshot held
+/// besides its events.
+pub fn trace_stats_with(
+    path: &Path,
+    strict: bool,
+    read: &ReadOptions,
+) -> Result<(TraceFormat, TraceStats, Option<SnapshotSummary>), TraceError> {
+    let mut events = read_ordered_events_with(path, read)?;
     let format = events.format();
     let mut sanitizer = Sanitizer::new(path, strict);
     let mut stats = StatsCollector::new();
@@ -72,5 +96,10 @@ pub fn trace_stats_of(path: &Path, strict: bool) -> Result<(TraceFormat, TraceSt
         sanitizer.process(e?, &mut |clean| stats.observe(&clean))?;
     }
     let sanitation = sanitizer.finish();
-    Ok((format, stats.finish(events.alloc_failures(), sanitation)))
+    let snapshot = events.snapshot().cloned();
+    Ok((
+        format,
+        stats.finish(events.alloc_failures(), sanitation),
+        snapshot,
+    ))
 }

@@ -7,7 +7,9 @@
 //!   `cuda_async_memory_resource` does);
 //! - `gpu-pool`: `pools::gpu::GpuPool` on the device, one CUDA stream per trace stream.
 //!
-//! Without a driver all three are `skipped` with the probe's reason.
+//! Without a driver all three are `skipped` with the probe's reason. Their reserved bytes:
+//! `cuda-malloc` from the driver (`cuMemGetInfo`, sampled: `driver-mem-info`), `cuda-async`
+//! from its memory pool's attributes (`mempool-reserved-high`), `gpu-pool` from the pool.
 //!
 //! With `--simulate-gpu CAPACITY` (no GPU needed):
 //! - `sim-gpu-pool`: `GpuPool` on a `SimulatedDevice` of that capacity;
@@ -318,9 +320,25 @@ mod cuda {
         }
     }
 
-    /// `cuMemAlloc`/`cuMemFree` per op.
+    /// `cuMemAlloc`/`cuMemFree` per op. Reserved bytes are the device memory in use as the
+    /// driver reports it (`cuMemGetInfo`: total - free), less what was in use when the
+    /// backend was created, read at the engine's sample points and at the end.
     pub struct CudaMallocBackend {
         pub(super) driver: CudaDriver,
+        pub(super) baseline_used_bytes: u64,
+        pub(super) peak_used_bytes: std::sync::atomic::AtomicU64,
+    }
+
+    impl CudaMallocBackend {
+        pub(super) fn new(driver: CudaDriver) -> Result<Self, String> {
+            driver.synchronize().map_err(|e| e.to_string())?;
+            let (free, total) = driver.mem_info().map_err(|e| e.to_string())?;
+            Ok(CudaMallocBackend {
+                driver,
+                baseline_used_bytes: total - free,
+                peak_used_bytes: std::sync::atomic::AtomicU64::new(0),
+            })
+        }
     }
 
     impl Backend for CudaMallocBackend {
@@ -359,12 +377,31 @@ mod cuda {
             AddressSpace::Device
         }
 
+        fn reserved_bytes(&self) -> Option<u64> {
+            let (free, total) = self.driver.mem_info().ok()?;
+            let used = (total - free).saturating_sub(self.baseline_used_bytes);
+            self.peak_used_bytes
+                .fetch_max(used, std::sync::atomic::Ordering::Relaxed);
+            Some(used)
+        }
+
+        fn peak_reserved_bytes(&self) -> Option<u64> {
+            let now = self.reserved_bytes()?;
+            Some(
+                self.peak_used_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(now),
+            )
+        }
+
         fn finish(&self) {
             let _ = self.driver.synchronize();
         }
     }
 
-    /// `cuMemAllocAsync`/`cuMemFreeAsync` on per-trace-stream streams.
+    /// `cuMemAllocAsync`/`cuMemFreeAsync` on per-trace-stream streams. Reserved bytes are
+    /// the default memory pool's own (`CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT`, and `_HIGH`
+    /// for the peak), trimmed and reset when the backend is created.
     pub struct CudaAsyncBackend {
         pub(super) driver: CudaDriver,
         pub(super) streams: Streams,
@@ -415,9 +452,50 @@ mod cuda {
             AddressSpace::Device
         }
 
+        fn reserved_bytes(&self) -> Option<u64> {
+            self.driver.default_pool_reserved_bytes().ok().map(|r| r.0)
+        }
+
+        fn peak_reserved_bytes(&self) -> Option<u64> {
+            self.driver.default_pool_reserved_bytes().ok().map(|r| r.1)
+        }
+
         fn finish(&self) {
             self.streams.synchronize();
         }
+    }
+
+    /// The CUDA version `cuDriverGetVersion` reports (12090 -> `12.9`).
+    fn cuda_version(v: i32) -> String {
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    }
+
+    /// The kernel driver's version from `/proc/driver/nvidia/version` (Linux):
+    /// `NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ...`.
+    fn kernel_driver_version() -> Option<String> {
+        let text = std::fs::read_to_string("/proc/driver/nvidia/version").ok()?;
+        let line = text.lines().find(|l| l.starts_with("NVRM version"))?;
+        let after = line.split("Kernel Module").nth(1).unwrap_or(line);
+        after
+            .split_whitespace()
+            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
+            .map(str::to_owned)
+    }
+
+    pub(super) fn device_info() -> Result<reports::GpuDevice, String> {
+        available().map_err(|u| u.0)?;
+        let info = pools::gpu::driver::probe().map_err(|e| e.to_string())?;
+        let driver = CudaDriver::open(0).map_err(|e| e.to_string())?;
+        Ok(reports::GpuDevice {
+            name: driver.name().to_owned(),
+            total_memory_bytes: driver.total_memory_bytes().map_err(|e| e.to_string())?,
+            driver_version: kernel_driver_version(),
+            cuda_version: cuda_version(info.driver_version),
+            compute_capability: driver
+                .compute_capability()
+                .ok()
+                .map(|(major, minor)| format!("{major}.{minor}")),
+        })
     }
 }
 
@@ -451,6 +529,21 @@ mod cuda {
 
     pub type CudaMallocBackend = NoCuda;
     pub type CudaAsyncBackend = NoCuda;
+
+    pub(super) fn device_info() -> Result<reports::GpuDevice, String> {
+        Err(available().unwrap_err().0)
+    }
+}
+
+/// The CUDA device the GPU backends use (device 0): name, memory, driver and CUDA
+/// versions. `Err` says why there is none (no `cuda` feature, no driver, no device).
+pub fn device_info() -> Result<reports::GpuDevice, String> {
+    cuda::device_info()
+}
+
+/// Whether a backend runs on a real CUDA device.
+pub fn is_cuda_backend(name: &str) -> bool {
+    matches!(name, "cuda-malloc" | "cuda-async" | "gpu-pool")
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -481,7 +574,7 @@ impl BackendFactory for CudaMallocFactory {
         #[cfg(feature = "cuda")]
         {
             let driver = pools::gpu::CudaDriver::open(0).map_err(|e| e.to_string())?;
-            Ok(CudaMallocBackend { driver })
+            CudaMallocBackend::new(driver)
         }
         #[cfg(not(feature = "cuda"))]
         {
@@ -490,7 +583,7 @@ impl BackendFactory for CudaMallocFactory {
     }
 
     fn reserved_source(&self) -> &'static str {
-        "none"
+        "driver-mem-info"
     }
 }
 
@@ -518,6 +611,12 @@ impl BackendFactory for CudaAsyncFactory {
             driver
                 .raise_default_pool_release_threshold()
                 .map_err(|e| e.to_string())?;
+            // The default pool outlives this backend: give back what earlier runs left in
+            // it and restart its watermark, so this run's peak is its own.
+            driver.synchronize().map_err(|e| e.to_string())?;
+            driver
+                .reset_default_pool_watermarks()
+                .map_err(|e| e.to_string())?;
             Ok(CudaAsyncBackend {
                 streams: cuda::Streams::new(driver.clone()),
                 driver,
@@ -530,7 +629,7 @@ impl BackendFactory for CudaAsyncFactory {
     }
 
     fn reserved_source(&self) -> &'static str {
-        "none"
+        "mempool-reserved-high"
     }
 }
 

@@ -6,19 +6,26 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use atomic_file::write_atomically;
-use workloads::{read_ordered_events, CsvWriter, TraceError};
+use workloads::{read_ordered_events_with, CsvWriter, FreeAt, ReadOptions, TraceError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Input trace (canonical CSV, RMM log or Android memory_replay; .gz/.zst/.zip read as is).
+    /// Input trace (canonical CSV, RMM log, Android memory_replay or PyTorch memory snapshot
+    /// pickle; .gz/.zst/.zip read as is).
     pub input: PathBuf,
     /// Output canonical CSV file.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// PyTorch snapshots: the record written as the free (completed or requested).
+    #[arg(long, value_name = "completed|requested", default_value = "completed")]
+    pub pytorch_free: FreeAt,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let mut events = read_ordered_events(&args.input)?;
+    let read = ReadOptions {
+        pytorch_free_at: args.pytorch_free,
+    };
+    let mut events = read_ordered_events_with(&args.input, &read)?;
     let format = events.format();
     let mut trace_error: Option<TraceError> = None;
     let written = write_atomically(&args.output, |out| {
@@ -39,8 +46,27 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     let written = written.with_context(|| format!("writing {}", args.output.display()))?;
     let failures = events.alloc_failures();
+    let snapshot = events.snapshot().map(|s| {
+        format!(
+            "; pytorch: free at {}{}, {} blocks from before recording allocated first, \
+             segment events not written (PyTorch's peak reserved {} B){}",
+            s.free_at.unwrap_or_default().as_str(),
+            if s.free_at_fallback {
+                " (no free_completed in the trace)"
+            } else {
+                ""
+            },
+            s.pre_recording_blocks,
+            s.peak_reserved_bytes,
+            if s.truncated {
+                "; truncated at its start (max_entries)"
+            } else {
+                ""
+            }
+        )
+    });
     println!(
-        "{} ({}) -> {}: {written} events{}",
+        "{} ({}) -> {}: {written} events{}{}",
         args.input.display(),
         format.as_str(),
         args.output.display(),
@@ -48,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             format!(", {failures} failed allocations skipped")
         } else {
             String::new()
-        }
+        },
+        snapshot.unwrap_or_default()
     );
     Ok(0)
 }

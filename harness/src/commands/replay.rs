@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Trace files (canonical CSV, RMM log, Android memory_replay; .gz/.zst/.zip read as is).
+    /// Trace files (canonical CSV, RMM log, Android memory_replay, PyTorch memory snapshot
+    /// pickle; .gz/.zst/.zip read as is).
     #[arg(value_name = "TRACE")]
     pub traces: Vec<PathBuf>,
     /// Backends to replay against, comma separated [default: every CPU backend available:
@@ -62,6 +63,10 @@ pub struct Args {
     /// No progress bar, no table when --json.
     #[arg(long)]
     pub quiet: bool,
+    /// PyTorch snapshots: the record replayed as the free (completed: when the caching
+    /// allocator may reuse the block; requested: when the program dropped it).
+    #[arg(long, value_name = "completed|requested", default_value = "completed")]
+    pub pytorch_free: workloads::FreeAt,
 }
 
 /// Resolve `--config`: an existing file is loaded, otherwise a preset name.
@@ -119,6 +124,7 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         simulate_gpu_bytes: args.simulate_gpu,
         strict: args.strict,
         quiet: args.quiet,
+        pytorch_free_at: args.pytorch_free,
     })
 }
 
@@ -163,6 +169,20 @@ pub fn render(results: &ResultsFile) -> String {
     if cfg!(debug_assertions) {
         out.push_str("warning: debug build: use --release for figures you compare\n");
     }
+    if let Some(gpu) = &results.machine.gpu {
+        let _ = writeln!(
+            out,
+            "device: {} ({}{}), driver {}, CUDA {}",
+            gpu.name,
+            format::bytes(gpu.total_memory_bytes),
+            gpu.compute_capability
+                .as_deref()
+                .map(|c| format!(", compute {c}"))
+                .unwrap_or_default(),
+            gpu.driver_version.as_deref().unwrap_or("?"),
+            gpu.cuda_version
+        );
+    }
     let workers = results.options.get("workers").and_then(|w| w.as_array());
     for (i, trace) in results.traces.iter().enumerate() {
         let workers = workers
@@ -190,6 +210,32 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         "sanitation: {} repaired (unknown frees {}, double frees {}, live reallocations {}), leaks {}",
         s.repaired, s.unknown_frees, s.double_frees, s.live_reallocations, s.leaks
     );
+    if let Some(p) = &trace.pytorch {
+        let n = |k: &str| p.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "pytorch snapshot: {} entries ({} alloc, {} free_requested, {} free_completed, {} segment, {} oom); \
+             free at {}{}; {} blocks from before recording allocated first{}",
+            n("entries"),
+            n("allocs"),
+            n("free_requested"),
+            n("free_completed"),
+            n("segment_events"),
+            n("ooms"),
+            p.get("free_at").and_then(|v| v.as_str()).unwrap_or("?"),
+            if p.get("free_at_fallback").and_then(|v| v.as_bool()) == Some(true) {
+                " (the trace has no free_completed)"
+            } else {
+                ""
+            },
+            n("pre_recording_blocks"),
+            if p.get("truncated").and_then(|v| v.as_bool()) == Some(true) {
+                "; TRUNCATED at its start: the recorder's max_entries ring dropped the oldest entries"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(clock) = &results.clock {
         let o = &results.options;
         let _ = writeln!(
@@ -204,10 +250,13 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
             o.get("pace").and_then(|v| v.as_str()).unwrap_or("?"),
         );
     }
+    let reference = ops_reference(trace);
+    let ratio_header = reference.map_or("x ref".to_owned(), |r| format!("x {}", r.backend));
     let header = [
         "backend",
         "status",
         "ops/s median (min-max)",
+        ratio_header.as_str(),
         "alloc p50",
         "p99",
         "p99.9",
@@ -219,21 +268,37 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
     ];
     // Backend and status left-aligned, the figures right-aligned.
     let mut table = Table::new(&header).align_from(2, Align::Right);
-    let mut notes = Vec::new();
+    let mut notes: Vec<(String, Vec<&str>)> = Vec::new();
     for r in &trace.results {
         match r.status {
-            Status::Ok => table.row(row(r, trace.peak_live_bytes)),
+            Status::Ok if r.recorded => {
+                table.row(recorded_row(r, trace.peak_live_bytes, header.len()))
+            }
+            Status::Ok => {
+                let mut cells = row(r, trace.peak_live_bytes);
+                let ratio = reference
+                    .filter(|reference| reference.ops_per_sec > 0.0)
+                    .map_or("-".to_owned(), |reference| {
+                        format!("{:.2}x", r.ops_per_sec / reference.ops_per_sec)
+                    });
+                cells.insert(3, ratio);
+                table.row(cells);
+            }
             Status::Skipped | Status::Failed => {
                 let status = if r.status == Status::Skipped {
                     "skipped"
                 } else {
                     "failed"
                 };
-                notes.push(format!(
-                    "{} {status}: {}",
-                    r.backend,
+                let why = format!(
+                    "{status}: {}",
                     r.reason.as_deref().unwrap_or("no reason given")
-                ));
+                );
+                // Backends skipped (or failed) for the same reason share one line.
+                match notes.iter_mut().find(|(w, _)| *w == why) {
+                    Some((_, names)) => names.push(&r.backend),
+                    None => notes.push((why, vec![&r.backend])),
+                }
                 let mut cells = vec![r.backend.clone(), status.to_owned()];
                 cells.resize(header.len(), "-".to_owned());
                 table.row(cells);
@@ -241,9 +306,122 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         }
     }
     out.push_str(&table.text());
-    for note in notes {
-        let _ = writeln!(out, "  {note}");
+    for (why, names) in notes {
+        let _ = writeln!(out, "  {} {why}", names.join(", "));
     }
+    if let Some(line) = verdict_line(trace) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Whether a backend replays on a (real or simulated) device.
+fn is_device_backend(name: &str) -> bool {
+    matches!(
+        name,
+        "cuda-malloc" | "cuda-async" | "gpu-pool" | "sim-gpu-pool" | "sim-upstream"
+    )
+}
+
+/// The backend the ops/s ratio column divides by: `cuda-async` for device traces (PyTorch
+/// snapshots, or runs of device backends only), `system` for host traces; the other one
+/// when the preferred one did not run here; `None` when neither did.
+fn ops_reference(trace: &TraceResult) -> Option<&BackendResult> {
+    let replayed = |r: &&BackendResult| r.status == Status::Ok && !r.recorded;
+    let order = if is_device_trace(trace) {
+        ["cuda-async", "system"]
+    } else {
+        ["system", "cuda-async"]
+    };
+    order.iter().find_map(|name| {
+        trace
+            .results
+            .iter()
+            .filter(replayed)
+            .find(|r| r.backend == *name)
+    })
+}
+
+/// A trace of device memory: a PyTorch snapshot, or one only device backends replayed.
+fn is_device_trace(trace: &TraceResult) -> bool {
+    trace.pytorch.is_some()
+        || trace
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Ok && !r.recorded)
+            .all(|r| is_device_backend(&r.backend))
+}
+
+/// `fastest: X (..); leanest: Y (..)` over the backends replayed here: the device backends
+/// for a device trace (host allocators replaying it measure host memory), every backend
+/// otherwise. Recorded rows such as `torch-caching` are references, not candidates; a
+/// backend with failed allocations is not the leanest.
+fn verdict_line(trace: &TraceResult) -> Option<String> {
+    let device = is_device_trace(trace);
+    let replayed: Vec<&BackendResult> = trace
+        .results
+        .iter()
+        .filter(|r| r.status == Status::Ok && !r.recorded)
+        .filter(|r| !device || is_device_backend(&r.backend))
+        .collect();
+    let fastest = replayed
+        .iter()
+        .max_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec))?;
+    let mut line = format!(
+        "fastest: {} ({})",
+        fastest.backend,
+        format::ops_per_sec(fastest.ops_per_sec)
+    );
+    let leanest = replayed
+        .iter()
+        .filter(|r| r.reserved_source.is_some() && r.alloc_failures == 0)
+        .min_by_key(|r| r.peak_reserved_bytes);
+    match leanest {
+        Some(r) => {
+            let _ = write!(
+                line,
+                "; leanest: {} ({} peak reserved",
+                r.backend,
+                format::bytes(r.peak_reserved_bytes)
+            );
+            if let Some(torch) = trace.results.iter().find(|t| t.recorded) {
+                if torch.peak_reserved_bytes > 0 {
+                    let _ = write!(
+                        line,
+                        ", {:.3}x {}",
+                        r.peak_reserved_bytes as f64 / torch.peak_reserved_bytes as f64,
+                        torch.backend
+                    );
+                }
+            }
+            line.push(')');
+        }
+        None => line.push_str("; leanest: - (no backend measured its reserved memory)"),
+    }
+    Some(line)
+}
+
+/// Peak reserved bytes and their ratio to the ideal, or `-` when not measured.
+fn reserved_cell(r: &BackendResult, ideal_bytes: u64) -> String {
+    if r.reserved_source.is_none() {
+        "-".to_owned()
+    } else if ideal_bytes == 0 {
+        format::bytes(r.peak_reserved_bytes)
+    } else {
+        format!(
+            "{} ({:.2}x)",
+            format::bytes(r.peak_reserved_bytes),
+            r.peak_reserved_bytes as f64 / ideal_bytes as f64
+        )
+    }
+}
+
+/// A row recorded in the trace (`torch-caching`): memory and failures only.
+fn recorded_row(r: &BackendResult, ideal_bytes: u64, columns: usize) -> Vec<String> {
+    let mut cells = vec![r.backend.clone(), "recorded".to_owned()];
+    cells.resize(columns - 2, "-".to_owned());
+    cells.push(reserved_cell(r, ideal_bytes));
+    cells.push(r.alloc_failures.to_string());
+    cells
 }
 
 fn row(r: &BackendResult, ideal_bytes: u64) -> Vec<String> {
@@ -264,17 +442,7 @@ fn row(r: &BackendResult, ideal_bytes: u64) -> Vec<String> {
     } else {
         format::ops_per_sec(r.ops_per_sec)
     };
-    let reserved = if r.reserved_source.is_none() {
-        "-".to_owned()
-    } else if ideal_bytes == 0 {
-        format::bytes(r.peak_reserved_bytes)
-    } else {
-        format!(
-            "{} ({:.2}x)",
-            format::bytes(r.peak_reserved_bytes),
-            r.peak_reserved_bytes as f64 / ideal_bytes as f64
-        )
-    };
+    let reserved = reserved_cell(r, ideal_bytes);
     let l = &r.latency_ns;
     vec![
         r.backend.clone(),

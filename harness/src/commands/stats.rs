@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use reports::{Align, Table};
-use workloads::{trace_stats_of, TraceStats};
+use workloads::{trace_stats_with, FreeAt, ReadOptions, SnapshotSummary, TraceStats};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Trace file (canonical CSV, RMM log or Android memory_replay; .gz/.zst/.zip read as is).
+    /// Trace file (canonical CSV, RMM log, Android memory_replay or PyTorch memory snapshot
+    /// pickle; .gz/.zst/.zip read as is).
     pub trace: PathBuf,
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
@@ -15,15 +16,25 @@ pub struct Args {
     /// Fail on the first sanitation problem instead of repairing it.
     #[arg(long)]
     pub strict: bool,
+    /// PyTorch snapshots: the record replayed as the free (completed: when the caching
+    /// allocator may reuse the block; requested: when the program dropped it).
+    #[arg(long, value_name = "completed|requested", default_value = "completed")]
+    pub pytorch_free: FreeAt,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let (format, stats) = trace_stats_of(&args.trace, args.strict)?;
+    let read = ReadOptions {
+        pytorch_free_at: args.pytorch_free,
+    };
+    let (format, stats, snapshot) = trace_stats_with(&args.trace, args.strict, &read)?;
     if args.json {
         let mut v = serde_json::to_value(&stats)?;
         if let Some(obj) = v.as_object_mut() {
             obj.insert("path".into(), args.trace.display().to_string().into());
             obj.insert("format".into(), format.as_str().into());
+            if let Some(snapshot) = &snapshot {
+                obj.insert("pytorch".into(), serde_json::to_value(snapshot)?);
+            }
         }
         println!("{}", serde_json::to_string(&v)?);
     } else {
@@ -31,11 +42,65 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             "{}",
             table(&args.trace.display().to_string(), format.as_str(), &stats)
         );
+        if let Some(snapshot) = &snapshot {
+            print!("{}", snapshot_lines(snapshot));
+        }
     }
     Ok(0)
 }
 
-fn bytes(n: u64) -> String {
+/// What a PyTorch snapshot held besides its events (also printed by `replay`).
+pub fn snapshot_lines(s: &SnapshotSummary) -> String {
+    let mut o = String::from("\npytorch snapshot\n");
+    let free = match (s.free_at, s.free_at_fallback) {
+        (Some(f), false) => f.as_str().to_owned(),
+        (Some(f), true) => format!("{} (the trace has no free_completed)", f.as_str()),
+        (None, _) => "-".to_owned(),
+    };
+    let rows = [
+        (
+            "entries",
+            format!(
+                "{} on {} device(s): {} alloc, {} free_requested, {} free_completed, {} segment, {} oom",
+                s.entries, s.devices, s.allocs, s.free_requested, s.free_completed,
+                s.segment_events, s.ooms
+            ),
+        ),
+        ("free replayed at", free),
+        (
+            "before recording",
+            format!(
+                "{} blocks, {} allocated at the start",
+                s.pre_recording_blocks,
+                bytes(s.pre_recording_bytes)
+            ),
+        ),
+        (
+            "pytorch reserved",
+            format!(
+                "peak {}, at start {}, at end {}",
+                bytes(s.peak_reserved_bytes),
+                bytes(s.initial_reserved_bytes),
+                bytes(s.final_reserved_bytes)
+            ),
+        ),
+        ("streams (lanes)", s.streams.to_string()),
+        (
+            "truncated",
+            if s.truncated {
+                "yes: the recorder's max_entries ring dropped the oldest entries".to_owned()
+            } else {
+                "no".to_owned()
+            },
+        ),
+    ];
+    for (k, v) in rows {
+        o.push_str(&format!("  {k:<18} {v}\n"));
+    }
+    o
+}
+
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

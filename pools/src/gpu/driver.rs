@@ -71,6 +71,10 @@ const REQUIRED_SYMBOLS: &[&str] = &[
     "cuMemFreeAsync",
     "cuDeviceGetDefaultMemPool",
     "cuMemPoolSetAttribute",
+    "cuMemPoolGetAttribute",
+    "cuMemPoolTrimTo",
+    "cuDeviceTotalMem_v2",
+    "cuDeviceGetAttribute",
     "cuMemHostAlloc",
     "cuMemFreeHost",
     "cuMemAllocManaged",
@@ -459,6 +463,83 @@ impl CudaDriver {
                 ),
             )
         }
+    }
+
+    /// The device's default memory pool (the one `cuMemAllocAsync` draws from).
+    fn default_pool(&self) -> Result<sys::CUmemoryPool, CudaError> {
+        self.bind()?;
+        let mut pool = std::ptr::null_mut();
+        // SAFETY: context bound; out-pointer to a local.
+        check("cuDeviceGetDefaultMemPool", unsafe {
+            sys::cuDeviceGetDefaultMemPool(&mut pool, self.inner.device)
+        })?;
+        Ok(pool)
+    }
+
+    /// Give the default memory pool's unused memory back to the device and restart its
+    /// reserved and used high watermarks, so that the next reading covers what follows
+    /// only. Call when no allocation of the pool is pending (after `synchronize`).
+    pub fn reset_default_pool_watermarks(&self) -> Result<(), CudaError> {
+        let pool = self.default_pool()?;
+        // SAFETY: the pool is the device's own; the watermark attributes take a u64 that
+        // must be 0 (a reset).
+        unsafe {
+            check("cuMemPoolTrimTo", sys::cuMemPoolTrimTo(pool, 0))?;
+            for attr in [
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            ] {
+                let mut zero: u64 = 0;
+                check(
+                    "cuMemPoolSetAttribute",
+                    sys::cuMemPoolSetAttribute(pool, attr, &mut zero as *mut u64 as *mut c_void),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(current, high watermark)` bytes the default memory pool reserves from the device.
+    pub fn default_pool_reserved_bytes(&self) -> Result<(u64, u64), CudaError> {
+        let pool = self.default_pool()?;
+        let read = |attr| -> Result<u64, CudaError> {
+            let mut value: u64 = 0;
+            // SAFETY: the pool is the device's own; both attributes are u64 values.
+            check("cuMemPoolGetAttribute", unsafe {
+                sys::cuMemPoolGetAttribute(pool, attr, &mut value as *mut u64 as *mut c_void)
+            })?;
+            Ok(value)
+        };
+        Ok((
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?,
+            read(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?,
+        ))
+    }
+
+    /// Total device memory in bytes.
+    pub fn total_memory_bytes(&self) -> Result<u64, CudaError> {
+        let mut bytes = 0usize;
+        // SAFETY: the device handle is valid (from `open`); out-pointer to a local.
+        check("cuDeviceTotalMem_v2", unsafe {
+            sys::cuDeviceTotalMem_v2(&mut bytes, self.inner.device)
+        })?;
+        Ok(bytes as u64)
+    }
+
+    /// Compute capability `(major, minor)`.
+    pub fn compute_capability(&self) -> Result<(i32, i32), CudaError> {
+        let read = |attr| -> Result<i32, CudaError> {
+            let mut v = 0;
+            // SAFETY: the device handle is valid; out-pointer to a local.
+            check("cuDeviceGetAttribute", unsafe {
+                sys::cuDeviceGetAttribute(&mut v, attr, self.inner.device)
+            })?;
+            Ok(v)
+        };
+        Ok((
+            read(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+            read(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+        ))
     }
 
     /// `cuMemAllocAsync` on `stream` from the default memory pool.

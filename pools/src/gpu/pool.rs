@@ -8,7 +8,10 @@
 //! 3. else merge other streams' lists into `S`'s one at a time (a wait each), retrying after
 //!    each merge: blocks of different lists may now coalesce;
 //! 4. else grow: a new chunk from the upstream (growth policy, halved on failure down to the
-//!    request, like RMM's `try_to_expand`); blocks of separate chunks never coalesce;
+//!    request, like RMM's `try_to_expand`); blocks of separate chunks never coalesce. Unless
+//!    the return policy is `keep`, a growth that would raise the pool's reserved high-water
+//!    mark first gives back grown chunks that are entirely free (largest first), so cached
+//!    but unusable chunks never push the peak up (see `docs/gpu.md`);
 //! 5. else `PoolError::OutOfMemory`, the pool unchanged and usable.
 
 use super::blocks::{align_up, Block, FreeBlocks, FreeExtent};
@@ -62,6 +65,9 @@ struct Live {
 struct ChunkRec {
     len: u64,
     initial: bool,
+    /// Live blocks inside the chunk. Invariant: the number of `live` entries whose `chunk`
+    /// is this one; 0 means every byte of the chunk is free (in one list or several).
+    live_blocks: u64,
 }
 
 struct State {
@@ -74,6 +80,8 @@ struct State {
     chunks: BTreeMap<u64, ChunkRec>,
     /// Invariant: sum of chunk lengths plus large-object lengths.
     reserved_bytes: u64,
+    /// Highest `reserved_bytes` since creation.
+    peak_reserved_bytes: u64,
     /// Growth steps taken since creation or the last reset that returned chunks.
     growth_steps: u32,
     counters: GpuPoolStats,
@@ -152,6 +160,7 @@ impl GpuPool {
                 live: BTreeMap::new(),
                 chunks: BTreeMap::new(),
                 reserved_bytes: 0,
+                peak_reserved_bytes: 0,
                 growth_steps: 0,
                 counters: GpuPoolStats::default(),
             }),
@@ -354,6 +363,11 @@ impl GpuPool {
                 return Err(self.upstream_err(e));
             }
         }
+        if !large {
+            if let Some(c) = st.chunks.get_mut(&block.chunk) {
+                c.live_blocks += 1;
+            }
+        }
         st.live.insert(
             block.addr,
             Live {
@@ -461,6 +475,9 @@ impl GpuPool {
             .max(needed)
             .min(headroom);
         want = align_up(want, g).unwrap_or(needed).max(needed);
+        if self.config.return_policy != ReturnPolicy::Keep {
+            self.return_empty_chunks_below_peak(st, want)?;
+        }
         loop {
             match st.upstream.alloc(want) {
                 Ok(addr) => {
@@ -479,9 +496,43 @@ impl GpuPool {
         }
     }
 
+    /// Before growing by `want` bytes: if that would take reserved bytes past their
+    /// high-water mark, give back grown chunks that hold no live block, largest first, until
+    /// it would not (or none is left). Such chunks are free but could not serve the request
+    /// (the allocation path tried every list first), so keeping them only raises the peak.
+    /// This runs only when the pool is about to grow past its peak, never on the free
+    /// path, so a steady workload that fits its peak returns nothing.
+    fn return_empty_chunks_below_peak(&self, st: &mut State, want: u64) -> Result<(), PoolError> {
+        if st.reserved_bytes.saturating_add(want) <= st.peak_reserved_bytes {
+            return Ok(());
+        }
+        let mut empty: Vec<(u64, u64)> = st
+            .chunks
+            .iter()
+            .filter(|(_, c)| c.live_blocks == 0 && !c.initial)
+            .map(|(&addr, c)| (c.len, addr))
+            .collect();
+        empty.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, addr) in empty {
+            if st.reserved_bytes.saturating_add(want) <= st.peak_reserved_bytes {
+                break;
+            }
+            self.return_chunk(st, addr)?;
+        }
+        Ok(())
+    }
+
     fn add_chunk(&self, st: &mut State, stream: StreamId, addr: u64, len: u64, initial: bool) {
-        st.chunks.insert(addr, ChunkRec { len, initial });
+        st.chunks.insert(
+            addr,
+            ChunkRec {
+                len,
+                initial,
+                live_blocks: 0,
+            },
+        );
         st.reserved_bytes += len;
+        st.peak_reserved_bytes = st.peak_reserved_bytes.max(st.reserved_bytes);
         st.counters.chunks_grown += 1;
         self.stats.on_reserve(len as usize);
         st.free.add_chunk(stream, addr, len);
@@ -509,6 +560,7 @@ impl GpuPool {
             Err(e) => return Err(self.upstream_err(e)),
         };
         st.reserved_bytes += len;
+        st.peak_reserved_bytes = st.peak_reserved_bytes.max(st.reserved_bytes);
         self.stats.on_reserve(len as usize);
         self.stats.on_large_object();
         Ok(Block {
@@ -573,6 +625,9 @@ impl GpuPool {
             return Err(self.upstream_err(e));
         }
         st.counters.event_records += 1;
+        if let Some(c) = st.chunks.get_mut(&chunk) {
+            c.live_blocks -= 1;
+        }
         let chunk_rec = st.chunks[&chunk];
         let block = Block {
             addr,
@@ -828,6 +883,19 @@ impl GpuPool {
                 }
             }
         }
+        let mut live_per_chunk: BTreeMap<u64, u64> = BTreeMap::new();
+        for chunk in st.live.values().filter_map(|l| l.chunk) {
+            *live_per_chunk.entry(chunk).or_default() += 1;
+        }
+        for (&chunk, rec) in &st.chunks {
+            let live = live_per_chunk.get(&chunk).copied().unwrap_or(0);
+            if live != rec.live_blocks {
+                return Err(format!(
+                    "chunk {chunk:#x} counts {} live blocks but holds {live}",
+                    rec.live_blocks
+                ));
+            }
+        }
         let large: u64 = st
             .live
             .values()
@@ -927,6 +995,9 @@ impl MemoryPool for GpuPool {
             }
         }
         st.live.clear();
+        for c in st.chunks.values_mut() {
+            c.live_blocks = 0;
+        }
         st.free.clear();
         let return_grown = self.config.return_policy != ReturnPolicy::Keep;
         let chunks: Vec<(u64, ChunkRec)> = st.chunks.iter().map(|(&a, &c)| (a, c)).collect();

@@ -6,15 +6,17 @@ const MIB: usize = 1024 * 1024;
 
 impl PoolConfig {
     /// Device memory, variable-size best-fit with coalescing, 256 B alignment, no initial
-    /// reservation, chunks from 2 MiB doubling on each growth (each growth at least the
-    /// request; halved down to the request when the device is short), chunks kept until reset.
+    /// reservation, 2 MiB chunks, or exactly the request when it is larger (no geometric
+    /// growth: a doubling chunk overshoots what a training step needs by up to 2x, which is
+    /// device memory no one else can use); chunks kept until reset, except that entirely
+    /// free chunks are given back rather than let a growth raise the reserved peak.
     pub fn default_gpu() -> Self {
         PoolConfig {
             allocator: AllocatorKind::VariableSize,
             fit: FitPolicy::BestFit,
             initial_size_bytes: 0,
             chunk_size_bytes: 2 * MIB,
-            growth_factor: 2.0,
+            growth_factor: 1.0,
             alignment: 256,
             return_policy: ReturnPolicy::OnReset,
             memory_type: MemoryType::Device,

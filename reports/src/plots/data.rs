@@ -113,8 +113,19 @@ pub fn plan_plots(artifacts: &RunArtifacts) -> Vec<PlotSpec> {
                 chart: Chart::Throughput { bars },
             });
         }
-        let with_series: Vec<_> = ok.iter().filter(|r| !r.memory_series.is_empty()).collect();
-        if let Some(first) = with_series.first() {
+        // Recorded rows (`torch-caching`: PyTorch's own reserved curve) have no runs but
+        // a series; the live line comes from a replayed backend.
+        let with_series: Vec<_> = trace
+            .results
+            .iter()
+            .filter(|r| r.status == Status::Ok && !r.memory_series.is_empty())
+            .filter(|r| r.recorded || !r.runs.is_empty())
+            .collect();
+        let live_from = with_series
+            .iter()
+            .find(|r| !r.recorded)
+            .or(with_series.first());
+        if let Some(first) = live_from {
             let live = first
                 .memory_series
                 .iter()

@@ -8,9 +8,12 @@ pub mod csv;
 mod fields;
 mod lines;
 mod order;
+pub mod pickle;
+pub mod pytorch;
 pub mod rmm;
 pub mod write;
 
+use std::io::BufRead;
 use std::path::Path;
 
 use serde::Serialize;
@@ -46,6 +49,9 @@ pub enum TraceFormat {
     Rmm,
     /// Android `memory_replay` text dump.
     Android,
+    /// PyTorch CUDA memory snapshot (pickle).
+    #[serde(rename = "pytorch")]
+    PyTorch,
 }
 
 impl TraceFormat {
@@ -54,6 +60,7 @@ impl TraceFormat {
             TraceFormat::Csv => "csv",
             TraceFormat::Rmm => "rmm",
             TraceFormat::Android => "android",
+            TraceFormat::PyTorch => "pytorch",
         }
     }
 }
@@ -62,6 +69,7 @@ enum Inner {
     Csv(csv::CsvReader),
     Rmm(rmm::RmmReader),
     Android(android::AndroidReader),
+    PyTorch(pytorch::PyTorchReader),
 }
 
 /// A streaming reader over any supported trace, in file order.
@@ -76,6 +84,7 @@ impl EventReader {
             Inner::Csv(_) => TraceFormat::Csv,
             Inner::Rmm(_) => TraceFormat::Rmm,
             Inner::Android(_) => TraceFormat::Android,
+            Inner::PyTorch(_) => TraceFormat::PyTorch,
         }
     }
 
@@ -90,6 +99,15 @@ impl EventReader {
             Inner::Csv(_) => 0,
             Inner::Rmm(r) => r.alloc_failures(),
             Inner::Android(r) => r.alloc_failures(),
+            Inner::PyTorch(r) => r.alloc_failures(),
+        }
+    }
+
+    /// What a PyTorch snapshot held besides its events (`None` for other formats).
+    pub fn snapshot(&self) -> Option<&pytorch::SnapshotSummary> {
+        match &self.inner {
+            Inner::PyTorch(r) => Some(r.summary()),
+            _ => None,
         }
     }
 
@@ -111,15 +129,39 @@ impl Iterator for EventReader {
             Inner::Csv(r) => r.next(),
             Inner::Rmm(r) => r.next(),
             Inner::Android(r) => r.next(),
+            Inner::PyTorch(r) => r.next(),
         }
     }
+}
+
+/// Choices a format's reader offers (only PyTorch snapshots have any).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Which PyTorch record replays as the free.
+    pub pytorch_free_at: pytorch::FreeAt,
 }
 
 /// Open a trace of any supported format (detected by content; compression by magic
 /// bytes) and stream its events in file order.
 pub fn read_events(path: &Path) -> Result<EventReader, TraceError> {
-    let input = input::open(path)?;
+    read_events_with(path, &ReadOptions::default())
+}
+
+/// [`read_events`] with the readers' options.
+pub fn read_events_with(path: &Path, opts: &ReadOptions) -> Result<EventReader, TraceError> {
+    let mut input = input::open(path)?;
     let compression = input.compression;
+    let head = input
+        .reader
+        .fill_buf()
+        .map_err(|e| TraceError::io(path, e))?;
+    if pickle::looks_like_pickle(head) {
+        let reader = pytorch::PyTorchReader::new(path, &mut input.reader, opts.pytorch_free_at)?;
+        return Ok(EventReader {
+            inner: Inner::PyTorch(reader),
+            compression,
+        });
+    }
     let mut lines = LineReader::new(path, input);
     #[derive(PartialEq)]
     enum Detected {
@@ -195,6 +237,14 @@ impl OrderedEvents {
     pub fn held_bytes(&self) -> usize {
         self.held_bytes
     }
+
+    /// What a PyTorch snapshot held besides its events (`None` for other formats).
+    pub fn snapshot(&self) -> Option<&pytorch::SnapshotSummary> {
+        match &self.source {
+            Source::Streaming(r) => r.snapshot(),
+            Source::Merged(_) => None,
+        }
+    }
 }
 
 impl Iterator for OrderedEvents {
@@ -214,7 +264,15 @@ impl Iterator for OrderedEvents {
 
 /// Open a trace and yield its events in global order (see `OrderedEvents`).
 pub fn read_ordered_events(path: &Path) -> Result<OrderedEvents, TraceError> {
-    let mut reader = read_events(path)?;
+    read_ordered_events_with(path, &ReadOptions::default())
+}
+
+/// [`read_ordered_events`] with the readers' options.
+pub fn read_ordered_events_with(
+    path: &Path,
+    opts: &ReadOptions,
+) -> Result<OrderedEvents, TraceError> {
+    let mut reader = read_events_with(path, opts)?;
     let format = reader.format();
     let first = reader.next().transpose()?;
     let Some(first) = first.filter(|_| reader.needs_time_order()) else {

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Real-GPU check (issue 14): the CUDA tests and a replay of the PyTorch snapshot and a
+# generated gpu-training trace on cuda-malloc, cuda-async and gpu-pool, with the device named.
+#
+# A GPU machine may have no Rust toolchain, so the work is split in two:
+#
+#   ci/device-check.sh prepare      on the development machine: build the release `replay`
+#                                   and the GPU test binaries into target/device-check/
+#                                   (copy that folder, or the whole checkout, to the GPU host)
+#   ci/device-check.sh [OUT_DIR]    on the GPU machine (default OUT_DIR: $OUT, else
+#                                   target/device-check/out): run everything, write
+#                                   results.json per trace, logs and summary.txt there
+#
+# With cargo on the GPU machine, `run` builds what is missing itself. Environment: RUNS
+# (default 5), SNAPSHOT (default ../shared/traces/pytorch/gpt_train.pickle.gz, else the sample
+# workloads/traces/pytorch-sample.pickle.gz), EVENTS (gpu-training events, default 100000).
+# Exit code: 0 when every step ran and the GPU tests passed, 1 otherwise; a machine without a
+# CUDA driver exits 3 ("skipped") after saying so.
+set -uo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+bin_dir="$repo/target/device-check"
+
+prepare() {
+  set -e
+  mkdir -p "$bin_dir"
+  cargo build --release --locked --bin replay
+  cp "${CARGO_TARGET_DIR:-target}/release/replay" "$bin_dir/replay"
+  for t in gpu_device gpu_conformance gpu_growth; do
+    # The test executable's path is the last "executable" cargo prints for it.
+    exe=$(cargo test --release --locked -p pools --test "$t" --no-run --message-format=json 2>/dev/null |
+      sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    [[ -n "$exe" ]] || { echo "device-check: could not build test $t" >&2; exit 1; }
+    cp "$exe" "$bin_dir/$t"
+  done
+  echo "device-check: binaries in $bin_dir (copy them with the checkout to the GPU machine)"
+}
+
+if [[ "${1:-}" == "prepare" ]]; then
+  prepare
+  exit $?
+fi
+
+out="${1:-${OUT:-$bin_dir/out}}"
+mkdir -p "$out"
+runs="${RUNS:-5}"
+events="${EVENTS:-100000}"
+snapshot="${SNAPSHOT:-$repo/../shared/traces/pytorch/gpt_train.pickle.gz}"
+[[ -f "$snapshot" ]] || snapshot="$repo/workloads/traces/pytorch-sample.pickle.gz"
+summary="$out/summary.txt"
+: >"$summary"
+say() { echo "$*" | tee -a "$summary"; }
+
+if ! nvidia-smi -L >"$out/nvidia-smi.txt" 2>&1; then
+  say "device-check: skipped: no NVIDIA driver here (nvidia-smi failed: $(head -n 1 "$out/nvidia-smi.txt"))"
+  exit 3
+fi
+say "device: $(head -n 1 "$out/nvidia-smi.txt")"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$summary" 2>&1
+
+if [[ ! -x "$bin_dir/replay" ]]; then
+  if command -v cargo >/dev/null; then
+    prepare || exit 1
+  else
+    say "device-check: no binaries in $bin_dir and no cargo: run 'ci/device-check.sh prepare' first"
+    exit 1
+  fi
+fi
+
+status=0
+for t in gpu_device gpu_conformance gpu_growth; do
+  if "$bin_dir/$t" --nocapture >"$out/$t.log" 2>&1; then
+    result="ok"
+  else
+    result="FAILED"
+    status=1
+  fi
+  skipped=$(grep -c "skipped:" "$out/$t.log")
+  say "test $t: $result ($(grep -E '^test result' "$out/$t.log" | tail -n 1)); 'skipped:' lines: $skipped"
+  if [[ "$t" == gpu_device && "$skipped" != 0 ]]; then
+    say "  gpu_device skipped on a GPU machine: the CUDA path did not run"
+    status=1
+  fi
+done
+
+gen_trace="$out/gpu-training.csv"
+"$bin_dir/replay" gen gpu-training -o "$gen_trace" --events "$events" >>"$out/gen.log" 2>&1 || status=1
+
+for trace in "$snapshot" "$gen_trace" "$repo/workloads/traces/sqlite.csv.zst"; do
+  [[ -f "$trace" ]] || continue
+  name=$(basename "$trace")
+  dir="$out/$name"
+  say ""
+  say "== $name"
+  if "$bin_dir/replay" "$trace" --backends cuda-malloc,cuda-async,gpu-pool \
+      --simulate-gpu 80GiB --runs "$runs" --out "$dir" >"$dir.txt" 2>"$dir.err"; then
+    cat "$dir.txt" >>"$summary"
+    cat "$dir.txt"
+  else
+    say "replay failed: $(tail -n 3 "$dir.err")"
+    status=1
+  fi
+done
+
+say ""
+say "device-check: figures in $out (results.json per trace); record them in docs/performance.md with the card's name"
+exit $status
