@@ -49,6 +49,8 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// No progress bar and no warnings on stderr.
     pub quiet: bool,
+    /// Where reading a trace stops with an error.
+    pub limits: workloads::ReadLimits,
 }
 
 impl Default for ReplayOptions {
@@ -67,6 +69,7 @@ impl Default for ReplayOptions {
             simulate_gpu_bytes: None,
             strict: false,
             quiet: false,
+            limits: workloads::ReadLimits::default(),
         }
     }
 }
@@ -88,11 +91,18 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
     let load = workloads::LoadOptions {
         strict: opts.strict,
         keep_times: opts.pace != Pace::Max,
+        limits: opts.limits,
     };
     let mut loaded = Vec::with_capacity(opts.traces.len());
     for path in &opts.traces {
         let trace = workloads::load_trace(path, &load)
             .with_context(|| format!("cannot load trace {}", path.display()))?;
+        if let Some(span_ns) = trace.compiled.time_span_ns() {
+            opts.pace
+                .check_span(span_ns)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("trace {}", path.display()))?;
+        }
         loaded.push((path.display().to_string(), trace));
     }
     let sanitations: Vec<Sanitation> = loaded

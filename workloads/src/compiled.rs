@@ -91,4 +91,17 @@ impl CompiledTrace {
             })
             .sum()
     }
+
+    /// Recorded time from the earliest op to the latest, when times were kept.
+    pub fn time_span_ns(&self) -> Option<u64> {
+        let mut times = self
+            .threads
+            .iter()
+            .filter_map(|t| t.times_ns.as_deref())
+            .flatten()
+            .copied();
+        let first = times.next()?;
+        let (lo, hi) = times.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        Some(hi - lo)
+    }
 }

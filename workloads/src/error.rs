@@ -85,6 +85,18 @@ pub enum TraceError {
         line: u64,
         what: String,
     },
+    /// Lines end in a bare CR (classic Mac OS): read as LF-ended, the whole file would be
+    /// one header line and the trace silently empty.
+    #[error(
+        "{}:{line}: line ends are CR only (a carriage return inside the line at byte \
+         {column}); convert them to LF first, e.g. tr '\\r' '\\n' < in > out",
+        path.display()
+    )]
+    CrLineEnds {
+        path: PathBuf,
+        line: u64,
+        column: usize,
+    },
 }
 
 impl TraceError {
@@ -107,7 +119,8 @@ impl TraceError {
             | TraceError::BadField { path, .. }
             | TraceError::Truncated { path, .. }
             | TraceError::Strict { path, .. }
-            | TraceError::TooLarge { path, .. } => path,
+            | TraceError::TooLarge { path, .. }
+            | TraceError::CrLineEnds { path, .. } => path,
         }
     }
 
@@ -122,7 +135,8 @@ impl TraceError {
             | TraceError::BadField { line, .. }
             | TraceError::Truncated { line, .. }
             | TraceError::Strict { line, .. }
-            | TraceError::TooLarge { line, .. } => Some(*line),
+            | TraceError::TooLarge { line, .. }
+            | TraceError::CrLineEnds { line, .. } => Some(*line),
         }
     }
 }

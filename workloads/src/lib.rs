@@ -30,7 +30,13 @@ pub use compiler::{compile, Compiler};
 pub use error::TraceError;
 pub use event::{Event, OpKind};
 pub use formats::write::{write_csv, CsvWriter, CSV_HEADER};
-pub use formats::{read_events, read_ordered_events, EventReader, OrderedEvents, TraceFormat};
-pub use load::{load_trace, trace_stats_of, LoadOptions, LoadedTrace};
+pub use formats::{
+    events_from_input, ordered_events_from_input, read_events, read_events_with,
+    read_ordered_events, read_ordered_events_with, EventReader, OrderedEvents, ReadLimits,
+    TraceFormat,
+};
+pub use load::{
+    load_input, load_trace, trace_stats_of, trace_stats_with, LoadOptions, LoadedTrace,
+};
 pub use sanitize::{SanitationReport, Sanitizer};
 pub use stats::{trace_stats, StatsCollector, TraceStats};

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use crate::compiled::CompiledTrace;
 use crate::compiler::Compiler;
 use crate::error::TraceError;
-use crate::formats::{read_ordered_events, TraceFormat};
+use crate::formats::{
+    ordered_events_from_input, read_ordered_events_with, ReadLimits, TraceFormat,
+};
 use crate::sanitize::{SanitationReport, Sanitizer};
 use crate::stats::{StatsCollector, TraceStats};
 
@@ -16,6 +18,8 @@ pub struct LoadOptions {
     pub strict: bool,
     /// Keep each op's `time_ns` in the compiled trace (for `--pace`).
     pub keep_times: bool,
+    /// Where reading stops with an error (input bytes, events, ordering memory).
+    pub limits: ReadLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +33,17 @@ pub struct LoadedTrace {
 
 /// Read, sanitise, measure and compile the trace at `path`.
 pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceError> {
-    let mut events = read_ordered_events(path)?;
+    load_input(path, crate::input::open(path)?, opts)
+}
+
+/// [`load_trace`] over an already opened `input` (a fuzzer's bytes); `path` only names it
+/// in errors.
+pub fn load_input(
+    path: &Path,
+    input: crate::input::Input,
+    opts: &LoadOptions,
+) -> Result<LoadedTrace, TraceError> {
+    let mut events = ordered_events_from_input(path, input, &opts.limits)?;
     let format = events.format();
     let mut sanitizer = Sanitizer::new(path, opts.strict);
     let mut stats = StatsCollector::new();
@@ -62,14 +76,27 @@ pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceE
     })
 }
 
-/// Read and sanitise the trace at `path` and compute its statistics only.
+/// Read and sanitise the trace at `path` and compute its statistics only, streaming
+/// (within the default `ReadLimits`).
 pub fn trace_stats_of(path: &Path, strict: bool) -> Result<(TraceFormat, TraceStats), TraceError> {
-    let mut events = read_ordered_events(path)?;
+    trace_stats_with(path, strict, &ReadLimits::default())
+}
+
+/// [`trace_stats_of`] within `limits`.
+pub fn trace_stats_with(
+    path: &Path,
+    strict: bool,
+    limits: &ReadLimits,
+) -> Result<(TraceFormat, TraceStats), TraceError> {
+    let mut events = read_ordered_events_with(path, limits)?;
     let format = events.format();
     let mut sanitizer = Sanitizer::new(path, strict);
     let mut stats = StatsCollector::new();
     for e in events.by_ref() {
         sanitizer.process(e?, &mut |clean| stats.observe(&clean))?;
+        if let Some(err) = stats.live_overflow(path) {
+            return Err(err);
+        }
     }
     let sanitation = sanitizer.finish();
     Ok((format, stats.finish(events.alloc_failures(), sanitation)))

@@ -75,6 +75,12 @@ pub trait BackendFactory: Sync {
     fn config_summary(&self, _setup: &BackendSetup) -> Option<String> {
         None
     }
+
+    /// Why `setup` can never run on this backend (a config it would reject at creation),
+    /// so that the command refuses it before any replay.
+    fn check_setup(&self, _setup: &BackendSetup) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A registry entry: a factory with its backend type erased.
@@ -85,6 +91,7 @@ pub trait RegisteredBackend: Sync {
     fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable>;
     fn reserved_source(&self) -> &'static str;
     fn config_summary(&self, setup: &BackendSetup) -> Option<String>;
+    fn check_setup(&self, setup: &BackendSetup) -> Result<(), String>;
     /// One run (throughput pass + timed pass, a fresh backend each) of `plan`.
     fn run_once(
         &self,
@@ -112,6 +119,9 @@ impl<F: BackendFactory> RegisteredBackend for F {
     }
     fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
         BackendFactory::config_summary(self, setup)
+    }
+    fn check_setup(&self, setup: &BackendSetup) -> Result<(), String> {
+        BackendFactory::check_setup(self, setup)
     }
     fn run_once(
         &self,

@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use super::limits::LimitArgs;
 use anyhow::Context;
-use workloads::{read_ordered_events, write_atomically, CsvWriter, TraceError};
+use workloads::{read_ordered_events_with, write_atomically, CsvWriter, TraceError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,10 +15,12 @@ pub struct Args {
     /// Output canonical CSV file.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let mut events = read_ordered_events(&args.input)?;
+    let mut events = read_ordered_events_with(&args.input, &args.limits.limits())?;
     let format = events.format();
     let mut trace_error: Option<TraceError> = None;
     let written = write_atomically(&args.output, |out| {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use workloads::{trace_stats_of, TraceStats};
+use super::limits::LimitArgs;
+use workloads::{trace_stats_with, TraceStats};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,10 +15,12 @@ pub struct Args {
     /// Fail on the first sanitation problem instead of repairing it.
     #[arg(long)]
     pub strict: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let (format, stats) = trace_stats_of(&args.trace, args.strict)?;
+    let (format, stats) = trace_stats_with(&args.trace, args.strict, &args.limits.limits())?;
     if args.json {
         let mut v = serde_json::to_value(&stats)?;
         if let Some(obj) = v.as_object_mut() {
