@@ -27,6 +27,8 @@ fn replay(args: &[&str]) -> Outcome {
     let stdout_path = out_dir.path().join("stdout");
     let stderr_path = out_dir.path().join("stderr");
     let started = Instant::now();
+    // Waited for below with `wait4`, which also gives its peak RSS.
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_replay"))
         .args(args)
         .stdin(Stdio::null())
@@ -320,7 +322,7 @@ fn rows_already_in_time_order_stream_past_the_budget() {
     expect("sorted rows, small budget", &o, 0, "");
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["events"], rows);
-    assert_eq!(v["cross_thread_frees"].as_u64().unwrap() > 0, true);
+    assert!(v["cross_thread_frees"].as_u64().unwrap() > 0);
     assert!(
         o.peak_rss_bytes < 256 << 20,
         "{} MiB",
@@ -528,6 +530,29 @@ fn configs_that_cannot_run_are_refused_before_any_replay() {
         // Refused before the replay: no table, no progress.
         assert!(o.stdout.is_empty(), "{}", o.stdout);
     }
+    // A capacity below every pool's smallest reservation: each backend fails at creation,
+    // and the run says so in its exit code.
+    let o = replay(&[
+        "--capacity",
+        "1",
+        "--backends",
+        "pool-fixed,pool-variable,pool-lockfree",
+        "--runs",
+        "1",
+        trace,
+    ]);
+    expect(
+        "every backend failed",
+        &o,
+        1,
+        "replay: error: every backend failed on a trace (see the reasons above)",
+    );
+    assert!(
+        o.stdout
+            .contains("pool-variable failed: cannot create backend"),
+        "{}",
+        o.stdout
+    );
     // The lock-free limit also holds for a config replayed on pool-lockfree.
     let config = dir.path().join("align.toml");
     std::fs::write(&config, "alignment = 1048576\n").unwrap();

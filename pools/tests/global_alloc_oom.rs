@@ -34,7 +34,7 @@ fn a_hundred_thousand_handled_failures_and_the_pool_still_serves() {
         );
         // Alternate with successes, so scratch rewinds interleave with real blocks.
         if i % 1000 == 0 {
-            let kept = vec![i as u8; 100];
+            let kept: Box<[u8]> = vec![i as u8; 100].into_boxed_slice();
             assert_eq!(kept[99], i as u8);
         }
     }

@@ -167,7 +167,7 @@ impl SystemBackend {
             return None;
         }
         let n = self.samples.fetch_add(1, Ordering::Relaxed);
-        if n % MALLINFO_EVERY != 0 {
+        if !n.is_multiple_of(MALLINFO_EVERY) {
             return Some(self.last_in_use_bytes.load(Ordering::Relaxed));
         }
         let grown = in_use_bytes()?.saturating_sub(self.baseline_in_use_bytes);

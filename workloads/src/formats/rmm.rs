@@ -175,7 +175,7 @@ impl RmmReader {
                 cx.error(
                     "Time",
                     time,
-                    &format!(
+                    format!(
                         "the log wraps past midnight {} times: more days than u64 \
                          nanoseconds hold",
                         self.day + 1
