@@ -53,6 +53,8 @@ pub struct ReplayOptions {
     pub quiet: bool,
     /// PyTorch snapshots: the record replayed as the free.
     pub pytorch_free_at: workloads::FreeAt,
+    /// Where reading a trace stops with an error.
+    pub limits: workloads::ReadLimits,
 }
 
 impl Default for ReplayOptions {
@@ -72,6 +74,7 @@ impl Default for ReplayOptions {
             strict: false,
             quiet: false,
             pytorch_free_at: workloads::FreeAt::Completed,
+            limits: workloads::ReadLimits::default(),
         }
     }
 }
@@ -93,14 +96,21 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
     let load = workloads::LoadOptions {
         strict: opts.strict,
         keep_times: opts.pace != Pace::Max,
-    };
-    let read = workloads::ReadOptions {
-        pytorch_free_at: opts.pytorch_free_at,
+        read: workloads::ReadOptions {
+            limits: opts.limits,
+            pytorch_free_at: opts.pytorch_free_at,
+        },
     };
     let mut loaded = Vec::with_capacity(opts.traces.len());
     for path in &opts.traces {
-        let trace = workloads::load_trace_with(path, &load, &read)
+        let trace = workloads::load_trace(path, &load)
             .with_context(|| format!("cannot load trace {}", path.display()))?;
+        if let Some(span_ns) = trace.compiled.time_span_ns() {
+            opts.pace
+                .check_span(span_ns)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("trace {}", path.display()))?;
+        }
         loaded.push((path.display().to_string(), trace));
     }
     let sanitations: Vec<Sanitation> = loaded

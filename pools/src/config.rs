@@ -150,6 +150,10 @@ impl Default for PoolConfig {
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
+/// Largest block of the fixed-size allocator.
+const MAX_BLOCK_BYTES: usize = 1 << 30;
+/// Largest initial reservation or growth chunk.
+const MAX_RESERVE_BYTES: usize = 1 << 46;
 
 impl PoolConfig {
     /// General purpose: TLSF variable-size behind a mutex, modest chunks, no checks.
@@ -311,7 +315,72 @@ impl PoolConfig {
                 "needs allocator = \"lock-free\" (the other strategies need a mutex to be shared)",
             ));
         }
+        // Limits the allocators would otherwise find only at the first allocation, so that
+        // a config that cannot work is refused before any replay.
+        if self.block_size_bytes > MAX_BLOCK_BYTES
+            || self.block_size_bytes.next_multiple_of(self.alignment) > MAX_BLOCK_BYTES
+        {
+            return Err(bad(
+                "block_size_bytes",
+                self.block_size_bytes,
+                "must be at most 1 GiB once rounded up to `alignment`",
+            ));
+        }
+        for (field, value) in [
+            ("initial_size_bytes", self.initial_size_bytes),
+            ("chunk_size_bytes", self.chunk_size_bytes),
+        ] {
+            if value > MAX_RESERVE_BYTES {
+                return Err(bad(
+                    field,
+                    value,
+                    "must be at most 64 TiB (half the x86-64 user address space)",
+                ));
+            }
+        }
+        if self.allocator == AllocatorKind::LockFree
+            && self.alignment > self.lock_free_max_alignment_bytes()
+        {
+            return Err(bad(
+                "alignment",
+                self.alignment,
+                &format!(
+                    "the lock-free allocator aligns to at most {} bytes (half its region; \
+                     the region grows with size_classes.max_class_bytes)",
+                    self.lock_free_max_alignment_bytes()
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// [`PoolConfig::validate`], plus what a host (`CpuPool`) pool needs: host memory.
+    pub fn validate_cpu(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        if self.memory_type != MemoryType::Host {
+            return Err(ConfigError::Invalid {
+                field: "memory_type",
+                value: format!("{:?}", self.memory_type).to_lowercase(),
+                reason: "a CPU pool serves host memory only (use \"host\", or a GPU pool for \
+                         device, pinned and managed memory)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Largest alignment the lock-free allocator serves: half its region, whose size it
+    /// derives from the largest size class (see `alloc::lockfree`: eight of the largest
+    /// class, a power of two between 1 and 4 MiB).
+    pub fn lock_free_max_alignment_bytes(&self) -> usize {
+        let region_bytes = self
+            .size_classes
+            .max_class_bytes
+            .saturating_mul(8)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX)
+            .clamp(MIB, 4 * MIB);
+        region_bytes / 2
     }
 
     /// Parse and validate a TOML document.

@@ -78,7 +78,7 @@ impl CpuPool {
     pub fn new(name: &str, config: PoolConfig) -> Result<CpuPool, PoolError> {
         let mut config = config;
         config
-            .validate()
+            .validate_cpu()
             .map_err(|e| PoolError::invalid_op(name, e.to_string()))?;
         let name: Arc<str> = Arc::from(name);
         let stats = Arc::new(StatsCounters::new());

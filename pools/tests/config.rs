@@ -10,6 +10,12 @@ fn every_preset_round_trips_through_toml_and_builds_a_pool() {
         let text = config.to_toml();
         let back = PoolConfig::from_toml(&text).unwrap();
         assert_eq!(back, config, "{name}");
+        if back.memory_type != pools::MemoryType::Host {
+            // GPU presets: a CPU pool refuses device memory rather than ignore it.
+            let err = CpuPool::new(name, back).unwrap_err();
+            assert!(err.to_string().contains("`memory_type`"), "{name}: {err}");
+            continue;
+        }
         let pool = CpuPool::new(name, back).unwrap_or_else(|e| panic!("{name}: {e}"));
         drop(pool);
     }

@@ -11,6 +11,7 @@ pub mod junit;
 mod out_dir;
 pub mod plots;
 pub mod results;
+pub mod staged_dir;
 pub mod stats;
 pub mod summary_md;
 pub mod table;
@@ -24,8 +25,9 @@ pub use atomic::{read_results_json, write_atomic, write_results_json};
 pub use compare::{compare_results, CompareOptions, Comparison, Margins, Metric};
 pub use error::ReportError;
 pub use gate::{gate_results, GateOptions, GateReport};
-pub use out_dir::{write_junit, write_out_dir, write_out_dir_with_verdicts};
+pub use out_dir::{write_junit, write_out_dir, write_out_dir_with_verdicts, write_staged_out_dir};
 pub use results::*;
+pub use staged_dir::StagedDir;
 pub use stats::Verdict;
 pub use table::{Align, Table};
 

@@ -6,12 +6,14 @@ use crate::compare::Comparison;
 use crate::hgrm::{hgrm_file_name, percentile_distribution, TICKS_PER_HALF_DISTANCE};
 use crate::html::{report_html, InlinePlot};
 use crate::plots::{plan_plots, render_png, render_svg};
+use crate::staged_dir::StagedDir;
 use crate::summary_md::summary_markdown;
 use crate::{write_atomic, write_results_json, ReportError, RunArtifacts};
 
 /// Writes `results.json`, one `.hgrm` per (trace, backend, op), a PNG and an SVG per chart,
-/// `report.html` and `summary.md` into `dir` (created if missing). Every file is written
-/// atomically. Returns the paths written, `results.json` first.
+/// `report.html` and `summary.md` into `dir` (created if missing). The set is written as
+/// one (see [`StagedDir`]): a reader sees the previous run's files or this run's, never a
+/// mix. Returns the paths written, `results.json` first.
 pub fn write_out_dir(dir: &Path, artifacts: &RunArtifacts) -> Result<Vec<PathBuf>, ReportError> {
     write_out_dir_with_verdicts(dir, artifacts, None)
 }
@@ -22,7 +24,30 @@ pub fn write_out_dir_with_verdicts(
     artifacts: &RunArtifacts,
     verdicts: Option<&Comparison>,
 ) -> Result<Vec<PathBuf>, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|e| ReportError::io(dir, e))?;
+    write_staged_out_dir(StagedDir::prepare(dir)?, artifacts, verdicts)
+}
+
+/// [`write_out_dir_with_verdicts`] into a directory prepared (checked) before the run.
+pub fn write_staged_out_dir(
+    staged: StagedDir,
+    artifacts: &RunArtifacts,
+    verdicts: Option<&Comparison>,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let written = write_files(staged.path(), artifacts, verdicts)?;
+    let dest = staged.dest().to_path_buf();
+    staged.commit()?;
+    Ok(written
+        .iter()
+        .filter_map(|p| p.file_name())
+        .map(|name| dest.join(name))
+        .collect())
+}
+
+fn write_files(
+    dir: &Path,
+    artifacts: &RunArtifacts,
+    verdicts: Option<&Comparison>,
+) -> Result<Vec<PathBuf>, ReportError> {
     let results = &artifacts.results;
     let mut written = Vec::new();
 

@@ -120,6 +120,19 @@ impl CompiledTrace {
             peak_live_bytes: self.peak_live_bytes,
         }
     }
+
+    /// Recorded time from the earliest op to the latest, when times were kept.
+    pub fn time_span_ns(&self) -> Option<u64> {
+        let mut times = self
+            .threads
+            .iter()
+            .filter_map(|t| t.times_ns.as_deref())
+            .flatten()
+            .copied();
+        let first = times.next()?;
+        let (lo, hi) = times.fold((first, first), |(lo, hi), t| (lo.min(t), hi.max(t)));
+        Some(hi - lo)
+    }
 }
 
 #[cfg(test)]

@@ -236,9 +236,18 @@ impl Compiler {
             what: format!("more than 2^32 ops on slot {slot}"),
         })?;
         state.last_thread = t;
+        // Invariant: `live_bytes` is the sum of the slots' `size_bytes`, so only the
+        // addition can wrap (65,537 live blocks of 2^48 bytes do).
         self.live_bytes -= state.size_bytes;
         state.size_bytes = if e.op == OpKind::Free { 0 } else { e.size };
-        self.live_bytes += state.size_bytes;
+        self.live_bytes = self
+            .live_bytes
+            .checked_add(state.size_bytes)
+            .ok_or_else(|| TraceError::TooLarge {
+                path: self.path.clone(),
+                line: e.line,
+                what: live_bytes_overflow(self.live_bytes, state.size_bytes),
+            })?;
         self.peak_live_bytes = self.peak_live_bytes.max(self.live_bytes);
         let thread = &mut self.threads[t as usize];
         thread.ops.push(CompiledOp {
@@ -299,4 +308,12 @@ where
         c.push(&e)?;
     }
     Ok(c.finish())
+}
+
+/// The message for a trace whose live bytes exceed what a u64 counts.
+pub(crate) fn live_bytes_overflow(live_bytes: u64, size_bytes: u64) -> String {
+    format!(
+        "size {size_bytes} with {live_bytes} bytes already live: more than 2^64 - 1 bytes \
+         live at once"
+    )
 }

@@ -93,6 +93,18 @@ pub enum TraceError {
         at: String,
         reason: String,
     },
+    /// Lines end in a bare CR (classic Mac OS): read as LF-ended, the whole file would be
+    /// one header line and the trace silently empty.
+    #[error(
+        "{}:{line}: line ends are CR only (a carriage return inside the line at byte \
+         {column}); convert them to LF first, e.g. tr '\\r' '\\n' < in > out",
+        path.display()
+    )]
+    CrLineEnds {
+        path: PathBuf,
+        line: u64,
+        column: usize,
+    },
 }
 
 impl TraceError {
@@ -116,7 +128,8 @@ impl TraceError {
             | TraceError::Truncated { path, .. }
             | TraceError::Strict { path, .. }
             | TraceError::TooLarge { path, .. }
-            | TraceError::Snapshot { path, .. } => path,
+            | TraceError::Snapshot { path, .. }
+            | TraceError::CrLineEnds { path, .. } => path,
         }
     }
 
@@ -131,7 +144,8 @@ impl TraceError {
             | TraceError::BadField { line, .. }
             | TraceError::Truncated { line, .. }
             | TraceError::Strict { line, .. }
-            | TraceError::TooLarge { line, .. } => Some(*line),
+            | TraceError::TooLarge { line, .. }
+            | TraceError::CrLineEnds { line, .. } => Some(*line),
         }
     }
 }

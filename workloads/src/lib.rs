@@ -30,11 +30,12 @@ pub use event::{Event, OpKind};
 pub use formats::pytorch::{FreeAt, SnapshotSummary};
 pub use formats::write::{write_csv, CsvWriter, CSV_HEADER};
 pub use formats::{
-    read_events, read_events_with, read_ordered_events, read_ordered_events_with, EventReader,
-    OrderedEvents, ReadOptions, TraceFormat,
+    events_from_input, ordered_events_from_input, read_events, read_events_with,
+    read_ordered_events, read_ordered_events_with, EventReader, OrderedEvents, ReadLimits,
+    ReadOptions, TraceFormat,
 };
 pub use load::{
-    load_trace, load_trace_with, trace_stats_of, trace_stats_with, LoadOptions, LoadedTrace,
+    load_input, load_trace, trace_stats_of, trace_stats_with, LoadOptions, LoadedTrace,
 };
 pub use sanitize::{SanitationReport, Sanitizer};
 pub use stats::{trace_stats, StatsCollector, TraceStats};

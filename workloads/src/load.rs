@@ -7,7 +7,9 @@ use crate::compiled::CompiledTrace;
 use crate::compiler::Compiler;
 use crate::error::TraceError;
 use crate::formats::pytorch::SnapshotSummary;
-use crate::formats::{read_ordered_events_with, ReadOptions, TraceFormat};
+use crate::formats::{
+    ordered_events_from_input, read_ordered_events_with, ReadOptions, TraceFormat,
+};
 use crate::sanitize::{SanitationReport, Sanitizer};
 use crate::stats::{StatsCollector, TraceStats};
 
@@ -17,6 +19,9 @@ pub struct LoadOptions {
     pub strict: bool,
     /// Keep each op's `time_ns` in the compiled trace (for `--pace`).
     pub keep_times: bool,
+    /// How to read: where reading stops with an error (input bytes, events, ordering
+    /// memory), and the format readers' choices (PyTorch's free point).
+    pub read: ReadOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -32,16 +37,17 @@ pub struct LoadedTrace {
 
 /// Read, sanitise, measure and compile the trace at `path`.
 pub fn load_trace(path: &Path, opts: &LoadOptions) -> Result<LoadedTrace, TraceError> {
-    load_trace_with(path, opts, &ReadOptions::default())
+    load_input(path, crate::input::open(path)?, opts)
 }
 
-/// [`load_trace`] with the format readers' options.
-pub fn load_trace_with(
+/// [`load_trace`] over an already opened `input` (a fuzzer's bytes); `path` only names it
+/// in errors.
+pub fn load_input(
     path: &Path,
+    input: crate::input::Input,
     opts: &LoadOptions,
-    read: &ReadOptions,
 ) -> Result<LoadedTrace, TraceError> {
-    let mut events = read_ordered_events_with(path, read)?;
+    let mut events = ordered_events_from_input(path, input, &opts.read)?;
     let format = events.format();
     let mut sanitizer = Sanitizer::new(path, opts.strict);
     let mut stats = StatsCollector::new();
@@ -76,13 +82,14 @@ pub fn load_trace_with(
     })
 }
 
-/// Read and sanitise the trace at `path` and compute its statistics only.
+/// Read and sanitise the trace at `path` and compute its statistics only, streaming
+/// (within the default `ReadLimits`).
 pub fn trace_stats_of(path: &Path, strict: bool) -> Result<(TraceFormat, TraceStats), TraceError> {
     trace_stats_with(path, strict, &ReadOptions::default()).map(|(f, s, _)| (f, s))
 }
 
-/// [`trace_stats_of`] with the format readers' options; also what a PyTorch snapshot held
-/// besides its events.
+/// [`trace_stats_of`] with the readers' options and limits; also what a PyTorch snapshot
+/// held besides its events.
 pub fn trace_stats_with(
     path: &Path,
     strict: bool,
@@ -94,6 +101,9 @@ pub fn trace_stats_with(
     let mut stats = StatsCollector::new();
     for e in events.by_ref() {
         sanitizer.process(e?, &mut |clean| stats.observe(&clean))?;
+        if let Some(err) = stats.live_overflow(path) {
+            return Err(err);
+        }
     }
     let sanitation = sanitizer.finish();
     let snapshot = events.snapshot().cloned();

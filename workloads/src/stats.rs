@@ -90,6 +90,9 @@ pub struct StatsCollector {
     last_time_ns: Option<u64>,
     /// Blocks and bytes live after the last event counted.
     end_live: (u64, u64),
+    /// The first event whose block made the live bytes exceed u64: (line, bytes live
+    /// before it, its size). `live_bytes` saturates from then on.
+    live_overflow: Option<(u64, u64, u64)>,
 }
 
 impl Default for StatsCollector {
@@ -110,13 +113,26 @@ impl StatsCollector {
             first_time_ns: None,
             last_time_ns: None,
             end_live: (0, 0),
+            live_overflow: None,
         }
+    }
+
+    /// The first event at which the bytes live exceeded what a u64 holds, as an error
+    /// naming `path` and the event's line; statistics past it would be wrong.
+    pub fn live_overflow(&self, path: &std::path::Path) -> Option<crate::TraceError> {
+        self.live_overflow
+            .map(|(line, live, size)| crate::TraceError::TooLarge {
+                path: path.to_path_buf(),
+                line,
+                what: crate::compiler::live_bytes_overflow(live, size),
+            })
     }
 
     fn release(&mut self, ptr: u64, by_thread: u64) -> bool {
         match self.live.remove(&ptr) {
             Some(b) => {
-                self.live_bytes -= b.size_bytes;
+                // Exact unless it saturated at an overflow (reported by `live_overflow`).
+                self.live_bytes -= b.size_bytes.min(self.live_bytes);
                 b.thread != by_thread
             }
             None => false,
@@ -156,9 +172,16 @@ impl StatsCollector {
                 },
             ) {
                 // Unsanitised input: the old block is gone.
-                self.live_bytes -= old.size_bytes;
+                self.live_bytes -= old.size_bytes.min(self.live_bytes);
             }
-            self.live_bytes += e.size;
+            self.live_bytes = match self.live_bytes.checked_add(e.size) {
+                Some(sum) => sum,
+                None => {
+                    self.live_overflow
+                        .get_or_insert((e.line, self.live_bytes, e.size));
+                    u64::MAX
+                }
+            };
         }
         let next = self.stats.per_thread.len();
         let ti = *self.thread_index.entry(e.thread).or_insert(next);

@@ -69,6 +69,7 @@ fn load_bytes(bytes: &[u8]) -> Result<(), TraceError> {
         &LoadOptions {
             strict,
             keep_times: true,
+            ..Default::default()
         },
     )
     .map(|_| ())

@@ -29,6 +29,7 @@ fn load_strict(body: &str) -> TraceError {
         &LoadOptions {
             strict: true,
             keep_times: false,
+            ..Default::default()
         },
     )
     .unwrap_err();
@@ -202,6 +203,7 @@ fn streams_alignment_and_times() {
         &LoadOptions {
             strict: false,
             keep_times: true,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use workloads::{
-    load_trace_with, read_events, read_events_with, trace_stats_with, FreeAt, LoadOptions, OpKind,
+    load_trace, read_events, read_events_with, trace_stats_with, FreeAt, LoadOptions, OpKind,
     ReadOptions, TraceError, TraceFormat,
 };
 
@@ -204,7 +204,7 @@ fn shipped_snapshot_counts_and_peaks() {
         "one lane per stream"
     );
 
-    let loaded = load_trace_with(&path, &LoadOptions::default(), &ReadOptions::default()).unwrap();
+    let loaded = load_trace(&path, &LoadOptions::default()).unwrap();
     assert_eq!(loaded.format, TraceFormat::PyTorch);
     assert_eq!(loaded.stats.peak_live_bytes, 2_627_450_888);
     assert_eq!(loaded.stats.leaks, 6);
@@ -215,6 +215,7 @@ fn shipped_snapshot_counts_and_peaks() {
     // Freeing at free_requested frees earlier: the peak cannot be higher.
     let requested = ReadOptions {
         pytorch_free_at: FreeAt::Requested,
+        ..ReadOptions::default()
     };
     let (_, stats, snap) = trace_stats_with(&path, false, &requested).unwrap();
     assert_eq!(snap.unwrap().free_at, Some(FreeAt::Requested));
@@ -225,7 +226,7 @@ fn shipped_snapshot_counts_and_peaks() {
 #[test]
 fn sample_snapshot_reads_clean() {
     let path = sample_snapshot();
-    let loaded = load_trace_with(&path, &LoadOptions::default(), &ReadOptions::default()).unwrap();
+    let loaded = load_trace(&path, &LoadOptions::default()).unwrap();
     assert_eq!(loaded.format, TraceFormat::PyTorch);
     let s = loaded.snapshot.unwrap();
     assert!(s.allocs > 500, "{s:?}");
@@ -333,6 +334,7 @@ fn mapping_of_every_action() {
         &p,
         &ReadOptions {
             pytorch_free_at: FreeAt::Requested,
+            ..ReadOptions::default()
         },
     )
     .unwrap();
@@ -536,7 +538,7 @@ fn malformed_snapshots_are_clear_errors() {
     }
     // Through load_trace too, with the same message.
     let p = dir.path().join("global.pickle");
-    let e = load_trace_with(&p, &LoadOptions::default(), &ReadOptions::default()).unwrap_err();
+    let e = load_trace(&p, &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, TraceError::Snapshot { .. }), "{e}");
 }
 

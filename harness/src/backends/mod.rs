@@ -96,6 +96,12 @@ pub trait BackendFactory: Sync {
     ) -> Result<Self::Backend, String> {
         Err(format!("{} has no capacity to set", self.name()))
     }
+
+    /// Why `setup` can never run on this backend (a config it would reject at creation),
+    /// so that the command refuses it before any replay.
+    fn check_setup(&self, _setup: &BackendSetup) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A registry entry: a factory with its backend type erased.
@@ -110,6 +116,7 @@ pub trait RegisteredBackend: Sync {
     /// failure (see [`BackendFactory::capacity_step_bytes`]); `None` for backends without
     /// a capacity, or when no capacity works.
     fn min_capacity_bytes(&self, setup: &BackendSetup, trace: &CompiledTrace) -> Option<u64>;
+    fn check_setup(&self, setup: &BackendSetup) -> Result<(), String>;
     /// One run (throughput pass + timed pass, a fresh backend each) of `plan`.
     fn run_once(
         &self,
@@ -143,6 +150,9 @@ impl<F: BackendFactory> RegisteredBackend for F {
         engine::capacity::min_capacity_bytes(trace, step_bytes, |capacity_bytes| {
             self.create_with_capacity(setup, capacity_bytes).ok()
         })
+    }
+    fn check_setup(&self, setup: &BackendSetup) -> Result<(), String> {
+        BackendFactory::check_setup(self, setup)
     }
     fn run_once(
         &self,

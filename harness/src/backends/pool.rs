@@ -160,6 +160,12 @@ macro_rules! pool_factory {
             fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
                 Some(pool_config(setup, $allocator, $sync).summary())
             }
+
+            fn check_setup(&self, setup: &BackendSetup) -> Result<(), String> {
+                pool_config(setup, $allocator, $sync)
+                    .validate_cpu()
+                    .map_err(|e| e.to_string())
+            }
         }
     };
 }

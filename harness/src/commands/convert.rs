@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::limits::LimitArgs;
 use anyhow::Context;
 use atomic_file::write_atomically;
 use workloads::{read_ordered_events_with, CsvWriter, FreeAt, ReadOptions, TraceError};
@@ -19,10 +20,13 @@ pub struct Args {
     /// PyTorch snapshots: the record written as the free (completed or requested).
     #[arg(long, value_name = "completed|requested", default_value = "completed")]
     pub pytorch_free: FreeAt,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let read = ReadOptions {
+        limits: args.limits.limits(),
         pytorch_free_at: args.pytorch_free,
     };
     let mut events = read_ordered_events_with(&args.input, &read)?;

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod convert;
 pub mod gate;
 pub mod gen;
+pub mod limits;
 pub mod recommend;
 pub mod record;
 pub mod replay;

@@ -130,6 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let load = workloads::LoadOptions {
         strict: args.strict,
         keep_times: false,
+        ..Default::default()
     };
     let loaded = workloads::load_trace(&args.trace, &load)
         .with_context(|| format!("cannot load trace {}", args.trace.display()))?;

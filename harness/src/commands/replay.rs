@@ -67,6 +67,8 @@ pub struct Args {
     /// allocator may reuse the block; requested: when the program dropped it).
     #[arg(long, value_name = "completed|requested", default_value = "completed")]
     pub pytorch_free: workloads::FreeAt,
+    #[command(flatten)]
+    pub limits: super::limits::LimitArgs,
 }
 
 /// Resolve `--config`: an existing file is loaded, otherwise a preset name.
@@ -88,6 +90,10 @@ pub fn load_config(arg: Option<&str>) -> anyhow::Result<(PoolConfig, String)> {
     }
 }
 
+/// Most replay workers per core: beyond a few per core, workers only queue for the CPU
+/// (and thousands of them make a short trace take minutes).
+pub const MAX_WORKERS_PER_CORE: usize = 4;
+
 /// The library options these arguments ask for.
 pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
     let (config, config_source) = load_config(args.config.as_deref())?;
@@ -96,6 +102,9 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         if !trace.is_file() {
             anyhow::bail!("{}: no such trace file", trace.display());
         }
+    }
+    if args.capacity == Some(0) {
+        anyhow::bail!("--capacity 0: the capacity must be greater than zero bytes");
     }
     if args.backends.is_empty() && args.config.is_some() {
         // A config given explicitly is also replayed exactly as written (`pool`), beside
@@ -110,12 +119,37 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         backends.add(&SimGpuPoolFactory);
         backends.add(&SimUpstreamFactory);
     }
+    // Every config a backend would refuse at creation is refused now, before any replay.
+    let setup = crate::backends::BackendSetup {
+        config: config.clone(),
+        capacity_bytes: args.capacity,
+        workers: 1,
+        simulate_gpu_bytes: args.simulate_gpu,
+    };
+    for &backend in backends.backends() {
+        backend.check_setup(&setup).map_err(|e| {
+            anyhow::anyhow!(
+                "--config {config_source} cannot run on {}: {e}",
+                backend.name()
+            )
+        })?;
+    }
+    let threads = args.threads.map(|t| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cap = cores * MAX_WORKERS_PER_CORE;
+        if t as usize > cap {
+            eprintln!(
+                "replay: warning: --threads {t} clamped to {cap} ({MAX_WORKERS_PER_CORE} per core on {cores} cores)"
+            );
+        }
+        (t as usize).min(cap)
+    });
     Ok(ReplayOptions {
         traces: args.traces.clone(),
         backends,
         config,
         config_source,
-        threads: args.threads.map(|t| t as usize),
+        threads,
         runs: args.runs as usize,
         warmup: 1,
         touch: args.touch,
@@ -125,6 +159,7 @@ pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
         strict: args.strict,
         quiet: args.quiet,
         pytorch_free_at: args.pytorch_free,
+        limits: args.limits.limits(),
     })
 }
 
@@ -138,9 +173,18 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return Ok(EXIT_USAGE);
     }
     let opts = options(&args)?;
+    // Found before the replay, not after it: an unwritable --out loses nothing.
+    let staged = match &args.out {
+        Some(dir) => Some(
+            reports::StagedDir::prepare(dir)
+                .with_context(|| format!("--out {}: cannot write there", dir.display()))?,
+        ),
+        None => None,
+    };
     let artifacts = replay_traces(&opts)?;
-    if let Some(dir) = &args.out {
-        let written = reports::write_out_dir(dir, &artifacts)
+    if let Some(staged) = staged {
+        let dir = staged.dest().to_path_buf();
+        let written = reports::write_staged_out_dir(staged, &artifacts, None)
             .with_context(|| format!("cannot write the results into {}", dir.display()))?;
         if !args.quiet {
             eprintln!(
@@ -160,8 +204,27 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         print!("{human}");
     }
-    Ok(0)
+    Ok(exit_code(&artifacts.results))
 }
+
+/// Exit code of a replay that ran: 1 when some trace got no result at all because every
+/// backend that ran on it failed (skipped backends, such as CUDA ones on a machine without
+/// a GPU, are not failures); 0 otherwise.
+pub fn exit_code(results: &ResultsFile) -> i32 {
+    let all_failed = results.traces.iter().any(|t| {
+        t.results.iter().any(|r| r.status == Status::Failed)
+            && t.results.iter().all(|r| r.status != Status::Ok)
+    });
+    if all_failed {
+        eprintln!("replay: error: every backend failed on a trace (see the reasons above)");
+        EXIT_ALL_FAILED
+    } else {
+        0
+    }
+}
+
+/// Exit code when every backend failed on some trace.
+pub const EXIT_ALL_FAILED: i32 = 1;
 
 /// The human report: warnings, then per trace its sanitation, the clock and the table.
 pub fn render(results: &ResultsFile) -> String {

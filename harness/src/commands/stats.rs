@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::limits::LimitArgs;
 use reports::{Align, Table};
 use workloads::{trace_stats_with, FreeAt, ReadOptions, SnapshotSummary, TraceStats};
 
@@ -20,10 +21,13 @@ pub struct Args {
     /// allocator may reuse the block; requested: when the program dropped it).
     #[arg(long, value_name = "completed|requested", default_value = "completed")]
     pub pytorch_free: FreeAt,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let read = ReadOptions {
+        limits: args.limits.limits(),
         pytorch_free_at: args.pytorch_free,
     };
     let (format, stats, snapshot) = trace_stats_with(&args.trace, args.strict, &read)?;

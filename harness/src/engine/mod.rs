@@ -66,11 +66,62 @@ impl FromStr for Pace {
         }
         let factor = t.strip_suffix('x').unwrap_or(&t);
         match factor.parse::<f64>() {
-            Ok(k) if k.is_finite() && k > 0.0 => Ok(Pace::Scaled(k)),
+            Ok(k) if (MIN_PACE_FACTOR..=MAX_PACE_FACTOR).contains(&k) => Ok(Pace::Scaled(k)),
+            Ok(k) if k.is_finite() && k > 0.0 => Err(format!(
+                "--pace {s}: the factor must be between {MIN_PACE_FACTOR}x and {MAX_PACE_FACTOR}x \
+                 (a 1 ms gap would last {} at this pace; use max for no pacing)",
+                human_duration(1e6 / k)
+            )),
             _ => Err(format!(
                 "'{s}' is not a pace: use max, 1x (recorded speed) or <k>x with k > 0"
             )),
         }
+    }
+}
+
+/// Slowest pace: recorded gaps stretched a thousandfold.
+pub const MIN_PACE_FACTOR: f64 = 1e-3;
+/// Fastest pace other than `max`.
+pub const MAX_PACE_FACTOR: f64 = 1e6;
+/// Longest paced replay of one trace: a longer one is refused before it starts.
+pub const MAX_PACED_NS: u64 = 3_600_000_000_000;
+
+/// `3.2 s`, `41 min`, `31.7 years`: a duration for a message.
+pub fn human_duration(ns: f64) -> String {
+    const MIN: f64 = 60e9;
+    const YEAR: f64 = 365.25 * 24.0 * 3600e9;
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e9 {
+        format!("{:.1} ms", ns / 1e6)
+    } else if ns < MIN {
+        format!("{:.1} s", ns / 1e9)
+    } else if ns < 2.0 * 24.0 * 60.0 * MIN {
+        format!("{:.0} min", ns / MIN)
+    } else {
+        format!("{:.1} years", ns / YEAR)
+    }
+}
+
+impl Pace {
+    /// Refuse a paced replay of a trace spanning `span_ns` that would take longer than
+    /// `MAX_PACED_NS` (a trace with a 10^18 ns gap would otherwise sleep for decades).
+    pub fn check_span(self, span_ns: u64) -> Result<(), String> {
+        let Pace::Scaled(k) = self else {
+            return Ok(());
+        };
+        let paced_ns = span_ns as f64 / k;
+        if paced_ns > MAX_PACED_NS as f64 {
+            return Err(format!(
+                "--pace {self}: the trace spans {} of recorded time, so the replay would take \
+                 {} (the limit is {}); use a faster pace (at least {:.3}x) or --pace max",
+                human_duration(span_ns as f64),
+                human_duration(paced_ns),
+                human_duration(MAX_PACED_NS as f64),
+                span_ns as f64 / MAX_PACED_NS as f64
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -208,6 +259,16 @@ mod tests {
         assert_eq!("1x".parse::<Pace>(), Ok(Pace::Scaled(1.0)));
         assert_eq!("2.5X".parse::<Pace>(), Ok(Pace::Scaled(2.5)));
         assert!("0x".parse::<Pace>().is_err());
+        let err = "1e-300x".parse::<Pace>().unwrap_err();
+        assert!(err.contains("between 0.001x and 1000000x"), "{err}");
+        assert!("1e7x".parse::<Pace>().is_err());
+        assert_eq!("0.001x".parse::<Pace>(), Ok(Pace::Scaled(0.001)));
+        let err = Pace::Scaled(1.0)
+            .check_span(1_000_000_000_000_000_000)
+            .unwrap_err();
+        assert!(err.contains("31.7 years"), "{err}");
+        assert!(Pace::Scaled(1.0).check_span(3_000_000_000_000).is_ok());
+        assert!(Pace::Max.check_span(u64::MAX).is_ok());
         assert!("fast".parse::<Pace>().is_err());
         assert_eq!(Pace::Scaled(2.0).to_string(), "2x");
     }

@@ -270,20 +270,21 @@ impl GlobalWalk {
             }
             next_ordinal[slot] += 1;
             last_op[slot] = (t, i);
-            match op.kind {
-                OpKind::Alloc => {
-                    live = live - live_size[slot] + op.size;
-                    live_size[slot] = op.size;
-                    bucket_seen[super::latency::size_bucket_log2(op.size) as usize] = true;
+            // `live` is the sum of `live_size`, so the subtraction cannot wrap; the sum
+            // can exceed u64 on a hand-made trace (the compiler refuses such a file).
+            live -= live_size[slot];
+            live_size[slot] = if op.kind == OpKind::Free { 0 } else { op.size };
+            live = match live.checked_add(live_size[slot]) {
+                Some(sum) => sum,
+                None => {
+                    return bad(format!(
+                        "seq {seq}: live bytes overflow: {live} bytes live plus {} more",
+                        live_size[slot]
+                    ))
                 }
-                OpKind::Free => {
-                    live -= live_size[slot];
-                    live_size[slot] = 0;
-                }
-                OpKind::Realloc => {
-                    live = live - live_size[slot] + op.size;
-                    live_size[slot] = op.size;
-                }
+            };
+            if op.kind == OpKind::Alloc {
+                bucket_seen[super::latency::size_bucket_log2(op.size) as usize] = true;
             }
             peak_live_bytes = peak_live_bytes.max(live);
             live_at.push(live);

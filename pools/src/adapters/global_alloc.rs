@@ -6,9 +6,18 @@
 //! - building the pool itself (its name, counters, boxed strategy, class table), and
 //! - building an error value (its message `String`) on a failing path.
 //!
-//! Both are served from a static bootstrap arena (bump allocation, never reused), selected
-//! by a per-thread "inside the pool" flag, so there is no recursion into the pool and no
-//! deadlock on its lock. Frees of arena blocks are ignored.
+//! The pool's own structures are served from a static bootstrap arena (bump allocation,
+//! never reused), selected by a per-thread "inside the pool" flag, so there is no recursion
+//! into the pool and no deadlock on its lock. Frees of arena blocks are ignored.
+//!
+//! Error values are different: a program may handle millions of allocation failures
+//! (`Vec::try_reserve` in a loop), and each would leak its message into the never-reused
+//! arena until the process aborts. So while a thread is inside an allocation or free
+//! call on the pool, its allocations go to a small per-thread scratch buffer instead,
+//! rewound when the call returns. That is sound because, for the supported configs, the
+//! only heap values such a call creates are its `PoolError`, which is dropped before the
+//! rewind (the strategy's lists are intrusive; the pool itself is built in `init`, under
+//! the arena). The failure path therefore allocates nothing that outlives it.
 //!
 //! Supported configs: `allocator = "size-classed"`, `sync = "mutex"`, no `track_live`
 //! (its map lives on the heap and would be rebuilt from the arena forever). Other configs
@@ -81,30 +90,118 @@ impl BootstrapArena {
     }
 }
 
-thread_local! {
-    /// Set while this thread is inside the pool (or building it): allocations made then
-    /// are the pool's own and go to the bootstrap arena.
-    static IN_POOL: Cell<bool> = const { Cell::new(false) };
+/// Bytes of each thread's scratch buffer for the values a pool call builds and drops
+/// (error messages: a pool name and a sentence, well under 1 KiB each).
+const SCRATCH_BYTES: usize = 4096;
+
+#[repr(C, align(64))]
+struct Scratch {
+    bytes: UnsafeCell<[u8; SCRATCH_BYTES]>,
+    /// Bytes handed out since the enclosing pool call began. Blocks are ranges below it;
+    /// only this thread touches the buffer, and only inside one pool call at a time.
+    used_bytes: Cell<usize>,
 }
 
-/// Sets `IN_POOL` for its lifetime, restoring the previous value.
-struct InPool(bool);
+impl Scratch {
+    fn allocate(&self, layout: Layout) -> *mut u8 {
+        let base = self.bytes.get() as usize;
+        let used = self.used_bytes.get();
+        let start = (base + used).next_multiple_of(layout.align()) - base;
+        match start.checked_add(layout.size()) {
+            Some(end) if end <= SCRATCH_BYTES => {
+                self.used_bytes.set(end);
+                (base + start) as *mut u8
+            }
+            _ => null_mut(),
+        }
+    }
+
+    fn contains(&self, ptr: *mut u8) -> bool {
+        let base = self.bytes.get() as usize;
+        (base..base + SCRATCH_BYTES).contains(&(ptr as usize))
+    }
+}
+
+/// Where a thread's allocations go right now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Outside the pool: to the pool.
+    User,
+    /// Building the pool: to the bootstrap arena (they live as long as the pool).
+    Building,
+    /// Inside an allocate/free call: to the scratch buffer, rewound when the call returns.
+    Call,
+}
+
+thread_local! {
+    /// Set while this thread is inside the pool (or building it); see `Mode`.
+    static MODE: Cell<Mode> = const { Cell::new(Mode::User) };
+    static SCRATCH: Scratch = const {
+        Scratch {
+            bytes: UnsafeCell::new([0; SCRATCH_BYTES]),
+            used_bytes: Cell::new(0),
+        }
+    };
+}
+
+/// Sets `MODE` for its lifetime, restoring the previous mode (and, after a pool call,
+/// rewinding the scratch buffer to where the call found it).
+struct InPool {
+    previous: Mode,
+    scratch_mark: usize,
+}
 
 impl InPool {
-    fn enter() -> Self {
-        InPool(IN_POOL.with(|f| f.replace(true)))
+    /// Building the pool: allocations go to the bootstrap arena.
+    fn building() -> Self {
+        InPool {
+            previous: MODE.with(|m| m.replace(Mode::Building)),
+            scratch_mark: usize::MAX,
+        }
+    }
+
+    /// A call into the built pool: allocations go to the scratch buffer. Every value the
+    /// call allocates must be dropped before this guard is (see the module doc).
+    fn call() -> Self {
+        InPool {
+            previous: MODE.with(|m| m.replace(Mode::Call)),
+            scratch_mark: SCRATCH.with(|s| s.used_bytes.get()),
+        }
     }
 }
 
 impl Drop for InPool {
     fn drop(&mut self) {
-        let previous = self.0;
-        IN_POOL.with(|f| f.set(previous));
+        if self.scratch_mark != usize::MAX {
+            let mark = self.scratch_mark;
+            SCRATCH.with(|s| s.used_bytes.set(mark));
+        }
+        let previous = self.previous;
+        MODE.with(|m| m.set(previous));
     }
 }
 
-fn in_pool() -> bool {
-    IN_POOL.with(|f| f.get())
+/// Serve an allocation made while this thread is inside the pool, if it is.
+fn allocate_inside_pool(layout: Layout) -> Option<*mut u8> {
+    match MODE.with(|m| m.get()) {
+        Mode::User => None,
+        Mode::Building => Some(BOOTSTRAP.allocate(layout)),
+        Mode::Call => {
+            // A value too large for the scratch buffer falls back to the arena (a leak,
+            // but bounded by the size of one message per failure, and never expected).
+            let ptr = SCRATCH.with(|s| s.allocate(layout));
+            Some(if ptr.is_null() {
+                BOOTSTRAP.allocate(layout)
+            } else {
+                ptr
+            })
+        }
+    }
+}
+
+/// Whether `ptr` was served by `allocate_inside_pool` (and so is not the pool's).
+fn is_inside_pool_block(ptr: *mut u8) -> bool {
+    BOOTSTRAP.contains(ptr) || SCRATCH.with(|s| s.contains(ptr))
 }
 
 /// A global allocator over a `CpuPool` created on first use:
@@ -191,7 +288,7 @@ impl PoolGlobalAlloc {
 
     #[cold]
     fn init(&self) -> Option<&CpuPool> {
-        let _guard = InPool::enter();
+        let _guard = InPool::building();
         let config = (self.config)();
         let built = match Self::unsupported_reason(&config) {
             Some(reason) => Err(reason),
@@ -230,13 +327,13 @@ fn write_stderr(message: &str) {
 unsafe impl GlobalAlloc for PoolGlobalAlloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if in_pool() {
-            return BOOTSTRAP.allocate(layout);
+        if let Some(ptr) = allocate_inside_pool(layout) {
+            return ptr;
         }
         let Some(pool) = self.get_or_init() else {
             return null_mut();
         };
-        let _guard = InPool::enter();
+        let _guard = InPool::call();
         match pool.allocate_with(layout.size(), AllocFlags::aligned(layout.align())) {
             Ok(ptr) => ptr.as_ptr(),
             Err(_) => null_mut(),
@@ -245,14 +342,18 @@ unsafe impl GlobalAlloc for PoolGlobalAlloc {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if in_pool() {
-            // The arena is zero-initialised and never reused.
-            return BOOTSTRAP.allocate(layout);
+        if let Some(ptr) = allocate_inside_pool(layout) {
+            if !ptr.is_null() {
+                // SAFETY: a fresh block of `layout.size()` bytes, ours alone (scratch
+                // blocks are reused, so unlike arena blocks they are not known to be zero).
+                unsafe { ptr.write_bytes(0, layout.size()) };
+            }
+            return ptr;
         }
         let Some(pool) = self.get_or_init() else {
             return null_mut();
         };
-        let _guard = InPool::enter();
+        let _guard = InPool::call();
         let flags = AllocFlags {
             align: layout.align(),
             zeroed: true,
@@ -265,13 +366,13 @@ unsafe impl GlobalAlloc for PoolGlobalAlloc {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
-        if BOOTSTRAP.contains(ptr) {
+        if is_inside_pool_block(ptr) {
             return;
         }
         let (Some(pool), Some(ptr)) = (self.pool(), NonNull::new(ptr)) else {
             return;
         };
-        let _guard = InPool::enter();
+        let _guard = InPool::call();
         // SAFETY: `GlobalAlloc::dealloc`'s contract: ptr was allocated by this allocator,
         // and it is not an arena block (checked above), so it is a live block of the pool.
         if unsafe { pool.deallocate(ptr) }.is_err() {

@@ -572,7 +572,7 @@ mod tests {
                 reader: Box::new(Cursor::new(text.into_bytes())),
                 compression: Compression::None,
             };
-            let mut r = CsvReader::new(LineReader::new(Path::new("t.csv"), input)).unwrap();
+            let mut r = CsvReader::new(LineReader::new(Path::new("t.csv"), input, u64::MAX)).unwrap();
             // Reading the header filled the buffer: `pending` holds the rows.
             for _ in &rows {
                 let line = r.lines.line() + 1;

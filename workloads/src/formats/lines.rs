@@ -15,6 +15,12 @@ use crate::input::{Compression, Input};
 /// bypasses that buffer and lands here directly.
 const BUFFER_BYTES: usize = 1 << 20;
 
+/// Longest line accepted, terminator included. No trace format has rows near this long;
+/// a longer "line" is binary data or a file without newlines, and holding it would cost
+/// memory without bound (a 4 GiB line of zeros once did).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+const _: () = assert!(BUFFER_BYTES >= MAX_LINE_BYTES);
+
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
 /// One line of input with where it came from.
@@ -44,10 +50,14 @@ pub struct LineReader {
     line: u64,
     /// `next_line` hands out the last line again instead of reading (after `unread`).
     replay: bool,
+    /// Decompressed bytes read so far, and the most that may be read.
+    read_bytes: u64,
+    max_input_bytes: u64,
 }
 
 impl LineReader {
-    pub fn new(path: &Path, input: Input) -> Self {
+    /// A reader that stops with an error past `max_input_bytes` of decompressed input.
+    pub fn new(path: &Path, input: Input, max_input_bytes: u64) -> Self {
         LineReader {
             reader: input.reader,
             compression: input.compression,
@@ -59,6 +69,8 @@ impl LineReader {
             last: (0, 0),
             line: 0,
             replay: false,
+            read_bytes: 0,
+            max_input_bytes,
         }
     }
 
@@ -125,16 +137,19 @@ impl LineReader {
         }
     }
 
-    /// Move the unconsumed bytes to the front of the buffer (growing it when a single line
-    /// fills it) and read more after them.
+    /// Move the unconsumed bytes to the front of the buffer and read more after them.
+    /// A line that fills the whole buffer is longer than `MAX_LINE_BYTES`: an error.
     fn refill(&mut self) -> Result<(), TraceError> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        if self.end == self.buf.len() {
-            self.buf.resize(self.buf.len() * 2, 0);
+        if self.end >= MAX_LINE_BYTES {
+            return Err(self.too_large(format!(
+                "line longer than {MAX_LINE_BYTES} bytes (1 MiB) with no line end: not a \
+                 text trace, or line ends that are neither LF nor CRLF"
+            )));
         }
         loop {
             match self.reader.read(&mut self.buf[self.end..]) {
@@ -144,11 +159,33 @@ impl LineReader {
                 }
                 Ok(n) => {
                     self.end += n;
+                    self.read_bytes += n as u64;
+                    if self.read_bytes > self.max_input_bytes {
+                        return Err(self.too_large(format!(
+                            "more than {} bytes of {} input (the limit; raise it with \
+                             --max-input-bytes)",
+                            self.max_input_bytes,
+                            if self.compression == Compression::None {
+                                "plain"
+                            } else {
+                                "decompressed"
+                            }
+                        )));
+                    }
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.read_error(e)),
             }
+        }
+    }
+
+    /// An error about the line being read (the one after the last handed out).
+    fn too_large(&self, what: String) -> TraceError {
+        TraceError::TooLarge {
+            path: self.path.clone(),
+            line: self.line + 1,
+            what,
         }
     }
 

@@ -316,6 +316,16 @@ impl TimeOrder {
         self.events += 1;
     }
 
+    /// About the bytes of heap the collected events occupy, in O(1): each event's packed
+    /// row and each thread's column with its first chunk (`heap_bytes` is exact, but walks
+    /// every thread).
+    pub fn approx_bytes(&self) -> usize {
+        self.events as usize * std::mem::size_of::<Packed>()
+            + self.threads.len()
+                * (std::mem::size_of::<ThreadColumn>()
+                    + FIRST_CHUNK_EVENTS * std::mem::size_of::<Packed>())
+    }
+
     /// Bytes of heap the collected events occupy (the columns' chunks).
     pub fn heap_bytes(&self) -> usize {
         self.threads

@@ -169,11 +169,28 @@ impl RmmReader {
                     .ok_or_else(|| cx.error("Stream", stream, "expected a hex stream handle"))?,
                 )
             };
-            let mut time_ns = self.day * NS_PER_DAY + time_of_day_ns;
+            // Each wrap adds a day; a log that wraps more than u64 nanoseconds hold
+            // (213,503 days) is refused rather than given a wrapped-around duration.
+            let too_long = || {
+                cx.error(
+                    "Time",
+                    time,
+                    format!(
+                        "the log wraps past midnight {} times: more days than u64 \
+                         nanoseconds hold",
+                        self.day + 1
+                    ),
+                )
+            };
+            let mut time_ns = self
+                .day
+                .checked_mul(NS_PER_DAY)
+                .and_then(|t| t.checked_add(time_of_day_ns))
+                .ok_or_else(too_long)?;
             if let Some(last) = self.last_time_ns {
-                if time_ns + WRAP_THRESHOLD_NS < last {
+                if time_ns.saturating_add(WRAP_THRESHOLD_NS) < last {
+                    time_ns = time_ns.checked_add(NS_PER_DAY).ok_or_else(too_long)?;
                     self.day += 1;
-                    time_ns += NS_PER_DAY;
                 }
                 time_ns = time_ns.max(last);
             }
