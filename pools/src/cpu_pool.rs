@@ -119,8 +119,12 @@ impl CpuPool {
             }
             AllocatorKind::SizeClassed => {
                 let classed = SizeClassedAllocator::new(upstream, &config)?;
-                let sizer = BlockSizer::Segment(classed.geometry());
-                (Box::new(classed), (CacheClasses::for_table(&config), sizer))
+                let classes = CacheClasses::for_table(&config);
+                let sizer = BlockSizer::Segment {
+                    geometry: classed.geometry(),
+                    owner_is_class: classes.matches_table(classed.table()),
+                };
+                (Box::new(classed), (classes, sizer))
             }
             AllocatorKind::VariableSize => (
                 Box::new(Tlsf::new(upstream, &config)?),
@@ -403,12 +407,17 @@ impl CpuPool {
         let new_size = new_size.max(1);
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         let old_usable = unsafe { shared.sizer.usable_bytes(ptr) };
-        let resized = {
-            let mut strategy = shared.lock()?;
-            // SAFETY: as above.
-            unsafe { strategy.resize_in_place(ptr, new_size) }
-                // SAFETY: still live after an in-place resize.
-                .then(|| unsafe { strategy.usable_size(ptr) })
+        let resized = match shared.sizer.resizes_in_place(old_usable, new_size) {
+            // Decided from the usable size alone, as the strategy would: no lock.
+            Some(true) => Some(old_usable),
+            Some(false) => None,
+            None => {
+                let mut strategy = shared.lock()?;
+                // SAFETY: as above.
+                unsafe { strategy.resize_in_place(ptr, new_size) }
+                    // SAFETY: still live after an in-place resize.
+                    .then(|| unsafe { strategy.usable_size(ptr) })
+            }
         };
         if let Some(new_usable) = resized {
             // A reallocation counts as one free and one allocation.

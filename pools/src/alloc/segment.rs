@@ -226,6 +226,18 @@ impl SegmentGeometry {
     /// allocation happens-before this call.
     #[inline]
     pub(crate) unsafe fn usable_bytes(self, block: NonNull<u8>) -> (usize, bool) {
+        // SAFETY: forwarded contract.
+        let (usable, owner) = unsafe { self.usable_bytes_and_owner(block) };
+        (usable, owner != OWNER_LARGE)
+    }
+
+    /// `usable_bytes`, with the owner of the block's span (`OWNER_LARGE` for a large
+    /// object) instead of the flag.
+    ///
+    /// # Safety
+    /// As for `usable_bytes`.
+    #[inline]
+    pub(crate) unsafe fn usable_bytes_and_owner(self, block: NonNull<u8>) -> (usize, u32) {
         let addr = block.as_ptr() as usize;
         let segment_bytes = 1usize << self.segment_shift;
         let base = addr & !(segment_bytes - 1);
@@ -239,8 +251,9 @@ impl SegmentGeometry {
                 let page = (addr - base) >> self.page_shift;
                 let first = *addr_of!((*segment).first_page[page]) as usize;
                 let span = addr_of!((*segment).spans[first]);
-                if *addr_of!((*span).owner) != OWNER_LARGE {
-                    return (*addr_of!((*span).block_stride_bytes), true);
+                let owner = *addr_of!((*span).owner);
+                if owner != OWNER_LARGE {
+                    return (*addr_of!((*span).block_stride_bytes), owner);
                 }
                 span
             } else {
@@ -249,7 +262,7 @@ impl SegmentGeometry {
             let large = header.cast::<LargeHeader>();
             let usable = *addr_of!((*large).chunk_base) + *addr_of!((*large).chunk_len)
                 - *addr_of!((*large).block_addr);
-            (usable, false)
+            (usable, OWNER_LARGE)
         }
     }
 }

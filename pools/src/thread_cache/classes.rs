@@ -122,12 +122,18 @@ impl CacheClasses {
     /// The class a freed block of exactly `usable_bytes` belongs to, if any.
     #[inline(always)]
     pub(crate) fn class_of_usable(&self, usable_bytes: usize) -> Option<usize> {
-        if usable_bytes > self.max_cached_bytes.max(self.class_bytes[0]) {
-            return None;
-        }
-        let granule = (usable_bytes >> GRANULE_SHIFT).min(self.class_of_granule.len() - 1);
-        let class = self.class_of_granule[granule] as usize;
+        let class = *self.class_of_granule.get(usable_bytes >> GRANULE_SHIFT)? as usize;
         (self.class_bytes[class] == usable_bytes).then_some(class)
+    }
+
+    /// Whether cache class `c` is class `c` of `table` for every cache class (true for
+    /// the size-classed strategy at alignments up to 16): then a span's owner index is
+    /// its blocks' cache class.
+    pub(crate) fn matches_table(&self, table: &SizeClassTable) -> bool {
+        self.class_bytes
+            .iter()
+            .enumerate()
+            .all(|(c, &bytes)| c < table.class_count() && table.class_size(c) == bytes)
     }
 }
 

@@ -45,8 +45,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) enum BlockSizer {
     /// Every block has this many usable bytes (fixed-size strategy).
     Uniform(usize),
-    /// Segment-heap blocks (size-classed strategy): the span header.
-    Segment(SegmentGeometry),
+    /// Segment-heap blocks (size-classed strategy): the span header. With
+    /// `owner_is_class`, a span's owner index is its blocks' cache class
+    /// (`CacheClasses::matches_table`), which saves the class lookup on a free.
+    Segment {
+        geometry: SegmentGeometry,
+        owner_is_class: bool,
+    },
     /// TLSF blocks: the boundary tag in front of the payload.
     Tlsf,
 }
@@ -63,6 +68,22 @@ impl BlockSizer {
         unsafe { self.classify(ptr).0 }
     }
 
+    /// Whether a live block of `usable_bytes` is resized to `new_size` in place, when that
+    /// follows from the size alone (`None`: ask the strategy, under the lock). The answers
+    /// are the strategies' own `resize_in_place` rules: the fixed-size and size-classed
+    /// strategies keep a block while it holds the new size and is less than twice it;
+    /// TLSF also keeps such a block (without splitting its tail off) and needs its lists
+    /// to grow or to shrink further.
+    #[inline]
+    pub(crate) fn resizes_in_place(self, usable_bytes: usize, new_size: usize) -> Option<bool> {
+        let keeps = new_size <= usable_bytes && new_size.saturating_mul(2) > usable_bytes;
+        match self {
+            BlockSizer::Uniform(bytes) => Some(new_size <= bytes),
+            BlockSizer::Segment { .. } => Some(keeps),
+            BlockSizer::Tlsf => keeps.then_some(true),
+        }
+    }
+
     /// Usable bytes of a live block, and whether it may be cached at all (large objects
     /// of the size-classed strategy may not: they go back to the OS when freed).
     ///
@@ -73,7 +94,7 @@ impl BlockSizer {
         match self {
             BlockSizer::Uniform(bytes) => (bytes, true),
             // SAFETY: forwarded contract.
-            BlockSizer::Segment(geometry) => unsafe { geometry.usable_bytes(ptr) },
+            BlockSizer::Segment { geometry, .. } => unsafe { geometry.usable_bytes(ptr) },
             BlockSizer::Tlsf => {
                 // SAFETY: forwarded contract.
                 let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
@@ -88,6 +109,17 @@ impl BlockSizer {
     /// As for `usable_bytes`.
     #[inline(always)]
     unsafe fn class_of(self, ptr: NonNull<u8>, classes: &CacheClasses) -> (Option<usize>, usize) {
+        if let BlockSizer::Segment {
+            geometry,
+            owner_is_class: true,
+        } = self
+        {
+            // SAFETY: forwarded contract.
+            let (usable, owner) = unsafe { geometry.usable_bytes_and_owner(ptr) };
+            let class = owner as usize;
+            // A large object's owner (`OWNER_LARGE`) is beyond every class.
+            return ((class < classes.class_count()).then_some(class), usable);
+        }
         // SAFETY: forwarded contract.
         let (usable, cacheable) = unsafe { self.classify(ptr) };
         let class = if cacheable {
@@ -381,7 +413,12 @@ impl CacheShared {
     /// Count an in-place reallocation (one free and one allocation) by this thread.
     pub(crate) fn count_resize(self: &Arc<Self>, old_usable: usize, new_usable: usize) {
         // SAFETY: as in `try_allocate`.
-        let cache = unsafe { tls::get_or_create(self).as_ref() };
+        let cache = unsafe {
+            match tls::current(self.id).as_ref() {
+                Some(cache) => Some(cache),
+                None => tls::get_or_create(self).as_ref(),
+            }
+        };
         self.count_free(cache, old_usable);
         self.count_alloc(cache, new_usable);
     }
