@@ -31,11 +31,20 @@ pub trait Backend: Send + Sync {
     fn alloc(&self, size: usize, align: usize, stream: u16) -> usize;
 
     /// Free a block returned by `alloc`/`realloc` of this backend. `size` is its requested size.
-    fn free(&self, addr: usize, size: usize, stream: u16);
+    ///
+    /// # Safety
+    /// `addr` is a live block of this backend (returned by `alloc`/`realloc`, not freed or
+    /// reallocated since), `size` its requested size; 0 is ignored. The engine guarantees
+    /// this by construction: each slot's address is freed once, by the op that ends it.
+    unsafe fn free(&self, addr: usize, size: usize, stream: u16);
 
     /// Resize a block (`addr` may be 0: from nothing). Returns 0 on failure, in which case
     /// the old block is still live (C `realloc` semantics).
-    fn realloc(
+    ///
+    /// # Safety
+    /// `addr` is 0 or a live block of this backend of `old_size` requested bytes, as for
+    /// [`free`](Self::free); on success it is no longer live.
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,

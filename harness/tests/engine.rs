@@ -188,13 +188,20 @@ impl Backend for PanicsOnThirdFree {
     fn alloc(&self, size: usize, align: usize, stream: u16) -> usize {
         self.0.alloc(size, align, stream)
     }
-    fn free(&self, addr: usize, size: usize, stream: u16) {
+    unsafe fn free(&self, addr: usize, size: usize, stream: u16) {
         if self.0.frees.load(Ordering::Relaxed) == 2 {
             panic!("backend bug on the third free");
         }
         self.0.free(addr, size, stream)
     }
-    fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, stream: u16) -> usize {
+    unsafe fn realloc(
+        &self,
+        addr: usize,
+        old: usize,
+        new: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize {
         self.0.realloc(addr, old, new, align, stream)
     }
     fn address_space(&self) -> harness::AddressSpace {

@@ -91,7 +91,8 @@ impl Subject {
             Subject::Raw(s) => unsafe {
                 s.deallocate(ptr);
             },
-            Subject::Pool(p) => p.deallocate(ptr).unwrap(),
+            // SAFETY: forwarded contract.
+            Subject::Pool(p) => unsafe { p.deallocate(ptr) }.unwrap(),
             // SAFETY: forwarded contract.
             Subject::Glibc => unsafe { libc::free(ptr.as_ptr().cast()) },
             // SAFETY: forwarded contract.
@@ -254,7 +255,8 @@ fn bench_cross_thread(c: &mut Criterion) {
                 let (a, f) = (Arc::clone(&pool), Arc::clone(&pool));
                 cross_thread(
                     Arc::new(move |size| a.allocate(size).unwrap()),
-                    Arc::new(move |p| f.deallocate(p).unwrap()),
+                    // SAFETY: `cross_thread` frees each block it allocated once.
+                    Arc::new(move |p| unsafe { f.deallocate(p) }.unwrap()),
                     iters,
                 )
             })

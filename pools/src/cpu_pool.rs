@@ -21,9 +21,16 @@
 //! updates are used there; the lock-free core uses the sharded ones (`on_alloc`, `on_free`:
 //! each thread counts on its own cache line; see `StatsCounters` for the peak's bound).
 //!
-//! `reset()` of a lock-free pool needs exclusive access that `&self` cannot prove (threads
-//! may be inside `allocate`), so `MemoryPool::reset` returns `InvalidOperation` there and
-//! [`CpuPool::reset_exclusive`] (`&mut self`) does it.
+//! Giving blocks back: `MemoryPool::deallocate` and friends are `unsafe fn` (the caller
+//! vouches for the pointer); the `_checked` forms verify it and need `debug.check_pointers`,
+//! under which every call checks under the strategy's exclusive access (the lock-free core
+//! takes a mutex then), so a check and the operation it guards cannot be separated by
+//! another thread.
+//!
+//! `reset()`: [`CpuPool::reset_exclusive`] (`&mut self`) is the safe form: the exclusive
+//! borrow proves no allocator handle (`&CpuPool` as `allocator_api2::Allocator`) is alive
+//! and no thread is inside the pool. `MemoryPool::reset` is `unsafe`, and returns
+//! `InvalidOperation` for the lock-free core, whose threads `&self` cannot exclude.
 
 use crate::alloc::fixed::{with_request, FixedSizeAllocator};
 use crate::alloc::lockfree::LockFreeAllocator;
@@ -40,7 +47,7 @@ use crate::thread_cache::{BlockSizer, CacheClasses, CacheShared};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A strategy used from one thread at a time, with misuse detected instead of racing.
 struct SingleThreaded {
@@ -70,6 +77,8 @@ pub struct CpuPool {
     core: Core,
     /// `Some` iff `config.debug.track_live`.
     live: Option<LiveTracker>,
+    /// Taken by every call of the lock-free core in checked mode (see `checked_serial`).
+    checked: Mutex<()>,
     /// The strategy came from `with_strategy` and reports reserved bytes to its own
     /// upstream, so `stats()` asks it instead of the counters.
     external_strategy: bool,
@@ -97,6 +106,7 @@ impl CpuPool {
                 stats,
                 core: Core::LockFree(allocator),
                 external_strategy: false,
+                checked: Mutex::new(()),
             });
         }
         let upstream = Upstream::new(
@@ -154,6 +164,7 @@ impl CpuPool {
                 stats,
                 core: Core::Cached(Arc::new(shared)),
                 external_strategy: false,
+                checked: Mutex::new(()),
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -206,6 +217,7 @@ impl CpuPool {
             stats,
             core,
             external_strategy,
+            checked: Mutex::new(()),
         }
     }
 
@@ -287,8 +299,260 @@ impl CpuPool {
         }
     }
 
+    /// Whether the `_checked` entry points can answer for any pointer: true iff
+    /// `debug.check_pointers` is on.
+    pub fn verifies_pointers(&self) -> bool {
+        self.config.debug.check_pointers
+    }
+
+    fn require_verification(&self) -> Result<(), PoolError> {
+        if self.verifies_pointers() {
+            Ok(())
+        } else {
+            Err(PoolError::invalid_op(
+                &self.name,
+                "this pool does not verify pointers (debug.check_pointers = false): \
+                 enable the check, or use the unsafe deallocate/reallocate/usable_size",
+            ))
+        }
+    }
+
+    /// In checked mode, the lock-free core serialises every call, so that a check and the
+    /// operation it guards are one step (a double free racing an allocation of the same
+    /// block must see one order or the other). `None` outside checked mode.
+    fn checked_serial(&self) -> Option<MutexGuard<'_, ()>> {
+        self.config
+            .debug
+            .check_pointers
+            .then(|| self.checked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// # Safety
+    /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
+    #[inline]
+    unsafe fn free_block(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: ptr is a live block of this pool (the caller's contract: checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call.
+            if self.live.is_none()
+                && !self.config.debug.poison_on_free
+                && unsafe { shared.try_free(ptr) }
+            {
+                return Ok(());
+            }
+            return self.deallocate_cached_slow(shared, ptr);
+        }
+        if let Some(live) = &self.live {
+            if live.on_free(ptr.as_ptr() as usize).is_none() {
+                return Err(PoolError::invalid_ptr(
+                    &self.name,
+                    ptr.as_ptr() as usize,
+                    "not a live block of this pool (already freed, or never allocated here)",
+                ));
+            }
+        }
+        let debug = self.config.debug;
+        if let Core::LockFree(allocator) = &self.core {
+            let _serial = self.checked_serial();
+            if debug.check_pointers {
+                self.check_state(allocator.block_state(ptr), ptr)?;
+            }
+            if debug.poison_on_free {
+                // SAFETY: ptr is a live block (checked, or the caller's contract), unused
+                // once freed.
+                unsafe { debug::poison(ptr, allocator.usable_size(ptr)) };
+            }
+            // SAFETY: ptr is live: checked above under `checked_serial`, or the caller's
+            // contract.
+            let usable = unsafe { allocator.deallocate(ptr) };
+            self.stats.on_free(usable);
+            return Ok(());
+        }
+        self.with_strategy_mut(|s| {
+            if debug.check_pointers {
+                self.check_live(s, ptr)?;
+            }
+            if debug.poison_on_free {
+                // SAFETY: ptr is a live block (checked above, or the caller's contract
+                // without checks), which nobody uses once freed.
+                unsafe { debug::poison(ptr, s.usable_size(ptr)) };
+            }
+            // SAFETY: ptr is a live block of this strategy: verified by `check_live` under
+            // the same exclusive access in checked mode, the caller's contract otherwise.
+            let usable = unsafe { s.deallocate(ptr) };
+            self.stats.on_free_serialized(usable);
+            Ok(())
+        })
+    }
+
+    /// Reallocation as one step under the strategy's exclusive access (or `checked_serial`
+    /// for the lock-free core), so that in checked mode nothing can free `ptr` between the
+    /// check, the copy and the free.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
+    unsafe fn realloc_block(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: forwarded contract (checked mode never uses the cached core).
+            return unsafe { self.reallocate_cached(shared, ptr, new_size) };
+        }
+        let new_size = new_size.max(1);
+        let debug = self.config.debug;
+        let align = self.config.alignment;
+        if let Some(live) = &self.live {
+            if live.size_of(ptr.as_ptr() as usize).is_none() {
+                return Err(PoolError::invalid_ptr(
+                    &self.name,
+                    ptr.as_ptr() as usize,
+                    "not a live block of this pool (already freed, or never allocated here)",
+                ));
+            }
+        }
+        let failed = |e: PoolError| {
+            self.stats.on_failure();
+            with_request(e, new_size)
+        };
+        let new = if let Core::LockFree(allocator) = &self.core {
+            let _serial = self.checked_serial();
+            let old_usable = if debug.check_pointers {
+                self.check_state(allocator.block_state(ptr), ptr)?
+            } else {
+                // SAFETY: the caller's contract: ptr is a live block of this pool.
+                unsafe { allocator.usable_size(ptr) }
+            };
+            let new = allocator.allocate(new_size, align).map_err(failed)?;
+            // SAFETY: `new` was just handed out by this allocator.
+            self.stats.on_alloc(unsafe { allocator.usable_size(new) });
+            // SAFETY: `ptr` (verified or the caller's contract) and `new` are distinct live
+            // blocks, each at least `min(old_usable, new_size)` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
+            };
+            if debug.poison_on_free {
+                // SAFETY: ptr is live and unused once freed.
+                unsafe { debug::poison(ptr, old_usable) };
+            }
+            // SAFETY: ptr is live, as above.
+            let usable = unsafe { allocator.deallocate(ptr) };
+            self.stats.on_free(usable);
+            new
+        } else {
+            self.with_strategy_mut(|s| {
+                let old_usable = if debug.check_pointers {
+                    self.check_live(s, ptr)?
+                } else {
+                    // SAFETY: the caller's contract: ptr is a live block of this pool.
+                    unsafe { s.usable_size(ptr) }
+                };
+                // SAFETY: ptr is live (verified above or the caller's contract).
+                if unsafe { s.resize_in_place(ptr, new_size) } {
+                    // SAFETY: ptr is still live after an in-place resize.
+                    let new_usable = unsafe { s.usable_size(ptr) };
+                    // A reallocation counts as one free and one allocation.
+                    self.stats.on_free_serialized(old_usable);
+                    self.stats.on_alloc_serialized(new_usable);
+                    return Ok(ptr);
+                }
+                let new = s.allocate(new_size, align).map_err(failed)?;
+                // SAFETY: `new` was just handed out by this strategy.
+                self.stats
+                    .on_alloc_serialized(unsafe { s.usable_size(new) });
+                // SAFETY: `ptr` and `new` are distinct live blocks, each at least
+                // `min(old_usable, new_size)` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        ptr.as_ptr(),
+                        new.as_ptr(),
+                        old_usable.min(new_size),
+                    )
+                };
+                if debug.poison_on_free {
+                    // SAFETY: ptr is live and unused once freed.
+                    unsafe { debug::poison(ptr, old_usable) };
+                }
+                // SAFETY: ptr is live, as above, and distinct from `new`.
+                let usable = unsafe { s.deallocate(ptr) };
+                self.stats.on_free_serialized(usable);
+                Ok(new)
+            })?
+        };
+        if let Some(live) = &self.live {
+            live.on_free(ptr.as_ptr() as usize);
+            live.on_alloc(new.as_ptr() as usize, new_size);
+        }
+        Ok(new)
+    }
+
+    /// # Safety
+    /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
+    unsafe fn usable_size_of(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core).
+            return Ok(unsafe { shared.sizer.usable_bytes(ptr) });
+        }
+        let check = self.config.debug.check_pointers;
+        if let Core::LockFree(allocator) = &self.core {
+            let _serial = self.checked_serial();
+            return if check {
+                self.check_state(allocator.block_state(ptr), ptr)
+            } else {
+                // SAFETY: the caller's contract: ptr is a live block of this pool.
+                Ok(unsafe { allocator.usable_size(ptr) })
+            };
+        }
+        self.with_strategy_mut(|s| {
+            if check {
+                self.check_live(s, ptr)
+            } else {
+                // SAFETY: the caller's contract: ptr is a live block of this pool.
+                Ok(unsafe { s.usable_size(ptr) })
+            }
+        })
+    }
+
+    fn reset_strategy(&self) -> Result<(), PoolError> {
+        let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
+        self.with_strategy_mut(|s| {
+            s.reset(return_chunks);
+            self.stats.on_reset();
+            Ok(())
+        })?;
+        if let Some(live) = &self.live {
+            live.clear();
+        }
+        Ok(())
+    }
+
     /// `reset()` for every sync mode, the lock-free one included: `&mut self` proves no
-    /// other thread is inside the pool.
+    /// other thread is inside the pool and no `allocator_api2` collection still borrows it.
+    ///
+    /// ```
+    /// use pools::{CpuPool, MemoryPool, PoolConfig};
+    /// let mut pool = CpuPool::new("example", PoolConfig::default_cpu()).unwrap();
+    /// {
+    ///     let mut v = allocator_api2::vec::Vec::<u32, _>::with_capacity_in(4, &pool);
+    ///     v.push(1);
+    /// }
+    /// pool.reset_exclusive().unwrap();
+    /// assert_eq!(pool.stats().live_count(), 0);
+    /// ```
+    ///
+    /// A collection that still holds pool memory keeps the pool borrowed, so a reset under
+    /// it does not compile:
+    /// ```compile_fail,E0502
+    /// use pools::{CpuPool, PoolConfig};
+    /// let mut pool = CpuPool::new("example", PoolConfig::default_cpu()).unwrap();
+    /// let mut v = allocator_api2::vec::Vec::<u32, _>::with_capacity_in(4, &pool);
+    /// v.push(1);
+    /// pool.reset_exclusive().unwrap();
+    /// v.push(2);
+    /// ```
     pub fn reset_exclusive(&mut self) -> Result<(), PoolError> {
         let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
         if let Core::LockFree(allocator) = &mut self.core {
@@ -299,7 +563,12 @@ impl CpuPool {
             }
             return Ok(());
         }
-        MemoryPool::reset(self)
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: `&mut self`: no other thread is inside the pool and no block handed
+            // out before can be used afterwards.
+            return unsafe { self.reset_cached(shared) };
+        }
+        self.reset_strategy()
     }
 
     /// `(address, requested size)` of every live block, sorted by address; empty unless
@@ -398,7 +667,9 @@ impl CpuPool {
         }
     }
 
-    fn reallocate_cached(
+    /// # Safety
+    /// `ptr` is a live block of this pool.
+    unsafe fn reallocate_cached(
         &self,
         shared: &Arc<CacheShared>,
         ptr: NonNull<u8>,
@@ -433,7 +704,8 @@ impl CpuPool {
         unsafe {
             std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
         };
-        self.deallocate(ptr)?;
+        // SAFETY: ptr is live (the caller's contract) and unused from here.
+        unsafe { self.free_block(ptr) }?;
         Ok(new)
     }
 
@@ -478,6 +750,7 @@ impl MemoryPool for CpuPool {
         let size = size.max(1);
         let result = self.effective_align(&flags).and_then(|align| {
             if let Core::LockFree(allocator) = &self.core {
+                let _serial = self.checked_serial();
                 let ptr = allocator.allocate(size, align)?;
                 // SAFETY: ptr was just handed out by this allocator.
                 self.stats.on_alloc(unsafe { allocator.usable_size(ptr) });
@@ -510,130 +783,48 @@ impl MemoryPool for CpuPool {
         Ok(ptr)
     }
 
-    #[inline]
-    fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // SAFETY: ptr is a live block of this pool (the caller's contract: checked
-            // mode never uses the cached core), handed to us by the caller, so its
-            // allocation happens-before this call.
-            if self.live.is_none()
-                && !self.config.debug.poison_on_free
-                && unsafe { shared.try_free(ptr) }
-            {
-                return Ok(());
-            }
-            return self.deallocate_cached_slow(shared, ptr);
-        }
-        if let Some(live) = &self.live {
-            if live.on_free(ptr.as_ptr() as usize).is_none() {
-                return Err(PoolError::invalid_ptr(
-                    &self.name,
-                    ptr.as_ptr() as usize,
-                    "not a live block of this pool (already freed, or never allocated here)",
-                ));
-            }
-        }
-        let debug = self.config.debug;
-        if let Core::LockFree(allocator) = &self.core {
-            if debug.check_pointers {
-                self.check_state(allocator.block_state(ptr), ptr)?;
-            }
-            if debug.poison_on_free {
-                // SAFETY: ptr is a live block (checked, or the caller's contract), unused
-                // once freed.
-                unsafe { debug::poison(ptr, allocator.usable_size(ptr)) };
-            }
-            // SAFETY: ptr is live: checked above, or the caller's documented contract.
-            let usable = unsafe { allocator.deallocate(ptr) };
-            self.stats.on_free(usable);
-            return Ok(());
-        }
-        self.with_strategy_mut(|s| {
-            if debug.check_pointers {
-                self.check_live(s, ptr)?;
-            }
-            if debug.poison_on_free {
-                // SAFETY: ptr is a live block (checked above, or the caller's contract
-                // without checks), which nobody uses once freed.
-                unsafe { debug::poison(ptr, s.usable_size(ptr)) };
-            }
-            // SAFETY: ptr is a live block of this strategy: verified by `check_live` in
-            // checked mode, the caller's documented contract otherwise.
-            let usable = unsafe { s.deallocate(ptr) };
-            self.stats.on_free_serialized(usable);
-            Ok(())
-        })
+    unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        unsafe { self.free_block(ptr) }
     }
 
-    fn reallocate(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            return self.reallocate_cached(shared, ptr, new_size);
-        }
-        let new_size = new_size.max(1);
-        let check = self.config.debug.check_pointers;
-        let in_place = !matches!(self.core, Core::LockFree(_))
-            && self.with_strategy_mut(|s| {
-                let old_usable = if check {
-                    self.check_live(s, ptr)?
-                } else {
-                    // SAFETY: the caller's contract: ptr is a live block of this pool.
-                    unsafe { s.usable_size(ptr) }
-                };
-                // SAFETY: as above, ptr is live.
-                if unsafe { s.resize_in_place(ptr, new_size) } {
-                    // SAFETY: ptr is still live after an in-place resize.
-                    let new_usable = unsafe { s.usable_size(ptr) };
-                    // A reallocation counts as one free and one allocation.
-                    self.stats.on_free_serialized(old_usable);
-                    self.stats.on_alloc_serialized(new_usable);
-                    Ok(true)
-                } else {
-                    Ok(false)
-                }
-            })?;
-        if in_place {
-            if let Some(live) = &self.live {
-                live.on_alloc(ptr.as_ptr() as usize, new_size);
-            }
-            return Ok(ptr);
-        }
-        let old_usable = self.usable_size(ptr)?;
-        let new = self.allocate(new_size)?;
-        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
-        // min(old_usable, new_size) bytes long.
-        unsafe {
-            std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
-        };
-        self.deallocate(ptr)?;
-        Ok(new)
+    unsafe fn reallocate(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        unsafe { self.realloc_block(ptr, new_size) }
     }
 
-    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
-            // mode never uses the cached core).
-            return Ok(unsafe { shared.sizer.usable_bytes(ptr) });
-        }
-        let check = self.config.debug.check_pointers;
-        if let Core::LockFree(allocator) = &self.core {
-            return if check {
-                self.check_state(allocator.block_state(ptr), ptr)
-            } else {
-                // SAFETY: the caller's contract: ptr is a live block of this pool.
-                Ok(unsafe { allocator.usable_size(ptr) })
-            };
-        }
-        self.with_strategy_mut(|s| {
-            if check {
-                self.check_live(s, ptr)
-            } else {
-                // SAFETY: the caller's contract: ptr is a live block of this pool.
-                Ok(unsafe { s.usable_size(ptr) })
-            }
-        })
+    unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        unsafe { self.usable_size_of(ptr) }
     }
 
-    fn reset(&self) -> Result<(), PoolError> {
+    fn deallocate_checked(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        self.require_verification()?;
+        // SAFETY: `check_pointers` is on, so `free_block` verifies ptr before using it.
+        unsafe { self.free_block(ptr) }
+    }
+
+    fn reallocate_checked(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        self.require_verification()?;
+        // SAFETY: `check_pointers` is on, so `realloc_block` verifies ptr before using it.
+        unsafe { self.realloc_block(ptr, new_size) }
+    }
+
+    fn usable_size_checked(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        self.require_verification()?;
+        // SAFETY: `check_pointers` is on, so `usable_size_of` verifies ptr before using it.
+        unsafe { self.usable_size_of(ptr) }
+    }
+
+    unsafe fn reset(&self) -> Result<(), PoolError> {
         if let Core::Cached(shared) = &self.core {
             // SAFETY: the caller's contract of `reset`: no other thread is inside a call
             // on this pool and no block handed out before is used afterwards.
@@ -645,16 +836,7 @@ impl MemoryPool for CpuPool {
                 "reset of a lock-free pool needs exclusive access: use CpuPool::reset_exclusive(&mut self)",
             ));
         }
-        let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
-        self.with_strategy_mut(|s| {
-            s.reset(return_chunks);
-            self.stats.on_reset();
-            Ok(())
-        })?;
-        if let Some(live) = &self.live {
-            live.clear();
-        }
-        Ok(())
+        self.reset_strategy()
     }
 
     fn stats(&self) -> MemoryStats {

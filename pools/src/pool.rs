@@ -42,10 +42,59 @@ impl Default for AllocFlags {
 }
 
 /// A memory pool. Implementations are thread-safe unless their config says
-/// `SyncMode::SingleThreaded` (then the caller promises one thread at a time).
+/// `SyncMode::SingleThreaded` (then the caller promises one thread at a time; a second
+/// thread inside the pool at once is detected and answered with `InvalidOperation`).
 ///
 /// Pointers are addresses in the pool's memory type: host pointers for host pools,
 /// device addresses (not dereferenceable on the host) for device pools.
+///
+/// # Two ways to give memory back
+/// Allocating is always safe. Giving a block back comes in two forms, as in `GlobalAlloc`,
+/// `allocator_api2` and the TLSF crates:
+/// - [`deallocate`](Self::deallocate), [`reallocate`](Self::reallocate) and
+///   [`usable_size`](Self::usable_size) are `unsafe fn`: the caller promises the pointer is a
+///   live block of this pool. They are the fast path: no lookup decides whether the pointer
+///   is ours.
+/// - [`deallocate_checked`](Self::deallocate_checked),
+///   [`reallocate_checked`](Self::reallocate_checked) and
+///   [`usable_size_checked`](Self::usable_size_checked) are safe for any pointer: a double
+///   free, a foreign pointer or an interior pointer is `PoolError::InvalidPointer`. A pool
+///   that cannot verify pointers (a CPU pool built without `debug.check_pointers`) answers
+///   them with `PoolError::InvalidOperation` and touches nothing.
+///
+/// Why not always check: verifying ownership needs a lookup per free (a locked map, or a
+/// walk of the block's chunk), which costs more than the whole allocate+free pair of the
+/// fast path; `docs/safety.md` has the figures.
+///
+/// ```
+/// use pools::{CpuPool, MemoryPool, PoolConfig, PoolError};
+/// let pool = CpuPool::new("example", PoolConfig::default_cpu()).unwrap();
+/// let p = pool.allocate(48).unwrap();
+/// // SAFETY: p is a live block of this pool, freed once.
+/// unsafe { pool.deallocate(p) }.unwrap();
+///
+/// let checked = CpuPool::new("checked", PoolConfig::debug_cpu()).unwrap();
+/// let q = checked.allocate(48).unwrap();
+/// checked.deallocate_checked(q).unwrap();
+/// // A double free is an error value, not undefined behaviour.
+/// assert!(matches!(checked.deallocate_checked(q), Err(PoolError::InvalidPointer { .. })));
+/// # drop(checked); // debug_cpu's leak report has nothing to say
+/// ```
+///
+/// Freeing without `unsafe` does not compile:
+/// ```compile_fail,E0133
+/// use pools::{CpuPool, MemoryPool, PoolConfig};
+/// let pool = CpuPool::new("example", PoolConfig::default_cpu()).unwrap();
+/// let p = pool.allocate(48).unwrap();
+/// pool.deallocate(p).unwrap();
+/// ```
+///
+/// Nor does resetting through the trait:
+/// ```compile_fail,E0133
+/// use pools::{CpuPool, MemoryPool, PoolConfig};
+/// let pool = CpuPool::new("example", PoolConfig::default_cpu()).unwrap();
+/// MemoryPool::reset(&pool).unwrap();
+/// ```
 pub trait MemoryPool: Send + Sync {
     /// A block of at least `size` bytes, aligned to the pool's alignment.
     fn allocate(&self, size: usize) -> Result<NonNull<u8>, PoolError> {
@@ -55,15 +104,30 @@ pub trait MemoryPool: Send + Sync {
     /// A block of at least `size` bytes with the given alignment and zeroing.
     fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError>;
 
-    /// Give a block back. With `debug.check_pointers`, a pointer this pool did not hand
-    /// out or one already freed is `PoolError::InvalidPointer`; without it, such a pointer
-    /// is a caller bug (the pool may not detect it).
-    fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError>;
+    /// Give a block back.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this pool: returned by `allocate`, `allocate_with` or
+    /// `reallocate` of this pool, and neither freed, reallocated nor invalidated by `reset`
+    /// since. With `debug.check_pointers` on, pools report a violation as
+    /// `PoolError::InvalidPointer` instead of undefined behaviour, but only the `_checked`
+    /// variants promise that.
+    unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError>;
 
     /// Resize a block, keeping the first `min(old, new)` bytes. The default allocates,
-    /// copies and frees; strategies override it to grow or shrink in place.
-    fn reallocate(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, PoolError> {
-        let old_size = self.usable_size(ptr)?;
+    /// copies and frees; strategies override it to grow or shrink in place. On error the
+    /// old block is still live.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate): `ptr` is a live block of this pool. On
+    /// success it is no longer live (the returned pointer is).
+    unsafe fn reallocate(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        let old_size = unsafe { self.usable_size(ptr)? };
         let new = self.allocate(new_size)?;
         if self.memory_type() == MemoryType::Host {
             // SAFETY: both blocks are live host blocks of this pool, at least
@@ -72,16 +136,42 @@ pub trait MemoryPool: Send + Sync {
                 std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_size.min(new_size))
             };
         }
-        self.deallocate(ptr)?;
+        // SAFETY: ptr is live (caller's contract) and distinct from `new`.
+        unsafe { self.deallocate(ptr)? };
         Ok(new)
     }
 
     /// Bytes usable at `ptr` (at least what was asked for).
-    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError>;
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate): `ptr` is a live block of this pool.
+    unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError>;
+
+    /// [`deallocate`](Self::deallocate) for any pointer: a pointer that is not a live block
+    /// of this pool is `InvalidPointer`, and a pool that cannot verify pointers answers
+    /// `InvalidOperation`; neither changes the pool.
+    fn deallocate_checked(&self, ptr: NonNull<u8>) -> Result<(), PoolError>;
+
+    /// [`reallocate`](Self::reallocate) for any pointer, checked as
+    /// [`deallocate_checked`](Self::deallocate_checked) is.
+    fn reallocate_checked(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError>;
+
+    /// [`usable_size`](Self::usable_size) for any pointer, checked as
+    /// [`deallocate_checked`](Self::deallocate_checked) is.
+    fn usable_size_checked(&self, ptr: NonNull<u8>) -> Result<usize, PoolError>;
 
     /// Release every block at once. Chunks are kept or returned per `return_policy`.
-    /// Every pointer handed out before is invalid afterwards.
-    fn reset(&self) -> Result<(), PoolError>;
+    ///
+    /// # Safety
+    /// No block handed out before the call is used afterwards: not read or written (host
+    /// pools), not freed, not reallocated. Collections that allocate from the pool (through
+    /// its `Allocator` implementation) must be gone. `CpuPool::reset(&mut self)` is the safe
+    /// form: the exclusive borrow proves that no allocator handle is alive.
+    unsafe fn reset(&self) -> Result<(), PoolError>;
 
     fn stats(&self) -> MemoryStats;
 

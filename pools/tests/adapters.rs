@@ -2,9 +2,7 @@
 //! `#[global_allocator]` is a `PoolGlobalAlloc`, so the test harness, its threads and
 //! every `Vec` below live in pool memory.
 
-use pools::{
-    AllocatorKind, CpuPool, MemoryPool, PoolAllocator, PoolConfig, PoolGlobalAlloc, PoolManager,
-};
+use pools::{AllocatorKind, MemoryPool, PoolAllocator, PoolConfig, PoolGlobalAlloc, PoolManager};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -89,40 +87,6 @@ fn unsupported_global_configs_are_named() {
     assert!(PoolGlobalAlloc::unsupported_reason(&c)
         .unwrap()
         .contains("size-classed"));
-}
-
-#[test]
-fn allocator_api_vec_in_a_pool() {
-    for allocator in [AllocatorKind::SizeClassed, AllocatorKind::VariableSize] {
-        let pool = CpuPool::new(
-            "vec-in",
-            PoolConfig {
-                allocator,
-                ..PoolConfig::default_cpu()
-            },
-        )
-        .unwrap();
-        {
-            let mut v = allocator_api2::vec::Vec::new_in(&pool);
-            for i in 0..50_000u32 {
-                v.push(i);
-            }
-            assert_eq!(v.len(), 50_000);
-            assert_eq!(v[49_999], 49_999);
-            let addr = v.as_ptr() as usize;
-            let stats = pool.stats();
-            assert_eq!(stats.live_count(), 1);
-            assert!(
-                pool.usable_size(std::ptr::NonNull::new(addr as *mut u8).unwrap())
-                    .unwrap()
-                    >= 200_000
-            );
-            let mut zeroed = allocator_api2::vec::Vec::<u64, _>::with_capacity_in(10, &pool);
-            zeroed.extend_from_slice(&[1, 2, 3]);
-            assert_eq!(zeroed.iter().sum::<u64>(), 6);
-        }
-        assert_eq!(pool.stats().live_count(), 0);
-    }
 }
 
 #[test]

@@ -70,7 +70,8 @@ proptest! {
         let stats = pool.stats();
         prop_assert_eq!(stats.failure_count as usize, model.failures);
         if config.return_policy != ReturnPolicy::Keep {
-            pool.reset().unwrap();
+            // SAFETY: the model drained every block; none is used afterwards.
+            unsafe { pool.reset() }.unwrap();
             prop_assert_eq!(pool.stats().reserved_bytes, initial_reserved_bytes);
         }
     }
@@ -94,8 +95,10 @@ fn fixed_block_requests_beyond_the_block_are_invalid_operations() {
         .allocate_with(8, pools::AllocFlags::aligned(64))
         .unwrap();
     assert_eq!(p.as_ptr() as usize % 64, 0);
-    assert_eq!(pool.usable_size(p).unwrap(), 64);
-    pool.deallocate(p).unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    assert_eq!(unsafe { pool.usable_size(p) }.unwrap(), 64);
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(p) }.unwrap();
     assert_eq!(pool.stats().failure_count, 2);
 }
 
@@ -113,7 +116,8 @@ fn when_empty_returns_grown_chunks_to_the_os() {
     let grown = pool.stats().reserved_bytes;
     assert!(grown >= 200 * 4096);
     for p in blocks {
-        pool.deallocate(p).unwrap();
+        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+        unsafe { pool.deallocate(p) }.unwrap();
     }
     // Every segment emptied; only the one still used for carving is kept.
     let after = pool.stats().reserved_bytes;

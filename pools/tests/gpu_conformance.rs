@@ -122,7 +122,7 @@ fn random_program_no_overlap_and_stream_order(config: PoolConfig) {
                     _ => rng.gen_range(8192..=256 * 1024),
                 };
                 let p = pool.allocate_on(size, stream).unwrap();
-                let len = pool.usable_size(p).unwrap() as u64;
+                let len = pool.usable_size_checked(p).unwrap() as u64;
                 assert_eq!(addr(p) % 256, 0, "default alignment is 256 B");
                 shadow.on_alloc(&dev, stream, addr(p), len, size);
                 live.push((p, stream));
@@ -150,7 +150,7 @@ fn alignment(config: PoolConfig) {
     for size in [1usize, 3, 255, 256, 257, 1000, 4096, 100_000] {
         let p = pool.allocate(size).unwrap();
         assert_eq!(addr(p) % 256, 0, "size {size}");
-        assert!(pool.usable_size(p).unwrap() >= size);
+        assert!(pool.usable_size_checked(p).unwrap() >= size);
     }
     // Zero-byte requests still get a distinct, aligned block.
     let z1 = pool.allocate(0).unwrap();
@@ -328,7 +328,7 @@ fn out_of_memory_leaves_the_pool_usable(config: PoolConfig) {
     assert!(dev.lock().unwrap().counts().reserved_bytes <= capacity);
     pool.check_invariants().unwrap();
     // Still usable: free one, allocate again.
-    pool.deallocate(live.pop().unwrap()).unwrap();
+    pool.deallocate_checked(live.pop().unwrap()).unwrap();
     live.push(pool.allocate(300_000).unwrap());
     // A request larger than the device fails cleanly too.
     assert!(matches!(
@@ -336,7 +336,7 @@ fn out_of_memory_leaves_the_pool_usable(config: PoolConfig) {
         Err(PoolError::OutOfMemory { .. })
     ));
     for p in live {
-        pool.deallocate(p).unwrap();
+        pool.deallocate_checked(p).unwrap();
     }
     pool.check_invariants().unwrap();
 }
@@ -346,17 +346,17 @@ fn invalid_pointers_are_errors(config: PoolConfig) {
     let p = pool.allocate(1000).unwrap();
     let inside = NonNull::new(unsafe_free_offset(p, 256)).unwrap();
     assert!(matches!(
-        pool.deallocate(inside),
+        pool.deallocate_checked(inside),
         Err(PoolError::InvalidPointer { .. })
     ));
-    pool.deallocate(p).unwrap();
+    pool.deallocate_checked(p).unwrap();
     assert!(matches!(
-        pool.deallocate(p),
+        pool.deallocate_checked(p),
         Err(PoolError::InvalidPointer { .. })
     ));
     let foreign = NonNull::new(0x1000 as *mut u8).unwrap();
     assert!(matches!(
-        pool.deallocate(foreign),
+        pool.deallocate_checked(foreign),
         Err(PoolError::InvalidPointer { .. })
     ));
     pool.check_invariants().unwrap();
@@ -375,7 +375,8 @@ fn reset_releases_everything(config: PoolConfig) {
             .unwrap();
     }
     let grown = pool.chunks().len();
-    pool.reset().unwrap();
+    // SAFETY: no block of this pool is used after the reset.
+    unsafe { pool.reset() }.unwrap();
     let stats = pool.stats();
     assert_eq!(stats.current_used_bytes, 0);
     assert_eq!(stats.live_count(), 0);
@@ -389,17 +390,17 @@ fn reset_releases_everything(config: PoolConfig) {
     assert_eq!(stats.reserved_bytes, 0);
     // Usable after reset.
     let p = pool.allocate(5000).unwrap();
-    pool.deallocate(p).unwrap();
+    pool.deallocate_checked(p).unwrap();
     pool.check_invariants().unwrap();
 }
 
 fn reallocate_and_device_copies(config: PoolConfig) {
     let (pool, _dev) = pool_on(config, 64 * MIB);
     let p = pool.allocate(1000).unwrap();
-    let q = pool.reallocate(p, 50_000).unwrap();
-    assert!(pool.usable_size(q).unwrap() >= 50_000);
+    let q = pool.reallocate_checked(p, 50_000).unwrap();
+    assert!(pool.usable_size_checked(q).unwrap() >= 50_000);
     assert!(matches!(
-        pool.usable_size(p),
+        pool.usable_size_checked(p),
         Err(PoolError::InvalidPointer { .. }) | Ok(_)
     ));
     let r = pool.allocate(100).unwrap();

@@ -58,8 +58,8 @@ fn device_round_trip_sync_and_async() {
     }
     pool.synchronize_stream(StreamId(1)).unwrap();
     assert_eq!(back2, data);
-    pool.deallocate(a).unwrap();
-    pool.deallocate(b).unwrap();
+    pool.deallocate_checked(a).unwrap();
+    pool.deallocate_checked(b).unwrap();
     pool.check_invariants().unwrap();
 }
 
@@ -92,7 +92,7 @@ fn out_of_memory_on_device_is_an_error() {
         other => panic!("1 PiB should be OutOfMemory, got {other:?}"),
     }
     let p = pool.allocate(1000).unwrap();
-    pool.deallocate(p).unwrap();
+    pool.deallocate_checked(p).unwrap();
 }
 
 #[test]
@@ -112,6 +112,6 @@ fn pinned_and_managed_memory() {
         let mut back = [0u8; 4096];
         pool.copy_device_to_host(&mut back, p).unwrap();
         assert_eq!(back, data);
-        pool.deallocate(p).unwrap();
+        pool.deallocate_checked(p).unwrap();
     }
 }

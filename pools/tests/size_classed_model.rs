@@ -95,12 +95,15 @@ fn large_objects_are_counted_and_returned() {
         .allocate_with(10, pools::AllocFlags::aligned(1 << 20))
         .unwrap();
     assert_eq!(q.as_ptr() as usize % (1 << 20), 0);
-    assert!(pool.usable_size(p).unwrap() >= 100_000);
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    assert!(unsafe { pool.usable_size(p) }.unwrap() >= 100_000);
     let stats = pool.stats();
     assert_eq!(stats.large_object_count, 2);
     assert!(stats.reserved_bytes >= before + 100_000);
-    pool.deallocate(p).unwrap();
-    pool.deallocate(q).unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(p) }.unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(q) }.unwrap();
     assert_eq!(pool.stats().reserved_bytes, before);
 }
 
@@ -116,7 +119,8 @@ fn alignment_up_to_4k_stays_in_classes_and_beyond_goes_large() {
                 .allocate_with(size, pools::AllocFlags::aligned(align))
                 .unwrap();
             assert_eq!(p.as_ptr() as usize % align, 0, "size {size} align {align}");
-            pool.deallocate(p).unwrap();
+            // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+            unsafe { pool.deallocate(p) }.unwrap();
         }
     }
     // 4 KiB-aligned small requests are served by the 4 KiB class, not the large path.

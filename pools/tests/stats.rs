@@ -38,21 +38,25 @@ fn lock_free_pool_stats_are_exact_after_threads_finish() {
                     let size = (16.0f64 * 4096f64.powf(rng.gen::<f64>())) as usize;
                     let p = pool.allocate(size).unwrap();
                     allocs += 1;
-                    total_bytes += pool.usable_size(p).unwrap() as u64;
+                    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+                    total_bytes += unsafe { pool.usable_size(p) }.unwrap() as u64;
                     match op % 4 {
                         0 => tx.send(Block(p)).unwrap(),
                         1 | 2 => {
-                            pool.deallocate(p).unwrap();
+                            // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+                            unsafe { pool.deallocate(p) }.unwrap();
                             frees += 1;
                         }
                         _ => kept.push(p),
                     }
                     if let Ok(Block(p)) = rx.try_recv() {
-                        pool.deallocate(p).unwrap();
+                        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+                        unsafe { pool.deallocate(p) }.unwrap();
                         frees += 1;
                     }
                     if kept.len() > 64 {
-                        pool.deallocate(kept.swap_remove(0)).unwrap();
+                        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+                        unsafe { pool.deallocate(kept.swap_remove(0)) }.unwrap();
                         frees += 1;
                     }
                 }
@@ -79,7 +83,8 @@ fn lock_free_pool_stats_are_exact_after_threads_finish() {
     }
     let live_bytes: u64 = live
         .iter()
-        .map(|&p| pool.usable_size(p).unwrap() as u64)
+        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+        .map(|&p| unsafe { pool.usable_size(p) }.unwrap() as u64)
         .sum();
     let stats = pool.stats();
     assert_eq!(stats.allocation_count, expected.0);
@@ -89,7 +94,8 @@ fn lock_free_pool_stats_are_exact_after_threads_finish() {
     assert_eq!(stats.current_used_bytes, live_bytes);
     assert!(stats.peak_used_bytes >= stats.current_used_bytes);
     for p in live {
-        pool.deallocate(p).unwrap();
+        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+        unsafe { pool.deallocate(p) }.unwrap();
     }
     let stats = pool.stats();
     assert_eq!(stats.current_used_bytes, 0);

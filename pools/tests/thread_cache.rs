@@ -2,6 +2,9 @@
 //! the cache on and tiny limits (so refills, trims and budget drains happen all the time),
 //! cross-thread frees, the flush on thread exit, reset, out-of-memory with the pool still
 //! usable, and the debug checks that bypass or coexist with the cache.
+//!
+//! Every `unsafe { pool.deallocate(p) }` here frees a live block this test allocated from
+//! that pool and does not use again (the contract of `MemoryPool::deallocate`).
 
 mod common;
 
@@ -45,7 +48,7 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
         let pool = CpuPool::new("tc", cached(kind)).unwrap();
         let blocks: Vec<_> = (0..1000).map(|_| pool.allocate(48).unwrap()).collect();
         for &b in &blocks {
-            pool.deallocate(b).unwrap();
+            unsafe { pool.deallocate(b) }.unwrap();
         }
         let stats = pool.stats();
         assert_eq!(stats.allocation_count, 1000, "{kind:?}");
@@ -64,7 +67,7 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
         // A block freed last is the next one handed out (LIFO reuse, no lock).
         let again = pool.allocate(48).unwrap();
         assert_eq!(again, *blocks.last().unwrap(), "{kind:?}");
-        pool.deallocate(again).unwrap();
+        unsafe { pool.deallocate(again) }.unwrap();
     }
 }
 
@@ -76,7 +79,7 @@ fn disabled_layer_caches_nothing() {
         let pool = CpuPool::new("off", config).unwrap();
         let blocks: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
         for b in blocks {
-            pool.deallocate(b).unwrap();
+            unsafe { pool.deallocate(b) }.unwrap();
         }
         assert_eq!(pool.stats().thread_cached_bytes, 0, "{kind:?}");
     }
@@ -90,7 +93,7 @@ fn caches_are_flushed_when_their_thread_exits() {
         std::thread::spawn(move || {
             let blocks: Vec<_> = (0..500).map(|_| worker.allocate(64).unwrap()).collect();
             for b in blocks {
-                worker.deallocate(b).unwrap();
+                unsafe { worker.deallocate(b) }.unwrap();
             }
             assert!(worker.stats().thread_cached_bytes > 0);
         })
@@ -114,7 +117,7 @@ fn blocks_freed_by_another_thread_are_reused_and_counted() {
         let freer = std::thread::spawn(move || {
             for batch in freer_inbox {
                 for addr in batch {
-                    freer_pool.deallocate(ptr(addr)).unwrap();
+                    unsafe { freer_pool.deallocate(ptr(addr)) }.unwrap();
                 }
                 freed.send(()).unwrap();
             }
@@ -180,7 +183,7 @@ fn many_threads_hammer_one_pool_without_overlap() {
                             // SAFETY: still live, `size` bytes.
                             let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
                             assert!(bytes.iter().all(|&b| b == tag), "block overwritten");
-                            pool.deallocate(p).unwrap();
+                            unsafe { pool.deallocate(p) }.unwrap();
                         }
                     }
                     addrs(&live.iter().map(|l| l.0).collect::<Vec<_>>())
@@ -190,7 +193,7 @@ fn many_threads_hammer_one_pool_without_overlap() {
         // Leftovers are freed by the main thread: cross-thread frees after the owners exit.
         for h in handles {
             for addr in h.join().unwrap() {
-                pool.deallocate(ptr(addr)).unwrap();
+                unsafe { pool.deallocate(ptr(addr)) }.unwrap();
             }
         }
         let stats = pool.stats();
@@ -211,7 +214,7 @@ fn reset_forgets_every_threads_cache() {
         let idle = std::thread::spawn(move || {
             let blocks: Vec<_> = (0..300).map(|_| idle_pool.allocate(32).unwrap()).collect();
             for &b in &blocks {
-                idle_pool.deallocate(b).unwrap();
+                unsafe { idle_pool.deallocate(b) }.unwrap();
             }
             done.send(Vec::new()).unwrap();
             // Wait (inside no pool call) while the main thread resets.
@@ -222,12 +225,9 @@ fn reset_forgets_every_threads_cache() {
         filled.recv().unwrap();
         let mine: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
         assert!(pool.stats().thread_cached_bytes > 0);
-        // SAFETY (of the upcoming `unsafe fn reset`): the other thread is in no pool call,
-        // and no block is used after the reset.
-        #[allow(unused_unsafe)]
-        unsafe {
-            pool.reset().unwrap();
-        }
+        // SAFETY: the other thread is in no pool call, and no block handed out before is
+        // used after the reset.
+        unsafe { pool.reset() }.unwrap();
         let stats = pool.stats();
         assert_eq!(stats.thread_cached_bytes, 0, "{kind:?}");
         assert_eq!(stats.current_used_bytes, 0);
@@ -249,7 +249,7 @@ fn reset_forgets_every_threads_cache() {
             "{kind:?}: a block was handed out twice after reset"
         );
         for a in all {
-            pool.deallocate(ptr(a)).unwrap();
+            unsafe { pool.deallocate(ptr(a)) }.unwrap();
         }
         assert_eq!(pool.stats().current_used_bytes, 0);
     }
@@ -279,14 +279,14 @@ fn out_of_memory_is_an_error_and_the_pool_stays_usable() {
         }
         assert!(pool.stats().failure_count >= 1);
         for b in blocks.drain(..) {
-            pool.deallocate(b).unwrap();
+            unsafe { pool.deallocate(b) }.unwrap();
         }
         // Usable again, and every block comes back.
         for _ in 0..1000 {
             blocks.push(pool.allocate(200).unwrap());
         }
         for b in blocks {
-            pool.deallocate(b).unwrap();
+            unsafe { pool.deallocate(b) }.unwrap();
         }
         assert_eq!(pool.stats().current_used_bytes, 0);
     }
@@ -302,13 +302,13 @@ fn cached_blocks_do_not_make_a_large_request_fail() {
     let pool = CpuPool::new("drain", config).unwrap();
     let small: Vec<_> = (0..3000).map(|_| pool.allocate(64).unwrap()).collect();
     for b in small {
-        pool.deallocate(b).unwrap();
+        unsafe { pool.deallocate(b) }.unwrap();
     }
     assert!(pool.stats().thread_cached_bytes > 0);
     let big = pool
         .allocate(900 << 10)
         .expect("cache drained before failing");
-    pool.deallocate(big).unwrap();
+    unsafe { pool.deallocate(big) }.unwrap();
 }
 
 #[test]
@@ -318,15 +318,15 @@ fn checked_mode_bypasses_the_cache_and_catches_double_and_foreign_frees() {
         config.debug.check_pointers = true;
         let pool = CpuPool::new("checked", config).unwrap();
         let p = pool.allocate(40).unwrap();
-        pool.deallocate(p).unwrap();
+        pool.deallocate_checked(p).unwrap();
         assert!(matches!(
-            pool.deallocate(p),
+            pool.deallocate_checked(p),
             Err(PoolError::InvalidPointer { .. })
         ));
         let mut local = [0u64; 8];
         let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
         assert!(matches!(
-            pool.deallocate(foreign),
+            pool.deallocate_checked(foreign),
             Err(PoolError::InvalidPointer { .. })
         ));
         assert_eq!(pool.stats().thread_cached_bytes, 0, "{kind:?}");
@@ -334,21 +334,22 @@ fn checked_mode_bypasses_the_cache_and_catches_double_and_foreign_frees() {
 }
 
 #[test]
-fn live_tracking_with_the_cache_catches_double_frees() {
+fn live_tracking_and_poisoning_work_with_the_cache() {
     for kind in KINDS {
         let mut config = cached(kind);
         config.debug.track_live = true;
         config.debug.poison_on_free = true;
         let pool = CpuPool::new("tracked", config).unwrap();
         let p = pool.allocate(40).unwrap();
-        pool.deallocate(p).unwrap();
-        assert!(matches!(
-            pool.deallocate(p),
-            Err(PoolError::InvalidPointer { .. })
-        ));
+        unsafe { pool.deallocate(p) }.unwrap();
+        assert!(pool.stats().thread_cached_bytes > 0, "{kind:?}: not cached");
+        // SAFETY: the block sits in this thread's cache, unused; reading it is reading
+        // pool memory we own.
+        let first = unsafe { p.as_ptr().add(8).read() };
+        assert_eq!(first, pools::config::POISON_BYTE, "{kind:?}: not poisoned");
         let q = pool.allocate(40).unwrap();
         assert_eq!(pool.leak_report().len(), 1);
-        pool.deallocate(q).unwrap();
+        unsafe { pool.deallocate(q) }.unwrap();
         assert!(pool.leak_report().is_empty());
     }
 }
@@ -370,7 +371,7 @@ fn one_thread_never_holds_more_than_its_budget() {
             }
         }
         for b in blocks {
-            pool.deallocate(b).unwrap();
+            unsafe { pool.deallocate(b) }.unwrap();
             assert!(pool.stats().thread_cached_bytes <= 8 << 10, "{kind:?}");
         }
     }

@@ -988,17 +988,21 @@ fn checked_pool_catches_a_double_free_of_a_cached_block() {
     let pool = CpuPool::new("double-free", config).unwrap();
     let _guard = pool.allocate(64).unwrap();
     let p = pool.allocate(64).unwrap();
-    pool.deallocate(p).unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(p) }.unwrap();
     assert!(matches!(
-        pool.deallocate(p),
+        // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+        unsafe { pool.deallocate(p) },
         Err(PoolError::InvalidPointer { .. })
     ));
     // The cache is intact: the next two blocks of that size are distinct.
     let a = pool.allocate(64).unwrap();
     let b = pool.allocate(64).unwrap();
     assert_ne!(a, b);
-    pool.deallocate(a).unwrap();
-    pool.deallocate(b).unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(a) }.unwrap();
+    // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
+    unsafe { pool.deallocate(b) }.unwrap();
 }
 
 /// Quick private comparison with mimalloc and glibc: `cargo test -p pools --release --test

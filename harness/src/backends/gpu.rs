@@ -75,14 +75,14 @@ impl Backend for GpuPoolBackend {
     }
 
     #[inline]
-    fn free(&self, addr: usize, _size: usize, stream: u16) {
+    unsafe fn free(&self, addr: usize, _size: usize, stream: u16) {
         if let Some(p) = ptr(addr) {
             // An error is an engine bug (double free); there is no caller to report it to.
             let _ = self.pool.deallocate_on(p, StreamId(stream));
         }
     }
 
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -150,11 +150,11 @@ impl Backend for SimUpstreamBackend {
         self.device().alloc(size as u64).map_or(0, |a| a as usize)
     }
 
-    fn free(&self, addr: usize, size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, size: usize, _stream: u16) {
         let _ = self.device().free(addr as u64, size as u64);
     }
 
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -303,12 +303,17 @@ fn replays_without_failure<B: Backend>(backend: &B, ops: &[SeqOp], slots: usize)
             }
             OpKind::Free => {
                 if slot.0 != 0 {
-                    backend.free(slot.0, slot.1, op.stream);
+                    // SAFETY: a non-zero entry of `live` is a live block of this backend,
+                    // set by the op that allocated it and cleared here.
+                    unsafe { backend.free(slot.0, slot.1, op.stream) };
                 }
                 *slot = (0, 0);
             }
             OpKind::Realloc => {
-                let a = backend.realloc(slot.0, slot.1, op.size as usize, op.align, op.stream);
+                // SAFETY: `slot` is 0 or a live block of `slot.1` bytes (as above).
+                let a = unsafe {
+                    backend.realloc(slot.0, slot.1, op.size as usize, op.align, op.stream)
+                };
                 if a == 0 {
                     ok = false;
                     break;
@@ -320,7 +325,8 @@ fn replays_without_failure<B: Backend>(backend: &B, ops: &[SeqOp], slots: usize)
     // Free what is left so that dropping the backend does not report leaks.
     for &(a, s) in &live {
         if a != 0 {
-            backend.free(a, s, 0);
+            // SAFETY: each non-zero entry is still a live block (as above).
+            unsafe { backend.free(a, s, 0) };
         }
     }
     ok
@@ -430,13 +436,20 @@ mod cuda {
             self.driver.malloc(size.max(1)).map_or(0, |a| a as usize)
         }
 
-        fn free(&self, addr: usize, _size: usize, _stream: u16) {
+        unsafe fn free(&self, addr: usize, _size: usize, _stream: u16) {
             // SAFETY: the engine frees only addresses this backend's `alloc` returned, once,
             // and never touches device memory.
             let _ = unsafe { self.driver.free(addr as u64) };
         }
 
-        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+        unsafe fn realloc(
+            &self,
+            addr: usize,
+            old: usize,
+            new: usize,
+            align: usize,
+            s: u16,
+        ) -> usize {
             let n = self.alloc(new, align, s);
             if n != 0 && addr != 0 {
                 // SAFETY: both are live allocations of this device, each at least
@@ -476,7 +489,7 @@ mod cuda {
             }
         }
 
-        fn free(&self, addr: usize, _size: usize, stream: u16) {
+        unsafe fn free(&self, addr: usize, _size: usize, stream: u16) {
             if let Some(s) = self.streams.get(stream) {
                 // SAFETY: `addr` came from `malloc_async` of this backend and the engine
                 // never uses it again; device work on it is ordered on the trace's streams.
@@ -484,7 +497,14 @@ mod cuda {
             }
         }
 
-        fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, s: u16) -> usize {
+        unsafe fn realloc(
+            &self,
+            addr: usize,
+            old: usize,
+            new: usize,
+            align: usize,
+            s: u16,
+        ) -> usize {
             let n = self.alloc(new, align, s);
             if n != 0 && addr != 0 {
                 if let Some(st) = self.streams.get(s) {
@@ -529,10 +549,10 @@ mod cuda {
         fn alloc(&self, _: usize, _: usize, _: u16) -> usize {
             match *self {}
         }
-        fn free(&self, _: usize, _: usize, _: u16) {
+        unsafe fn free(&self, _: usize, _: usize, _: u16) {
             match *self {}
         }
-        fn realloc(&self, _: usize, _: usize, _: usize, _: usize, _: u16) -> usize {
+        unsafe fn realloc(&self, _: usize, _: usize, _: usize, _: usize, _: u16) -> usize {
             match *self {}
         }
     }

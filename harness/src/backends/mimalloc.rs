@@ -71,13 +71,13 @@ impl Backend for MimallocBackend {
     }
 
     #[inline]
-    fn free(&self, addr: usize, _size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, _size: usize, _stream: u16) {
         // SAFETY: the engine frees only addresses this backend returned, once each.
         unsafe { mi::mi_free(addr as *mut c_void) }
     }
 
     #[inline]
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         _old_size: usize,
@@ -142,9 +142,12 @@ mod tests {
         let reserved = b.reserved_bytes().unwrap();
         let aligned = b.alloc(10, 4096, 0);
         assert_eq!(aligned % 4096, 0);
-        b.free(aligned, 10, 0);
-        for p in blocks {
-            b.free(p, 1 << 20, 0);
+        // SAFETY: `aligned` and every entry of `blocks` are live blocks of `b`, freed once.
+        unsafe {
+            b.free(aligned, 10, 0);
+            for p in blocks {
+                b.free(p, 1 << 20, 0);
+            }
         }
         assert!(reserved >= 32 << 20, "mimalloc committed {reserved} bytes");
     }

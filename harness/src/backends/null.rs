@@ -48,10 +48,10 @@ impl Backend for NullBackend {
     }
 
     #[inline]
-    fn free(&self, _addr: usize, _size: usize, _stream: u16) {}
+    unsafe fn free(&self, _addr: usize, _size: usize, _stream: u16) {}
 
     #[inline]
-    fn realloc(
+    unsafe fn realloc(
         &self,
         _addr: usize,
         _old_size: usize,

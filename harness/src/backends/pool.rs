@@ -46,16 +46,17 @@ impl Backend for PoolBackend {
     }
 
     #[inline]
-    fn free(&self, addr: usize, _size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, _size: usize, _stream: u16) {
         if let Some(p) = NonNull::new(addr as *mut u8) {
             // An error here means the engine freed a pointer twice or not its own: a bug
             // the checked configs report; there is no caller to hand it to.
-            let _ = self.pool.deallocate(p);
+            // SAFETY: the caller's contract: addr is a live block of this pool.
+            let _ = unsafe { self.pool.deallocate(p) };
         }
     }
 
     #[inline]
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -67,7 +68,8 @@ impl Backend for PoolBackend {
             return self.alloc(new_size, align, stream);
         };
         if align <= self.base_align {
-            return match self.pool.reallocate(old, new_size.max(1)) {
+            // SAFETY: the caller's contract: addr is a live block of this pool.
+            return match unsafe { self.pool.reallocate(old, new_size.max(1)) } {
                 Ok(p) => p.as_ptr() as usize,
                 Err(_) => 0,
             };
@@ -84,7 +86,8 @@ impl Backend for PoolBackend {
                     old_size.min(new_size),
                 )
             };
-            self.free(addr, old_size, stream);
+            // SAFETY: addr is live (the caller's contract) and distinct from `new`.
+            unsafe { self.free(addr, old_size, stream) };
         }
         new
     }

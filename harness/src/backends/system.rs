@@ -97,13 +97,13 @@ impl Backend for SystemBackend {
     }
 
     #[inline]
-    fn free(&self, addr: usize, _size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, _size: usize, _stream: u16) {
         // SAFETY: the engine frees only addresses this backend returned, once each.
         unsafe { libc::free(addr as *mut c_void) }
     }
 
     #[inline]
-    fn realloc(
+    unsafe fn realloc(
         &self,
         addr: usize,
         old_size: usize,
@@ -178,12 +178,14 @@ mod tests {
         assert!(a != 0 && a.is_multiple_of(4096));
         // SAFETY: `a` is a live 100-byte host block.
         unsafe { std::ptr::write_bytes(a as *mut u8, 7, 100) };
-        let r = b.realloc(a, 100, 10_000, 4096, 0);
+        // SAFETY: `a` is a live 100-byte block of `b`.
+        let r = unsafe { b.realloc(a, 100, 10_000, 4096, 0) };
         assert!(r != 0 && r.is_multiple_of(4096));
         // SAFETY: `r` is a live block of 10 000 bytes whose first 100 were copied.
         let first = unsafe { std::slice::from_raw_parts(r as *const u8, 100) };
         assert!(first.iter().all(|&x| x == 7));
-        b.free(r, 10_000, 0);
+        // SAFETY: `r` is a live block of `b`, freed once.
+        unsafe { b.free(r, 10_000, 0) };
     }
 
     #[test]
@@ -199,7 +201,8 @@ mod tests {
         }
         let reserved = b.reserved_bytes().unwrap();
         for p in blocks {
-            b.free(p, 64 * 1024, 0);
+            // SAFETY: each block is a live block of `b`, freed once.
+            unsafe { b.free(p, 64 * 1024, 0) };
         }
         assert!(reserved >= 2 * 1024 * 1024, "reserved {reserved}");
     }

@@ -264,11 +264,15 @@ fn free_leftovers<B: Backend>(backend: &B, slots: &[Slot]) -> Result<u64, String
             let addr = slot.addr.load(Ordering::Relaxed);
             if addr != 0 {
                 leaked += 1;
-                backend.free(
-                    addr,
-                    slot.size.load(Ordering::Relaxed) as usize,
-                    slot.stream.load(Ordering::Relaxed),
-                );
+                // SAFETY: a slot's non-zero address is a live block of this backend: set by
+                // the alloc/realloc that returned it, zeroed by the op that freed it.
+                unsafe {
+                    backend.free(
+                        addr,
+                        slot.size.load(Ordering::Relaxed) as usize,
+                        slot.stream.load(Ordering::Relaxed),
+                    )
+                };
             }
         }
         leaked
@@ -448,7 +452,10 @@ fn run_ops<B: Backend, const TIMED: bool, const PACED: bool>(
                 if addr != 0 {
                     let size = slot.size.load(Ordering::Relaxed) as usize;
                     let t0 = if TIMED { clock.now() } else { 0 };
-                    backend.free(addr, size, op.stream);
+                    // SAFETY: the slot's address is a live block of this backend (slot
+                    // invariant: set by the op that allocated it, cleared when freed), and
+                    // this op is the one that ends it.
+                    unsafe { backend.free(addr, size, op.stream) };
                     if TIMED {
                         let ns = clock.sample_ns(t0, clock.now());
                         if let Some(h) = latency.as_mut() {
@@ -466,8 +473,11 @@ fn run_ops<B: Backend, const TIMED: bool, const PACED: bool>(
                     slot.size.load(Ordering::Relaxed) as usize
                 };
                 let t0 = if TIMED { clock.now() } else { 0 };
-                let addr =
-                    backend.realloc(old_addr, old_size, op.size as usize, op.align(), op.stream);
+                // SAFETY: `old_addr` is 0 or the slot's live block of `old_size` bytes (slot
+                // invariant), and this op is the one that moves it.
+                let addr = unsafe {
+                    backend.realloc(old_addr, old_size, op.size as usize, op.align(), op.stream)
+                };
                 if TIMED {
                     let ns = clock.sample_ns(t0, clock.now());
                     if let Some(h) = latency.as_mut() {

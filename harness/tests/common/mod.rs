@@ -167,12 +167,19 @@ impl Backend for CheckingBackend {
         self.fresh(size)
     }
 
-    fn free(&self, addr: usize, size: usize, _stream: u16) {
+    unsafe fn free(&self, addr: usize, size: usize, _stream: u16) {
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.retire(addr, size, "free");
     }
 
-    fn realloc(&self, addr: usize, old_size: usize, new_size: usize, _a: usize, _s: u16) -> usize {
+    unsafe fn realloc(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        _a: usize,
+        _s: u16,
+    ) -> usize {
         self.reallocs.fetch_add(1, Ordering::Relaxed);
         if addr != 0 {
             self.retire(addr, old_size, "realloc");
@@ -212,12 +219,19 @@ impl Backend for LimitedBackend {
         self.inner.alloc(size, align, stream)
     }
 
-    fn free(&self, addr: usize, size: usize, stream: u16) {
+    unsafe fn free(&self, addr: usize, size: usize, stream: u16) {
         self.used.fetch_sub(size, Ordering::Relaxed);
         self.inner.free(addr, size, stream)
     }
 
-    fn realloc(&self, addr: usize, old: usize, new: usize, align: usize, stream: u16) -> usize {
+    unsafe fn realloc(
+        &self,
+        addr: usize,
+        old: usize,
+        new: usize,
+        align: usize,
+        stream: u16,
+    ) -> usize {
         let before = self.used.fetch_add(new, Ordering::Relaxed);
         if before + new - old > self.capacity_bytes {
             self.used.fetch_sub(new, Ordering::Relaxed);

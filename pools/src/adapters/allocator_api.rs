@@ -28,12 +28,18 @@ fn allocate_in(
 
 /// Give a block back. A pool error here means the caller broke the `Allocator` contract
 /// (the pointer was not from this allocator); checked pools report it in debug builds.
-fn deallocate_in(pool: &dyn MemoryPool, ptr: NonNull<u8>) {
-    let result = pool.deallocate(ptr);
+///
+/// # Safety
+/// `ptr` is a block currently allocated by `pool` (the `Allocator::deallocate` contract).
+unsafe fn deallocate_in(pool: &dyn MemoryPool, ptr: NonNull<u8>) {
+    // SAFETY: the caller's contract: ptr is a live block of this pool.
+    let result = unsafe { pool.deallocate(ptr) };
     debug_assert!(result.is_ok(), "{result:?}");
 }
 
-// SAFETY: blocks handed out stay valid until deallocated (pools never move blocks); every
+// SAFETY: blocks handed out stay valid until deallocated (pools never move blocks, and the
+// only safe way to reset a `CpuPool`, `reset_exclusive(&mut self)`, cannot be called while
+// this shared borrow lives; `MemoryPool::reset` is `unsafe`); every
 // block is at least `layout.size()` bytes aligned to `layout.align()` (allocate_with
 // honours the alignment or fails); a copy of `&CpuPool` is the same pool, so any copy may
 // free what another allocated.
@@ -47,7 +53,9 @@ unsafe impl Allocator for &CpuPool {
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
-        deallocate_in(*self, ptr);
+        // SAFETY: `Allocator::deallocate`'s contract: ptr is currently allocated by this
+        // allocator, i.e. a live block of this pool.
+        unsafe { deallocate_in(*self, ptr) };
     }
 }
 
@@ -82,6 +90,8 @@ unsafe impl Allocator for PoolAllocator {
     }
 
     unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
-        deallocate_in(&*self.pool, ptr);
+        // SAFETY: `Allocator::deallocate`'s contract: ptr is currently allocated by this
+        // allocator (a clone of it), i.e. a live block of the shared pool.
+        unsafe { deallocate_in(&*self.pool, ptr) };
     }
 }

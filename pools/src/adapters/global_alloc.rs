@@ -275,7 +275,9 @@ unsafe impl GlobalAlloc for PoolGlobalAlloc {
             return;
         };
         let _guard = InPool::enter();
-        if pool.deallocate(ptr).is_err() {
+        // SAFETY: `GlobalAlloc::dealloc`'s contract: ptr was allocated by this allocator,
+        // and it is not an arena block (checked above), so it is a live block of the pool.
+        if unsafe { pool.deallocate(ptr) }.is_err() {
             write_stderr("PoolGlobalAlloc: free of a pointer the pool does not own (ignored)");
         }
     }

@@ -850,26 +850,48 @@ impl MemoryPool for GpuPool {
         self.allocate_with_on(size, flags, self.current_stream())
     }
 
-    fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+    /// Always checked: the block map lives on the host, so a foreign or freed pointer is
+    /// `InvalidPointer` whatever the config says.
+    unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        self.deallocate_checked(ptr)
+    }
+
+    unsafe fn reallocate(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        self.reallocate_checked(ptr, new_size)
+    }
+
+    unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        self.usable_size_checked(ptr)
+    }
+
+    fn deallocate_checked(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
         self.deallocate_on(ptr, self.current_stream())
     }
 
     /// Allocate, copy `min(old, new)` bytes device to device on the current stream, free.
-    fn reallocate(&self, ptr: NonNull<u8>, new_size: usize) -> Result<NonNull<u8>, PoolError> {
-        let old = self.usable_size(ptr)?;
+    fn reallocate_checked(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let old = self.usable_size_checked(ptr)?;
         let new = self.allocate(new_size)?;
         let bytes = old.min(new_size);
         if bytes > 0 {
             if let Err(e) = self.copy_device_to_device_async(new, ptr, bytes) {
-                let _ = self.deallocate(new);
+                let _ = self.deallocate_checked(new);
                 return Err(e);
             }
         }
-        self.deallocate(ptr)?;
+        self.deallocate_checked(ptr)?;
         Ok(new)
     }
 
-    fn usable_size(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+    fn usable_size_checked(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
         let addr = ptr.as_ptr() as usize as u64;
         self.lock()
             .live
@@ -883,7 +905,7 @@ impl MemoryPool for GpuPool {
     /// Waits for the device, releases every block, gives chunks back per `return_policy`
     /// (`keep`: none; otherwise all but the initial one) and puts the kept chunks, whole,
     /// in the current stream's list.
-    fn reset(&self) -> Result<(), PoolError> {
+    unsafe fn reset(&self) -> Result<(), PoolError> {
         let stream = self.current_stream();
         let mut guard = self.lock();
         let st = &mut *guard;

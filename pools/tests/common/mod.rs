@@ -109,7 +109,9 @@ impl Model {
                             0,
                             "{addr:#x} not aligned to {want_align}"
                         );
-                        let usable = pool.usable_size(ptr).expect("usable_size of a live block");
+                        // SAFETY: ptr was just handed out by this pool.
+                        let usable =
+                            unsafe { pool.usable_size(ptr) }.expect("usable_size of a live block");
                         let fill = size.clamp(1, PATTERN_BYTES);
                         if size % 3 == 0 {
                             // SAFETY: the block is live and at least `size` bytes.
@@ -132,9 +134,10 @@ impl Model {
                 let block = self.live.remove(&addr).unwrap();
                 let ptr = NonNull::new(addr as *mut u8).unwrap();
                 check_pattern(ptr, &block);
-                pool.deallocate(ptr).expect("free of a live block");
+                // SAFETY: the model holds exactly the live blocks; ptr was one of them.
+                unsafe { pool.deallocate(ptr) }.expect("free of a live block");
                 if checked {
-                    let again = pool.deallocate(ptr);
+                    let again = pool.deallocate_checked(ptr);
                     assert!(
                         matches!(again, Err(PoolError::InvalidPointer { .. })),
                         "double free not detected: {again:?}"
@@ -146,7 +149,8 @@ impl Model {
                 let block = self.live.remove(&addr).unwrap();
                 let ptr = NonNull::new(addr as *mut u8).unwrap();
                 check_pattern(ptr, &block);
-                match pool.reallocate(ptr, size) {
+                // SAFETY: the model holds exactly the live blocks; ptr was one of them.
+                match unsafe { pool.reallocate(ptr, size) } {
                     Ok(new) => {
                         let kept = block.len.min(size.max(1)).min(PATTERN_BYTES);
                         // SAFETY: the new block is live and at least `size` bytes.
@@ -155,7 +159,8 @@ impl Model {
                             bytes.iter().all(|&b| b == block.pattern),
                             "realloc lost contents"
                         );
-                        let usable = pool.usable_size(new).unwrap();
+                        // SAFETY: `new` was just handed out by this pool.
+                        let usable = unsafe { pool.usable_size(new) }.unwrap();
                         let pattern = self.insert(new.as_ptr() as usize, size.max(1), usable);
                         let fill = size.clamp(1, PATTERN_BYTES);
                         // SAFETY: as above.
@@ -171,7 +176,8 @@ impl Model {
                 }
             }
             Op::Reset => {
-                pool.reset().expect("reset");
+                // SAFETY: the model forgets every block at once; none is used afterwards.
+                unsafe { pool.reset() }.expect("reset");
                 self.live.clear();
             }
         }
