@@ -329,7 +329,7 @@ impl CpuPool {
 
     /// # Safety
     /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
-    #[inline]
+    #[inline(never)]
     unsafe fn free_block(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
         if let Core::Cached(shared) = &self.core {
             // SAFETY: ptr is a live block of this pool (the caller's contract: checked
@@ -705,7 +705,7 @@ impl CpuPool {
             std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
         };
         // SAFETY: ptr is live (the caller's contract) and unused from here.
-        unsafe { self.free_block(ptr) }?;
+        unsafe { MemoryPool::deallocate(self, ptr) }?;
         Ok(new)
     }
 
@@ -728,25 +728,11 @@ impl CpuPool {
         }
         Ok(())
     }
-}
 
-impl MemoryPool for CpuPool {
-    #[inline]
-    fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // Alignment 0 or a power of two no larger than the pool's: any block will do.
-            if flags.align <= self.config.alignment
-                && flags.align & flags.align.wrapping_sub(1) == 0
-            {
-                if let Some(ptr) = shared.try_allocate(size) {
-                    if flags.zeroed || self.live.is_some() {
-                        self.after_cached_alloc(ptr, size.max(1), flags);
-                    }
-                    return Ok(ptr);
-                }
-            }
-            return self.allocate_cached_slow(shared, size, flags);
-        }
+    /// `allocate_with` of the cores without a thread cache (kept out of line, so that the
+    /// cached fast path stays a small function).
+    #[inline(never)]
+    fn allocate_uncached(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
         let size = size.max(1);
         let result = self.effective_align(&flags).and_then(|align| {
             if let Core::LockFree(allocator) = &self.core {
@@ -782,8 +768,42 @@ impl MemoryPool for CpuPool {
         }
         Ok(ptr)
     }
+}
 
+impl MemoryPool for CpuPool {
+    #[inline]
+    fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // Alignment 0 or a power of two no larger than the pool's: any block will do.
+            if flags.align <= self.config.alignment
+                && flags.align & flags.align.wrapping_sub(1) == 0
+            {
+                if let Some(ptr) = shared.try_allocate(size) {
+                    if flags.zeroed || self.live.is_some() {
+                        self.after_cached_alloc(ptr, size.max(1), flags);
+                    }
+                    return Ok(ptr);
+                }
+            }
+            return self.allocate_cached_slow(shared, size, flags);
+        }
+        self.allocate_uncached(size, flags)
+    }
+
+    #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call.
+            if self.live.is_none()
+                && !self.config.debug.poison_on_free
+                && unsafe { shared.try_free(ptr) }
+            {
+                return Ok(());
+            }
+            return self.deallocate_cached_slow(shared, ptr);
+        }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         unsafe { self.free_block(ptr) }
     }
@@ -793,6 +813,10 @@ impl MemoryPool for CpuPool {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool.
+            return unsafe { self.reallocate_cached(shared, ptr, new_size) };
+        }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         unsafe { self.realloc_block(ptr, new_size) }
     }
