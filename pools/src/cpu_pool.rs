@@ -425,6 +425,16 @@ impl CpuPool {
                 // SAFETY: the caller's contract: ptr is a live block of this pool.
                 unsafe { allocator.usable_size(ptr) }
             };
+            if new_size <= old_usable && new_size.saturating_mul(2) > old_usable {
+                // In place: the block holds the new size and wastes less than half of
+                // it. A reallocation counts as one free and one allocation.
+                self.stats.on_free(old_usable);
+                self.stats.on_alloc(old_usable);
+                if let Some(live) = &self.live {
+                    live.on_alloc(ptr.as_ptr() as usize, new_size);
+                }
+                return Ok(ptr);
+            }
             let new = allocator.allocate(new_size, align).map_err(failed)?;
             // SAFETY: `new` was just handed out by this allocator.
             self.stats.on_alloc(unsafe { allocator.usable_size(new) });
@@ -737,9 +747,8 @@ impl CpuPool {
         let result = self.effective_align(&flags).and_then(|align| {
             if let Core::LockFree(allocator) = &self.core {
                 let _serial = self.checked_serial();
-                let ptr = allocator.allocate(size, align)?;
-                // SAFETY: ptr was just handed out by this allocator.
-                self.stats.on_alloc(unsafe { allocator.usable_size(ptr) });
+                let (ptr, usable) = allocator.allocate_sized(size, align)?;
+                self.stats.on_alloc(usable);
                 return Ok(ptr);
             }
             self.with_strategy_mut(|s| {

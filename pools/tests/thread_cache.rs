@@ -170,7 +170,7 @@ fn many_threads_hammer_one_pool_without_overlap() {
                         seed ^= seed << 13;
                         seed ^= seed >> 7;
                         seed ^= seed << 17;
-                        if live.len() < 64 && (seed % 3 != 0 || live.is_empty()) {
+                        if live.len() < 64 && (!seed.is_multiple_of(3) || live.is_empty()) {
                             let size = 1 + (seed >> 20) as usize % 250;
                             let p = pool.allocate(size).unwrap();
                             let tag = (i % 251) as u8;

@@ -175,7 +175,10 @@ mod tests {
         let classes = CacheClasses::for_table(&config);
         for size in 1..=4096 {
             let bytes = classes.class_bytes[classes.class_of_request(size).unwrap()];
-            assert!(bytes >= size && bytes % 64 == 0, "size {size}: {bytes}");
+            assert!(
+                bytes >= size && bytes.is_multiple_of(64),
+                "size {size}: {bytes}"
+            );
         }
     }
 
