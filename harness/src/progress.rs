@@ -16,7 +16,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar over `total` units (trace x run x backend).
+    /// A bar over `total` units (trace x run x backend, or replays of a search).
     pub fn new(total: u64, quiet: bool) -> Self {
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         if let Ok(style) = ProgressStyle::with_template(
@@ -31,6 +31,11 @@ impl Progress {
             shown: false,
             units_started: 0,
         }
+    }
+
+    /// Change the number of units (a search that replans as it learns its costs).
+    pub fn set_total(&mut self, total: u64) {
+        self.bar.set_length(total);
     }
 
     /// Start the next unit, described by `message`.

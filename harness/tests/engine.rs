@@ -288,8 +288,8 @@ fn paced_replay_takes_the_recorded_time() {
 
 mod through_the_registry {
     use super::*;
-    use harness::backends::{BackendFactory, BackendSetup, RegisteredBackend};
-    use harness::replay::{replay_inputs_with, ReplayOptions, TraceInput};
+    use harness::backends::{BackendFactory, BackendSelection, BackendSetup, RegisteredBackend};
+    use harness::runner::{replay_inputs, ReplayOptions, TraceInput};
     use reports::{Sanitation, Status};
 
     struct PanickingFactory;
@@ -342,18 +342,19 @@ mod through_the_registry {
                 compiled: &replayed,
                 sanitation: &sanitation,
             };
+            let backends: Vec<&'static dyn RegisteredBackend> = vec![
+                &PanickingFactory,
+                &UnavailableFactory,
+                harness::backends::find("null").unwrap(),
+            ];
             let opts = ReplayOptions {
+                backends: BackendSelection::of(backends),
                 runs: 2,
                 threads: Some(2),
                 quiet: true,
                 ..ReplayOptions::default()
             };
-            let backends: [&'static dyn RegisteredBackend; 3] = [
-                &PanickingFactory,
-                &UnavailableFactory,
-                harness::backends::find("null").unwrap(),
-            ];
-            replay_inputs_with(&[input], &opts, &backends).unwrap()
+            replay_inputs(&[input], &opts).unwrap()
         });
         let results = &artifacts.results.traces[0].results;
         assert_eq!(results[0].status, Status::Failed);

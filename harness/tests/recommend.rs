@@ -68,6 +68,20 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
         })
         .count();
     assert!(ranked >= 5, "ranking has {ranked} rows:\n{out}");
+    // system and mimalloc, measured in the same run, as unranked reference rows.
+    for reference in ["system", "mimalloc"] {
+        assert!(
+            out.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.first() == Some(&"ref")
+                    && cells.get(1) == Some(&reference)
+                    && cells
+                        .get(2)
+                        .is_some_and(|ops| ops.parse::<f64>().is_ok_and(|v| v > 0.0))
+            }),
+            "no {reference} reference row:\n{out}"
+        );
+    }
     assert!(out.contains("Pareto"), "{out}");
     assert!(out.contains("Winner:"), "{out}");
     let config = PoolConfig::load(&toml).unwrap();
@@ -155,4 +169,10 @@ fn device_traces_are_searched_in_the_gpu_space() {
     let config = PoolConfig::load(&toml).unwrap();
     assert_eq!(config.memory_type, pools::MemoryType::Device, "{out}");
     assert!(out.contains("--simulate-gpu"), "{out}");
+    // cuda-async is the reference for device traces (skipped, with its reason, without CUDA).
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("ref") && l.contains("cuda-async")),
+        "{out}"
+    );
 }

@@ -384,15 +384,16 @@ impl PoolConfig {
         })
     }
 
-    /// Write atomically: a temporary file beside `path`, then rename.
+    /// Write the TOML form atomically (`atomic_file`: a reader sees the old file or the
+    /// new one, never a torn one).
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let io = |e: std::io::Error| ConfigError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, self.to_toml()).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        use std::io::Write as _;
+        atomic_file::write_atomically(path, |w| w.write_all(self.to_toml().as_bytes())).map_err(
+            |e: std::io::Error| ConfigError::Io {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            },
+        )
     }
 
     /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`.

@@ -169,7 +169,8 @@ pub trait MemoryPool: Send + Sync {
     /// # Safety
     /// No block handed out before the call is used afterwards: not read or written (host
     /// pools), not freed, not reallocated. Collections that allocate from the pool (through
-    /// its `Allocator` implementation) must be gone. `CpuPool::reset(&mut self)` is the safe
+    /// its `Allocator` implementation) must be gone. No other thread is inside a call on this
+    /// pool while it runs (a reset empties every thread's cache of the pool). `CpuPool::reset(&mut self)` is the safe
     /// form: the exclusive borrow proves that no allocator handle is alive.
     unsafe fn reset(&self) -> Result<(), PoolError>;
 

@@ -1,43 +1,17 @@
-//! Atomic file writes: a reader (a CI uploader, a dashboard polling the directory) sees either
-//! the old file or the complete new one, never a torn write.
+//! Reading and writing results files. Every write goes through `atomic_file`: a reader (a CI
+//! uploader, a dashboard polling the directory) sees either the old file or the complete new
+//! one, never a torn write.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::{ReportError, ResultsFile};
 
-/// The temporary sibling of `path` a write goes through. It keeps `path`'s extension, because
-/// some writers (the PNG encoder) pick the format from it, and it lives in the same directory,
-/// so that the final `rename` never crosses a filesystem.
-pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
-}
-
-/// Writes `bytes` to `path` through a temporary sibling, fsynced, then renamed over `path`.
+/// Writes `bytes` to `path` atomically (`atomic_file`: a temporary sibling, fsynced, renamed
+/// over `path`, the directory fsynced), naming `path` in the error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let temp = temp_sibling(path);
-    let result = (|| {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(ReportError::io(path, e));
-    }
-    finish_atomic(&temp, path)
-}
-
-/// Renames a completed temporary file over its destination (removing it on failure).
-pub(crate) fn finish_atomic(temp: &Path, path: &Path) -> Result<(), ReportError> {
-    std::fs::rename(temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(temp);
-        ReportError::io(path, e)
-    })
+    atomic_file::write_atomically(path, |w| w.write_all(bytes))
+        .map_err(|e| ReportError::io(path, e))
 }
 
 /// Writes `results` as pretty JSON (with a trailing newline) to `path`, atomically.

@@ -92,7 +92,7 @@ pub fn backend(name: &str, ops_per_sec: &[f64], p50_ns: &[u64], p99_ns: &[u64]) 
                 reserved_bytes: 1 << 20,
             })
             .collect(),
-        alloc_latency_by_size_class: Vec::new(),
+        alloc_latency_by_size_bucket: Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod plots;
 pub mod results;
 pub mod stats;
 pub mod summary_md;
+pub mod table;
 
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -26,6 +27,7 @@ pub use gate::{gate_results, GateOptions, GateReport};
 pub use out_dir::{write_junit, write_out_dir, write_out_dir_with_verdicts};
 pub use results::*;
 pub use stats::Verdict;
+pub use table::{Align, Table};
 
 /// Latency histogram of one (trace, backend, op kind), merged over workers and runs,
 /// in nanoseconds with the clock floor subtracted. Kept beside `ResultsFile` to write

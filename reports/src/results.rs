@@ -1,4 +1,4 @@
-//! results.json, schema 1. Field names are a contract (see DESIGN.md): scripts read them.
+//! results.json, schema 1. Field names are a contract (see docs/formats.md, "results.json"): scripts read them.
 //! New fields are welcome; existing ones keep their names and meaning.
 
 use serde::{Deserialize, Serialize};
@@ -114,9 +114,10 @@ pub struct BackendResult {
     /// Sampled memory over time (from the first measured run).
     #[serde(default)]
     pub memory_series: Vec<MemorySample>,
-    /// Latency per size class (log2 buckets of the request size), alloc only.
-    #[serde(default)]
-    pub alloc_latency_by_size_class: Vec<SizeClassLatency>,
+    /// Alloc latency per size bucket (log2 of the request size; not the allocators' size
+    /// classes). The JSON name predates the distinction and is a contract.
+    #[serde(default, rename = "alloc_latency_by_size_class")]
+    pub alloc_latency_by_size_bucket: Vec<SizeBucketLatency>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,7 +161,7 @@ pub struct MemorySample {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SizeClassLatency {
+pub struct SizeBucketLatency {
     /// Requests of `[2^log2, 2^(log2+1))` bytes.
     pub size_log2: u32,
     pub latency: LatencySummary,

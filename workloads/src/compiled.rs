@@ -91,4 +91,74 @@ impl CompiledTrace {
             })
             .sum()
     }
+
+    /// The ops with `seq < events` of every thread: a valid trace on its own, since an op
+    /// only ever waits for ops with a smaller sequence number. `peak_live_bytes` stays the
+    /// whole trace's (an upper bound for the prefix).
+    pub fn prefix(&self, events: u64) -> CompiledTrace {
+        if events >= self.event_count {
+            return self.clone();
+        }
+        let threads = self
+            .threads
+            .iter()
+            .map(|t| {
+                let n = t.ops.partition_point(|op| (op.seq as u64) < events);
+                ThreadOps {
+                    trace_thread: t.trace_thread,
+                    ops: t.ops[..n].to_vec(),
+                    times_ns: t.times_ns.as_ref().map(|v| v[..n].to_vec()),
+                }
+            })
+            .filter(|t| !t.ops.is_empty())
+            .collect();
+        CompiledTrace {
+            threads,
+            slot_count: self.slot_count,
+            event_count: events,
+            streams: self.streams.clone(),
+            peak_live_bytes: self.peak_live_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One thread allocating and freeing one 64-byte block, `events` events in all,
+    /// through the compiler.
+    fn alternating_trace(events: u64) -> CompiledTrace {
+        let event = |i: u64| crate::Event {
+            thread: 0,
+            time_ns: None,
+            op: if i.is_multiple_of(2) {
+                OpKind::Alloc
+            } else {
+                OpKind::Free
+            },
+            ptr: 0x1000,
+            size: if i.is_multiple_of(2) { 64 } else { 0 },
+            align: 0,
+            old_ptr: 0,
+            stream: None,
+            device: None,
+            line: i + 2,
+        };
+        crate::compile(
+            std::path::Path::new("alternating"),
+            (0..events).map(event),
+            false,
+        )
+        .expect("a valid trace")
+    }
+
+    #[test]
+    fn prefix_keeps_only_earlier_ops() {
+        let trace = alternating_trace(100);
+        let p = trace.prefix(10);
+        assert_eq!(p.event_count, 10);
+        assert_eq!(p.threads[0].ops.len(), 10);
+        assert!(p.threads[0].ops.iter().all(|o| o.seq < 10));
+    }
 }

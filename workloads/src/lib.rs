@@ -10,7 +10,6 @@
 //! The compiler's slot table is the one pointer map after sanitation: statistics take each
 //! event's block facts from it (`StatsCollector::count`) instead of hashing again.
 
-pub mod atomic_file;
 pub mod compiled;
 pub mod compiler;
 pub mod error;
@@ -24,7 +23,6 @@ pub mod record;
 pub mod sanitize;
 pub mod stats;
 
-pub use atomic_file::write_atomically;
 pub use compiled::{CompiledOp, CompiledTrace, ThreadOps};
 pub use compiler::{compile, Compiler};
 pub use error::TraceError;

@@ -3,7 +3,7 @@
 //! - [`record_command`]: run a dynamically linked program with the LD_PRELOAD recorder
 //!   (`libpoolbench_recorder.so`, crate `workloads/recorder`), then put the rows in global
 //!   `time_ns` order and write the trace (`.gz` / `.zst` compress it), atomically.
-//! - [`find_or_build_preload`]: where that library is, building it if need be.
+//!   Finding or building that library is the `replay record` command's job (harness).
 //! - [`RecordingAlloc`]: the same recorder as a Rust `GlobalAlloc` wrapper, for Rust programs
 //!   (statically linked, or to record only Rust-side allocations).
 //!
@@ -14,19 +14,16 @@
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::SystemTime;
 
 #[path = "../recorder/src/sink.rs"]
 mod sink;
 
 /// File name of the LD_PRELOAD recorder library.
 pub const RECORDER_LIB: &str = "libpoolbench_recorder.so";
-/// Environment variable naming the recorder library to use instead of searching for it.
-pub const RECORDER_LIB_ENV: &str = "POOLBENCH_RECORDER_LIB";
 /// Environment variable the recorder writes its rows to (`%p` becomes the pid).
 pub const TRACE_OUT_ENV: &str = "POOLBENCH_TRACE_OUT";
 /// Environment variable restricting recording to processes whose parent has this pid.
@@ -43,13 +40,6 @@ const ZSTD_LEVEL: i32 = 9;
 pub enum RecordError {
     #[error("no command to record")]
     NoCommand,
-    #[error(
-        "cannot find {RECORDER_LIB} (looked in: {searched}) and cannot build it: {reason}; \
-         build it with `cargo build -p poolbench-recorder --release` or set {RECORDER_LIB_ENV}"
-    )]
-    NoRecorder { searched: String, reason: String },
-    #[error("{RECORDER_LIB_ENV}={}: no such file", path.display())]
-    RecorderEnv { path: PathBuf },
     #[error(
         "the recorder path {} contains a space or ':', which LD_PRELOAD cannot express",
         path.display()
@@ -124,162 +114,23 @@ pub fn exit_code(status: ExitStatus) -> i32 {
     }
 }
 
-/// Path of the LD_PRELOAD recorder: `$POOLBENCH_RECORDER_LIB`, else a build next to the
-/// running executable or in its target directory (release, then debug) that is newer than
-/// the recorder's sources (when they are present), else one built now with
-/// `cargo build -p poolbench-recorder --release` into `<target>/poolbench-recorder`
-/// (a directory of its own, so that it works from inside `cargo test`), saying so on stderr.
-pub fn find_or_build_preload() -> Result<PathBuf, RecordError> {
-    if let Some(path) = std::env::var_os(RECORDER_LIB_ENV).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(path);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(RecordError::RecorderEnv { path })
-        };
-    }
-    let workspace = workspace_root();
-    let sources_mtime = workspace
-        .as_deref()
-        .and_then(|ws| newest_mtime(&ws.join("workloads/recorder")));
-    let target = target_dir(workspace.as_deref());
-    let candidates = candidate_paths(target.as_deref());
-    for path in &candidates {
-        let fresh = match (fs::metadata(path).and_then(|m| m.modified()), sources_mtime) {
-            (Ok(built), Some(sources)) => built >= sources,
-            (Ok(_), None) => true,
-            (Err(_), _) => false,
-        };
-        if fresh {
-            return Ok(path.clone());
-        }
-    }
-    let searched = candidates
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (Some(workspace), Some(target)) = (workspace, target) else {
-        return Err(RecordError::NoRecorder {
-            searched,
-            reason: "the poolbench sources are not available".into(),
-        });
-    };
-    build_preload(&workspace, &target.join("poolbench-recorder"))
-        .map_err(|reason| RecordError::NoRecorder { searched, reason })
-}
-
-fn build_preload(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.arg("build")
-        .args(["-p", "poolbench-recorder", "--release", "--manifest-path"])
-        .arg(workspace.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    eprintln!(
-        "poolbench: building the LD_PRELOAD recorder: {} build -p poolbench-recorder --release \
-         --manifest-path {} --target-dir {}",
-        Path::new(&cargo).display(),
-        workspace.join("Cargo.toml").display(),
-        target_dir.display()
-    );
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-    if !status.success() {
-        return Err(format!("cargo build failed ({status})"));
-    }
-    let lib = target_dir.join("release").join(RECORDER_LIB);
-    if lib.is_file() {
-        Ok(lib)
-    } else {
-        Err(format!(
-            "cargo build succeeded but {} is missing",
-            lib.display()
-        ))
-    }
-}
-
-/// The workspace this crate was built from, if its sources are still there.
-fn workspace_root() -> Option<PathBuf> {
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
-    ws.join("workloads/recorder/Cargo.toml")
-        .is_file()
-        .then(|| ws.to_path_buf())
-}
-
-/// The cargo target directory: the running executable's nearest ancestor holding
-/// `CACHEDIR.TAG` (cargo puts one there), else `$CARGO_TARGET_DIR`, else `<workspace>/target`.
-fn target_dir(workspace: Option<&Path>) -> Option<PathBuf> {
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe
-            .ancestors()
-            .skip(1)
-            .find(|d| d.join("CACHEDIR.TAG").is_file())
-        {
-            return Some(dir.to_path_buf());
-        }
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
-        let dir = PathBuf::from(dir);
-        return Some(match workspace {
-            Some(ws) if dir.is_relative() => ws.join(dir),
-            _ => dir,
-        });
-    }
-    workspace.map(|ws| ws.join("target"))
-}
-
-fn candidate_paths(target: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(exe_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        if exe_dir.file_name() == Some(OsStr::new("deps")) {
-            if let Some(profile_dir) = exe_dir.parent() {
-                dirs.push(profile_dir.to_path_buf());
-            }
-        }
-        dirs.push(exe_dir);
-    }
-    if let Some(target) = target {
-        dirs.push(target.join("release"));
-        dirs.push(target.join("debug"));
-        dirs.push(target.join("poolbench-recorder/release"));
-    }
-    let mut seen = BTreeSet::new();
-    dirs.into_iter()
-        .map(|d| d.join(RECORDER_LIB))
-        .filter(|p| seen.insert(p.clone()))
-        .collect()
-}
-
-/// Newest modification time of the recorder's sources (its `src/` and `Cargo.toml`).
-fn newest_mtime(crate_dir: &Path) -> Option<SystemTime> {
-    let mut newest = fs::metadata(crate_dir.join("Cargo.toml"))
-        .and_then(|m| m.modified())
-        .ok()?;
-    for entry in fs::read_dir(crate_dir.join("src")).ok()?.flatten() {
-        if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    Some(newest)
-}
-
-/// Runs `cmd[0]` with arguments `cmd[1..]` under the LD_PRELOAD recorder, waits for it, and
+/// Runs `cmd[0]` with arguments `cmd[1..]` under the LD_PRELOAD recorder `preload`
+/// (`libpoolbench_recorder.so`), waits for it, and
 /// writes its allocation trace to `out` (canonical CSV in `time_ns` order; `.gz` / `.zst`
 /// compress it) through a temporary file renamed into place. The program inherits stdio;
 /// Ctrl-C goes to it, and the trace of what ran is still written. Only the program itself
 /// (and whatever it `exec`s) is recorded, not the processes it starts.
-pub fn record_command(out: &Path, cmd: &[OsString]) -> Result<RecordSummary, RecordError> {
+pub fn record_command(
+    out: &Path,
+    cmd: &[OsString],
+    preload: &Path,
+) -> Result<RecordSummary, RecordError> {
     let (program, args) = cmd.split_first().ok_or(RecordError::NoCommand)?;
-    let preload = find_or_build_preload()?;
     let preload_str = preload.to_string_lossy();
     if preload_str.contains([' ', ':']) {
-        return Err(RecordError::PreloadPath { path: preload });
+        return Err(RecordError::PreloadPath {
+            path: preload.to_path_buf(),
+        });
     }
     let file_name = out
         .file_name()
@@ -332,13 +183,13 @@ pub fn record_command(out: &Path, cmd: &[OsString]) -> Result<RecordSummary, Rec
         }
         Err(e) => return Err(io_err(&raw)(e)),
     };
-    let result = write_ordered(&bytes, &raw, out, &temp_name("tmp"));
+    let result = write_ordered(&bytes, &raw, out);
     let _ = fs::remove_file(&raw);
     let counts = result?;
     let file_bytes = fs::metadata(out).map_err(io_err(out))?.len();
     Ok(RecordSummary {
         out: out.to_path_buf(),
-        preload,
+        preload: preload.to_path_buf(),
         events: counts.events,
         allocs: counts.allocs,
         frees: counts.frees,
@@ -465,17 +316,11 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
     std::str::from_utf8(s).ok()?.parse().ok()
 }
 
-/// Writes the rows of `bytes` in global order to `temp`, compressed as `out`'s extension
-/// asks, then renames `temp` to `out`.
-fn write_ordered(
-    bytes: &[u8],
-    raw_path: &Path,
-    out: &Path,
-    temp: &Path,
-) -> Result<RowCounts, RecordError> {
+/// Writes the rows of `bytes` in global order to `out` (atomically), compressed as `out`'s
+/// extension asks.
+fn write_ordered(bytes: &[u8], raw_path: &Path, out: &Path) -> Result<RowCounts, RecordError> {
     let (rows, counts) = order_rows(bytes, raw_path)?;
-    let write = || -> io::Result<()> {
-        let file = BufWriter::with_capacity(1 << 20, File::create(temp)?);
+    atomic_file::write_atomically(out, |file| -> io::Result<()> {
         let mut w: Box<dyn Write> = match out.extension().and_then(OsStr::to_str) {
             Some("gz") => Box::new(flate2::write::GzEncoder::new(
                 file,
@@ -490,12 +335,9 @@ fn write_ordered(
         }
         w.flush()?;
         drop(w); // finishes the compressed stream
-        fs::rename(temp, out)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(temp);
-        io_err(out)(e)
-    })?;
+        Ok(())
+    })
+    .map_err(io_err(out))?;
     Ok(counts)
 }
 
@@ -754,14 +596,5 @@ mod tests {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
         assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 128 + 9);
-    }
-
-    #[test]
-    fn candidates_include_release_and_debug() {
-        let c = candidate_paths(Some(Path::new("/t")));
-        assert!(c.contains(&PathBuf::from("/t/release").join(RECORDER_LIB)));
-        assert!(c.contains(&PathBuf::from("/t/debug").join(RECORDER_LIB)));
-        let unique: BTreeSet<_> = c.iter().collect();
-        assert_eq!(unique.len(), c.len());
     }
 }

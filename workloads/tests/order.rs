@@ -1,4 +1,4 @@
-//! The global order of canonical CSV with `time_ns` (DESIGN.md: a stable sort by time) and
+//! The global order of canonical CSV with `time_ns` (docs/formats.md: a stable sort by time) and
 //! what holding the events for it costs.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use workloads::gen::{generate, GenKind, GenParams};
 use workloads::{read_events, read_ordered_events, CsvWriter, Event, OpKind};
 
-/// The order as DESIGN.md states it, computed the obvious way: every event in memory,
+/// The order as docs/formats.md states it, computed the obvious way: every event in memory,
 /// stably sorted by time.
 fn reference_order(path: &Path) -> Vec<Event> {
     let mut all: Vec<Event> = read_events(path).unwrap().map(Result::unwrap).collect();

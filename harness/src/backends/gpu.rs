@@ -14,20 +14,19 @@
 //! - `sim-upstream`: the simulated device alone, one upstream call per op (what
 //!   `cuda-malloc` does to a real device).
 //!
-//! Allocations beyond the capacity fail (counted as `alloc_failures`). For both, the
-//! harness also reports `min_capacity_bytes` ([`min_capacity_bytes`]).
+//! Allocations beyond the capacity fail (counted as `alloc_failures`). Both have a capacity
+//! (`BackendFactory::capacity_step_bytes`), so the replay also reports their
+//! `min_capacity_bytes` (`engine::capacity`).
 //!
 //! The pool backends use the user's `--config` when it is a GPU config (memory type not
 //! `host`), else `PoolConfig::default_gpu()`.
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::{AddressSpace, Backend, Unavailable};
+use crate::backends::{AddressSpace, Backend, Unavailable};
 use pools::gpu::{DeviceUpstream, GpuPool, SimulatedDevice, StreamId};
 use pools::{AllocFlags, MemoryPool, MemoryType, PoolConfig};
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use workloads::compiled::CompiledTrace;
-use workloads::event::OpKind;
 
 /// The pool config GPU pool backends use (see the module docs).
 pub fn gpu_config(setup: &BackendSetup) -> PoolConfig {
@@ -205,9 +204,7 @@ impl BackendFactory for SimGpuPoolFactory {
 
     fn create(&self, setup: &BackendSetup) -> Result<GpuPoolBackend, String> {
         let capacity = simulated_capacity(setup).map_err(|u| u.0)?;
-        GpuPool::simulated("sim-gpu-pool", gpu_config(setup), capacity)
-            .map(GpuPoolBackend::new)
-            .map_err(|e| e.to_string())
+        self.create_with_capacity(setup, capacity)
     }
 
     fn reserved_source(&self) -> &'static str {
@@ -216,6 +213,20 @@ impl BackendFactory for SimGpuPoolFactory {
 
     fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
         Some(gpu_config(setup).summary())
+    }
+
+    fn capacity_step_bytes(&self) -> Option<u64> {
+        Some(pools::gpu::SIMULATED_GRANULARITY_BYTES)
+    }
+
+    fn create_with_capacity(
+        &self,
+        setup: &BackendSetup,
+        capacity_bytes: u64,
+    ) -> Result<GpuPoolBackend, String> {
+        GpuPool::simulated("sim-gpu-pool", gpu_config(setup), capacity_bytes)
+            .map(GpuPoolBackend::new)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -249,137 +260,18 @@ impl BackendFactory for SimUpstreamFactory {
     fn reserved_source(&self) -> &'static str {
         "device"
     }
-}
 
-// ---------------------------------------------------------------- smallest capacity
+    fn capacity_step_bytes(&self) -> Option<u64> {
+        Some(pools::gpu::SIMULATED_GRANULARITY_BYTES)
+    }
 
-/// One op of the trace in global order, as the capacity search replays it.
-#[derive(Clone, Copy)]
-struct SeqOp {
-    slot: u32,
-    kind: OpKind,
-    size: u64,
-    align: usize,
-    stream: u16,
-}
-
-/// The trace's ops in global order.
-fn global_order(trace: &CompiledTrace) -> Vec<SeqOp> {
-    let mut ops: Vec<(u32, SeqOp)> = trace
-        .threads
-        .iter()
-        .flat_map(|t| t.ops.iter())
-        .map(|o| {
-            (
-                o.seq,
-                SeqOp {
-                    slot: o.slot,
-                    kind: o.kind,
-                    size: o.size,
-                    align: o.align(),
-                    stream: o.stream,
-                },
-            )
-        })
-        .collect();
-    ops.sort_unstable_by_key(|&(seq, _)| seq);
-    ops.into_iter().map(|(_, o)| o).collect()
-}
-
-/// Replay `ops` single-threaded against a fresh backend; true when no allocation failed.
-fn replays_without_failure<B: Backend>(backend: &B, ops: &[SeqOp], slots: usize) -> bool {
-    let mut live: Vec<(usize, usize)> = vec![(0, 0); slots];
-    let mut ok = true;
-    for op in ops {
-        let slot = &mut live[op.slot as usize];
-        match op.kind {
-            OpKind::Alloc => {
-                let a = backend.alloc(op.size as usize, op.align, op.stream);
-                if a == 0 {
-                    ok = false;
-                    break;
-                }
-                *slot = (a, op.size as usize);
-            }
-            OpKind::Free => {
-                if slot.0 != 0 {
-                    // SAFETY: a non-zero entry of `live` is a live block of this backend,
-                    // set by the op that allocated it and cleared here.
-                    unsafe { backend.free(slot.0, slot.1, op.stream) };
-                }
-                *slot = (0, 0);
-            }
-            OpKind::Realloc => {
-                // SAFETY: `slot` is 0 or a live block of `slot.1` bytes (as above).
-                let a = unsafe {
-                    backend.realloc(slot.0, slot.1, op.size as usize, op.align, op.stream)
-                };
-                if a == 0 {
-                    ok = false;
-                    break;
-                }
-                *slot = (a, op.size as usize);
-            }
-        }
+    fn create_with_capacity(
+        &self,
+        _setup: &BackendSetup,
+        capacity_bytes: u64,
+    ) -> Result<SimUpstreamBackend, String> {
+        Ok(SimUpstreamBackend::new(capacity_bytes))
     }
-    // Free what is left so that dropping the backend does not report leaks.
-    for &(a, s) in &live {
-        if a != 0 {
-            // SAFETY: each non-zero entry is still a live block (as above).
-            unsafe { backend.free(a, s, 0) };
-        }
-    }
-    ok
-}
-
-/// The smallest simulated capacity at which `backend` (`sim-gpu-pool` or `sim-upstream`)
-/// replays `trace` with no allocation failure, to the device granularity (512 B), found by
-/// bisection over the alloc/free sequence in global order, single-threaded, on a fresh
-/// simulated device per probe. `None` for other backends, or when even 1 PiB fails.
-///
-/// Fragmentation need not be monotone in the capacity; bisection finds a capacity that
-/// works with every probed smaller one failing, which is the figure users ask for.
-pub fn min_capacity_bytes(
-    backend: &str,
-    trace: &CompiledTrace,
-    setup: &BackendSetup,
-) -> Option<u64> {
-    let ops = global_order(trace);
-    let slots = trace.slot_count as usize;
-    let config = gpu_config(setup);
-    let works = |capacity: u64| -> bool {
-        match backend {
-            "sim-gpu-pool" => GpuPool::simulated("min-capacity", config.clone(), capacity)
-                .is_ok_and(|p| replays_without_failure(&GpuPoolBackend::new(p), &ops, slots)),
-            "sim-upstream" => {
-                replays_without_failure(&SimUpstreamBackend::new(capacity), &ops, slots)
-            }
-            _ => false,
-        }
-    };
-    if !matches!(backend, "sim-gpu-pool" | "sim-upstream") {
-        return None;
-    }
-    const STEP: u64 = pools::gpu::SIMULATED_GRANULARITY_BYTES;
-    let mut hi = trace.peak_live_bytes.max(1).next_multiple_of(STEP);
-    while !works(hi) {
-        if hi >= 1 << 50 {
-            return None;
-        }
-        hi *= 2;
-    }
-    // Invariant: `works(hi)`, and every capacity <= `lo` probed so far failed (or is 0).
-    let mut lo = 0;
-    while hi - lo > STEP {
-        let mid = (lo + (hi - lo) / 2) / STEP * STEP;
-        let mid = mid.max(lo + STEP);
-        if works(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    Some(hi)
 }
 
 // ---------------------------------------------------------------- CUDA

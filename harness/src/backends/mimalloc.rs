@@ -8,7 +8,7 @@
 //! and `mi_collect(true)` at creation returns what it can.
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::Backend;
+use crate::backends::Backend;
 use libc::c_void;
 use libmimalloc_sys as mi;
 

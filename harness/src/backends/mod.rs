@@ -6,18 +6,22 @@
 //! of [`registry`] whose `run_once` calls the engine monomorphised for that backend type:
 //! dynamic dispatch happens once per run, never per op.
 //!
+//! The [`Backend`] trait itself (what the engine calls per op) is in `interface.rs`.
+//!
 //! To add a backend: implement `Backend` for its type, a `BackendFactory` for a unit
 //! struct, and append `&ThatFactory` to `REGISTRY` below.
 
 pub mod gpu;
+mod interface;
 pub mod mimalloc;
 pub mod null;
 pub mod pool;
 pub mod system;
 
-use crate::backend::{Backend, Unavailable};
 use crate::engine::{self, EngineError, PassOptions, ReplayPlan, RunMeasurement};
+pub use interface::{AddressSpace, Backend, Unavailable};
 use pools::PoolConfig;
+use workloads::CompiledTrace;
 
 /// What every backend of one replay is built from.
 #[derive(Debug, Clone)]
@@ -75,6 +79,23 @@ pub trait BackendFactory: Sync {
     fn config_summary(&self, _setup: &BackendSetup) -> Option<String> {
         None
     }
+
+    /// For backends whose memory limit is a parameter (a simulated device): the step, in
+    /// bytes, in which the limit is searched. `Some` makes the replay report the trace's
+    /// `min_capacity_bytes`, found with [`BackendFactory::create_with_capacity`].
+    fn capacity_step_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// A fresh backend limited to `capacity_bytes` (called only when
+    /// `capacity_step_bytes` is `Some`).
+    fn create_with_capacity(
+        &self,
+        _setup: &BackendSetup,
+        _capacity_bytes: u64,
+    ) -> Result<Self::Backend, String> {
+        Err(format!("{} has no capacity to set", self.name()))
+    }
 }
 
 /// A registry entry: a factory with its backend type erased.
@@ -85,6 +106,10 @@ pub trait RegisteredBackend: Sync {
     fn check_available(&self, setup: &BackendSetup) -> Result<(), Unavailable>;
     fn reserved_source(&self) -> &'static str;
     fn config_summary(&self, setup: &BackendSetup) -> Option<String>;
+    /// The smallest capacity at which the backend replays `trace` with no allocation
+    /// failure (see [`BackendFactory::capacity_step_bytes`]); `None` for backends without
+    /// a capacity, or when no capacity works.
+    fn min_capacity_bytes(&self, setup: &BackendSetup, trace: &CompiledTrace) -> Option<u64>;
     /// One run (throughput pass + timed pass, a fresh backend each) of `plan`.
     fn run_once(
         &self,
@@ -112,6 +137,12 @@ impl<F: BackendFactory> RegisteredBackend for F {
     }
     fn config_summary(&self, setup: &BackendSetup) -> Option<String> {
         BackendFactory::config_summary(self, setup)
+    }
+    fn min_capacity_bytes(&self, setup: &BackendSetup, trace: &CompiledTrace) -> Option<u64> {
+        let step_bytes = self.capacity_step_bytes()?;
+        engine::capacity::min_capacity_bytes(trace, step_bytes, |capacity_bytes| {
+            self.create_with_capacity(setup, capacity_bytes).ok()
+        })
     }
     fn run_once(
         &self,
@@ -158,24 +189,73 @@ pub fn known_names() -> String {
         .join(", ")
 }
 
-/// Resolve `--backends` (empty = the default set), rejecting unknown names and duplicates.
-pub fn resolve(names: &[String]) -> Result<Vec<&'static dyn RegisteredBackend>, String> {
-    if names.is_empty() {
-        return Ok(REGISTRY
-            .iter()
-            .copied()
-            .filter(|b| b.in_default_set())
-            .collect());
-    }
-    let mut out: Vec<&'static dyn RegisteredBackend> = Vec::new();
-    for name in names {
-        let name = name.trim();
-        let backend = find(name)
-            .ok_or_else(|| format!("unknown backend '{name}' (known: {})", known_names()))?;
-        if out.iter().any(|b| b.name() == backend.name()) {
-            return Err(format!("backend '{name}' is listed twice"));
+/// The backends one replay runs: resolved once from their names, at the edge (the command
+/// line), and taken as they are by the replay functions.
+#[derive(Clone)]
+pub struct BackendSelection {
+    backends: Vec<&'static dyn RegisteredBackend>,
+}
+
+impl BackendSelection {
+    /// What `replay` runs when `--backends` is not given: every backend of the default set.
+    pub fn default_set() -> Self {
+        BackendSelection {
+            backends: REGISTRY
+                .iter()
+                .copied()
+                .filter(|b| b.in_default_set())
+                .collect(),
         }
-        out.push(backend);
     }
-    Ok(out)
+
+    /// `--backends` (empty = the default set), rejecting unknown names and duplicates.
+    pub fn resolve(names: &[String]) -> Result<Self, String> {
+        if names.is_empty() {
+            return Ok(Self::default_set());
+        }
+        let mut backends: Vec<&'static dyn RegisteredBackend> = Vec::new();
+        for name in names {
+            let name = name.trim();
+            let backend = find(name)
+                .ok_or_else(|| format!("unknown backend '{name}' (known: {})", known_names()))?;
+            if backends.iter().any(|b| b.name() == backend.name()) {
+                return Err(format!("backend '{name}' is listed twice"));
+            }
+            backends.push(backend);
+        }
+        Ok(BackendSelection { backends })
+    }
+
+    /// Exactly these backends, registered or not (tests, experiments).
+    pub fn of(backends: Vec<&'static dyn RegisteredBackend>) -> Self {
+        BackendSelection { backends }
+    }
+
+    /// Append `backend` unless a backend of that name is selected already.
+    pub fn add(&mut self, backend: &'static dyn RegisteredBackend) {
+        if !self.backends.iter().any(|b| b.name() == backend.name()) {
+            self.backends.push(backend);
+        }
+    }
+
+    /// The backends, in the order tables list them.
+    pub fn backends(&self) -> &[&'static dyn RegisteredBackend] {
+        &self.backends
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.backends.iter().map(|b| b.name()).collect()
+    }
+}
+
+impl Default for BackendSelection {
+    fn default() -> Self {
+        Self::default_set()
+    }
+}
+
+impl std::fmt::Debug for BackendSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.names()).finish()
+    }
 }

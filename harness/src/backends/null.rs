@@ -2,7 +2,7 @@
 //! figures are the engine's own cost per op (slot table, waits, loop, clock reads).
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::{AddressSpace, Backend};
+use crate::backends::{AddressSpace, Backend};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -9,7 +9,7 @@
 //! bytes come from the pool's statistics (`reserved_bytes`, `peak_reserved_bytes`).
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::Backend;
+use crate::backends::Backend;
 use pools::{AllocFlags, AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
 use std::ptr::NonNull;
 

@@ -15,7 +15,7 @@
 //! (`rss` where there is no `mallinfo2`).
 
 use super::{BackendFactory, BackendSetup};
-use crate::backend::Backend;
+use crate::backends::Backend;
 use libc::c_void;
 
 /// Alignment `malloc` guarantees (16 on 64-bit glibc and musl).

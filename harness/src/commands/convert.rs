@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use workloads::{read_ordered_events, write_atomically, CsvWriter, TraceError};
+use atomic_file::write_atomically;
+use workloads::{read_ordered_events, CsvWriter, TraceError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

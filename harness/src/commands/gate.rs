@@ -12,7 +12,8 @@ use reports::gate::{GateOptions, DEFAULT_REFERENCE_BACKEND, MIN_GATE_RUNS};
 use reports::{gate_results, read_results_json, RunArtifacts};
 
 use super::compare::StatArgs;
-use crate::replay::{replay_traces, ReplayOptions};
+use crate::backends::BackendSelection;
+use crate::runner::{replay_traces, ReplayOptions};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -80,7 +81,9 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             backends.insert(args.reference.clone());
             let opts = ReplayOptions {
                 traces: args.traces.clone(),
-                backends: backends.into_iter().collect(),
+                backends: BackendSelection::resolve(&backends.into_iter().collect::<Vec<_>>())
+                    .map_err(anyhow::Error::msg)
+                    .context("replay for the gate failed")?,
                 threads: args.threads,
                 runs: args.runs,
                 quiet: true,

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use atomic_file::write_atomically;
 use workloads::gen::{generate, GenKind, GenParams};
-use workloads::{write_atomically, CsvWriter};
+use workloads::CsvWriter;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         events: args.events,
         threads: args.threads,
     };
-    let written = write_atomically(&args.output, |out| {
+    let written = write_atomically(&args.output, |out| -> std::io::Result<_> {
         let mut w = CsvWriter::new(out)?;
         let mut result = Ok(());
         generate(args.kind, &params, &mut |e| {

@@ -3,11 +3,32 @@
 //!
 //! Exits with the program's exit code (128 + signal if a signal ended it), or 2 when the
 //! arguments are wrong or nothing could be recorded.
+//!
+//! Finding the recorder library (or building it with cargo when this binary runs from a
+//! checkout) is this command's job; recording itself is `workloads::record`.
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::SystemTime;
 
-use workloads::record::{record_command, RecordSummary};
+use workloads::record::{record_command, RecordSummary, RECORDER_LIB};
+
+/// Environment variable naming the recorder library to use instead of searching for it.
+pub const RECORDER_LIB_ENV: &str = "POOLBENCH_RECORDER_LIB";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FindRecorderError {
+    #[error(
+        "cannot find {RECORDER_LIB} (looked in: {searched}) and cannot build it: {reason}; \
+         build it with `cargo build -p poolbench-recorder --release` or set {RECORDER_LIB_ENV}"
+    )]
+    NotFound { searched: String, reason: String },
+    #[error("{RECORDER_LIB_ENV}={}: no such file", path.display())]
+    EnvPath { path: PathBuf },
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,7 +47,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let summary = record_command(&args.out, &args.command)?;
+    let preload = find_or_build_preload()?;
+    let summary = record_command(&args.out, &args.command, &preload)?;
     eprintln!("{}", summary_text(&summary));
     Ok(summary.exit_code())
 }
@@ -51,4 +73,163 @@ fn summary_text(s: &RecordSummary) -> String {
         ));
     }
     text
+}
+
+/// Path of the LD_PRELOAD recorder: `$POOLBENCH_RECORDER_LIB`, else a build next to the
+/// running executable or in its target directory (release, then debug) that is newer than
+/// the recorder's sources (when they are present), else one built now with
+/// `cargo build -p poolbench-recorder --release` into `<target>/poolbench-recorder`
+/// (a directory of its own, so that it works from inside `cargo test`), saying so on stderr.
+pub fn find_or_build_preload() -> Result<PathBuf, FindRecorderError> {
+    if let Some(path) = std::env::var_os(RECORDER_LIB_ENV).filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(FindRecorderError::EnvPath { path })
+        };
+    }
+    let workspace = workspace_root();
+    let sources_mtime = workspace
+        .as_deref()
+        .and_then(|ws| newest_mtime(&ws.join("workloads/recorder")));
+    let target = target_dir(workspace.as_deref());
+    let candidates = candidate_paths(target.as_deref());
+    for path in &candidates {
+        let fresh = match (fs::metadata(path).and_then(|m| m.modified()), sources_mtime) {
+            (Ok(built), Some(sources)) => built >= sources,
+            (Ok(_), None) => true,
+            (Err(_), _) => false,
+        };
+        if fresh {
+            return Ok(path.clone());
+        }
+    }
+    let searched = candidates
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (Some(workspace), Some(target)) = (workspace, target) else {
+        return Err(FindRecorderError::NotFound {
+            searched,
+            reason: "the poolbench sources are not available".into(),
+        });
+    };
+    build_preload(&workspace, &target.join("poolbench-recorder"))
+        .map_err(|reason| FindRecorderError::NotFound { searched, reason })
+}
+
+fn build_preload(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build")
+        .args(["-p", "poolbench-recorder", "--release", "--manifest-path"])
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    eprintln!(
+        "poolbench: building the LD_PRELOAD recorder: {} build -p poolbench-recorder --release \
+         --manifest-path {} --target-dir {}",
+        Path::new(&cargo).display(),
+        workspace.join("Cargo.toml").display(),
+        target_dir.display()
+    );
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
+    if !status.success() {
+        return Err(format!("cargo build failed ({status})"));
+    }
+    let lib = target_dir.join("release").join(RECORDER_LIB);
+    if lib.is_file() {
+        Ok(lib)
+    } else {
+        Err(format!(
+            "cargo build succeeded but {} is missing",
+            lib.display()
+        ))
+    }
+}
+
+/// The workspace this binary was built from, if its sources are still there.
+fn workspace_root() -> Option<PathBuf> {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    ws.join("workloads/recorder/Cargo.toml")
+        .is_file()
+        .then(|| ws.to_path_buf())
+}
+
+/// The cargo target directory: the running executable's nearest ancestor holding
+/// `CACHEDIR.TAG` (cargo puts one there), else `$CARGO_TARGET_DIR`, else `<workspace>/target`.
+fn target_dir(workspace: Option<&Path>) -> Option<PathBuf> {
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe
+            .ancestors()
+            .skip(1)
+            .find(|d| d.join("CACHEDIR.TAG").is_file())
+        {
+            return Some(dir.to_path_buf());
+        }
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return Some(match workspace {
+            Some(ws) if dir.is_relative() => ws.join(dir),
+            _ => dir,
+        });
+    }
+    workspace.map(|ws| ws.join("target"))
+}
+
+fn candidate_paths(target: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        if exe_dir.file_name() == Some(OsStr::new("deps")) {
+            if let Some(profile_dir) = exe_dir.parent() {
+                dirs.push(profile_dir.to_path_buf());
+            }
+        }
+        dirs.push(exe_dir);
+    }
+    if let Some(target) = target {
+        dirs.push(target.join("release"));
+        dirs.push(target.join("debug"));
+        dirs.push(target.join("poolbench-recorder/release"));
+    }
+    let mut seen = BTreeSet::new();
+    dirs.into_iter()
+        .map(|d| d.join(RECORDER_LIB))
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// Newest modification time of the recorder's sources (its `src/` and `Cargo.toml`).
+fn newest_mtime(crate_dir: &Path) -> Option<SystemTime> {
+    let mut newest = fs::metadata(crate_dir.join("Cargo.toml"))
+        .and_then(|m| m.modified())
+        .ok()?;
+    for entry in fs::read_dir(crate_dir.join("src")).ok()?.flatten() {
+        if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    Some(newest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_include_release_and_debug() {
+        let c = candidate_paths(Some(Path::new("/t")));
+        assert!(c.contains(&PathBuf::from("/t/release").join(RECORDER_LIB)));
+        assert!(c.contains(&PathBuf::from("/t/debug").join(RECORDER_LIB)));
+        let unique: BTreeSet<_> = c.iter().collect();
+        assert_eq!(unique.len(), c.len());
+    }
 }

@@ -4,12 +4,14 @@
 //! else, and the human output goes to stderr (unless `--quiet`).
 
 use super::EXIT_USAGE;
-use crate::backends;
+use crate::backends::gpu::{SimGpuPoolFactory, SimUpstreamFactory};
+use crate::backends::pool::PoolAsConfiguredFactory;
+use crate::backends::BackendSelection;
 use crate::engine::{Pace, Touch};
-use crate::replay::{replay_traces, ReplayOptions};
+use crate::runner::{replay_traces, ReplayOptions};
 use anyhow::Context;
 use pools::PoolConfig;
-use reports::{format, BackendResult, ResultsFile, Status, TraceResult};
+use reports::{format, Align, BackendResult, ResultsFile, Status, Table, TraceResult};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -84,23 +86,28 @@ pub fn load_config(arg: Option<&str>) -> anyhow::Result<(PoolConfig, String)> {
 /// The library options these arguments ask for.
 pub fn options(args: &Args) -> anyhow::Result<ReplayOptions> {
     let (config, config_source) = load_config(args.config.as_deref())?;
-    backends::resolve(&args.backends).map_err(anyhow::Error::msg)?;
+    let mut backends = BackendSelection::resolve(&args.backends).map_err(anyhow::Error::msg)?;
     for trace in &args.traces {
         if !trace.is_file() {
             anyhow::bail!("{}: no such trace file", trace.display());
         }
     }
-    let mut backend_names = args.backends.clone();
-    if backend_names.is_empty() && args.config.is_some() {
+    if args.backends.is_empty() && args.config.is_some() {
         // A config given explicitly is also replayed exactly as written (`pool`), beside
         // the default set (whose pool backends override its allocator kind).
-        backend_names.push("pool".to_owned());
-        let defaults = backends::resolve(&[]).map_err(anyhow::Error::msg)?;
-        backend_names.extend(defaults.iter().map(|b| b.name().to_owned()));
+        let defaults = backends;
+        backends = BackendSelection::of(vec![&PoolAsConfiguredFactory]);
+        for &backend in defaults.backends() {
+            backends.add(backend);
+        }
+    }
+    if args.simulate_gpu.is_some() {
+        backends.add(&SimGpuPoolFactory);
+        backends.add(&SimUpstreamFactory);
     }
     Ok(ReplayOptions {
         traces: args.traces.clone(),
-        backends: backend_names,
+        backends,
         config,
         config_source,
         threads: args.threads.map(|t| t as usize),
@@ -210,11 +217,12 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
         "peak reserved (x ideal)",
         "failures",
     ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
+    // Backend and status left-aligned, the figures right-aligned.
+    let mut table = Table::new(&header).align_from(2, Align::Right);
     let mut notes = Vec::new();
     for r in &trace.results {
         match r.status {
-            Status::Ok => rows.push(row(r, trace.peak_live_bytes)),
+            Status::Ok => table.row(row(r, trace.peak_live_bytes)),
             Status::Skipped | Status::Failed => {
                 let status = if r.status == Status::Skipped {
                     "skipped"
@@ -228,11 +236,11 @@ fn render_trace(out: &mut String, results: &ResultsFile, trace: &TraceResult, wo
                 ));
                 let mut cells = vec![r.backend.clone(), status.to_owned()];
                 cells.resize(header.len(), "-".to_owned());
-                rows.push(cells);
+                table.row(cells);
             }
         }
     }
-    out.push_str(&table(&rows));
+    out.push_str(&table.text());
     for note in notes {
         let _ = writeln!(out, "  {note}");
     }
@@ -294,38 +302,4 @@ fn short_ops(v: f64) -> String {
     } else {
         format!("{v:.0}")
     }
-}
-
-/// Left-aligned first two columns, right-aligned numbers, two spaces between columns.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            let pad = widths[c].saturating_sub(cell.chars().count());
-            if c > 0 {
-                line.push_str("  ");
-            }
-            if c < 2 {
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad));
-            } else {
-                line.extend(std::iter::repeat_n(' ', pad));
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use reports::{Align, Table};
 use workloads::{trace_stats_of, TraceStats};
 
 #[derive(Debug, clap::Args)]
@@ -81,36 +82,71 @@ fn table(path: &str, format: &str, s: &TraceStats) -> String {
             ),
         ),
     ];
+    let mut summary = Table::new(&[]);
     for (k, v) in rows {
-        let _ = writeln!(o, "{k:<20} {v}");
+        summary.row(vec![k.to_owned(), v]);
     }
+    o.push_str(&summary.text());
+
     let _ = writeln!(o, "\nsize histogram (requested bytes)");
     let max = s.size_histogram.iter().map(|b| b.count).max().unwrap_or(1);
+    // min .. max, count, bar
+    let mut histogram = Table::new(&[])
+        .indent(2)
+        .align(0, Align::Right)
+        .align(3, Align::Right);
     for b in &s.size_histogram {
-        let bar = "#".repeat(((b.count * 40).div_ceil(max)) as usize);
-        let _ = writeln!(
-            o,
-            "  {:>12} .. {:<12} {:>12}  {bar}",
-            b.min_bytes, b.max_bytes, b.count
-        );
+        histogram.row(vec![
+            b.min_bytes.to_string(),
+            "..".to_owned(),
+            b.max_bytes.to_string(),
+            b.count.to_string(),
+            "#".repeat(((b.count * 40).div_ceil(max)) as usize),
+        ]);
     }
-    let _ = writeln!(
-        o,
-        "\nper thread\n  {:>20} {:>12} {:>12} {:>12} {:>12} {:>12}",
-        "thread", "events", "allocs", "frees", "reallocs", "cross frees"
-    );
+    o.push_str(&histogram.text());
+
+    let _ = writeln!(o, "\nper thread");
+    let mut threads = Table::new(&[
+        "thread",
+        "events",
+        "allocs",
+        "frees",
+        "reallocs",
+        "cross frees",
+    ])
+    .indent(2)
+    .align_from(0, Align::Right);
     for t in &s.per_thread {
-        let _ = writeln!(
-            o,
-            "  {:>20} {:>12} {:>12} {:>12} {:>12} {:>12}",
-            t.thread, t.events, t.allocs, t.frees, t.reallocs, t.cross_thread_frees
+        threads.row(
+            [
+                t.thread,
+                t.events,
+                t.allocs,
+                t.frees,
+                t.reallocs,
+                t.cross_thread_frees,
+            ]
+            .iter()
+            .map(u64::to_string)
+            .collect(),
         );
     }
+    o.push_str(&threads.text());
     if !s.streams.is_empty() {
         let _ = writeln!(o, "\nstreams");
+        let mut streams = Table::new(&[])
+            .indent(2)
+            .align_from(0, Align::Right)
+            .align(2, Align::Left);
         for st in &s.streams {
-            let _ = writeln!(o, "  {:>#20x} {:>12} events", st.stream, st.events);
+            streams.row(vec![
+                format!("{:#x}", st.stream),
+                st.events.to_string(),
+                "events".to_owned(),
+            ]);
         }
+        o.push_str(&streams.text());
     }
     o
 }

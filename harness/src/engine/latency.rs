@@ -1,24 +1,25 @@
-//! Latency histograms: per op kind and per alloc size class, recorded per worker and
+//! Latency histograms: per op kind and per alloc size bucket, recorded per worker and
 //! merged (never averaged) across workers and runs with `Histogram::add`.
 
 use hdrhistogram::Histogram;
-use reports::{LatencySet, LatencySummary, SizeClassLatency};
+use reports::{LatencySet, LatencySummary, SizeBucketLatency};
 
 /// Largest latency a histogram resolves (one minute); larger samples are clamped to it.
 const MAX_TRACKED_NS: u64 = 60_000_000_000;
 /// Significant digits of the per-op-kind histograms (0.1 % resolution).
 const OP_SIGFIG: u8 = 3;
-/// Per-size-class histograms are many; 1 % resolution keeps them small.
-const SIZE_CLASS_SIGFIG: u8 = 2;
+/// Per-size-bucket histograms are many; 1 % resolution keeps them small.
+const SIZE_BUCKET_SIGFIG: u8 = 2;
 
 fn new_histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_TRACKED_NS, sigfig)
         .expect("constant histogram bounds are valid")
 }
 
-/// Log2 size class of a request: `[2^k, 2^(k+1))` is class `k`; 0 and 1 byte are class 0.
+/// Log2 size bucket of a request: `[2^k, 2^(k+1))` is bucket `k`; 0 and 1 byte are bucket 0.
+/// (Size buckets only group latencies; they are not the allocators' size buckets.)
 #[inline]
-pub fn size_class_log2(size_bytes: u64) -> u32 {
+pub fn size_bucket_log2(size_bytes: u64) -> u32 {
     63 - (size_bytes | 1).leading_zeros()
 }
 
@@ -28,37 +29,37 @@ pub struct LatencyHistograms {
     pub alloc: Histogram<u64>,
     pub free: Histogram<u64>,
     pub realloc: Histogram<u64>,
-    /// Alloc latency per size class, ascending by class; only classes the trace uses.
-    pub alloc_by_size_class: Vec<(u32, Histogram<u64>)>,
-    /// Index into `alloc_by_size_class` for each log2 class (`u8::MAX` = not present).
-    class_index: [u8; 64],
+    /// Alloc latency per size bucket, ascending by bucket; only buckets the trace uses.
+    pub alloc_by_size_bucket: Vec<(u32, Histogram<u64>)>,
+    /// Index into `alloc_by_size_bucket` for each log2 bucket (`u8::MAX` = not present).
+    bucket_index: [u8; 64],
 }
 
 impl LatencyHistograms {
-    /// Empty histograms for a trace whose alloc/realloc requests fall in `size_classes`
-    /// (ascending log2 classes). Allocates everything recording will ever need.
-    pub fn new(size_classes: &[u32]) -> Self {
-        let mut class_index = [u8::MAX; 64];
-        for (i, &class) in size_classes.iter().enumerate() {
-            class_index[class as usize] = i as u8;
+    /// Empty histograms for a trace whose alloc/realloc requests fall in `size_buckets`
+    /// (ascending log2 buckets). Allocates everything recording will ever need.
+    pub fn new(size_buckets: &[u32]) -> Self {
+        let mut bucket_index = [u8::MAX; 64];
+        for (i, &bucket) in size_buckets.iter().enumerate() {
+            bucket_index[bucket as usize] = i as u8;
         }
         LatencyHistograms {
             alloc: new_histogram(OP_SIGFIG),
             free: new_histogram(OP_SIGFIG),
             realloc: new_histogram(OP_SIGFIG),
-            alloc_by_size_class: size_classes
+            alloc_by_size_bucket: size_buckets
                 .iter()
-                .map(|&c| (c, new_histogram(SIZE_CLASS_SIGFIG)))
+                .map(|&c| (c, new_histogram(SIZE_BUCKET_SIGFIG)))
                 .collect(),
-            class_index,
+            bucket_index,
         }
     }
 
     #[inline]
     pub fn record_alloc(&mut self, size_bytes: u64, latency_ns: u64) {
         self.alloc.saturating_record(latency_ns);
-        let index = self.class_index[size_class_log2(size_bytes) as usize];
-        if let Some((_, h)) = self.alloc_by_size_class.get_mut(index as usize) {
+        let index = self.bucket_index[size_bucket_log2(size_bytes) as usize];
+        if let Some((_, h)) = self.alloc_by_size_bucket.get_mut(index as usize) {
             h.saturating_record(latency_ns);
         }
     }
@@ -73,18 +74,18 @@ impl LatencyHistograms {
         self.realloc.saturating_record(latency_ns);
     }
 
-    /// Add every count of `other` (same trace, hence the same classes) into `self`.
+    /// Add every count of `other` (same trace, hence the same buckets) into `self`.
     pub fn add(&mut self, other: &LatencyHistograms) {
         add_into(&mut self.alloc, &other.alloc);
         add_into(&mut self.free, &other.free);
         add_into(&mut self.realloc, &other.realloc);
-        for (class, h) in &other.alloc_by_size_class {
-            match self.class_index[*class as usize] {
+        for (bucket, h) in &other.alloc_by_size_bucket {
+            match self.bucket_index[*bucket as usize] {
                 u8::MAX => {
-                    self.class_index[*class as usize] = self.alloc_by_size_class.len() as u8;
-                    self.alloc_by_size_class.push((*class, h.clone()));
+                    self.bucket_index[*bucket as usize] = self.alloc_by_size_bucket.len() as u8;
+                    self.alloc_by_size_bucket.push((*bucket, h.clone()));
                 }
-                i => add_into(&mut self.alloc_by_size_class[i as usize].1, h),
+                i => add_into(&mut self.alloc_by_size_bucket[i as usize].1, h),
             }
         }
     }
@@ -98,14 +99,14 @@ impl LatencyHistograms {
         }
     }
 
-    /// Alloc latency per size class for results.json, ascending by class.
-    pub fn size_class_summary(&self) -> Vec<SizeClassLatency> {
-        let mut out: Vec<SizeClassLatency> = self
-            .alloc_by_size_class
+    /// Alloc latency per size bucket for results.json, ascending by bucket.
+    pub fn size_bucket_summary(&self) -> Vec<SizeBucketLatency> {
+        let mut out: Vec<SizeBucketLatency> = self
+            .alloc_by_size_bucket
             .iter()
             .filter(|(_, h)| !h.is_empty())
-            .map(|(class, h)| SizeClassLatency {
-                size_log2: *class,
+            .map(|(bucket, h)| SizeBucketLatency {
+                size_log2: *bucket,
                 latency: summarize(h),
             })
             .collect();
@@ -141,13 +142,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn size_classes_are_log2_buckets() {
-        assert_eq!(size_class_log2(0), 0);
-        assert_eq!(size_class_log2(1), 0);
-        assert_eq!(size_class_log2(2), 1);
-        assert_eq!(size_class_log2(1023), 9);
-        assert_eq!(size_class_log2(1024), 10);
-        assert_eq!(size_class_log2(u64::MAX), 63);
+    fn size_buckets_are_log2() {
+        assert_eq!(size_bucket_log2(0), 0);
+        assert_eq!(size_bucket_log2(1), 0);
+        assert_eq!(size_bucket_log2(2), 1);
+        assert_eq!(size_bucket_log2(1023), 9);
+        assert_eq!(size_bucket_log2(1024), 10);
+        assert_eq!(size_bucket_log2(u64::MAX), 63);
     }
 
     #[test]
@@ -163,11 +164,11 @@ mod tests {
         assert_eq!(s.alloc.count, 100);
         assert_eq!(s.alloc.p50, 10);
         assert!(s.alloc.max >= 9_990, "max {}", s.alloc.max);
-        let classes = a.size_class_summary();
+        let buckets = a.size_bucket_summary();
         assert_eq!(
-            classes.iter().map(|c| c.size_log2).collect::<Vec<_>>(),
+            buckets.iter().map(|c| c.size_log2).collect::<Vec<_>>(),
             [4, 10]
         );
-        assert_eq!(classes[1].latency.count, 1);
+        assert_eq!(buckets[1].latency.count, 1);
     }
 }

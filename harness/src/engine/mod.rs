@@ -4,24 +4,26 @@
 //! Generic over `B: Backend` all the way down to the op loop, so each backend gets its own
 //! monomorphised loop with direct calls. A run ([`replay_compiled`]) is two passes, each on
 //! a fresh backend: an untimed throughput pass (no clock read per op) and a timed pass
-//! (every call timed, memory sampled).
+//! (every call timed, memory sampled). [`capacity`] replays a trace sequentially at
+//! different memory limits to find the smallest one it fits in.
 
+pub mod capacity;
 pub mod latency;
 pub mod pass;
 pub mod plan;
 
-pub use latency::{size_class_log2, summarize, LatencyHistograms};
+pub use latency::{size_bucket_log2, summarize, LatencyHistograms};
 pub use pass::{run_pass, PassKind, PassOutcome, PassWorkspace};
 pub use plan::{ReplayPlan, MEMORY_SAMPLES};
 
-use crate::backend::Backend;
+use crate::backends::Backend;
 use reports::MemorySample;
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
 /// What the engine writes into blocks it gets (host backends only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Touch {
     /// Never write: measures the allocator alone.
     None,
@@ -33,6 +35,8 @@ pub enum Touch {
 }
 
 impl Touch {
+    pub const ALL: [Touch; 3] = [Touch::None, Touch::First, Touch::All];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Touch::None => "none",
@@ -152,7 +156,7 @@ where
         let latency = timed
             .latency
             .take()
-            .unwrap_or_else(|| LatencyHistograms::new(&plan.size_classes));
+            .unwrap_or_else(|| LatencyHistograms::new(&plan.size_buckets));
         (timed, latency)
     };
 

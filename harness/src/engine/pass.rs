@@ -23,7 +23,7 @@
 use super::latency::LatencyHistograms;
 use super::plan::{ReplayPlan, WorkerPlan, PUBLISH};
 use super::{Pace, Touch};
-use crate::backend::{AddressSpace, Backend};
+use crate::backends::{AddressSpace, Backend};
 use crate::clock::Clock;
 use reports::MemorySample;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -134,7 +134,7 @@ impl PassWorkspace {
                     finished: None,
                     alloc_failures: 0,
                     latency: (kind == PassKind::Timed)
-                        .then(|| LatencyHistograms::new(&plan.size_classes)),
+                        .then(|| LatencyHistograms::new(&plan.size_buckets)),
                     memory_series: Vec::with_capacity(w.samples.len()),
                     panic: None,
                 })

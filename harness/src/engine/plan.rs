@@ -52,8 +52,8 @@ pub struct ReplayPlan {
     pub(crate) slot_count: u32,
     pub(crate) event_count: u64,
     pub(crate) peak_live_bytes: u64,
-    /// Log2 size classes of the trace's alloc/realloc requests, ascending.
-    pub(crate) size_classes: Vec<u32>,
+    /// Log2 size buckets of the trace's alloc/realloc requests, ascending.
+    pub(crate) size_buckets: Vec<u32>,
     /// Smallest `time_ns` of the trace (pacing origin), when times were kept.
     pub(crate) first_time_ns: Option<u64>,
     /// Exactly one thread per worker: `broadcast` runs every worker at once, which the
@@ -120,7 +120,7 @@ impl ReplayPlan {
             slot_count: trace.slot_count,
             event_count,
             peak_live_bytes: trace.peak_live_bytes.max(walk.peak_live_bytes),
-            size_classes: walk.size_classes,
+            size_buckets: walk.size_buckets,
             first_time_ns,
             pool,
             cross_worker_ops: walk.cross_worker_count,
@@ -185,7 +185,7 @@ struct GlobalWalk {
     /// Live requested bytes after each `seq`.
     live_at: Vec<u64>,
     peak_live_bytes: u64,
-    size_classes: Vec<u32>,
+    size_buckets: Vec<u32>,
 }
 
 impl GlobalWalk {
@@ -242,7 +242,7 @@ impl GlobalWalk {
         let mut live_at = Vec::with_capacity(event_count as usize);
         let mut live: u64 = 0;
         let mut peak_live_bytes = 0;
-        let mut class_seen = [false; 64];
+        let mut bucket_seen = [false; 64];
         for (seq, &(t, i)) in order.iter().enumerate() {
             let op = &trace.threads[t as usize].ops[i as usize];
             let slot = op.slot as usize;
@@ -274,7 +274,7 @@ impl GlobalWalk {
                 OpKind::Alloc => {
                     live = live - live_size[slot] + op.size;
                     live_size[slot] = op.size;
-                    class_seen[super::latency::size_class_log2(op.size) as usize] = true;
+                    bucket_seen[super::latency::size_bucket_log2(op.size) as usize] = true;
                 }
                 OpKind::Free => {
                     live -= live_size[slot];
@@ -293,7 +293,7 @@ impl GlobalWalk {
             cross_worker_count,
             live_at,
             peak_live_bytes,
-            size_classes: (0..64u32).filter(|&c| class_seen[c as usize]).collect(),
+            size_buckets: (0..64u32).filter(|&c| bucket_seen[c as usize]).collect(),
         })
     }
 }

@@ -14,10 +14,10 @@
 
 pub mod blocks;
 pub mod coalescing;
-pub mod fixed;
 pub mod pool;
 pub mod presets;
 pub mod simulated;
+pub mod uniform_blocks;
 pub mod upstream;
 
 #[cfg(feature = "cuda")]

@@ -13,8 +13,8 @@
 
 use super::blocks::{align_up, Block, FreeBlocks, FreeExtent};
 use super::coalescing::CoalescingBlocks;
-use super::fixed::FixedBlocks;
 use super::simulated::SimulatedDevice;
+use super::uniform_blocks::FixedBlocks;
 use super::upstream::{CopyKind, DeviceUpstream, UpstreamCounts, UpstreamError};
 use super::StreamId;
 use crate::config::{AllocatorKind, MemoryType, PoolConfig, ReturnPolicy, POISON_BYTE};

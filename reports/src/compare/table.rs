@@ -132,39 +132,20 @@ pub fn render_comparison(cmp: &Comparison, format: TableFormat) -> String {
     out
 }
 
-/// A GitHub markdown table; `|` in cells is escaped.
+/// A GitHub markdown table ([`crate::Table::markdown`]).
 pub(crate) fn markdown_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
-    let esc = |s: &str| s.replace('|', "\\|").replace('\n', " ");
-    let mut out = format!("| {} |\n", headers.join(" | "));
-    out.push_str(&format!("|{}\n", "---|".repeat(N)));
-    for row in rows {
-        let cells: Vec<String> = row.iter().map(|c| esc(c)).collect();
-        out.push_str(&format!("| {} |\n", cells.join(" | ")));
-    }
-    out
+    table_of(headers, rows).markdown()
 }
 
-/// A plain table with columns padded to their widest cell (by characters).
+/// A left-aligned text table with a rule under the headers ([`crate::Table::text`]).
 pub(crate) fn text_table<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths = headers.map(|h| h.chars().count());
+    table_of(headers, rows).with_rule().text()
+}
+
+fn table_of<const N: usize>(headers: &[&str; N], rows: &[[String; N]]) -> crate::Table {
+    let mut table = crate::Table::new(headers);
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
+        table.row(row.to_vec());
     }
-    let line = |cells: Vec<&str>| -> String {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("{}\n", padded.join("  ").trim_end())
-    };
-    let mut out = line(headers.to_vec());
-    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
-    out.push_str(&format!("{}\n", rule.join("  ")));
-    for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    out
+    table
 }

@@ -39,14 +39,19 @@ pub fn render_svg(spec: &PlotSpec) -> Result<String, ReportError> {
 /// renamed).
 pub fn render_png(spec: &PlotSpec, path: &Path) -> Result<(), ReportError> {
     ensure_font().map_err(|m| plot_error(path, m))?;
-    let temp = crate::atomic::temp_sibling(path);
-    let drawn = {
-        let root = BitMapBackend::new(&temp, PLOT_SIZE).into_drawing_area();
-        render::draw(&root, spec)
-    };
-    if let Err(m) = drawn {
-        let _ = std::fs::remove_file(&temp);
-        return Err(plot_error(path, m));
-    }
-    crate::atomic::finish_atomic(&temp, path)
+    // The PNG encoder opens the file itself (and picks the format from its extension, which
+    // the temporary name keeps). A drawing error is kept to be reported as a plot error.
+    let mut draw_error = None;
+    atomic_file::write_through_temp_path(path, |temp| {
+        let root = BitMapBackend::new(temp, PLOT_SIZE).into_drawing_area();
+        render::draw(&root, spec).map_err(|m| {
+            let e = std::io::Error::other(m.clone());
+            draw_error = Some(m);
+            e
+        })
+    })
+    .map_err(|e| match draw_error.take() {
+        Some(m) => plot_error(path, m),
+        None => ReportError::io(path, e),
+    })
 }

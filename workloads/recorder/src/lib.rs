@@ -1,6 +1,7 @@
 //! `libpoolbench_recorder.so`: an LD_PRELOAD library that records every heap operation of a
 //! dynamically linked program as canonical poolbench CSV (`thread,time_ns,op,ptr,size,align,
-//! old_ptr`, see DESIGN.md). `replay record -o OUT -- CMD…` (workloads::record) drives it.
+//! old_ptr`, see docs/formats.md). `replay record -o OUT -- CMD…` (harness/src/commands/record.rs,
+//! through workloads::record) drives it.
 //!
 //! Environment, read once when the library is loaded:
 //! - `POOLBENCH_TRACE_OUT`: the file to write (created or truncated; `%p` becomes the pid).

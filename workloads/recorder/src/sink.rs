@@ -29,7 +29,7 @@ use core::ptr::{self, null_mut};
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8};
 
-/// The canonical CSV header (DESIGN.md), written once when the file is opened.
+/// The canonical CSV header (docs/formats.md), written once when the file is opened.
 pub const HEADER: &[u8] = b"thread,time_ns,op,ptr,size,align,old_ptr\n";
 
 /// Longest row: thread (10) + time_ns (20) + op (7) + ptr (18) + size (20) + align (20) +

@@ -1,4 +1,4 @@
-//! Canonical CSV (see DESIGN.md "Trace format"): a header naming the columns, any order;
+//! Canonical CSV (see docs/formats.md, "Canonical trace CSV"): a header naming the columns, any order;
 //! `thread`, `op`, `ptr` required; `time_ns`, `size`, `align`, `old_ptr`, `stream`,
 //! `device` optional; unknown columns are ignored so newer writers stay readable.
 //!

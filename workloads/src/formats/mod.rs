@@ -1,7 +1,7 @@
 //! Trace formats: detection by content, and one streaming reader per format.
 //!
 //! Every reader yields `Result<Event, TraceError>` one event at a time, in file order, and
-//! stops after the first error. `read_ordered_events` adds the global order of DESIGN.md.
+//! stops after the first error. `read_ordered_events` adds the global order of docs/formats.md.
 
 pub mod android;
 pub mod csv;

@@ -1,5 +1,5 @@
 //! The global order of a canonical CSV trace with `time_ns`: the rows' stable sort by time
-//! (DESIGN.md), computed without holding a row's worth of `Event` per event.
+//! (docs/formats.md, "Canonical trace CSV"), computed without holding a row's worth of `Event` per event.
 //!
 //! Within one thread, file order is program order, and a recorder's per-thread times rarely
 //! step back. So the rows are kept per trace thread, packed to 32 bytes each (`Packed`),

@@ -1,4 +1,4 @@
-//! Writing canonical CSV: every column, in the order of DESIGN.md's example, pointers in
+//! Writing canonical CSV: every column, in the order of docs/formats.md's example, pointers in
 //! hex, empty fields for what an event does not have. Reading the output back gives the
 //! same events (the round trip `convert(convert(x)) == convert(x)` is tested).
 

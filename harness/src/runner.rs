@@ -5,7 +5,7 @@
 //! each on a fresh instance, so drift over time (thermal, other tenants) hits every backend
 //! alike. Histograms are merged over workers and runs, never averaged.
 
-use crate::backends::{self, BackendSetup, RegisteredBackend};
+use crate::backends::{BackendSelection, BackendSetup, RegisteredBackend};
 use crate::clock::Clock;
 use crate::engine::{
     pass::panic_message, LatencyHistograms, Pace, PassOptions, ReplayPlan, RunMeasurement, Touch,
@@ -26,8 +26,9 @@ use workloads::CompiledTrace;
 pub struct ReplayOptions {
     /// Trace files (for [`replay_traces`]; [`replay_inputs`] takes compiled traces).
     pub traces: Vec<PathBuf>,
-    /// Backend names; empty = every available CPU backend (`backends::resolve`).
-    pub backends: Vec<String>,
+    /// The backends to replay, in table order (resolved from names at the edge:
+    /// [`BackendSelection::resolve`]); the default is the default set.
+    pub backends: BackendSelection,
     /// Pool configuration; pool backends override the allocator kind per backend.
     pub config: PoolConfig,
     /// Where `config` came from (a file, a preset name), recorded in results.json.
@@ -42,8 +43,9 @@ pub struct ReplayOptions {
     pub pace: Pace,
     /// Pool backends' `max_size_bytes` and the simulated device's size.
     pub capacity_bytes: Option<u64>,
-    /// `--simulate-gpu`: adds `sim-gpu-pool` and `sim-upstream` on a simulated device of
-    /// this many bytes, and their `min_capacity_bytes`.
+    /// `--simulate-gpu`: the size of the simulated device `sim-gpu-pool` and `sim-upstream`
+    /// run on (the command adds them to the selection; backends with a capacity also report
+    /// `min_capacity_bytes`).
     pub simulate_gpu_bytes: Option<u64>,
     /// Trace problems are errors instead of repairs.
     pub strict: bool,
@@ -55,7 +57,7 @@ impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
             traces: Vec::new(),
-            backends: Vec::new(),
+            backends: BackendSelection::default_set(),
             config: PoolConfig::default_cpu(),
             config_source: "default_cpu".into(),
             threads: None,
@@ -129,7 +131,6 @@ fn check_options(opts: &ReplayOptions) -> anyhow::Result<()> {
     if opts.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    backends::resolve(&opts.backends).map_err(anyhow::Error::msg)?;
     opts.config
         .validate()
         .with_context(|| format!("pool config from {}", opts.config_source))?;
@@ -152,27 +153,7 @@ pub fn replay_inputs(
     opts: &ReplayOptions,
 ) -> anyhow::Result<RunArtifacts> {
     check_options(opts)?;
-    let mut selected = backends::resolve(&opts.backends).map_err(anyhow::Error::msg)?;
-    if opts.simulate_gpu_bytes.is_some() {
-        for name in ["sim-gpu-pool", "sim-upstream"] {
-            if !selected.iter().any(|b| b.name() == name) {
-                selected.extend(backends::find(name));
-            }
-        }
-    }
-    replay_inputs_with(inputs, opts, &selected)
-}
-
-/// [`replay_inputs`] against the given backends instead of `opts.backends` (backends
-/// outside the registry included: tests, experiments).
-pub fn replay_inputs_with(
-    inputs: &[TraceInput<'_>],
-    opts: &ReplayOptions,
-    selected: &[&'static dyn RegisteredBackend],
-) -> anyhow::Result<RunArtifacts> {
-    if opts.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
+    let selected = opts.backends.backends();
     let clock = Clock::global();
     let pass = PassOptions {
         touch: opts.touch,
@@ -232,10 +213,11 @@ pub fn replay_inputs_with(
         }
         let mut results = Vec::with_capacity(states.len());
         for state in states {
+            let state_backend = state.backend;
             let (mut result, latency) = state.finish(&setup);
             if result.status == Status::Ok {
                 result.min_capacity_bytes =
-                    backends::gpu::min_capacity_bytes(&result.backend, input.compiled, &setup);
+                    state_backend.min_capacity_bytes(&setup, input.compiled);
             }
             if let Some(latency) = latency {
                 for (op, h) in [
@@ -267,7 +249,7 @@ pub fn replay_inputs_with(
     progress.finish();
 
     let options = serde_json::json!({
-        "backends": selected.iter().map(|b| b.name()).collect::<Vec<_>>(),
+        "backends": opts.backends.names(),
         "threads": opts.threads,
         "workers": workers_per_trace,
         "runs": opts.runs,
@@ -399,10 +381,10 @@ impl BackendState {
             config: self.backend.config_summary(setup),
             min_capacity_bytes: None,
             memory_series: self.memory_series,
-            alloc_latency_by_size_class: self
+            alloc_latency_by_size_bucket: self
                 .latency
                 .as_ref()
-                .map(|h| h.size_class_summary())
+                .map(|h| h.size_bucket_summary())
                 .unwrap_or_default(),
             runs: self.runs,
         };

@@ -1,4 +1,5 @@
-//! The recorders, end to end: the LD_PRELOAD library on real programs (this test binary
+//! The recorders, end to end: the LD_PRELOAD library (found or built as `replay record`
+//! does) on real programs (this test binary
 //! re-run as a child with a workload named on its command line, and python3), and
 //! `RecordingAlloc` as this binary's global allocator (recording only in a child that names
 //! a trace file in `RUST_TRACE_ENV`).
@@ -14,6 +15,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use harness::commands::record::find_or_build_preload;
 use workloads::record::{record_command, RecordingAlloc};
 use workloads::{load_trace, read_ordered_events, Event, LoadOptions, OpKind};
 
@@ -170,6 +172,16 @@ fn rust_allocations() {
     std::process::exit(0);
 }
 
+/// `record_command` with the recorder `replay record` would use (built on first use).
+fn record_command_here(
+    out: &Path,
+    cmd: &[OsString],
+) -> Result<workloads::record::RecordSummary, workloads::record::RecordError> {
+    static PRELOAD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let preload = PRELOAD.get_or_init(|| find_or_build_preload().expect("the LD_PRELOAD recorder"));
+    record_command(out, cmd, preload)
+}
+
 fn self_command(workload: &str) -> Vec<OsString> {
     vec![
         std::env::current_exe().unwrap().into(),
@@ -230,7 +242,7 @@ fn temp_trace(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 fn thread_exit_loses_no_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = temp_trace(&dir, "threads.csv");
-    let summary = record_command(&out, &self_command("threads")).unwrap();
+    let summary = record_command_here(&out, &self_command("threads")).unwrap();
     assert_eq!(summary.exit_code(), 0);
     let events = events_in_order(&out);
     assert_eq!(
@@ -254,7 +266,7 @@ fn thread_exit_loses_no_rows() {
 fn process_exit_loses_no_rows_while_threads_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = temp_trace(&dir, "exit.csv");
-    let summary = record_command(&out, &self_command("exit")).unwrap();
+    let summary = record_command_here(&out, &self_command("exit")).unwrap();
     assert_eq!(summary.exit_code(), 0);
     let events = events_in_order(&out);
     assert_eq!(count(&events, OpKind::Alloc, MAIN_BLOCK), MAIN_BLOCKS);
@@ -273,7 +285,7 @@ fn process_exit_loses_no_rows_while_threads_run() {
 fn a_free_precedes_the_reuse_of_its_address() {
     let dir = tempfile::tempdir().unwrap();
     let out = temp_trace(&dir, "handoff.csv.zst");
-    let summary = record_command(&out, &self_command("handoff")).unwrap();
+    let summary = record_command_here(&out, &self_command("handoff")).unwrap();
     assert_eq!(summary.exit_code(), 0);
     assert_clean(&out);
     let events = events_in_order(&out);
@@ -318,7 +330,7 @@ for t in ts: q.put(None)
 for t in ts: t.join()
 ";
     let cmd: Vec<OsString> = vec!["python3".into(), "-c".into(), script.into()];
-    let summary = record_command(&out, &cmd).unwrap();
+    let summary = record_command_here(&out, &cmd).unwrap();
     assert_eq!(summary.exit_code(), 0);
     assert!(summary.threads >= 5, "{summary:?}");
     assert!(summary.events > 10_000, "{summary:?}");
@@ -344,7 +356,7 @@ subprocess.run(['python3', '-c', 'import ctypes; [ctypes.CDLL(None).malloc(6545)
 for _ in range(500): libc.free(libc.malloc(6544))
 ";
     let cmd: Vec<OsString> = vec!["python3".into(), "-c".into(), script.into()];
-    let summary = record_command(&out, &cmd).unwrap();
+    let summary = record_command_here(&out, &cmd).unwrap();
     assert_eq!(summary.exit_code(), 0);
     let events = events_in_order(&out);
     assert_eq!(count(&events, OpKind::Alloc, 6543), 0);
@@ -359,10 +371,10 @@ fn exit_status_is_the_programs() {
     let dir = tempfile::tempdir().unwrap();
     let out = temp_trace(&dir, "sh.csv");
     let cmd: Vec<OsString> = vec!["sh".into(), "-c".into(), "kill -TERM $$".into()];
-    let summary = record_command(&out, &cmd).unwrap();
+    let summary = record_command_here(&out, &cmd).unwrap();
     assert_eq!(summary.exit_code(), 128 + libc::SIGTERM);
     assert!(out.is_file());
-    let missing = record_command(&out, &["/nonexistent/program".into()]);
+    let missing = record_command_here(&out, &["/nonexistent/program".into()]);
     assert!(missing
         .unwrap_err()
         .to_string()
@@ -401,7 +413,7 @@ fn recording_alloc_records_a_rust_program() {
 /// no sanitation repair and hold what the README says.
 #[test]
 fn sample_traces_load_cleanly() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("traces");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workloads/traces");
     // (file, minimum events, threads)
     let expected = [
         ("python-json.csv", 10_000, 1),

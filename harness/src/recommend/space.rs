@@ -1,0 +1,286 @@
+//! The candidate space: which configurations are worth replaying for a trace's shape.
+
+use pools::{AllocatorKind, FitPolicy, HugePages, PoolConfig, ReturnPolicy, SizeClasses, SyncMode};
+use workloads::{CompiledTrace, OpKind};
+
+/// Shape of a trace that decides which candidates make sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceShape {
+    pub threads: usize,
+    pub min_size_bytes: u64,
+    pub max_size_bytes: u64,
+    pub events: u64,
+    pub largest_align: usize,
+}
+
+impl TraceShape {
+    pub fn of(trace: &CompiledTrace) -> Self {
+        let mut min = u64::MAX;
+        let mut max = 0;
+        let mut align = 0;
+        for op in trace.threads.iter().flat_map(|t| &t.ops) {
+            if op.kind != OpKind::Free {
+                min = min.min(op.size);
+                max = max.max(op.size);
+                align = align.max(op.align());
+            }
+        }
+        TraceShape {
+            threads: trace.threads.len(),
+            min_size_bytes: if min == u64::MAX { 0 } else { min },
+            max_size_bytes: max,
+            events: trace.event_count,
+            largest_align: align,
+        }
+    }
+
+    /// A fixed-size pool serves this trace without wasting more than half of each block.
+    pub fn fits_fixed_size(&self) -> bool {
+        self.max_size_bytes > 0 && self.max_size_bytes <= 2 * self.min_size_bytes.max(1)
+    }
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The candidate set for a trace: for each allocator kind that fits, a base configuration
+/// and one-axis variations of it. Deterministic; every candidate validates.
+pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
+    let single = shape.threads <= 1;
+    let mutex_or_single = if single {
+        SyncMode::SingleThreaded
+    } else {
+        SyncMode::Mutex
+    };
+    let base = PoolConfig {
+        sync: mutex_or_single,
+        return_policy: ReturnPolicy::Keep,
+        ..PoolConfig::default_cpu()
+    };
+    let mut out: Vec<PoolConfig> = Vec::new();
+    let mut push = |c: PoolConfig| {
+        if c.validate().is_ok() && !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    // Variations shared by every kind: chunking, growth, huge pages, return policy.
+    let axes = |c: &PoolConfig| -> Vec<PoolConfig> {
+        let mut v = vec![c.clone()];
+        // Chunk size and growth shape only the variable-size allocator's memory; the
+        // segment-based kinds (fixed, size-classed, lock-free) map fixed-size segments and
+        // take only the initial reservation from the config.
+        if c.allocator == AllocatorKind::VariableSize {
+            for chunk in [64 * KIB, 4 * MIB] {
+                v.push(PoolConfig {
+                    chunk_size_bytes: chunk,
+                    initial_size_bytes: chunk,
+                    ..c.clone()
+                });
+            }
+            v.push(PoolConfig {
+                growth_factor: 1.0,
+                ..c.clone()
+            });
+        } else {
+            v.push(PoolConfig {
+                initial_size_bytes: 0,
+                ..c.clone()
+            });
+        }
+        v.push(PoolConfig {
+            huge_pages: HugePages::Madvise,
+            ..c.clone()
+        });
+        v.push(PoolConfig {
+            return_policy: ReturnPolicy::WhenEmpty,
+            ..c.clone()
+        });
+        if c.alignment < 64 {
+            v.push(PoolConfig {
+                alignment: 64,
+                ..c.clone()
+            });
+        }
+        v
+    };
+
+    if shape.fits_fixed_size() {
+        let align = base.alignment.max(shape.largest_align).max(8) as u64;
+        let block = shape.max_size_bytes.div_ceil(align) * align;
+        let fixed = PoolConfig {
+            allocator: AllocatorKind::FixedSize,
+            block_size_bytes: block as usize,
+            ..base.clone()
+        };
+        for c in axes(&fixed) {
+            push(c);
+        }
+    }
+
+    let classed = PoolConfig {
+        allocator: AllocatorKind::SizeClassed,
+        ..base.clone()
+    };
+    for c in axes(&classed) {
+        push(c);
+    }
+    for (per_doubling, max_class) in [(2, 32 * KIB), (8, 32 * KIB), (4, 4 * KIB), (4, 256 * KIB)] {
+        push(PoolConfig {
+            size_classes: SizeClasses {
+                classes_per_doubling: per_doubling,
+                max_class_bytes: max_class,
+            },
+            ..classed.clone()
+        });
+    }
+
+    for fit in [FitPolicy::BestFit, FitPolicy::FirstFit] {
+        let variable = PoolConfig {
+            allocator: AllocatorKind::VariableSize,
+            fit,
+            ..base.clone()
+        };
+        if fit == FitPolicy::BestFit {
+            for c in axes(&variable) {
+                push(c);
+            }
+        } else {
+            push(variable);
+        }
+    }
+
+    let lockfree = PoolConfig {
+        allocator: AllocatorKind::LockFree,
+        sync: SyncMode::LockFree,
+        ..base.clone()
+    };
+    push(lockfree.clone());
+    push(PoolConfig {
+        initial_size_bytes: 0,
+        ..lockfree.clone()
+    });
+    push(PoolConfig {
+        size_classes: SizeClasses {
+            classes_per_doubling: 8,
+            max_class_bytes: 32 * KIB,
+        },
+        ..lockfree
+    });
+    out
+}
+
+/// The GPU pool's space: device memory, fixed-size blocks (when the sizes allow) and
+/// variable-size best/first fit, growth chunk size and factor, alignment, initial
+/// reservation and return policy, around `PoolConfig::default_gpu()`.
+pub fn gpu_candidates(shape: &TraceShape) -> Vec<PoolConfig> {
+    let base = PoolConfig::default_gpu();
+    let mut out: Vec<PoolConfig> = Vec::new();
+    let mut push = |c: PoolConfig| {
+        if c.validate().is_ok() && !out.contains(&c) {
+            out.push(c);
+        }
+    };
+    let mut kinds = vec![
+        base.clone(),
+        PoolConfig {
+            fit: FitPolicy::FirstFit,
+            ..base.clone()
+        },
+    ];
+    if shape.fits_fixed_size() {
+        let align = base.alignment.max(shape.largest_align) as u64;
+        kinds.push(PoolConfig {
+            allocator: AllocatorKind::FixedSize,
+            block_size_bytes: (shape.max_size_bytes.div_ceil(align) * align) as usize,
+            ..base.clone()
+        });
+    }
+    for k in kinds {
+        push(k.clone());
+        for chunk in [64 * MIB, 512 * MIB] {
+            push(PoolConfig {
+                chunk_size_bytes: chunk,
+                ..k.clone()
+            });
+        }
+        push(PoolConfig {
+            growth_factor: 1.0,
+            chunk_size_bytes: 32 * MIB,
+            ..k.clone()
+        });
+        push(PoolConfig {
+            alignment: 512,
+            ..k.clone()
+        });
+        push(PoolConfig {
+            return_policy: ReturnPolicy::WhenEmpty,
+            ..k.clone()
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(min: u64, max: u64, threads: usize) -> TraceShape {
+        TraceShape {
+            threads,
+            min_size_bytes: min,
+            max_size_bytes: max,
+            events: 1000,
+            largest_align: 0,
+        }
+    }
+
+    #[test]
+    fn candidates_validate_and_cover_every_kind() {
+        let cs = candidates(&shape(64, 64, 2));
+        assert!(cs.len() >= 15, "{} candidates", cs.len());
+        for c in &cs {
+            c.validate().unwrap();
+        }
+        for kind in [
+            AllocatorKind::FixedSize,
+            AllocatorKind::SizeClassed,
+            AllocatorKind::VariableSize,
+            AllocatorKind::LockFree,
+        ] {
+            assert!(cs.iter().any(|c| c.allocator == kind), "{kind:?} missing");
+        }
+        let fixed = cs
+            .iter()
+            .find(|c| c.allocator == AllocatorKind::FixedSize)
+            .unwrap();
+        assert!(fixed.block_size_bytes >= 64);
+        assert!(cs.iter().all(|c| c.sync != SyncMode::SingleThreaded));
+    }
+
+    #[test]
+    fn no_fixed_size_candidate_for_wide_size_ranges() {
+        let cs = candidates(&shape(16, 100_000, 1));
+        assert!(cs.iter().all(|c| c.allocator != AllocatorKind::FixedSize));
+        assert!(cs
+            .iter()
+            .any(|c| c.sync == SyncMode::SingleThreaded
+                && c.allocator == AllocatorKind::VariableSize));
+    }
+
+    #[test]
+    fn gpu_candidates_are_device_configs() {
+        let cs = gpu_candidates(&shape(1 << 20, 1 << 30, 2));
+        assert!(cs.len() >= 8, "{} candidates", cs.len());
+        for c in &cs {
+            c.validate().unwrap();
+            assert_eq!(c.memory_type, pools::MemoryType::Device);
+            assert!(c.alignment >= 256);
+        }
+        assert!(cs.iter().any(|c| c.fit == FitPolicy::FirstFit));
+        assert!(cs.iter().all(|c| c.allocator != AllocatorKind::FixedSize));
+        let uniform = gpu_candidates(&shape(1 << 20, 1 << 20, 1));
+        assert!(uniform
+            .iter()
+            .any(|c| c.allocator == AllocatorKind::FixedSize));
+    }
+}
