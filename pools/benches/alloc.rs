@@ -1,6 +1,7 @@
 //! Allocator micro-benchmarks, all in one run so ratios are comparable:
 //! - `pair/<size>`: one allocate + free pair (single thread, L1-hot) for every pool
-//!   variant, glibc malloc and mimalloc;
+//!   variant (`pool-mutex`: the default, thread caches in front of the mutex;
+//!   `pool-mutex-uncached`: `thread_cache.enabled = false`), glibc malloc and mimalloc;
 //! - `churn`: random sizes (16 B..4 KiB, log-uniform) replacing one of 1024 live blocks;
 //! - `cross_thread`: blocks allocated on one thread and freed on another (2 threads).
 //!
@@ -28,6 +29,13 @@ fn upstream(config: &PoolConfig) -> Upstream {
         config.max_size_bytes,
         Arc::new(StatsCounters::new()),
     )
+}
+
+/// `config` with the per-thread cache layer off (the mutex taken on every call).
+fn uncached(allocator: AllocatorKind, block_size_bytes: usize) -> PoolConfig {
+    let mut c = config(allocator, SyncMode::Mutex, block_size_bytes);
+    c.thread_cache.enabled = false;
+    c
 }
 
 fn config(allocator: AllocatorKind, sync: SyncMode, block_size_bytes: usize) -> PoolConfig {
@@ -121,6 +129,10 @@ fn pair_subjects(size: usize) -> Vec<(&'static str, Subject)> {
         ),
         ("size-classed/pool-mutex", pool(classed.clone())),
         (
+            "size-classed/pool-mutex-uncached",
+            pool(uncached(SizeClassed, size)),
+        ),
+        (
             "variable/raw-static",
             Subject::Variable(Box::new(Tlsf::new(upstream(&variable), &variable).unwrap())),
         ),
@@ -129,6 +141,10 @@ fn pair_subjects(size: usize) -> Vec<(&'static str, Subject)> {
             Subject::Raw(Box::new(Tlsf::new(upstream(&variable), &variable).unwrap())),
         ),
         ("variable/pool-mutex", pool(variable)),
+        (
+            "variable/pool-mutex-uncached",
+            pool(uncached(VariableSize, size)),
+        ),
         ("lock-free/pool", pool(PoolConfig::high_performance_cpu())),
         ("glibc", Subject::Glibc),
         ("mimalloc", Subject::Mimalloc),
@@ -173,6 +189,12 @@ fn bench_churn(c: &mut Criterion) {
                     config(AllocatorKind::VariableSize, SyncMode::Mutex, 64),
                 )
                 .unwrap(),
+            )),
+        ),
+        (
+            "size-classed/pool-mutex-uncached",
+            Subject::Pool(Arc::new(
+                CpuPool::new("b", uncached(AllocatorKind::SizeClassed, 64)).unwrap(),
             )),
         ),
         (

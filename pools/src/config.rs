@@ -111,6 +111,42 @@ pub struct DebugChecks {
     pub leak_report: bool,
 }
 
+/// The per-thread cache layer of `CpuPool` in front of a locked strategy (see
+/// `docs/thread-cache.md`): each thread keeps a bounded stack of free blocks per size class,
+/// so the common allocate and free take no lock. Cached blocks are reserved (they are in
+/// the strategy's chunks) and reported in `MemoryStats::thread_cached_bytes`.
+///
+/// Used by the `fixed-size`, `size-classed` and `variable-size` strategies under
+/// `sync = "mutex"`; bypassed under `debug.check_pointers` (a cached block would look live
+/// to the strategy), for `sync = "single-threaded"` and for user strategies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThreadCacheConfig {
+    /// Turn the layer on (default) or off.
+    pub enabled: bool,
+    /// Requests up to this many bytes are served from the cache; larger ones take the lock.
+    pub max_block_bytes: usize,
+    /// Most bytes one thread keeps in one size class (at least one block is kept).
+    pub max_class_bytes: usize,
+    /// Most blocks one thread keeps in one size class.
+    pub max_class_blocks: usize,
+    /// Most bytes one thread keeps in all classes together; a free beyond it gives half of
+    /// every class back.
+    pub max_thread_bytes: usize,
+}
+
+impl Default for ThreadCacheConfig {
+    fn default() -> Self {
+        ThreadCacheConfig {
+            enabled: true,
+            max_block_bytes: 4 * 1024,
+            max_class_bytes: 16 * 1024,
+            max_class_blocks: 64,
+            max_thread_bytes: 128 * 1024,
+        }
+    }
+}
+
 /// Byte written over freed blocks when `poison_on_free` is set.
 pub const POISON_BYTE: u8 = 0xDD;
 
@@ -137,6 +173,8 @@ pub struct PoolConfig {
     pub huge_pages: HugePages,
     pub return_policy: ReturnPolicy,
     pub debug: DebugChecks,
+    /// The per-thread cache in front of a locked strategy.
+    pub thread_cache: ThreadCacheConfig,
     pub memory_type: MemoryType,
     /// CUDA device ordinal for device, pinned and managed pools.
     pub device_id: u32,
@@ -172,6 +210,7 @@ impl PoolConfig {
             huge_pages: HugePages::Off,
             return_policy: ReturnPolicy::OnReset,
             debug: DebugChecks::default(),
+            thread_cache: ThreadCacheConfig::default(),
             memory_type: MemoryType::Host,
             device_id: 0,
         }
@@ -214,6 +253,11 @@ impl PoolConfig {
                 max_class_bytes: 4 * KIB,
             },
             return_policy: ReturnPolicy::WhenEmpty,
+            thread_cache: ThreadCacheConfig {
+                max_thread_bytes: 32 * KIB,
+                max_class_bytes: 4 * KIB,
+                ..ThreadCacheConfig::default()
+            },
             ..PoolConfig::default_cpu()
         }
     }
@@ -308,6 +352,7 @@ impl PoolConfig {
         if self.allocator == AllocatorKind::LockFree && self.sync == SyncMode::Mutex {
             // Allowed, but pointless; we normalise rather than reject (see `CpuPool::new`).
         }
+        self.thread_cache.validate()?;
         if self.sync == SyncMode::LockFree && self.allocator != AllocatorKind::LockFree {
             return Err(bad(
                 "sync",
@@ -463,6 +508,49 @@ impl PoolConfig {
                 ReturnPolicy::WhenEmpty => ", return-empty",
             }
         )
+    }
+}
+
+impl ThreadCacheConfig {
+    /// Check the limits; the error names the field, the value and the rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, value: usize, reason: &str| ConfigError::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.to_owned(),
+        };
+        if self.max_block_bytes > 1 << 20 {
+            return Err(bad(
+                "thread_cache.max_block_bytes",
+                self.max_block_bytes,
+                "must be at most 1 MiB (larger blocks belong in the shared pool)",
+            ));
+        }
+        if self.max_class_blocks == 0 || self.max_class_blocks > 4096 {
+            return Err(bad(
+                "thread_cache.max_class_blocks",
+                self.max_class_blocks,
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.max_class_bytes > self.max_thread_bytes {
+            return Err(bad(
+                "thread_cache.max_class_bytes",
+                self.max_class_bytes,
+                &format!(
+                    "must not exceed thread_cache.max_thread_bytes ({})",
+                    self.max_thread_bytes
+                ),
+            ));
+        }
+        if self.max_thread_bytes > 64 << 20 {
+            return Err(bad(
+                "thread_cache.max_thread_bytes",
+                self.max_thread_bytes,
+                "must be at most 64 MiB",
+            ));
+        }
+        Ok(())
     }
 }
 

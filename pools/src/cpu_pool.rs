@@ -2,10 +2,19 @@
 //! for, with statistics and the debug checks.
 //!
 //! ```text
-//! CpuPool::allocate_with ──> Core::Locked(Mutex<Box<dyn Strategy>>)      (sync = mutex)
+//! CpuPool::allocate_with ──> Core::Cached(thread caches ─> Mutex<Box<dyn Strategy>>)
+//!                                          (sync = mutex, thread_cache on: the default)
+//!                        ──> Core::Locked(Mutex<Box<dyn Strategy>>)      (sync = mutex)
 //!                        ──> Core::Single(busy flag + Box<dyn Strategy>)  (single-threaded)
 //!                        ──> Core::LockFree(LockFreeAllocator)            (lock-free)
 //! ```
+//!
+//! The cached core (`thread_cache`, `docs/thread-cache.md`) serves the common allocate
+//! and free from the calling thread's cache: a table lookup, a stack pop or push and
+//! batched counters, no lock and no atomic read-modify-write. It is used for the built-in
+//! strategies under `sync = "mutex"` unless `thread_cache.enabled` is off or
+//! `debug.check_pointers` is on (a block in a thread cache looks live to the strategy,
+//! and checked mode promises to catch double frees even under concurrency).
 //!
 //! Statistics count usable bytes (the block size that served a request). Under a lock or
 //! the busy flag every counter writer is serialised, so the cheap single-writer counter
@@ -34,6 +43,7 @@ use crate::error::PoolError;
 use crate::os::OsChunks;
 use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
+use crate::thread_cache::{BlockSizer, CacheClasses, CacheShared};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +62,8 @@ struct SingleThreaded {
 unsafe impl Sync for SingleThreaded {}
 
 enum Core {
+    /// Thread caches in front of the locked strategy.
+    Cached(Arc<CacheShared>),
     Locked(Mutex<Box<dyn Strategy>>),
     Single(SingleThreaded),
     LockFree(LockFreeAllocator),
@@ -105,12 +117,56 @@ impl CpuPool {
             config.max_size_bytes,
             Arc::clone(&stats),
         );
-        let strategy: Box<dyn Strategy> = match config.allocator {
-            AllocatorKind::FixedSize => Box::new(FixedSizeAllocator::new(upstream, &config)?),
-            AllocatorKind::SizeClassed => Box::new(SizeClassedAllocator::new(upstream, &config)?),
-            AllocatorKind::VariableSize => Box::new(Tlsf::new(upstream, &config)?),
+        let (strategy, cache): (Box<dyn Strategy>, _) = match config.allocator {
+            AllocatorKind::FixedSize => {
+                let fixed = FixedSizeAllocator::new(upstream, &config)?;
+                let stride = fixed.block_stride_bytes();
+                let cache = (
+                    CacheClasses::uniform(stride, &config),
+                    BlockSizer::Uniform(stride),
+                );
+                (Box::new(fixed), cache)
+            }
+            AllocatorKind::SizeClassed => {
+                let classed = SizeClassedAllocator::new(upstream, &config)?;
+                let classes = CacheClasses::for_table(&config);
+                let sizer = BlockSizer::Segment {
+                    geometry: classed.geometry(),
+                    owner_is_class: classes.matches_table(classed.table()),
+                };
+                (Box::new(classed), (classes, sizer))
+            }
+            AllocatorKind::VariableSize => (
+                Box::new(Tlsf::new(upstream, &config)?),
+                (CacheClasses::for_table(&config), BlockSizer::Tlsf),
+            ),
             AllocatorKind::LockFree => unreachable!("handled above"),
         };
+        let cached = config.thread_cache.enabled
+            && config.sync == SyncMode::Mutex
+            && !config.debug.check_pointers
+            && cache.0.serves_requests();
+        if cached {
+            let (classes, sizer) = cache;
+            let shared = CacheShared::new(
+                Arc::clone(&name),
+                strategy,
+                Arc::clone(&stats),
+                classes,
+                sizer,
+                config.alignment,
+                config.thread_cache.max_thread_bytes,
+            );
+            return Ok(CpuPool {
+                live: config.debug.track_live.then(LiveTracker::new),
+                name,
+                config,
+                stats,
+                core: Core::Cached(Arc::new(shared)),
+                external_strategy: false,
+                checked: Mutex::new(()),
+            });
+        }
         Ok(Self::assemble(name, config, stats, strategy, false))
     }
 
@@ -172,6 +228,7 @@ impl CpuPool {
         f: impl FnOnce(&mut dyn Strategy) -> Result<R, PoolError>,
     ) -> Result<R, PoolError> {
         match &self.core {
+            Core::Cached(shared) => f(shared.lock()?.as_mut()),
             Core::Locked(mutex) => {
                 let mut guard = mutex.lock().map_err(|_| {
                     PoolError::invalid_op(&self.name, "pool unusable: a strategy call panicked")
@@ -272,7 +329,20 @@ impl CpuPool {
 
     /// # Safety
     /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
+    #[inline(never)]
     unsafe fn free_block(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: ptr is a live block of this pool (the caller's contract: checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call.
+            if self.live.is_none()
+                && !self.config.debug.poison_on_free
+                && unsafe { shared.try_free(ptr) }
+            {
+                return Ok(());
+            }
+            return self.deallocate_cached_slow(shared, ptr);
+        }
         if let Some(live) = &self.live {
             if live.on_free(ptr.as_ptr() as usize).is_none() {
                 return Err(PoolError::invalid_ptr(
@@ -327,6 +397,10 @@ impl CpuPool {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: forwarded contract (checked mode never uses the cached core).
+            return unsafe { self.reallocate_cached(shared, ptr, new_size) };
+        }
         let new_size = new_size.max(1);
         let debug = self.config.debug;
         let align = self.config.alignment;
@@ -351,6 +425,16 @@ impl CpuPool {
                 // SAFETY: the caller's contract: ptr is a live block of this pool.
                 unsafe { allocator.usable_size(ptr) }
             };
+            if new_size <= old_usable && new_size.saturating_mul(2) > old_usable {
+                // In place: the block holds the new size and wastes less than half of
+                // it. A reallocation counts as one free and one allocation.
+                self.stats.on_free(old_usable);
+                self.stats.on_alloc(old_usable);
+                if let Some(live) = &self.live {
+                    live.on_alloc(ptr.as_ptr() as usize, new_size);
+                }
+                return Ok(ptr);
+            }
             let new = allocator.allocate(new_size, align).map_err(failed)?;
             // SAFETY: `new` was just handed out by this allocator.
             self.stats.on_alloc(unsafe { allocator.usable_size(new) });
@@ -417,6 +501,11 @@ impl CpuPool {
     /// # Safety
     /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
     unsafe fn usable_size_of(&self, ptr: NonNull<u8>) -> Result<usize, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core).
+            return Ok(unsafe { shared.sizer.usable_bytes(ptr) });
+        }
         let check = self.config.debug.check_pointers;
         if let Core::LockFree(allocator) = &self.core {
             let _serial = self.checked_serial();
@@ -484,6 +573,11 @@ impl CpuPool {
             }
             return Ok(());
         }
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: `&mut self`: no other thread is inside the pool and no block handed
+            // out before can be used afterwards.
+            return unsafe { self.reset_cached(shared) };
+        }
         self.reset_strategy()
     }
 
@@ -514,15 +608,147 @@ impl CpuPool {
     }
 }
 
-impl MemoryPool for CpuPool {
-    fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+/// The cached core's paths beyond the fast ones (see the module doc).
+impl CpuPool {
+    /// Zeroing and live tracking of a block just handed out (the cold parts of a
+    /// cached allocation).
+    #[cold]
+    fn after_cached_alloc(&self, ptr: NonNull<u8>, size: usize, flags: AllocFlags) {
+        if flags.zeroed {
+            // SAFETY: the block is live, ours, and at least `size` bytes.
+            unsafe { ptr.as_ptr().write_bytes(0, size) };
+        }
+        if let Some(live) = &self.live {
+            live.on_alloc(ptr.as_ptr() as usize, size);
+        }
+    }
+
+    #[cold]
+    fn allocate_cached_slow(
+        &self,
+        shared: &Arc<CacheShared>,
+        size: usize,
+        flags: AllocFlags,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let size = size.max(1);
+        let result = self
+            .effective_align(&flags)
+            .and_then(|align| shared.allocate_slow(size, align));
+        match result {
+            Ok(ptr) => {
+                self.after_cached_alloc(ptr, size, flags);
+                Ok(ptr)
+            }
+            Err(e) => {
+                self.stats.on_failure();
+                Err(with_request(e, size))
+            }
+        }
+    }
+
+    /// A free with live tracking or poisoning, or one the thread cache did not take.
+    #[cold]
+    fn deallocate_cached_slow(
+        &self,
+        shared: &Arc<CacheShared>,
+        ptr: NonNull<u8>,
+    ) -> Result<(), PoolError> {
+        if let Some(live) = &self.live {
+            if live.on_free(ptr.as_ptr() as usize).is_none() {
+                return Err(PoolError::invalid_ptr(
+                    &self.name,
+                    ptr.as_ptr() as usize,
+                    "not a live block of this pool (already freed, or never allocated here)",
+                ));
+            }
+        }
+        if self.config.debug.poison_on_free {
+            // SAFETY: ptr is a live block of ours (the caller's contract), unused once
+            // freed.
+            unsafe { debug::poison(ptr, shared.sizer.usable_bytes(ptr)) };
+        }
+        // SAFETY: ptr is a live block of this pool's strategy (the caller's contract),
+        // handed to us by the caller, so its allocation happens-before this call.
+        unsafe {
+            if shared.try_free(ptr) {
+                return Ok(());
+            }
+            shared.free_slow(ptr)
+        }
+    }
+
+    /// # Safety
+    /// `ptr` is a live block of this pool.
+    unsafe fn reallocate_cached(
+        &self,
+        shared: &Arc<CacheShared>,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let new_size = new_size.max(1);
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        let old_usable = unsafe { shared.sizer.usable_bytes(ptr) };
+        let resized = match shared.sizer.resizes_in_place(old_usable, new_size) {
+            // Decided from the usable size alone, as the strategy would: no lock.
+            Some(true) => Some(old_usable),
+            Some(false) => None,
+            None => {
+                let mut strategy = shared.lock()?;
+                // SAFETY: as above.
+                unsafe { strategy.resize_in_place(ptr, new_size) }
+                    // SAFETY: still live after an in-place resize.
+                    .then(|| unsafe { strategy.usable_size(ptr) })
+            }
+        };
+        if let Some(new_usable) = resized {
+            // A reallocation counts as one free and one allocation.
+            shared.count_resize(old_usable, new_usable);
+            if let Some(live) = &self.live {
+                live.on_alloc(ptr.as_ptr() as usize, new_size);
+            }
+            return Ok(ptr);
+        }
+        let new = self.allocate(new_size)?;
+        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
+        // min(old_usable, new_size) bytes long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
+        };
+        // SAFETY: ptr is live (the caller's contract) and unused from here.
+        unsafe { MemoryPool::deallocate(self, ptr) }?;
+        Ok(new)
+    }
+
+    /// `reset` of the cached core: every thread's cached blocks are forgotten with the
+    /// strategy's memory.
+    ///
+    /// # Safety
+    /// No other thread is inside a call on this pool, and no block handed out before is
+    /// used afterwards.
+    unsafe fn reset_cached(&self, shared: &CacheShared) -> Result<(), PoolError> {
+        let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
+        let mut strategy = shared.lock()?;
+        // SAFETY: forwarded contract; we hold the strategy's lock.
+        unsafe { shared.forget_all() };
+        strategy.reset(return_chunks);
+        self.stats.on_reset();
+        drop(strategy);
+        if let Some(live) = &self.live {
+            live.clear();
+        }
+        Ok(())
+    }
+
+    /// `allocate_with` of the cores without a thread cache (kept out of line, so that the
+    /// cached fast path stays a small function).
+    #[inline(never)]
+    fn allocate_uncached(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
         let size = size.max(1);
         let result = self.effective_align(&flags).and_then(|align| {
             if let Core::LockFree(allocator) = &self.core {
                 let _serial = self.checked_serial();
-                let ptr = allocator.allocate(size, align)?;
-                // SAFETY: ptr was just handed out by this allocator.
-                self.stats.on_alloc(unsafe { allocator.usable_size(ptr) });
+                let (ptr, usable) = allocator.allocate_sized(size, align)?;
+                self.stats.on_alloc(usable);
                 return Ok(ptr);
             }
             self.with_strategy_mut(|s| {
@@ -551,8 +777,42 @@ impl MemoryPool for CpuPool {
         }
         Ok(ptr)
     }
+}
 
+impl MemoryPool for CpuPool {
+    #[inline]
+    fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // Alignment 0 or a power of two no larger than the pool's: any block will do.
+            if flags.align <= self.config.alignment
+                && flags.align & flags.align.wrapping_sub(1) == 0
+            {
+                if let Some(ptr) = shared.try_allocate(size) {
+                    if flags.zeroed || self.live.is_some() {
+                        self.after_cached_alloc(ptr, size.max(1), flags);
+                    }
+                    return Ok(ptr);
+                }
+            }
+            return self.allocate_cached_slow(shared, size, flags);
+        }
+        self.allocate_uncached(size, flags)
+    }
+
+    #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call.
+            if self.live.is_none()
+                && !self.config.debug.poison_on_free
+                && unsafe { shared.try_free(ptr) }
+            {
+                return Ok(());
+            }
+            return self.deallocate_cached_slow(shared, ptr);
+        }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         unsafe { self.free_block(ptr) }
     }
@@ -562,6 +822,10 @@ impl MemoryPool for CpuPool {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool.
+            return unsafe { self.reallocate_cached(shared, ptr, new_size) };
+        }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         unsafe { self.realloc_block(ptr, new_size) }
     }
@@ -594,6 +858,11 @@ impl MemoryPool for CpuPool {
     }
 
     unsafe fn reset(&self) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract of `reset`: no other thread is inside a call
+            // on this pool and no block handed out before is used afterwards.
+            return unsafe { self.reset_cached(shared) };
+        }
         if let Core::LockFree(_) = &self.core {
             return Err(PoolError::invalid_op(
                 &self.name,
@@ -604,6 +873,10 @@ impl MemoryPool for CpuPool {
     }
 
     fn stats(&self) -> MemoryStats {
+        if let Core::Cached(shared) = &self.core {
+            let (pending, cached_bytes) = shared.pending();
+            return self.stats.snapshot_with(&pending, cached_bytes);
+        }
         let mut stats = self.stats.snapshot();
         if self.external_strategy {
             stats.reserved_bytes = self.reserved_bytes() as u64;

@@ -17,6 +17,7 @@ pub mod os;
 pub mod pool;
 pub mod stats;
 pub mod sync;
+mod thread_cache;
 
 pub use adapters::{PoolAllocator, PoolGlobalAlloc};
 pub use alloc::fixed::FixedSizeAllocator;
@@ -25,7 +26,7 @@ pub use alloc::size_classed::SizeClassedAllocator;
 pub use alloc::{BlockState, Chunk, ChunkSource, Strategy, Upstream};
 pub use config::{
     AllocatorKind, DebugChecks, FitPolicy, HugePages, MemoryType, PoolConfig, ReturnPolicy,
-    SizeClasses, SyncMode,
+    SizeClasses, SyncMode, ThreadCacheConfig,
 };
 pub use cpu_pool::CpuPool;
 pub use error::{ConfigError, PoolError};

@@ -52,6 +52,10 @@ pub struct MemoryStats {
     pub large_object_count: u64,
     /// Number of chunk (upstream) allocations made.
     pub chunk_count: u64,
+    /// Bytes of free blocks held in per-thread caches now (part of `reserved_bytes`, not of
+    /// `current_used_bytes`); 0 for pools without a thread cache.
+    #[serde(default)]
+    pub thread_cached_bytes: u64,
 }
 
 impl MemoryStats {
@@ -81,6 +85,7 @@ impl MemoryStats {
         self.failure_count += other.failure_count;
         self.large_object_count += other.large_object_count;
         self.chunk_count += other.chunk_count;
+        self.thread_cached_bytes += other.thread_cached_bytes;
     }
 }
 
@@ -287,6 +292,40 @@ impl StatsCounters {
         self.reserved_bytes.fetch_sub(bytes as u64, Relaxed);
     }
 
+    /// Add a thread cache's batched counts (see `thread_cache`): read-modify-writes on the
+    /// global counters, then the peak raised to the new published used bytes. The caller
+    /// zeroes its own counts in the same step, so their sum with the cache's unpublished
+    /// figures is unchanged.
+    pub(crate) fn publish_batch(&self, batch: &CountBatch) {
+        self.allocation_count
+            .fetch_add(batch.allocation_count, Relaxed);
+        self.free_count.fetch_add(batch.free_count, Relaxed);
+        self.total_allocated_bytes
+            .fetch_add(batch.total_allocated_bytes, Relaxed);
+        let moved = batch.used_bytes;
+        let published = self.used.used_published_bytes.fetch_add(moved, Relaxed) + moved;
+        if published > 0 {
+            self.used
+                .peak_used_bytes
+                .fetch_max(published as u64, Relaxed);
+        }
+    }
+
+    /// Raise the peak to `published + unpublished_bytes` (a thread's own unpublished used
+    /// bytes): the peak contract of `on_alloc`, for callers that batch their counts.
+    #[inline]
+    pub(crate) fn note_used_estimate(&self, unpublished_bytes: i64) {
+        let estimate = self.used.used_published_bytes.load(Relaxed) + unpublished_bytes;
+        if estimate > 0 && estimate as u64 > self.used.peak_used_bytes.load(Relaxed) {
+            self.note_peak(estimate as u64);
+        }
+    }
+
+    #[cold]
+    fn note_peak(&self, estimate: u64) {
+        self.used.peak_used_bytes.fetch_max(estimate, Relaxed);
+    }
+
     /// Every block was released at once by `reset()`. Exact when no `on_alloc` / `on_free`
     /// runs meanwhile (the pool's reset holds its lock or `&mut`). Writes no shard (they
     /// have one writer each): the published figure is set to minus their sum instead.
@@ -327,14 +366,27 @@ impl StatsCounters {
     /// published figure plus every shard's unpublished bytes. Exact when no operation runs
     /// meanwhile, approximate otherwise; reads only.
     pub fn snapshot(&self) -> MemoryStats {
+        self.snapshot_with(&CountBatch::default(), 0)
+    }
+
+    /// `snapshot()` with counts not yet published (thread caches' batches) added, and the
+    /// bytes of free blocks held in thread caches.
+    pub(crate) fn snapshot_with(&self, pending: &CountBatch, cached_bytes: u64) -> MemoryStats {
         let total_allocated_bytes = self
             .shards
             .iter()
             .fold(self.total_allocated_bytes.load(Relaxed), |sum, s| {
                 sum + s.total_allocated_bytes.load(Relaxed)
             });
+        let total_allocated_bytes = total_allocated_bytes + pending.total_allocated_bytes;
         let (allocation_count, free_count) = self.counts();
-        let used = self.used.used_published_bytes.load(Relaxed) + self.unpublished_bytes();
+        let (allocation_count, free_count) = (
+            allocation_count + pending.allocation_count,
+            free_count + pending.free_count,
+        );
+        let used = self.used.used_published_bytes.load(Relaxed)
+            + self.unpublished_bytes()
+            + pending.used_bytes;
         let current_used_bytes = used.max(0) as u64;
         MemoryStats {
             total_allocated_bytes,
@@ -351,7 +403,27 @@ impl StatsCounters {
             failure_count: self.failure_count.load(Relaxed),
             large_object_count: self.large_object_count.load(Relaxed),
             chunk_count: self.chunk_count.load(Relaxed),
+            thread_cached_bytes: cached_bytes,
         }
+    }
+}
+
+/// Counts made outside `StatsCounters` and added to it in one step (a thread cache's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CountBatch {
+    pub allocation_count: u64,
+    pub free_count: u64,
+    pub total_allocated_bytes: u64,
+    /// Allocated minus freed usable bytes.
+    pub used_bytes: i64,
+}
+
+impl CountBatch {
+    pub fn add(&mut self, other: &CountBatch) {
+        self.allocation_count += other.allocation_count;
+        self.free_count += other.free_count;
+        self.total_allocated_bytes += other.total_allocated_bytes;
+        self.used_bytes += other.used_bytes;
     }
 }
 

@@ -289,7 +289,10 @@ impl PoolGlobalAlloc {
     #[cold]
     fn init(&self) -> Option<&CpuPool> {
         let _guard = InPool::building();
-        let config = (self.config)();
+        let mut config = (self.config)();
+        // A thread cache is created on the Rust heap per thread, i.e. from the bootstrap
+        // arena here, which is never reused: the global pool runs without one.
+        config.thread_cache.enabled = false;
         let built = match Self::unsupported_reason(&config) {
             Some(reason) => Err(reason),
             None => CpuPool::new(self.name, config).map_err(|_| {

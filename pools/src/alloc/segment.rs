@@ -46,7 +46,7 @@
 use crate::alloc::{Chunk, Upstream};
 use crate::error::PoolError;
 use std::mem::size_of;
-use std::ptr::{addr_of_mut, null_mut, NonNull};
+use std::ptr::{addr_of, addr_of_mut, null_mut, NonNull};
 
 /// `SegmentHeader::magic`: the first word of every page segment.
 const SEGMENT_MAGIC: u32 = 0x5E67_4E47;
@@ -199,6 +199,74 @@ pub(crate) struct ClassLayout {
     bitmap_offset: usize,
 }
 
+/// The two shifts [`SegmentHeap::header_of`] needs, copied out of a heap so that a live
+/// block's usable size can be read without the heap and its lock (the thread cache's free
+/// path, `thread_cache::BlockSizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentGeometry {
+    segment_shift: u32,
+    page_shift: u32,
+}
+
+impl SegmentGeometry {
+    /// Usable bytes of a live block, read the way `header_of` finds its header, and
+    /// whether it is a class block (`false`: a large object).
+    ///
+    /// Reads only words that nobody writes while the block is live: the segment's magic,
+    /// the page-map entry of the block's own page and the span header's `owner` and
+    /// `block_stride_bytes` (written by `take_span` before any block of the span is handed
+    /// out), or a large header's `chunk_base`, `chunk_len` and `block_addr` (written
+    /// before the object is handed out). Other words of those headers (`live_blocks`, the
+    /// list links, other pages' entries) may be written meanwhile by a thread holding the
+    /// heap; they are different memory locations, and these reads go through raw pointers
+    /// to the fields alone, never a reference to a whole header.
+    ///
+    /// # Safety
+    /// `block` is a live block handed out by a `SegmentHeap` with this geometry, whose
+    /// allocation happens-before this call.
+    #[inline]
+    pub(crate) unsafe fn usable_bytes(self, block: NonNull<u8>) -> (usize, bool) {
+        // SAFETY: forwarded contract.
+        let (usable, owner) = unsafe { self.usable_bytes_and_owner(block) };
+        (usable, owner != OWNER_LARGE)
+    }
+
+    /// `usable_bytes`, with the owner of the block's span (`OWNER_LARGE` for a large
+    /// object) instead of the flag.
+    ///
+    /// # Safety
+    /// As for `usable_bytes`.
+    #[inline]
+    pub(crate) unsafe fn usable_bytes_and_owner(self, block: NonNull<u8>) -> (usize, u32) {
+        let addr = block.as_ptr() as usize;
+        let segment_bytes = 1usize << self.segment_shift;
+        let base = addr & !(segment_bytes - 1);
+        // SAFETY: as in `header_of` (caller's contract: a live block of such a heap); only
+        // the fields named in the doc are read, each through its own raw place.
+        unsafe {
+            let header = if addr == base {
+                (addr - segment_bytes) as *const SpanHeader
+            } else if *(base as *const u32) == SEGMENT_MAGIC {
+                let segment = base as *const SegmentHeader;
+                let page = (addr - base) >> self.page_shift;
+                let first = *addr_of!((*segment).first_page[page]) as usize;
+                let span = addr_of!((*segment).spans[first]);
+                let owner = *addr_of!((*span).owner);
+                if owner != OWNER_LARGE {
+                    return (*addr_of!((*span).block_stride_bytes), owner);
+                }
+                span
+            } else {
+                base as *const SpanHeader
+            };
+            let large = header.cast::<LargeHeader>();
+            let usable = *addr_of!((*large).chunk_base) + *addr_of!((*large).chunk_len)
+                - *addr_of!((*large).block_addr);
+            (usable, OWNER_LARGE)
+        }
+    }
+}
+
 /// Segment and span management over an `Upstream`. Not thread-safe (`&mut self`).
 pub struct SegmentHeap {
     upstream: Upstream,
@@ -267,6 +335,13 @@ impl SegmentHeap {
 
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    pub(crate) fn geometry(&self) -> SegmentGeometry {
+        SegmentGeometry {
+            segment_shift: self.segment_shift,
+            page_shift: self.page_shift,
+        }
     }
 
     pub fn reserved_bytes(&self) -> usize {

@@ -72,6 +72,12 @@ impl SizeClassedAllocator {
     pub fn segment_bytes(&self) -> usize {
         self.heap.segment_bytes()
     }
+
+    /// What the thread cache needs to read a live block's usable size without this
+    /// allocator (see `SegmentGeometry::usable_bytes`).
+    pub(crate) fn geometry(&self) -> crate::alloc::segment::SegmentGeometry {
+        self.heap.geometry()
+    }
 }
 
 impl Strategy for SizeClassedAllocator {

@@ -179,6 +179,42 @@ impl LockFreeAllocator {
         }
     }
 
+    /// `allocate`, also returning the block's usable bytes (what `usable_size` would
+    /// answer) without looking the block up again: the class size for a slab block.
+    #[inline]
+    pub fn allocate_sized(
+        &self,
+        size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, usize), PoolError> {
+        let align = align.max(self.core.min_align_bytes);
+        let class = if align <= QUANTUM_BYTES {
+            self.core.classes.class_of(size)
+        } else if align <= MAX_SLAB_ALIGN_BYTES && align.is_power_of_two() {
+            self.core.classes.aligned_class_of(size, align)
+        } else {
+            None
+        };
+        match class {
+            Some(class) if class < self.core.slab_class_count => {
+                let heap = tls::current_heap(self.id);
+                let block = if heap.is_null() {
+                    self.allocate_without_cached_heap(class)?
+                } else {
+                    // SAFETY: as in `allocate`.
+                    unsafe { (*heap).allocate(&self.core, class)? }
+                };
+                // Slabs of class `c` are formatted with blocks of `class_size(c)` bytes.
+                Ok((block, self.core.classes.class_size(class)))
+            }
+            _ => {
+                let block = self.allocate_large(size, align)?;
+                // SAFETY: just handed out by this allocator.
+                Ok((block, unsafe { self.usable_size(block) }))
+            }
+        }
+    }
+
     #[cold]
     fn allocate_without_cached_heap(&self, class: usize) -> Result<NonNull<u8>, PoolError> {
         match tls::heap_for(self) {

@@ -5,6 +5,10 @@
 //! `BlockHdr`, so `payload - HDR_BYTES` finds the header again in O(1).
 
 use super::mapping::GRANULE_BYTES;
+use std::ptr::NonNull;
+// The size word is read without the pool's lock by the thread cache (see
+// `usable_bytes_unlocked`); it orders no other memory, so it stays out of `crate::sync`.
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Flag: the block is free (in a free list). Never set on a sentinel.
 pub(super) const FREE: usize = 1;
@@ -33,7 +37,12 @@ pub(super) struct BlockHdr {
     /// A block held by the front cache carries no flag of its own: it is a used block to
     /// the lists and its neighbours, and only its cache stack knows it (`front_cache`).
     /// Invariant: `PREV_FREE` is set iff `prev_phys` is non-null and that block is free.
-    pub size_and_flags: usize,
+    ///
+    /// Atomic (relaxed loads and stores, plain moves on x86-64 and AArch64) because the
+    /// thread cache reads a live block's size without the lock while the lock holder may
+    /// rewrite the word to change `PREV_FREE` (the size bits of a live block never change
+    /// but by its owner's `resize_in_place`). Every write is by the lock holder.
+    size_and_flags: AtomicUsize,
     /// The physically previous block in the same chunk; null for a chunk's first block.
     /// Invariant: `prev_phys + prev_phys.size == self`.
     pub prev_phys: *mut BlockHdr,
@@ -50,26 +59,61 @@ pub(super) struct FreeBlockHdr {
 }
 
 impl BlockHdr {
+    /// The size word (size or-ed with the flags).
+    #[inline(always)]
+    pub fn word(&self) -> usize {
+        self.size_and_flags.load(Relaxed)
+    }
+
+    /// Write the size word (under the allocator's `&mut`).
+    #[inline(always)]
+    pub fn set_word(&self, word: usize) {
+        self.size_and_flags.store(word, Relaxed);
+    }
+
+    #[inline(always)]
+    pub fn set_prev_free(&self) {
+        self.set_word(self.word() | PREV_FREE);
+    }
+
+    #[inline(always)]
+    pub fn clear_prev_free(&self) {
+        self.set_word(self.word() & !PREV_FREE);
+    }
+
     /// Size in bytes, header included.
     #[inline(always)]
     pub fn size(&self) -> usize {
-        self.size_and_flags & !FLAGS_MASK
+        self.word() & !FLAGS_MASK
     }
 
     #[inline(always)]
     pub fn is_free(&self) -> bool {
-        self.size_and_flags & FREE != 0
+        self.word() & FREE != 0
     }
 
     #[inline(always)]
     pub fn is_prev_free(&self) -> bool {
-        self.size_and_flags & PREV_FREE != 0
+        self.word() & PREV_FREE != 0
     }
 
     #[inline(always)]
     pub fn is_sentinel(&self) -> bool {
-        self.size_and_flags & SENTINEL != 0
+        self.word() & SENTINEL != 0
     }
+}
+
+/// Usable bytes of a live block of any `Tlsf`, without the allocator: a relaxed load of
+/// its size word, whose size bits do not change while the block is live (see the field).
+///
+/// # Safety
+/// `payload` is a live block handed out by a `Tlsf`, whose allocation happens-before this
+/// call.
+#[inline(always)]
+pub(crate) unsafe fn usable_bytes_unlocked(payload: NonNull<u8>) -> usize {
+    // SAFETY: a live payload is preceded by its header in the same chunk (contract); the
+    // header is only read through the atomic.
+    unsafe { (*payload.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>()).size() - HDR_BYTES }
 }
 
 /// The header `offset_bytes` after `block`.

@@ -78,9 +78,9 @@ impl Tlsf {
         // SAFETY: both headers lie inside the chunk (`ChunkRecord` invariant) and no one
         // else reads or writes them (caller).
         unsafe {
-            (*first).size_and_flags = block_bytes | FREE;
+            (*first).set_word(block_bytes | FREE);
             (*first).prev_phys = ptr::null_mut();
-            (*sentinel).size_and_flags = SENTINEL | PREV_FREE;
+            (*sentinel).set_word(SENTINEL | PREV_FREE);
             (*sentinel).prev_phys = first;
         }
         first

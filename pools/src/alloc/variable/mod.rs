@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod block;
+pub(crate) use self::block::usable_bytes_unlocked;
 mod chunks;
 mod free_lists;
 mod front_cache;
@@ -214,15 +215,15 @@ impl Tlsf {
             let rest = size - need;
             if rest >= self.min_block_bytes {
                 let remainder = header_at(block, need);
-                (*remainder).size_and_flags = rest | FREE;
+                (*remainder).set_word(rest | FREE);
                 (*remainder).prev_phys = block;
                 // `next` keeps `PREV_FREE`: its predecessor is still a free block.
                 (*next).prev_phys = remainder;
                 self.link(remainder, rest);
-                (*block).size_and_flags = need | ((*block).size_and_flags & PREV_FREE);
+                (*block).set_word(need | ((*block).word() & PREV_FREE));
             } else {
-                (*next).size_and_flags &= !PREV_FREE;
-                (*block).size_and_flags = size | ((*block).size_and_flags & PREV_FREE);
+                (*next).clear_prev_free();
+                (*block).set_word(size | ((*block).word() & PREV_FREE));
             }
             NonNull::new_unchecked(payload_of(block))
         }
@@ -253,7 +254,7 @@ impl Tlsf {
                 return self.carve(block, need);
             }
             let remainder = header_at(block, need);
-            (*remainder).size_and_flags = rest | FREE;
+            (*remainder).set_word(rest | FREE);
             (*remainder).prev_phys = block;
             // The successor keeps `PREV_FREE`: its predecessor is still a free block.
             (*header_at(block, size)).prev_phys = remainder;
@@ -265,7 +266,7 @@ impl Tlsf {
                 self.link_to(remainder, rest_list);
             }
             // A listed block is free, so its predecessor is used: `PREV_FREE` is clear.
-            (*block).size_and_flags = need;
+            (*block).set_word(need);
             NonNull::new_unchecked(payload_of(block))
         }
     }
@@ -327,11 +328,11 @@ impl Tlsf {
         unsafe {
             let size_bytes = (*block).size();
             let aligned = header_at(block, gap);
-            (*aligned).size_and_flags = (size_bytes - gap) | FREE | PREV_FREE;
+            (*aligned).set_word((size_bytes - gap) | FREE | PREV_FREE);
             (*aligned).prev_phys = block;
             (*header_at(block, size_bytes)).prev_phys = aligned;
             // The gap keeps `block`'s flags: free, with a used predecessor.
-            (*block).size_and_flags = gap | FREE;
+            (*block).set_word(gap | FREE);
             self.link(block, gap);
             Ok(self.carve(aligned, need))
         }
@@ -380,7 +381,7 @@ impl Tlsf {
         unsafe {
             let size = (*block).size();
             let next = header_at(block, size);
-            let next_word = (*next).size_and_flags;
+            let next_word = (*next).word();
             let next_free_bytes = if next_word & FREE != 0 {
                 next_word & !FLAGS_MASK
             } else {
@@ -396,9 +397,9 @@ impl Tlsf {
             let merged = if prev.is_null() { block } else { prev };
             let after = header_at(merged, merged_bytes);
             // The merged block's predecessor is used (no two adjacent free blocks).
-            (*merged).size_and_flags = merged_bytes | FREE;
+            (*merged).set_word(merged_bytes | FREE);
             (*after).prev_phys = merged;
-            (*after).size_and_flags |= PREV_FREE;
+            (*after).set_prev_free();
             if self.release_empty_chunks && (*merged).prev_phys.is_null() && (*after).is_sentinel()
             {
                 if next_free_bytes != 0 {
@@ -493,9 +494,9 @@ impl Strategy for Tlsf {
         unsafe {
             let block = ptr.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>();
             let size = (*block).size();
-            let own_flags = (*block).size_and_flags & PREV_FREE;
+            let own_flags = (*block).word() & PREV_FREE;
             let next = header_at(block, size);
-            let next_word = (*next).size_and_flags;
+            let next_word = (*next).word();
             let next_free_bytes = if next_word & FREE != 0 {
                 next_word & !FLAGS_MASK
             } else {
@@ -518,17 +519,17 @@ impl Strategy for Tlsf {
             let after = header_at(block, size + next_free_bytes);
             if spare >= self.min_block_bytes {
                 let tail = header_at(block, need);
-                (*tail).size_and_flags = spare | FREE;
+                (*tail).set_word(spare | FREE);
                 (*tail).prev_phys = block;
                 (*after).prev_phys = tail;
-                (*after).size_and_flags |= PREV_FREE;
+                (*after).set_prev_free();
                 self.link(tail, spare);
-                (*block).size_and_flags = need | own_flags;
+                (*block).set_word(need | own_flags);
             } else {
                 // Growing into all of the free successor (the spare is too small to be a block).
                 (*after).prev_phys = block;
-                (*after).size_and_flags &= !PREV_FREE;
-                (*block).size_and_flags = (size + next_free_bytes) | own_flags;
+                (*after).clear_prev_free();
+                (*block).set_word((size + next_free_bytes) | own_flags);
             }
             true
         }

@@ -152,10 +152,11 @@ impl Tlsf {
             // SAFETY: the sentinel header lies inside the chunk (checked above).
             let closing = unsafe { block.read() };
             let expected_word = super::block::SENTINEL | if prev_free { PREV_FREE } else { 0 };
-            if closing.size_and_flags != expected_word || closing.prev_phys != prev {
+            if closing.word() != expected_word || closing.prev_phys != prev {
                 return Err(format!(
                     "chunk {base:#x}: sentinel {sentinel:#x} has word {:#x}, prev {:p}",
-                    closing.size_and_flags, closing.prev_phys
+                    closing.word(),
+                    closing.prev_phys
                 ));
             }
             if end - (sentinel + HDR_BYTES) >= self.granularity_bytes {

@@ -1,0 +1,195 @@
+//! Size classes of the thread cache: request size -> class by one table load, and the
+//! exact usable size a block must have to be cached in a class.
+//!
+//! ```text
+//! request size s (1..=max_cached_bytes)
+//!   class_of_granule[(s + 15) / 16] ──> class c ──> class_bytes[c], capacity[c]
+//! freed block of usable size u
+//!   class_of_granule[u / 16] ──> c, cached only if class_bytes[c] == u
+//! ```
+//!
+//! The classes are the strategy's own (the one size-class table of the crate,
+//! `alloc::size_class`, with the pool's alignment applied), so a block the strategy hands
+//! out for `class_bytes[c]` has exactly that usable size in the size-classed strategy and
+//! almost always in TLSF; a block whose usable size is not exactly a class size (a TLSF
+//! block that absorbed a small remainder, a large object) is never cached.
+
+use crate::alloc::size_class::{SizeClassTable, QUANTUM_BYTES};
+use crate::config::PoolConfig;
+
+const GRANULE_SHIFT: u32 = QUANTUM_BYTES.trailing_zeros();
+
+/// The cache's classes for one pool.
+#[derive(Debug, Clone)]
+pub(crate) struct CacheClasses {
+    /// Largest request served from the cache (0: nothing is).
+    max_cached_bytes: usize,
+    /// `class_of_granule[g]`: the class serving requests of `g * 16` bytes (and of every
+    /// size in `((g - 1) * 16, g * 16]`); `g` in `0..=max_cached_bytes / 16`.
+    class_of_granule: Box<[u16]>,
+    /// Usable bytes of every block cached in class `c`; a multiple of 16.
+    pub(crate) class_bytes: Box<[usize]>,
+    /// Most blocks a thread keeps in class `c` (at least 2, so a refill can leave one).
+    pub(crate) capacity: Box<[usize]>,
+}
+
+impl CacheClasses {
+    /// Classes for a size-classed or TLSF strategy: the size-class table up to
+    /// `thread_cache.max_block_bytes`, each request mapped to the class the strategy itself
+    /// would use at the pool's alignment.
+    pub(crate) fn for_table(config: &PoolConfig) -> Self {
+        let table = SizeClassTable::new(&config.size_classes);
+        let limits = &config.thread_cache;
+        let max_cached_bytes = limits
+            .max_block_bytes
+            .min(table.max_class_bytes())
+            .next_multiple_of(QUANTUM_BYTES)
+            .min(table.max_class_bytes());
+        let granules = max_cached_bytes >> GRANULE_SHIFT;
+        let mut classes: Vec<usize> = Vec::new();
+        let class_of_granule: Box<[u16]> = (0..=granules)
+            .map(|g| {
+                let size = (g << GRANULE_SHIFT).max(1);
+                let bytes = table
+                    .aligned_class_of(size, config.alignment)
+                    .map(|c| table.class_size(c))
+                    .unwrap_or(usize::MAX);
+                let index = classes.iter().position(|&b| b == bytes).unwrap_or_else(|| {
+                    classes.push(bytes);
+                    classes.len() - 1
+                });
+                index as u16
+            })
+            .collect();
+        Self::from_parts(max_cached_bytes, class_of_granule, classes, config)
+    }
+
+    /// One class: every block of a fixed-size strategy (`block_bytes` usable), serving
+    /// every request up to it.
+    pub(crate) fn uniform(block_bytes: usize, config: &PoolConfig) -> Self {
+        let max_cached_bytes = block_bytes - block_bytes % QUANTUM_BYTES;
+        let class_of_granule = vec![0u16; (max_cached_bytes >> GRANULE_SHIFT) + 1];
+        Self::from_parts(
+            max_cached_bytes,
+            class_of_granule.into_boxed_slice(),
+            vec![block_bytes],
+            config,
+        )
+    }
+
+    fn from_parts(
+        max_cached_bytes: usize,
+        class_of_granule: Box<[u16]>,
+        class_bytes: Vec<usize>,
+        config: &PoolConfig,
+    ) -> Self {
+        let limits = &config.thread_cache;
+        let capacity = class_bytes
+            .iter()
+            .map(|&bytes| {
+                (limits.max_class_bytes / bytes.max(1)).clamp(2, limits.max_class_blocks.max(2))
+            })
+            .collect();
+        CacheClasses {
+            max_cached_bytes,
+            class_of_granule,
+            class_bytes: class_bytes.into_boxed_slice(),
+            capacity,
+        }
+    }
+
+    /// Whether any request size is served from the cache.
+    pub(crate) fn serves_requests(&self) -> bool {
+        self.max_cached_bytes > 0
+    }
+
+    pub(crate) fn class_count(&self) -> usize {
+        self.class_bytes.len()
+    }
+
+    /// The class serving a request of `size_bytes` (>= 1), or `None` when it is too big
+    /// for the cache.
+    #[inline(always)]
+    pub(crate) fn class_of_request(&self, size_bytes: usize) -> Option<usize> {
+        if size_bytes > self.max_cached_bytes {
+            return None;
+        }
+        let granule = (size_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT;
+        // SAFETY-free: `granule <= max_cached_bytes / 16`, the table's last index.
+        Some(self.class_of_granule[granule] as usize)
+    }
+
+    /// The class a freed block of exactly `usable_bytes` belongs to, if any.
+    #[inline(always)]
+    pub(crate) fn class_of_usable(&self, usable_bytes: usize) -> Option<usize> {
+        let class = *self.class_of_granule.get(usable_bytes >> GRANULE_SHIFT)? as usize;
+        (self.class_bytes[class] == usable_bytes).then_some(class)
+    }
+
+    /// Whether cache class `c` is class `c` of `table` for every cache class (true for
+    /// the size-classed strategy at alignments up to 16): then a span's owner index is
+    /// its blocks' cache class.
+    pub(crate) fn matches_table(&self, table: &SizeClassTable) -> bool {
+        self.class_bytes
+            .iter()
+            .enumerate()
+            .all(|(c, &bytes)| c < table.class_count() && table.class_size(c) == bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_request_maps_to_the_smallest_class_that_holds_it() {
+        let config = PoolConfig::default_cpu();
+        let classes = CacheClasses::for_table(&config);
+        let table = SizeClassTable::new(&config.size_classes);
+        for size in 1..=config.thread_cache.max_block_bytes {
+            let class = classes.class_of_request(size).unwrap();
+            assert_eq!(
+                classes.class_bytes[class],
+                table.class_size(table.class_of(size).unwrap()),
+                "size {size}"
+            );
+            assert_eq!(
+                classes.class_of_usable(classes.class_bytes[class]),
+                Some(class)
+            );
+        }
+        assert_eq!(
+            classes.class_of_request(config.thread_cache.max_block_bytes + 1),
+            None
+        );
+        assert_eq!(classes.class_of_usable(24), None);
+        assert_eq!(classes.class_of_usable(1 << 20), None);
+    }
+
+    #[test]
+    fn alignment_moves_requests_to_aligned_classes() {
+        let config = PoolConfig {
+            alignment: 64,
+            ..PoolConfig::default_cpu()
+        };
+        let classes = CacheClasses::for_table(&config);
+        for size in 1..=4096 {
+            let bytes = classes.class_bytes[classes.class_of_request(size).unwrap()];
+            assert!(
+                bytes >= size && bytes.is_multiple_of(64),
+                "size {size}: {bytes}"
+            );
+        }
+    }
+
+    #[test]
+    fn uniform_classes_serve_up_to_the_block() {
+        let config = PoolConfig::default_cpu();
+        let classes = CacheClasses::uniform(72, &config);
+        assert_eq!(classes.class_of_request(64), Some(0));
+        assert_eq!(classes.class_of_request(65), None);
+        assert_eq!(classes.class_of_usable(72), Some(0));
+        assert_eq!(classes.class_of_usable(64), None);
+        assert!(classes.capacity[0] >= 2);
+    }
+}

@@ -1,0 +1,654 @@
+//! The per-thread cache layer of `CpuPool` in front of a locked strategy: tcmalloc-style
+//! thread caches, with the locked strategy itself as the central layer. The design and
+//! its invariants are in `docs/thread-cache.md`.
+//!
+//! ```text
+//!  thread A                 thread B                      shared (CacheShared)
+//!  ┌───────────────────┐    ┌───────────────────┐         ┌──────────────────────────┐
+//!  │ class 0: [b b b ] │    │ class 0: [b     ] │ refill  │ Mutex<Box<dyn Strategy>> │
+//!  │ class 1: [b     ] │◄──►│ class 1: [b b b ] │◄───────►│ (half a magazine a time) │
+//!  │ ...   counters    │    │ ...   counters    │ flush   │ registry of caches       │
+//!  └───────────────────┘    └───────────────────┘         └──────────────────────────┘
+//!  allocate: class = table[(size + 15) / 16]; pop            (no lock, no atomic RMW)
+//!  free:     class of the block's usable size; push          (no lock, no atomic RMW)
+//! ```
+//!
+//! - A block freed by any thread goes to the freeing thread's cache (blocks belong to the
+//!   pool, not to a thread), so cross-thread frees need nothing special; a producer
+//!   thread refills from the strategy and a consumer thread flushes into it, half a
+//!   magazine per lock.
+//! - Each magazine holds at most `capacity[class]` blocks and each thread at most
+//!   `thread_cache.max_thread_bytes`; beyond either, half is given back under the lock.
+//! - Thread exit gives every cached block back (`tls`), `reset` forgets them with the
+//!   strategy's memory, dropping the pool drops them with it.
+//! - Counts are batched per thread (single-writer atomics, plain loads and stores) and
+//!   published into `StatsCounters` every 64 KiB of used-byte change and when the thread
+//!   retires or the pool resets; `stats()` adds the unpublished batches, so a snapshot
+//!   taken while no operation runs is exact.
+
+mod classes;
+mod tls;
+
+pub(crate) use self::classes::CacheClasses;
+
+use crate::alloc::segment::SegmentGeometry;
+use crate::alloc::Strategy;
+use crate::error::PoolError;
+use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
+use std::cell::UnsafeCell;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How the layer learns a live block's usable size without the strategy's lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BlockSizer {
+    /// Every block has this many usable bytes (fixed-size strategy).
+    Uniform(usize),
+    /// Segment-heap blocks (size-classed strategy): the span header. With
+    /// `owner_is_class`, a span's owner index is its blocks' cache class
+    /// (`CacheClasses::matches_table`), which saves the class lookup on a free.
+    Segment {
+        geometry: SegmentGeometry,
+        owner_is_class: bool,
+    },
+    /// TLSF blocks: the boundary tag in front of the payload.
+    Tlsf,
+}
+
+impl BlockSizer {
+    /// Usable bytes of a live block.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of the strategy this sizer was made for, and its allocation
+    /// happens-before this call.
+    #[inline(always)]
+    pub(crate) unsafe fn usable_bytes(self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: forwarded contract.
+        unsafe { self.classify(ptr).0 }
+    }
+
+    /// Whether a live block of `usable_bytes` is resized to `new_size` in place, when that
+    /// follows from the size alone (`None`: ask the strategy, under the lock). The answers
+    /// are the strategies' own `resize_in_place` rules: the fixed-size and size-classed
+    /// strategies keep a block while it holds the new size and is less than twice it;
+    /// TLSF also keeps such a block (without splitting its tail off) and needs its lists
+    /// to grow or to shrink further.
+    #[inline]
+    pub(crate) fn resizes_in_place(self, usable_bytes: usize, new_size: usize) -> Option<bool> {
+        let keeps = new_size <= usable_bytes && new_size.saturating_mul(2) > usable_bytes;
+        match self {
+            BlockSizer::Uniform(bytes) => Some(new_size <= bytes),
+            BlockSizer::Segment { .. } => Some(keeps),
+            BlockSizer::Tlsf => keeps.then_some(true),
+        }
+    }
+
+    /// Usable bytes of a live block, and whether it may be cached at all (large objects
+    /// of the size-classed strategy may not: they go back to the OS when freed).
+    ///
+    /// # Safety
+    /// As for `usable_bytes`.
+    #[inline(always)]
+    unsafe fn classify(self, ptr: NonNull<u8>) -> (usize, bool) {
+        match self {
+            BlockSizer::Uniform(bytes) => (bytes, true),
+            // SAFETY: forwarded contract.
+            BlockSizer::Segment { geometry, .. } => unsafe { geometry.usable_bytes(ptr) },
+            BlockSizer::Tlsf => {
+                // SAFETY: forwarded contract.
+                let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
+                (usable, true)
+            }
+        }
+    }
+
+    /// The cache class of a live block, if it may be cached, and its usable bytes.
+    ///
+    /// # Safety
+    /// As for `usable_bytes`.
+    #[inline(always)]
+    unsafe fn class_of(self, ptr: NonNull<u8>, classes: &CacheClasses) -> (Option<usize>, usize) {
+        if let BlockSizer::Segment {
+            geometry,
+            owner_is_class: true,
+        } = self
+        {
+            // SAFETY: forwarded contract.
+            let (usable, owner) = unsafe { geometry.usable_bytes_and_owner(ptr) };
+            let class = owner as usize;
+            // A large object's owner (`OWNER_LARGE`) is beyond every class.
+            return ((class < classes.class_count()).then_some(class), usable);
+        }
+        // SAFETY: forwarded contract.
+        let (usable, cacheable) = unsafe { self.classify(ptr) };
+        let class = if cacheable {
+            classes.class_of_usable(usable)
+        } else {
+            None
+        };
+        (class, usable)
+    }
+}
+
+/// One size class of one thread's cache: a stack of free blocks.
+///
+/// Invariant: `slots[0..len]` are distinct free blocks of the pool's strategy (live to
+/// the strategy) of exactly `class_bytes[class]` usable bytes; `len <= capacity`.
+struct Magazine {
+    slots: *mut *mut u8,
+    len: usize,
+    capacity: usize,
+    block_bytes: usize,
+}
+
+/// Owner-only part of a thread cache.
+struct Magazines {
+    classes: Box<[Magazine]>,
+    /// Backing store of every magazine's `slots`.
+    _storage: Box<[*mut u8]>,
+}
+
+/// One thread's cache for one pool. Shared (`Arc`) by the thread's TLS map and the pool's
+/// registry.
+///
+/// Invariant (who touches `magazines`): the owning thread inside a pool call, or a
+/// thread holding the pool's strategy lock while the owner is in no pool call: the owner
+/// itself on thread exit (`retire`), or `reset`, whose contract excludes concurrent calls.
+/// The counters have one writer under the same rule; anyone may read them.
+pub(crate) struct ThreadCache {
+    magazines: UnsafeCell<Magazines>,
+    /// Bytes in all magazines.
+    cached_bytes: AtomicUsize,
+    allocation_count: AtomicU64,
+    free_count: AtomicU64,
+    total_allocated_bytes: AtomicU64,
+    /// Used bytes (allocated minus freed usable bytes) not yet published. Invariant: within
+    /// `(-PEAK_PUBLISH_THRESHOLD_BYTES, PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation.
+    used_bytes: AtomicI64,
+}
+
+// SAFETY: the magazines' raw pointers are addresses of pool blocks and of `_storage`;
+// access follows the type's invariant (one user at a time).
+unsafe impl Send for ThreadCache {}
+// SAFETY: as above; the counters are atomics.
+unsafe impl Sync for ThreadCache {}
+
+/// `counter = counter + delta` by its single writer: a plain load and store.
+#[inline(always)]
+fn bump(counter: &AtomicU64, delta: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(delta), Relaxed);
+}
+
+impl ThreadCache {
+    fn new(classes: &CacheClasses) -> Self {
+        let total: usize = classes.capacity.iter().sum();
+        let mut storage: Box<[*mut u8]> = vec![ptr::null_mut(); total].into_boxed_slice();
+        let mut offset = 0;
+        let base = storage.as_mut_ptr();
+        let magazines = (0..classes.class_count())
+            .map(|c| {
+                let capacity = classes.capacity[c];
+                // SAFETY: offsets stay within `storage` (the capacities sum to its length).
+                let slots = unsafe { base.add(offset) };
+                offset += capacity;
+                Magazine {
+                    slots,
+                    len: 0,
+                    capacity,
+                    block_bytes: classes.class_bytes[c],
+                }
+            })
+            .collect();
+        ThreadCache {
+            magazines: UnsafeCell::new(Magazines {
+                classes: magazines,
+                _storage: storage,
+            }),
+            cached_bytes: AtomicUsize::new(0),
+            allocation_count: AtomicU64::new(0),
+            free_count: AtomicU64::new(0),
+            total_allocated_bytes: AtomicU64::new(0),
+            used_bytes: AtomicI64::new(0),
+        }
+    }
+
+    /// # Safety
+    /// The caller may touch the magazines (type invariant) and holds no other reference.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn magazines(&self) -> &mut Magazines {
+        // SAFETY: forwarded contract.
+        unsafe { &mut *self.magazines.get() }
+    }
+
+    /// Pop a block of `class`.
+    ///
+    /// # Safety
+    /// As for `magazines`; `class` is a class of the pool.
+    #[inline(always)]
+    unsafe fn pop(&self, class: usize) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
+        if magazine.len == 0 {
+            return None;
+        }
+        magazine.len -= 1;
+        // SAFETY: `len < capacity` slots are in the storage; slot `len` holds a block.
+        let block = unsafe { *magazine.slots.add(magazine.len) };
+        self.cached_bytes.store(
+            self.cached_bytes.load(Relaxed) - magazine.block_bytes,
+            Relaxed,
+        );
+        // SAFETY: magazine blocks are non-null (magazine invariant).
+        Some(unsafe { NonNull::new_unchecked(block) })
+    }
+
+    /// Push a free block of `class` unless the magazine or the thread's budget is full.
+    ///
+    /// # Safety
+    /// As for `pop`; `block` is a block of the strategy of exactly `class_bytes[class]`
+    /// usable bytes that nobody uses any more.
+    #[inline(always)]
+    unsafe fn push(&self, class: usize, block: NonNull<u8>, max_thread_bytes: usize) -> bool {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
+        let cached = self.cached_bytes.load(Relaxed) + magazine.block_bytes;
+        if magazine.len == magazine.capacity || cached > max_thread_bytes {
+            return false;
+        }
+        // SAFETY: `len < capacity`: the slot is in the storage.
+        unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
+        magazine.len += 1;
+        self.cached_bytes.store(cached, Relaxed);
+        true
+    }
+
+    /// Count an allocation of `usable_bytes` (by the writer of the counters).
+    #[inline(always)]
+    fn count_alloc(&self, usable_bytes: usize, stats: &StatsCounters) {
+        bump(&self.allocation_count, 1);
+        bump(&self.total_allocated_bytes, usable_bytes as u64);
+        let used = self.used_bytes.load(Relaxed) + usable_bytes as i64;
+        self.used_bytes.store(used, Relaxed);
+        if used >= PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.publish(stats);
+        } else {
+            stats.note_used_estimate(used);
+        }
+    }
+
+    /// Count a free of `usable_bytes` (by the writer of the counters).
+    #[inline(always)]
+    fn count_free(&self, usable_bytes: usize, stats: &StatsCounters) {
+        bump(&self.free_count, 1);
+        let used = self.used_bytes.load(Relaxed) - usable_bytes as i64;
+        self.used_bytes.store(used, Relaxed);
+        if used <= -PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.publish(stats);
+        }
+    }
+
+    /// The counts not yet published (for readers).
+    fn pending(&self) -> CountBatch {
+        CountBatch {
+            allocation_count: self.allocation_count.load(Relaxed),
+            free_count: self.free_count.load(Relaxed),
+            total_allocated_bytes: self.total_allocated_bytes.load(Relaxed),
+            used_bytes: self.used_bytes.load(Relaxed),
+        }
+    }
+
+    /// Move the batched counts into `stats` (by the writer of the counters).
+    #[cold]
+    fn publish(&self, stats: &StatsCounters) {
+        stats.publish_batch(&self.pending());
+        self.allocation_count.store(0, Relaxed);
+        self.free_count.store(0, Relaxed);
+        self.total_allocated_bytes.store(0, Relaxed);
+        self.used_bytes.store(0, Relaxed);
+    }
+}
+
+/// What `CpuPool` shares with its threads' caches: the locked strategy and the registry.
+pub(crate) struct CacheShared {
+    /// Process-unique: keys this pool's caches in every thread's TLS.
+    pub(crate) id: u64,
+    name: Arc<str>,
+    pub(crate) strategy: Mutex<Box<dyn Strategy>>,
+    pub(crate) stats: Arc<StatsCounters>,
+    pub(crate) classes: CacheClasses,
+    pub(crate) sizer: BlockSizer,
+    /// The pool's alignment: every cached block has it.
+    align: usize,
+    max_thread_bytes: usize,
+    /// The caches of every thread that used the pool and has not exited. Lock order:
+    /// `strategy` before `registry`.
+    registry: Mutex<Vec<Arc<ThreadCache>>>,
+}
+
+/// The message of a poisoned strategy lock (a strategy call panicked).
+const POISONED: &str = "pool unusable: a strategy call panicked";
+
+impl CacheShared {
+    pub(crate) fn new(
+        name: Arc<str>,
+        strategy: Box<dyn Strategy>,
+        stats: Arc<StatsCounters>,
+        classes: CacheClasses,
+        sizer: BlockSizer,
+        align: usize,
+        max_thread_bytes: usize,
+    ) -> Self {
+        CacheShared {
+            id: tls::next_pool_id(),
+            name,
+            strategy: Mutex::new(strategy),
+            stats,
+            classes,
+            sizer,
+            align,
+            max_thread_bytes,
+            registry: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Box<dyn Strategy>>, PoolError> {
+        self.strategy
+            .lock()
+            .map_err(|_| PoolError::invalid_op(&self.name, POISONED))
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {
+        // The registry is only pushed to and removed from: consistent after a panic.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register_thread(&self) -> Arc<ThreadCache> {
+        let cache = Arc::new(ThreadCache::new(&self.classes));
+        self.registry().push(Arc::clone(&cache));
+        cache
+    }
+
+    /// The fast path: a cached block for a request of `size` bytes at the pool's
+    /// alignment, or `None` (not cacheable, no cache yet, or the magazine is empty).
+    #[inline(always)]
+    pub(crate) fn try_allocate(&self, size: usize) -> Option<NonNull<u8>> {
+        let class = self.classes.class_of_request(size)?;
+        // SAFETY: a non-null cache from this thread's TLS is this thread's, alive (the TLS
+        // map holds an `Arc`), and this thread is inside a pool call.
+        let cache = unsafe { tls::current(self.id).as_ref()? };
+        // SAFETY: as above; `class` is one of the pool's classes.
+        let block = unsafe { cache.pop(class)? };
+        // SAFETY-free: class index from the table.
+        cache.count_alloc(self.classes.class_bytes[class], &self.stats);
+        Some(block)
+    }
+
+    /// The fast path of a free: into this thread's cache, or `false`.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this pool's strategy, not used after this call, and its
+    /// allocation happens-before it.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded contract.
+        let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
+        let Some(class) = class else {
+            return false;
+        };
+        // SAFETY: as in `try_allocate`.
+        let Some(cache) = (unsafe { tls::current(self.id).as_ref() }) else {
+            return false;
+        };
+        // SAFETY: as above; the block has exactly the class's usable size and is unused.
+        if unsafe { cache.push(class, ptr, self.max_thread_bytes) } {
+            cache.count_free(usable, &self.stats);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Count an in-place reallocation (one free and one allocation) by this thread.
+    pub(crate) fn count_resize(self: &Arc<Self>, old_usable: usize, new_usable: usize) {
+        // SAFETY: as in `try_allocate`.
+        let cache = unsafe {
+            match tls::current(self.id).as_ref() {
+                Some(cache) => Some(cache),
+                None => tls::get_or_create(self).as_ref(),
+            }
+        };
+        self.count_free(cache, old_usable);
+        self.count_alloc(cache, new_usable);
+    }
+
+    /// Count an allocation made outside the magazines (through the lock).
+    fn count_alloc(&self, cache: Option<&ThreadCache>, usable_bytes: usize) {
+        match cache {
+            Some(cache) => cache.count_alloc(usable_bytes, &self.stats),
+            None => self.stats.on_alloc(usable_bytes),
+        }
+    }
+
+    fn count_free(&self, cache: Option<&ThreadCache>, usable_bytes: usize) {
+        match cache {
+            Some(cache) => cache.count_free(usable_bytes, &self.stats),
+            None => self.stats.on_free(usable_bytes),
+        }
+    }
+
+    /// The slow path of an allocation at the pool's alignment: refill the magazine of
+    /// the request's class (half its capacity) under the lock and take one block, or
+    /// allocate directly when the request is not cacheable or this thread has no cache.
+    /// On a strategy error, this thread's cache is given back and the request retried
+    /// once: cached blocks must not make the pool fail where it would not without them.
+    #[cold]
+    pub(crate) fn allocate_slow(
+        self: &Arc<Self>,
+        size: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let class = if align <= self.align {
+            self.classes.class_of_request(size)
+        } else {
+            None
+        };
+        // SAFETY: as in `try_allocate`.
+        let cache = unsafe { tls::get_or_create(self).as_ref() };
+        let mut strategy = self.lock()?;
+        let result = match (class, cache) {
+            (Some(class), Some(cache)) => self.refill(strategy.as_mut(), cache, class),
+            _ => Self::allocate_direct(strategy.as_mut(), size, align),
+        };
+        let (ptr, usable) = match result {
+            Ok(served) => served,
+            Err(error) => {
+                let Some(cache) = cache else {
+                    return Err(error);
+                };
+                // SAFETY: this thread owns `cache` and is inside a pool call.
+                let given_back = unsafe { Self::drain(strategy.as_mut(), cache, 0) };
+                if given_back == 0 {
+                    return Err(error);
+                }
+                let bytes = class.map_or(size, |c| self.classes.class_bytes[c]);
+                Self::allocate_direct(strategy.as_mut(), bytes, align)?
+            }
+        };
+        drop(strategy);
+        self.count_alloc(cache, usable);
+        Ok(ptr)
+    }
+
+    fn allocate_direct(
+        strategy: &mut dyn Strategy,
+        size: usize,
+        align: usize,
+    ) -> Result<(NonNull<u8>, usize), PoolError> {
+        let ptr = strategy.allocate(size, align)?;
+        // SAFETY: ptr was just handed out by this strategy.
+        let usable = unsafe { strategy.usable_size(ptr) };
+        Ok((ptr, usable))
+    }
+
+    /// Fill half of `class`'s magazine from the strategy and return one more block for
+    /// the caller. Blocks whose usable size is not exactly the class's are not cached
+    /// (given to the caller if first, else back to the strategy).
+    fn refill(
+        &self,
+        strategy: &mut dyn Strategy,
+        cache: &ThreadCache,
+        class: usize,
+    ) -> Result<(NonNull<u8>, usize), PoolError> {
+        let bytes = self.classes.class_bytes[class];
+        let (first, first_usable) = Self::allocate_direct(strategy, bytes, self.align)?;
+        if first_usable != bytes {
+            return Ok((first, first_usable));
+        }
+        let want = self.classes.capacity[class] / 2;
+        for _ in 0..want {
+            let Ok((block, usable)) = Self::allocate_direct(strategy, bytes, self.align) else {
+                break;
+            };
+            // SAFETY: this thread owns the cache and is inside a pool call; the block
+            // has exactly the class's usable size and nobody else knows it.
+            if usable != bytes || !unsafe { cache.push(class, block, self.max_thread_bytes) } {
+                // SAFETY: just handed out by the strategy, unused.
+                unsafe { strategy.deallocate(block) };
+                break;
+            }
+        }
+        Ok((first, first_usable))
+    }
+
+    /// The slow path of a free: give half of the full magazine (or, over the thread's
+    /// budget, half of every magazine) back under the lock and cache the block, or free
+    /// it directly when it is not cacheable or this thread has no cache.
+    ///
+    /// # Safety
+    /// As for `try_free`.
+    #[cold]
+    pub(crate) unsafe fn free_slow(self: &Arc<Self>, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        // SAFETY: forwarded contract.
+        let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
+        // SAFETY: as in `try_allocate`.
+        let cache = unsafe { tls::get_or_create(self).as_ref() };
+        let mut strategy = self.lock()?;
+        match (class, cache) {
+            (Some(class), Some(cache)) => {
+                // SAFETY: this thread owns the cache and is inside a pool call.
+                unsafe {
+                    let magazine = &cache.magazines().classes[class];
+                    let over_budget =
+                        cache.cached_bytes.load(Relaxed) + usable > self.max_thread_bytes;
+                    if magazine.len == magazine.capacity {
+                        Self::trim(strategy.as_mut(), cache, class, magazine.capacity / 2);
+                    } else if over_budget {
+                        Self::drain(strategy.as_mut(), cache, 2);
+                    }
+                    if !cache.push(class, ptr, self.max_thread_bytes) {
+                        strategy.deallocate(ptr);
+                    }
+                }
+            }
+            // SAFETY: ptr is a live block of the strategy, unused from now (contract).
+            _ => unsafe {
+                strategy.deallocate(ptr);
+            },
+        }
+        drop(strategy);
+        self.count_free(cache, usable);
+        Ok(())
+    }
+
+    /// Give the oldest blocks of `class` back until `keep` remain.
+    ///
+    /// # Safety
+    /// The caller may touch the cache's magazines and holds the strategy's lock
+    /// (`strategy` is the locked strategy).
+    unsafe fn trim(strategy: &mut dyn Strategy, cache: &ThreadCache, class: usize, keep: usize) {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { &mut cache.magazines().classes[class] };
+        if magazine.len <= keep {
+            return;
+        }
+        let give = magazine.len - keep;
+        // SAFETY: slots `0..len` hold blocks of this strategy that nobody uses; the
+        // newest `keep` move down to the bottom (the most recently freed stay cached).
+        unsafe {
+            for i in 0..give {
+                strategy.deallocate(NonNull::new_unchecked(*magazine.slots.add(i)));
+            }
+            ptr::copy(magazine.slots.add(give), magazine.slots, keep);
+        }
+        magazine.len = keep;
+        cache.cached_bytes.store(
+            cache.cached_bytes.load(Relaxed) - give * magazine.block_bytes,
+            Relaxed,
+        );
+    }
+
+    /// Give back all but `1 / divisor` of every magazine (`divisor == 0`: everything);
+    /// returns the number of blocks given back.
+    ///
+    /// # Safety
+    /// As for `trim`.
+    unsafe fn drain(strategy: &mut dyn Strategy, cache: &ThreadCache, divisor: usize) -> usize {
+        let mut given = 0;
+        // SAFETY: forwarded contract (each `trim` reborrows the magazines afresh).
+        unsafe {
+            let count = cache.magazines().classes.len();
+            for class in 0..count {
+                let len = cache.magazines().classes[class].len;
+                let keep = len.checked_div(divisor).unwrap_or(0);
+                given += len - keep;
+                Self::trim(strategy, cache, class, keep);
+            }
+        }
+        given
+    }
+
+    /// Thread exit: give every cached block back, publish the counts, unregister.
+    fn retire(&self, cache: &Arc<ThreadCache>) {
+        // A poisoned lock: the strategy may be inconsistent; leave the blocks where they
+        // are (the pool is unusable anyway) but keep the counts.
+        if let Ok(mut strategy) = self.strategy.lock() {
+            // SAFETY: the owner is exiting (in no pool call) and we hold the lock.
+            unsafe { Self::drain(strategy.as_mut(), cache, 0) };
+        }
+        cache.publish(&self.stats);
+        self.registry().retain(|c| !Arc::ptr_eq(c, cache));
+    }
+
+    /// Forget every cached block of every thread, and publish every thread's counts
+    /// (before the strategy's `reset`, while its lock is held).
+    ///
+    /// # Safety
+    /// No other thread is inside a call on this pool (their caches are touched), and the
+    /// caller holds the strategy's lock.
+    pub(crate) unsafe fn forget_all(&self) {
+        for cache in self.registry().iter() {
+            // SAFETY: no owner is in a pool call (contract); exiting owners wait for the
+            // strategy lock we hold.
+            unsafe {
+                for magazine in cache.magazines().classes.iter_mut() {
+                    magazine.len = 0;
+                }
+            }
+            cache.cached_bytes.store(0, Relaxed);
+            cache.publish(&self.stats);
+        }
+    }
+
+    /// `(pending counts of every thread, bytes cached in every thread)`, for `stats()`.
+    pub(crate) fn pending(&self) -> (CountBatch, u64) {
+        let mut pending = CountBatch::default();
+        let mut cached = 0u64;
+        for cache in self.registry().iter() {
+            pending.add(&cache.pending());
+            cached += cache.cached_bytes.load(Relaxed) as u64;
+        }
+        (pending, cached)
+    }
+}

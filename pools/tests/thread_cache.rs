@@ -1,0 +1,449 @@
+//! The per-thread cache layer of `CpuPool` (`docs/thread-cache.md`): shadow model with
+//! the cache on and tiny limits (so refills, trims and budget drains happen all the time),
+//! cross-thread frees, the flush on thread exit, reset, out-of-memory with the pool still
+//! usable, and the debug checks that bypass or coexist with the cache.
+//!
+//! Every `unsafe { pool.deallocate(p) }` here frees a live block this test allocated from
+//! that pool and does not use again (the contract of `MemoryPool::deallocate`).
+
+mod common;
+
+use common::{Model, Op};
+use pools::{
+    AllocatorKind, CpuPool, MemoryPool, PoolConfig, PoolError, ReturnPolicy, SyncMode,
+    ThreadCacheConfig,
+};
+use proptest::prelude::*;
+use std::ptr::NonNull;
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+
+const KINDS: [AllocatorKind; 3] = [
+    AllocatorKind::FixedSize,
+    AllocatorKind::SizeClassed,
+    AllocatorKind::VariableSize,
+];
+
+fn cached(kind: AllocatorKind) -> PoolConfig {
+    PoolConfig {
+        allocator: kind,
+        sync: SyncMode::Mutex,
+        block_size_bytes: 256,
+        ..PoolConfig::default_cpu()
+    }
+}
+
+/// Addresses a pool handed out, as `usize` so they can cross threads.
+fn addrs(ptrs: &[NonNull<u8>]) -> Vec<usize> {
+    ptrs.iter().map(|p| p.as_ptr() as usize).collect()
+}
+
+fn ptr(addr: usize) -> NonNull<u8> {
+    NonNull::new(addr as *mut u8).unwrap()
+}
+
+#[test]
+fn default_config_caches_and_counts_exactly_in_one_thread() {
+    for kind in KINDS {
+        let pool = CpuPool::new("tc", cached(kind)).unwrap();
+        let blocks: Vec<_> = (0..1000).map(|_| pool.allocate(48).unwrap()).collect();
+        for &b in &blocks {
+            unsafe { pool.deallocate(b) }.unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.allocation_count, 1000, "{kind:?}");
+        assert_eq!(stats.free_count, 1000);
+        assert_eq!(stats.current_used_bytes, 0);
+        let usable = if kind == AllocatorKind::FixedSize {
+            256
+        } else {
+            48
+        };
+        assert_eq!(stats.peak_used_bytes, 1000 * usable, "{kind:?}");
+        assert_eq!(stats.total_allocated_bytes, 1000 * usable);
+        assert!(stats.thread_cached_bytes > 0, "{kind:?}: nothing cached");
+        assert!(stats.thread_cached_bytes <= ThreadCacheConfig::default().max_thread_bytes as u64);
+        assert!(stats.reserved_bytes >= stats.thread_cached_bytes);
+        // A block freed last is the next one handed out (LIFO reuse, no lock).
+        let again = pool.allocate(48).unwrap();
+        assert_eq!(again, *blocks.last().unwrap(), "{kind:?}");
+        unsafe { pool.deallocate(again) }.unwrap();
+    }
+}
+
+#[test]
+fn disabled_layer_caches_nothing() {
+    for kind in KINDS {
+        let mut config = cached(kind);
+        config.thread_cache.enabled = false;
+        let pool = CpuPool::new("off", config).unwrap();
+        let blocks: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
+        for b in blocks {
+            unsafe { pool.deallocate(b) }.unwrap();
+        }
+        assert_eq!(pool.stats().thread_cached_bytes, 0, "{kind:?}");
+    }
+}
+
+#[test]
+fn caches_are_flushed_when_their_thread_exits() {
+    for kind in KINDS {
+        let pool = Arc::new(CpuPool::new("exit", cached(kind)).unwrap());
+        let worker = Arc::clone(&pool);
+        std::thread::spawn(move || {
+            let blocks: Vec<_> = (0..500).map(|_| worker.allocate(64).unwrap()).collect();
+            for b in blocks {
+                unsafe { worker.deallocate(b) }.unwrap();
+            }
+            assert!(worker.stats().thread_cached_bytes > 0);
+        })
+        .join()
+        .unwrap();
+        let stats = pool.stats();
+        assert_eq!(stats.thread_cached_bytes, 0, "{kind:?}: exit did not flush");
+        assert_eq!(stats.allocation_count, 500);
+        assert_eq!(stats.free_count, 500);
+        assert_eq!(stats.current_used_bytes, 0);
+    }
+}
+
+#[test]
+fn blocks_freed_by_another_thread_are_reused_and_counted() {
+    for kind in KINDS {
+        let pool = Arc::new(CpuPool::new("cross", cached(kind)).unwrap());
+        let (to_freer, freer_inbox) = mpsc::channel::<Vec<usize>>();
+        let (freed, wait_freed) = mpsc::channel::<()>();
+        let freer_pool = Arc::clone(&pool);
+        let freer = std::thread::spawn(move || {
+            for batch in freer_inbox {
+                for addr in batch {
+                    unsafe { freer_pool.deallocate(ptr(addr)) }.unwrap();
+                }
+                freed.send(()).unwrap();
+            }
+        });
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..50 {
+            let blocks: Vec<_> = (0..200).map(|_| pool.allocate(100).unwrap()).collect();
+            for &b in &blocks {
+                // SAFETY: live blocks of at least 100 bytes.
+                unsafe { b.as_ptr().write_bytes(round as u8, 100) };
+            }
+            let batch = addrs(&blocks);
+            seen.extend(batch.iter().copied());
+            to_freer.send(batch).unwrap();
+            // Lock-step, so that the freer's flushed blocks are there to be reused.
+            wait_freed.recv().unwrap();
+        }
+        drop(to_freer);
+        freer.join().unwrap();
+        let stats = pool.stats();
+        assert_eq!(stats.allocation_count, 50 * 200, "{kind:?}");
+        assert_eq!(stats.free_count, 50 * 200);
+        assert_eq!(stats.current_used_bytes, 0);
+        assert_eq!(stats.live_count(), 0);
+        // The freer's cache went back to the pool on exit; blocks were reused, not leaked.
+        assert!(seen.len() < 50 * 200, "{kind:?}: no block was ever reused");
+        let peak = stats.peak_reserved_bytes;
+        assert!(
+            peak < 8 << 20,
+            "{kind:?}: reserved {peak} for 20 KiB live at a time"
+        );
+    }
+}
+
+#[test]
+fn many_threads_hammer_one_pool_without_overlap() {
+    for kind in KINDS {
+        let pool = Arc::new(CpuPool::new("hammer", cached(kind)).unwrap());
+        let threads = 6;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let pool = Arc::clone(&pool);
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut live: Vec<(NonNull<u8>, u8, usize)> = Vec::new();
+                    let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ t as u64;
+                    for i in 0..20_000 {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        if live.len() < 64 && (!seed.is_multiple_of(3) || live.is_empty()) {
+                            let size = 1 + (seed >> 20) as usize % 250;
+                            let p = pool.allocate(size).unwrap();
+                            let tag = (i % 251) as u8;
+                            // SAFETY: live block of `size` bytes.
+                            unsafe { p.as_ptr().write_bytes(tag, size) };
+                            live.push((p, tag, size));
+                        } else {
+                            let (p, tag, size) =
+                                live.swap_remove((seed >> 8) as usize % live.len());
+                            // SAFETY: still live, `size` bytes.
+                            let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
+                            assert!(bytes.iter().all(|&b| b == tag), "block overwritten");
+                            unsafe { pool.deallocate(p) }.unwrap();
+                        }
+                    }
+                    addrs(&live.iter().map(|l| l.0).collect::<Vec<_>>())
+                })
+            })
+            .collect();
+        // Leftovers are freed by the main thread: cross-thread frees after the owners exit.
+        for h in handles {
+            for addr in h.join().unwrap() {
+                unsafe { pool.deallocate(ptr(addr)) }.unwrap();
+            }
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.current_used_bytes, 0, "{kind:?}");
+        assert_eq!(stats.allocation_count, stats.free_count);
+    }
+}
+
+#[test]
+fn reset_forgets_every_threads_cache() {
+    for kind in KINDS {
+        let mut config = cached(kind);
+        config.return_policy = ReturnPolicy::OnReset;
+        let pool = Arc::new(CpuPool::new("reset", config).unwrap());
+        let (go, wait) = mpsc::channel::<()>();
+        let (done, filled) = mpsc::channel::<Vec<usize>>();
+        let idle_pool = Arc::clone(&pool);
+        let idle = std::thread::spawn(move || {
+            let blocks: Vec<_> = (0..300).map(|_| idle_pool.allocate(32).unwrap()).collect();
+            for &b in &blocks {
+                unsafe { idle_pool.deallocate(b) }.unwrap();
+            }
+            done.send(Vec::new()).unwrap();
+            // Wait (inside no pool call) while the main thread resets.
+            wait.recv().unwrap();
+            let fresh: Vec<_> = (0..50).map(|_| idle_pool.allocate(32).unwrap()).collect();
+            done.send(addrs(&fresh)).unwrap();
+        });
+        filled.recv().unwrap();
+        let mine: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
+        assert!(pool.stats().thread_cached_bytes > 0);
+        // SAFETY: the other thread is in no pool call, and no block handed out before is
+        // used after the reset.
+        unsafe { pool.reset() }.unwrap();
+        let stats = pool.stats();
+        assert_eq!(stats.thread_cached_bytes, 0, "{kind:?}");
+        assert_eq!(stats.current_used_bytes, 0);
+        assert_eq!(stats.live_count(), 0);
+        drop(mine);
+        // After the reset both threads get blocks again, none handed out twice.
+        let after: Vec<_> = (0..50).map(|_| pool.allocate(32).unwrap()).collect();
+        go.send(()).unwrap();
+        let theirs = filled.recv().unwrap();
+        idle.join().unwrap();
+        let mut all = addrs(&after);
+        all.extend(theirs);
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(
+            all.len(),
+            n,
+            "{kind:?}: a block was handed out twice after reset"
+        );
+        for a in all {
+            unsafe { pool.deallocate(ptr(a)) }.unwrap();
+        }
+        assert_eq!(pool.stats().current_used_bytes, 0);
+    }
+}
+
+#[test]
+fn out_of_memory_is_an_error_and_the_pool_stays_usable() {
+    for kind in KINDS {
+        let mut config = cached(kind);
+        config.initial_size_bytes = 1 << 20;
+        config.max_size_bytes = Some(2 << 20);
+        config.chunk_size_bytes = 256 << 10;
+        let pool = CpuPool::new("oom", config).unwrap();
+        let mut blocks = Vec::new();
+        let err = loop {
+            match pool.allocate(200) {
+                Ok(p) => blocks.push(p),
+                Err(e) => break e,
+            }
+            assert!(blocks.len() < 100_000, "{kind:?}: no limit hit");
+        };
+        match err {
+            PoolError::OutOfMemory {
+                requested_bytes, ..
+            } => assert_eq!(requested_bytes, 200, "{kind:?}"),
+            other => panic!("{kind:?}: {other}"),
+        }
+        assert!(pool.stats().failure_count >= 1);
+        for b in blocks.drain(..) {
+            unsafe { pool.deallocate(b) }.unwrap();
+        }
+        // Usable again, and every block comes back.
+        for _ in 0..1000 {
+            blocks.push(pool.allocate(200).unwrap());
+        }
+        for b in blocks {
+            unsafe { pool.deallocate(b) }.unwrap();
+        }
+        assert_eq!(pool.stats().current_used_bytes, 0);
+    }
+}
+
+#[test]
+fn cached_blocks_do_not_make_a_large_request_fail() {
+    // TLSF can only serve the big block once the small ones cached by this thread have
+    // gone back and coalesced: the failing refill drains the cache and retries.
+    let mut config = cached(AllocatorKind::VariableSize);
+    config.initial_size_bytes = 1 << 20;
+    config.max_size_bytes = Some(1 << 20);
+    let pool = CpuPool::new("drain", config).unwrap();
+    let small: Vec<_> = (0..3000).map(|_| pool.allocate(64).unwrap()).collect();
+    for b in small {
+        unsafe { pool.deallocate(b) }.unwrap();
+    }
+    assert!(pool.stats().thread_cached_bytes > 0);
+    let big = pool
+        .allocate(900 << 10)
+        .expect("cache drained before failing");
+    unsafe { pool.deallocate(big) }.unwrap();
+}
+
+#[test]
+fn checked_mode_bypasses_the_cache_and_catches_double_and_foreign_frees() {
+    for kind in KINDS {
+        let mut config = cached(kind);
+        config.debug.check_pointers = true;
+        let pool = CpuPool::new("checked", config).unwrap();
+        let p = pool.allocate(40).unwrap();
+        pool.deallocate_checked(p).unwrap();
+        assert!(matches!(
+            pool.deallocate_checked(p),
+            Err(PoolError::InvalidPointer { .. })
+        ));
+        let mut local = [0u64; 8];
+        let foreign = NonNull::new(local.as_mut_ptr().cast::<u8>()).unwrap();
+        assert!(matches!(
+            pool.deallocate_checked(foreign),
+            Err(PoolError::InvalidPointer { .. })
+        ));
+        assert_eq!(pool.stats().thread_cached_bytes, 0, "{kind:?}");
+    }
+}
+
+#[test]
+fn live_tracking_and_poisoning_work_with_the_cache() {
+    for kind in KINDS {
+        let mut config = cached(kind);
+        config.debug.track_live = true;
+        config.debug.poison_on_free = true;
+        let pool = CpuPool::new("tracked", config).unwrap();
+        let p = pool.allocate(40).unwrap();
+        unsafe { pool.deallocate(p) }.unwrap();
+        assert!(pool.stats().thread_cached_bytes > 0, "{kind:?}: not cached");
+        // SAFETY: the block sits in this thread's cache, unused; reading it is reading
+        // pool memory we own.
+        let first = unsafe { p.as_ptr().add(8).read() };
+        assert_eq!(first, pools::config::POISON_BYTE, "{kind:?}: not poisoned");
+        let q = pool.allocate(40).unwrap();
+        assert_eq!(pool.leak_report().len(), 1);
+        unsafe { pool.deallocate(q) }.unwrap();
+        assert!(pool.leak_report().is_empty());
+    }
+}
+
+#[test]
+fn one_thread_never_holds_more_than_its_budget() {
+    for kind in [AllocatorKind::SizeClassed, AllocatorKind::VariableSize] {
+        let mut config = cached(kind);
+        config.thread_cache = ThreadCacheConfig {
+            max_thread_bytes: 8 << 10,
+            max_class_bytes: 2 << 10,
+            ..ThreadCacheConfig::default()
+        };
+        let pool = CpuPool::new("budget", config).unwrap();
+        let mut blocks = Vec::new();
+        for size in (16..=4096).step_by(16) {
+            for _ in 0..8 {
+                blocks.push(pool.allocate(size).unwrap());
+            }
+        }
+        for b in blocks {
+            unsafe { pool.deallocate(b) }.unwrap();
+            assert!(pool.stats().thread_cached_bytes <= 8 << 10, "{kind:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_cache_limits_are_rejected_with_the_field() {
+    let mut config = PoolConfig::default_cpu();
+    config.thread_cache.max_class_bytes = 1 << 20;
+    config.thread_cache.max_thread_bytes = 1 << 10;
+    let err = CpuPool::new("bad", config).unwrap_err().to_string();
+    assert!(err.contains("thread_cache.max_class_bytes"), "{err}");
+    let mut config = PoolConfig::default_cpu();
+    config.thread_cache.max_class_blocks = 0;
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("thread_cache.max_class_blocks"), "{err}");
+    let text = PoolConfig::default_cpu().to_toml();
+    assert!(text.contains("[thread_cache]"), "{text}");
+    assert_eq!(
+        PoolConfig::from_toml(&text).unwrap(),
+        PoolConfig::default_cpu()
+    );
+}
+
+fn size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        70 => 0usize..=512,
+        20 => 513usize..=5000,
+        10 => 5001usize..=70_000,
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        50 => (size_strategy(), prop_oneof![9 => Just(0u8), 1 => 5u8..=7])
+            .prop_map(|(size, align_shift)| Op::Alloc { size, align_shift }),
+        40 => any::<usize>().prop_map(|index| Op::Free { index }),
+        8 => (any::<usize>(), size_strategy()).prop_map(|(index, size)| Op::Realloc { index, size }),
+        2 => Just(Op::Reset),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Every kind with tiny cache limits, so magazines fill, trim, refill and drain all
+    /// the time; the shadow model checks overlap, contents and exact statistics after
+    /// every step.
+    #[test]
+    fn shadow_model_with_tiny_caches(
+        kind in prop::sample::select(KINDS.to_vec()),
+        blocks in 2usize..=6,
+        class_bytes in prop::sample::select(vec![64usize, 512, 4096]),
+        ret in prop::sample::select(vec![ReturnPolicy::Keep, ReturnPolicy::OnReset, ReturnPolicy::WhenEmpty]),
+        ops in prop::collection::vec(op_strategy(), 1..400),
+    ) {
+        let mut config = cached(kind);
+        config.block_size_bytes = 5000;
+        config.return_policy = ret;
+        config.thread_cache = ThreadCacheConfig {
+            enabled: true,
+            max_block_bytes: 4096,
+            max_class_bytes: class_bytes,
+            max_class_blocks: blocks,
+            max_thread_bytes: 8192,
+        };
+        let pool = CpuPool::new("model", config).unwrap();
+        let mut model = Model::default();
+        for op in &ops {
+            model.step(&pool, op, false);
+            prop_assert!(pool.stats().thread_cached_bytes <= 8192 + 8192);
+        }
+        model.drain(&pool);
+    }
+}
