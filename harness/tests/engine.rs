@@ -192,7 +192,8 @@ impl Backend for PanicsOnThirdFree {
         if self.0.frees.load(Ordering::Relaxed) == 2 {
             panic!("backend bug on the third free");
         }
-        self.0.free(addr, size, stream)
+        // SAFETY: forwarded contract: a live block of the inner backend.
+        unsafe { self.0.free(addr, size, stream) }
     }
     unsafe fn realloc(
         &self,
@@ -202,7 +203,8 @@ impl Backend for PanicsOnThirdFree {
         align: usize,
         stream: u16,
     ) -> usize {
-        self.0.realloc(addr, old, new, align, stream)
+        // SAFETY: forwarded contract: a live block of the inner backend.
+        unsafe { self.0.realloc(addr, old, new, align, stream) }
     }
     fn address_space(&self) -> harness::AddressSpace {
         harness::AddressSpace::Device

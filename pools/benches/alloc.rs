@@ -73,6 +73,7 @@ impl Subject {
             Subject::Glibc => NonNull::new(unsafe { libc::malloc(size) }.cast()).unwrap(),
             // SAFETY: as above.
             Subject::Mimalloc => {
+                // SAFETY: plain malloc; the result is checked for null.
                 NonNull::new(unsafe { libmimalloc_sys::mi_malloc(size) }.cast()).unwrap()
             }
         }
@@ -289,6 +290,7 @@ fn bench_cross_thread(c: &mut Criterion) {
             cross_thread(
                 // SAFETY: plain malloc/free of blocks owned by the benchmark.
                 Arc::new(|size| NonNull::new(unsafe { libc::malloc(size) }.cast()).unwrap()),
+                // SAFETY: `cross_thread` frees each block it allocated once.
                 Arc::new(|p| unsafe { libc::free(p.as_ptr().cast()) }),
                 iters,
             )
@@ -299,8 +301,10 @@ fn bench_cross_thread(c: &mut Criterion) {
             cross_thread(
                 // SAFETY: plain mi_malloc/mi_free of blocks owned by the benchmark.
                 Arc::new(|size| {
+                    // SAFETY: plain malloc; the result is checked for null.
                     NonNull::new(unsafe { libmimalloc_sys::mi_malloc(size) }.cast()).unwrap()
                 }),
+                // SAFETY: `cross_thread` frees each block it allocated once.
                 Arc::new(|p| unsafe { libmimalloc_sys::mi_free(p.as_ptr().cast()) }),
                 iters,
             )

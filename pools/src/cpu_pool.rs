@@ -332,11 +332,11 @@ impl CpuPool {
     #[inline(never)]
     unsafe fn free_block(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
         if let Core::Cached(shared) = &self.core {
-            // SAFETY: ptr is a live block of this pool (the caller's contract: checked
-            // mode never uses the cached core), handed to us by the caller, so its
-            // allocation happens-before this call.
             if self.live.is_none()
                 && !self.config.debug.poison_on_free
+                // SAFETY: ptr is a live block of this pool (the caller's contract: checked
+                // mode never uses the cached core), handed to us by the caller, so its
+                // allocation happens-before this call.
                 && unsafe { shared.try_free(ptr) }
             {
                 return Ok(());
@@ -802,11 +802,11 @@ impl MemoryPool for CpuPool {
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
         if let Core::Cached(shared) = &self.core {
-            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
-            // mode never uses the cached core), handed to us by the caller, so its
-            // allocation happens-before this call.
             if self.live.is_none()
                 && !self.config.debug.poison_on_free
+                // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+                // mode never uses the cached core), handed to us by the caller, so its
+                // allocation happens-before this call.
                 && unsafe { shared.try_free(ptr) }
             {
                 return Ok(());

@@ -48,6 +48,7 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
         let pool = CpuPool::new("tc", cached(kind)).unwrap();
         let blocks: Vec<_> = (0..1000).map(|_| pool.allocate(48).unwrap()).collect();
         for &b in &blocks {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(b) }.unwrap();
         }
         let stats = pool.stats();
@@ -67,6 +68,7 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
         // A block freed last is the next one handed out (LIFO reuse, no lock).
         let again = pool.allocate(48).unwrap();
         assert_eq!(again, *blocks.last().unwrap(), "{kind:?}");
+        // SAFETY: a live block of this pool, given back once.
         unsafe { pool.deallocate(again) }.unwrap();
     }
 }
@@ -79,6 +81,7 @@ fn disabled_layer_caches_nothing() {
         let pool = CpuPool::new("off", config).unwrap();
         let blocks: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
         for b in blocks {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(b) }.unwrap();
         }
         assert_eq!(pool.stats().thread_cached_bytes, 0, "{kind:?}");
@@ -93,6 +96,7 @@ fn caches_are_flushed_when_their_thread_exits() {
         std::thread::spawn(move || {
             let blocks: Vec<_> = (0..500).map(|_| worker.allocate(64).unwrap()).collect();
             for b in blocks {
+                // SAFETY: a live block of this pool, given back once.
                 unsafe { worker.deallocate(b) }.unwrap();
             }
             assert!(worker.stats().thread_cached_bytes > 0);
@@ -117,6 +121,7 @@ fn blocks_freed_by_another_thread_are_reused_and_counted() {
         let freer = std::thread::spawn(move || {
             for batch in freer_inbox {
                 for addr in batch {
+                    // SAFETY: a live block of this pool, given back once.
                     unsafe { freer_pool.deallocate(ptr(addr)) }.unwrap();
                 }
                 freed.send(()).unwrap();
@@ -183,6 +188,7 @@ fn many_threads_hammer_one_pool_without_overlap() {
                             // SAFETY: still live, `size` bytes.
                             let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
                             assert!(bytes.iter().all(|&b| b == tag), "block overwritten");
+                            // SAFETY: a live block of this pool, given back once.
                             unsafe { pool.deallocate(p) }.unwrap();
                         }
                     }
@@ -193,6 +199,7 @@ fn many_threads_hammer_one_pool_without_overlap() {
         // Leftovers are freed by the main thread: cross-thread frees after the owners exit.
         for h in handles {
             for addr in h.join().unwrap() {
+                // SAFETY: a live block of this pool, given back once.
                 unsafe { pool.deallocate(ptr(addr)) }.unwrap();
             }
         }
@@ -214,6 +221,7 @@ fn reset_forgets_every_threads_cache() {
         let idle = std::thread::spawn(move || {
             let blocks: Vec<_> = (0..300).map(|_| idle_pool.allocate(32).unwrap()).collect();
             for &b in &blocks {
+                // SAFETY: a live block of this pool, given back once.
                 unsafe { idle_pool.deallocate(b) }.unwrap();
             }
             done.send(Vec::new()).unwrap();
@@ -249,6 +257,7 @@ fn reset_forgets_every_threads_cache() {
             "{kind:?}: a block was handed out twice after reset"
         );
         for a in all {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(ptr(a)) }.unwrap();
         }
         assert_eq!(pool.stats().current_used_bytes, 0);
@@ -279,6 +288,7 @@ fn out_of_memory_is_an_error_and_the_pool_stays_usable() {
         }
         assert!(pool.stats().failure_count >= 1);
         for b in blocks.drain(..) {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(b) }.unwrap();
         }
         // Usable again, and every block comes back.
@@ -286,6 +296,7 @@ fn out_of_memory_is_an_error_and_the_pool_stays_usable() {
             blocks.push(pool.allocate(200).unwrap());
         }
         for b in blocks {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(b) }.unwrap();
         }
         assert_eq!(pool.stats().current_used_bytes, 0);
@@ -302,12 +313,14 @@ fn cached_blocks_do_not_make_a_large_request_fail() {
     let pool = CpuPool::new("drain", config).unwrap();
     let small: Vec<_> = (0..3000).map(|_| pool.allocate(64).unwrap()).collect();
     for b in small {
+        // SAFETY: a live block of this pool, given back once.
         unsafe { pool.deallocate(b) }.unwrap();
     }
     assert!(pool.stats().thread_cached_bytes > 0);
     let big = pool
         .allocate(900 << 10)
         .expect("cache drained before failing");
+    // SAFETY: a live block of this pool, given back once.
     unsafe { pool.deallocate(big) }.unwrap();
 }
 
@@ -341,6 +354,7 @@ fn live_tracking_and_poisoning_work_with_the_cache() {
         config.debug.poison_on_free = true;
         let pool = CpuPool::new("tracked", config).unwrap();
         let p = pool.allocate(40).unwrap();
+        // SAFETY: a live block of this pool, given back once.
         unsafe { pool.deallocate(p) }.unwrap();
         assert!(pool.stats().thread_cached_bytes > 0, "{kind:?}: not cached");
         // SAFETY: the block sits in this thread's cache, unused; reading it is reading
@@ -349,6 +363,7 @@ fn live_tracking_and_poisoning_work_with_the_cache() {
         assert_eq!(first, pools::config::POISON_BYTE, "{kind:?}: not poisoned");
         let q = pool.allocate(40).unwrap();
         assert_eq!(pool.leak_report().len(), 1);
+        // SAFETY: a live block of this pool, given back once.
         unsafe { pool.deallocate(q) }.unwrap();
         assert!(pool.leak_report().is_empty());
     }
@@ -371,6 +386,7 @@ fn one_thread_never_holds_more_than_its_budget() {
             }
         }
         for b in blocks {
+            // SAFETY: a live block of this pool, given back once.
             unsafe { pool.deallocate(b) }.unwrap();
             assert!(pool.stats().thread_cached_bytes <= 8 << 10, "{kind:?}");
         }

@@ -757,6 +757,7 @@ fn resize_in_place_grows_into_the_next_free_block_and_shrinks() {
     let b = h.tlsf.allocate(100, 16).unwrap();
     let c = h.tlsf.allocate(100, 16).unwrap();
     // SAFETY (all blocks below): live blocks of this allocator.
+    // SAFETY: every block used below is live in `h.tlsf` and freed once.
     unsafe {
         // `a` is hemmed in by `b`: no growth.
         assert!(!h.tlsf.resize_in_place(a, 500));

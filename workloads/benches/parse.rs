@@ -28,12 +28,14 @@ fn grew(bytes: usize) {
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         grew(layout.size());
-        System.alloc(layout)
+        // SAFETY: forwarded `GlobalAlloc` contract.
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         HEAP_BYTES.fetch_sub(layout.size(), Relaxed);
-        System.dealloc(ptr, layout)
+        // SAFETY: forwarded `GlobalAlloc` contract.
+        unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -42,7 +44,8 @@ unsafe impl GlobalAlloc for CountingAlloc {
         } else {
             HEAP_BYTES.fetch_sub(layout.size() - new_size, Relaxed);
         }
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: forwarded `GlobalAlloc` contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -104,7 +104,9 @@ impl Backend for GpuPoolBackend {
                     .pool
                     .copy_device_to_device_on(newp, old, bytes, StreamId(stream));
             }
-            self.free(addr, old_size, stream);
+            // SAFETY: the caller's contract: addr is a live block of this backend, and
+            // it is not used after this move.
+            unsafe { self.free(addr, old_size, stream) };
         }
         new
     }
@@ -165,7 +167,9 @@ impl Backend for SimUpstreamBackend {
     ) -> usize {
         let new = self.alloc(new_size, align, stream);
         if new != 0 && addr != 0 {
-            self.free(addr, old_size, stream);
+            // SAFETY: the caller's contract: addr is a live block of this backend, and
+            // it is not used after this move.
+            unsafe { self.free(addr, old_size, stream) };
         }
         new
     }
@@ -368,7 +372,9 @@ mod cuda {
                     self.driver
                         .memcpy_dtod(n as u64, addr as u64, old.min(new), None)
                 };
-                self.free(addr, old, s);
+                // SAFETY: the caller's contract: addr is a live block of this backend, and
+                // it is not used after this move.
+                unsafe { self.free(addr, old, s) };
             }
             n
         }
@@ -443,7 +449,9 @@ mod cuda {
                             .memcpy_dtod(n as u64, addr as u64, old.min(new), Some(st))
                     };
                 }
-                self.free(addr, old, s);
+                // SAFETY: the caller's contract: addr is a live block of this backend, and
+                // it is not used after this move.
+                unsafe { self.free(addr, old, s) };
             }
             n
         }

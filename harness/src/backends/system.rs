@@ -151,7 +151,9 @@ impl Backend for SystemBackend {
                     old_size.min(new_size),
                 )
             };
-            self.free(addr, old_size, stream);
+            // SAFETY: the caller's contract: addr is a live block of this backend, and
+            // it is not used after this move.
+            unsafe { self.free(addr, old_size, stream) };
         }
         new
     }

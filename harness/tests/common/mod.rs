@@ -221,7 +221,8 @@ impl Backend for LimitedBackend {
 
     unsafe fn free(&self, addr: usize, size: usize, stream: u16) {
         self.used.fetch_sub(size, Ordering::Relaxed);
-        self.inner.free(addr, size, stream)
+        // SAFETY: forwarded contract: a live block of the inner backend.
+        unsafe { self.inner.free(addr, size, stream) }
     }
 
     unsafe fn realloc(
@@ -238,7 +239,8 @@ impl Backend for LimitedBackend {
             return 0;
         }
         self.used.fetch_sub(old, Ordering::Relaxed);
-        self.inner.realloc(addr, old, new, align, stream)
+        // SAFETY: forwarded contract: a live block of the inner backend.
+        unsafe { self.inner.realloc(addr, old, new, align, stream) }
     }
 
     fn address_space(&self) -> harness::AddressSpace {

@@ -455,25 +455,28 @@ fn for_each_buffer(mut f: impl FnMut(*mut Buffer)) {
 /// # Safety
 /// `buf` is a live Buffer and the caller holds its lock.
 unsafe fn flush_locked(buf: *mut Buffer) {
-    // SAFETY (whole body): the caller holds the lock that guards `len` and `rows`.
-    let len = *(*buf).len.get();
-    if len == 0 {
-        return;
-    }
-    match STATE.load(Acquire) {
-        ON => {}
-        OFF => {
-            *(*buf).len.get() = 0;
+    // SAFETY: the caller's contract: `buf` is live and its lock, which guards `len` and
+    // `rows`, is held; `getpid` has no preconditions.
+    unsafe {
+        let len = *(*buf).len.get();
+        if len == 0 {
             return;
         }
-        _ => return, // keep rows until the destination is known
+        match STATE.load(Acquire) {
+            ON => {}
+            OFF => {
+                *(*buf).len.get() = 0;
+                return;
+            }
+            _ => return, // keep rows until the destination is known
+        }
+        // A child made by vfork/clone without fork handlers shares our memory: never write.
+        if libc::getpid() == OWNER_PID.load(Acquire) {
+            let rows = &*(*buf).rows.get();
+            write_rows(&rows[..len]);
+        }
+        *(*buf).len.get() = 0;
     }
-    // A child made by vfork/clone without fork handlers shares our memory: never write.
-    if libc::getpid() == OWNER_PID.load(Acquire) {
-        let rows = &*(*buf).rows.get();
-        write_rows(&rows[..len]);
-    }
-    *(*buf).len.get() = 0;
 }
 
 /// Appends whole rows to the file, completing partial writes before anyone else writes.

@@ -155,7 +155,7 @@ impl Heap {
         core: &Core,
         class: usize,
     ) -> Result<NonNull<u8>, PoolError> {
-        // SAFETY (whole body): the caller owns the heap, so every slab reached from its
+        // SAFETY: (whole body) the caller owns the heap, so every slab reached from its
         // bins, its empty list and its `reclaimed` stack is this thread's to use.
         unsafe {
             if let Some(current) = heap.bins[class].current.as_ref() {
