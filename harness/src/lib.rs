@@ -5,11 +5,14 @@
 //! - [`engine::replay_compiled`]: one run of one backend over a [`engine::ReplayPlan`].
 //! - [`backends`]: the registry of backends; [`backend::Backend`]: the trait they implement.
 //! - [`clock::Clock`]: the calibrated clock every latency is read with.
+//! - [`counts`]: the deterministic tier (`--counts`): instructions and simulated cache misses
+//!   per op, under valgrind.
 
 pub mod backend;
 pub mod backends;
 pub mod clock;
 pub mod commands;
+pub mod counts;
 pub mod engine;
 pub mod machine;
 pub mod progress;

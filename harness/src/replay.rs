@@ -1,9 +1,14 @@
 //! The replay as a library call: load traces, replay each against every backend for a
 //! number of runs, and gather what results.json and the reports need.
 //!
-//! Runs are run-major: warm-up run, then for each measured run `i`, every backend in turn,
-//! each on a fresh instance, so drift over time (thermal, other tenants) hits every backend
-//! alike. Histograms are merged over workers and runs, never averaged.
+//! Runs are run-major: warm-up run, then for each measured run `i`, every backend in turn
+//! (starting from backend `i mod n`, so no backend always follows the same one), each on a
+//! fresh instance, so drift over time (thermal, other tenants) hits every backend alike and
+//! run `i` of a backend pairs with run `i` of the reference. The warm-up run also sizes each
+//! backend's throughput sample: passes enough to last `min_sample_ns`.
+//! Histograms are merged over workers and runs, never averaged.
+//!
+//! With `counts`, the deterministic tier is collected afterwards ([`crate::counts`]).
 
 use crate::backends::{self, BackendSetup, RegisteredBackend};
 use crate::clock::Clock;
@@ -49,6 +54,11 @@ pub struct ReplayOptions {
     pub strict: bool,
     /// No progress bar and no warnings on stderr.
     pub quiet: bool,
+    /// Shortest throughput sample: a run repeats the trace (each pass on a fresh backend)
+    /// until its passes add up to this, judged from the warm-up run. 0 = one pass.
+    pub min_sample_ns: u64,
+    /// Also collect the counts tier (valgrind) for every (trace, backend).
+    pub counts: bool,
 }
 
 impl Default for ReplayOptions {
@@ -67,8 +77,23 @@ impl Default for ReplayOptions {
             simulate_gpu_bytes: None,
             strict: false,
             quiet: false,
+            min_sample_ns: 0,
+            counts: false,
         }
     }
+}
+
+/// Most passes one throughput sample repeats (a trace of a few events stays bounded).
+const MAX_SAMPLE_PASSES: u64 = 10_000;
+
+/// Passes of `pass_wall_ns` each that add up to at least `min_sample_ns`.
+pub fn sample_passes(pass_wall_ns: u64, min_sample_ns: u64) -> u32 {
+    if min_sample_ns == 0 {
+        return 1;
+    }
+    min_sample_ns
+        .div_ceil(pass_wall_ns.max(1))
+        .clamp(1, MAX_SAMPLE_PASSES) as u32
 }
 
 /// A compiled trace and what results.json says about where it came from.
@@ -108,7 +133,41 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
             sanitation,
         })
         .collect();
-    replay_inputs(&inputs, opts)
+    let mut artifacts = replay_inputs(&inputs, opts)?;
+    if opts.counts {
+        let source = crate::counts::CallgrindSource::locate()?;
+        if !opts.quiet {
+            eprintln!(
+                "replay: counting instructions under {} (one pass per trace and backend)",
+                source.version
+            );
+        }
+        add_counts(&mut artifacts, opts, &source)?;
+    }
+    Ok(artifacts)
+}
+
+/// Collects the counts tier for the traces and backends of `artifacts` from `source`.
+pub fn add_counts(
+    artifacts: &mut RunArtifacts,
+    opts: &ReplayOptions,
+    source: &dyn crate::counts::CountsSource,
+) -> anyhow::Result<()> {
+    let request = crate::counts::CountsRequest {
+        traces: opts.traces.clone(),
+        backends: backends::resolve(&opts.backends)
+            .map_err(anyhow::Error::msg)?
+            .iter()
+            .map(|b| b.name().to_owned())
+            .collect(),
+        config_toml: opts.config.to_toml(),
+        touch: opts.touch.as_str().to_owned(),
+        capacity_bytes: opts.capacity_bytes,
+        strict: opts.strict,
+    };
+    let entries = source.collect(&request)?;
+    crate::counts::attach_counts(&mut artifacts.results, source.info(), &entries);
+    Ok(())
 }
 
 /// results.json's sanitation counts from the loader's report.
@@ -177,6 +236,7 @@ pub fn replay_inputs_with(
     let pass = PassOptions {
         touch: opts.touch,
         pace: opts.pace,
+        throughput_passes: 1,
     };
     let mut progress = Progress::new(
         (inputs.len() * (opts.warmup + opts.runs) * selected.len()) as u64,
@@ -206,9 +266,11 @@ pub fn replay_inputs_with(
             .iter()
             .map(|&b| BackendState::new(b, &setup))
             .collect();
+        let backend_count = states.len();
         for run in 0..opts.warmup + opts.runs {
             let measured = run >= opts.warmup;
-            for state in states.iter_mut() {
+            for k in 0..backend_count {
+                let state = &mut states[(k + run) % backend_count];
                 progress.next(&format!(
                     "{} {} run {}/{}",
                     short_name(input.path),
@@ -219,12 +281,21 @@ pub fn replay_inputs_with(
                 if state.status != Status::Ok {
                     continue;
                 }
+                let pass = PassOptions {
+                    throughput_passes: state.sample_passes,
+                    ..pass
+                };
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     state.backend.run_once(&setup, &plan, &pass)
                 }));
                 match outcome {
                     Ok(Ok(m)) if measured => state.record(m),
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(m)) => {
+                        state.sample_passes = sample_passes(
+                            m.wall_ns / u64::from(m.throughput_passes.max(1)),
+                            opts.min_sample_ns,
+                        )
+                    }
                     Ok(Err(e)) => state.fail(e.to_string()),
                     Err(payload) => state.fail(panic_message(payload.as_ref())),
                 }
@@ -279,6 +350,7 @@ pub fn replay_inputs_with(
         "config": opts.config.summary(),
         "config_source": opts.config_source,
         "debug_build": cfg!(debug_assertions),
+        "min_sample_ns": opts.min_sample_ns,
     });
     Ok(RunArtifacts {
         results: ResultsFile {
@@ -287,6 +359,7 @@ pub fn replay_inputs_with(
             machine: crate::machine::describe(),
             clock: Some(clock.info()),
             options,
+            counts: None,
             traces,
         },
         histograms,
@@ -308,6 +381,8 @@ struct BackendState {
     peak: Option<(u64, Option<f64>)>,
     memory_series: Vec<MemorySample>,
     reserved_known: bool,
+    /// Passes per throughput sample (sized by the warm-up run).
+    sample_passes: u32,
 }
 
 impl BackendState {
@@ -325,6 +400,7 @@ impl BackendState {
             peak: None,
             memory_series: Vec::new(),
             reserved_known: false,
+            sample_passes: 1,
         }
     }
 
@@ -344,6 +420,7 @@ impl BackendState {
             alloc_p50_ns: nonzero(&run.alloc, run.alloc.p50),
             alloc_p99_ns: nonzero(&run.alloc, run.alloc.p99),
             free_p50_ns: nonzero(&run.free, run.free.p50),
+            trace_passes: Some(m.throughput_passes),
         });
         match &mut self.latency {
             None => self.latency = Some(m.latency),
@@ -405,6 +482,7 @@ impl BackendState {
                 .map(|h| h.size_class_summary())
                 .unwrap_or_default(),
             runs: self.runs,
+            counts: None,
         };
         (result, self.latency)
     }

@@ -2,9 +2,9 @@
 //! against one backend by rayon workers with real concurrency ([`pass`]).
 //!
 //! Generic over `B: Backend` all the way down to the op loop, so each backend gets its own
-//! monomorphised loop with direct calls. A run ([`replay_compiled`]) is two passes, each on
-//! a fresh backend: an untimed throughput pass (no clock read per op) and a timed pass
-//! (every call timed, memory sampled).
+//! monomorphised loop with direct calls. A run ([`replay_compiled`]) is a throughput sample
+//! (one or more untimed passes, no clock read per op) and a timed pass (every call timed,
+//! memory sampled), each pass on a fresh backend.
 
 pub mod latency;
 pub mod pass;
@@ -79,11 +79,24 @@ impl fmt::Display for Pace {
     }
 }
 
-/// Options of one pass.
-#[derive(Debug, Clone, Copy, Default)]
+/// Options of one run's passes.
+#[derive(Debug, Clone, Copy)]
 pub struct PassOptions {
     pub touch: Touch,
     pub pace: Pace,
+    /// Passes over the trace in the throughput sample, each on a fresh backend (at least 1):
+    /// a sample of a short trace is repeated until it outlasts scheduler noise.
+    pub throughput_passes: u32,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions {
+            touch: Touch::default(),
+            pace: Pace::default(),
+            throughput_passes: 1,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -100,14 +113,16 @@ pub enum EngineError {
     Panicked(String),
 }
 
-/// What one run (throughput pass + timed pass) measured.
+/// What one run (throughput sample + timed pass) measured.
 #[derive(Debug)]
 pub struct RunMeasurement {
-    /// Wall time of the throughput pass.
+    /// Wall time of the throughput sample: the sum of its passes' walls.
     pub wall_ns: u64,
     pub events: u64,
-    /// `events / wall` of the throughput pass.
+    /// `events * throughput_passes / wall` of the throughput sample.
     pub ops_per_sec: f64,
+    /// Passes over the trace in the throughput sample.
+    pub throughput_passes: u32,
     /// The higher of the two passes' counts (they replay the same trace).
     pub alloc_failures: u64,
     /// Timed pass, clock floor subtracted.
@@ -136,13 +151,20 @@ where
 {
     // Each workspace is made before its backend, so the backend's memory readings do not
     // include the engine's own allocations.
-    let throughput = {
+    // The sample's wall time sums its passes' own walls: making each pass's workspace and
+    // backend is not part of it.
+    let passes = opts.throughput_passes.max(1);
+    let mut sample_wall_ns = 0u64;
+    let mut sample_failures = 0u64;
+    for _ in 0..passes {
         let workspace = PassWorkspace::new(plan, PassKind::Throughput);
         let backend = new_backend().map_err(EngineError::Create)?;
-        workspace
+        let pass = workspace
             .run(&backend, plan, opts.touch, opts.pace)
-            .map_err(EngineError::Panicked)?
-    };
+            .map_err(EngineError::Panicked)?;
+        sample_wall_ns += pass.wall_ns;
+        sample_failures = sample_failures.max(pass.alloc_failures);
+    }
     let (timed, latency) = {
         let workspace = PassWorkspace::new(plan, PassKind::Timed);
         let backend = new_backend().map_err(EngineError::Create)?;
@@ -175,16 +197,17 @@ where
     } else {
         Vec::new()
     };
-    let ops_per_sec = if throughput.wall_ns == 0 {
+    let ops_per_sec = if sample_wall_ns == 0 {
         0.0
     } else {
-        plan.event_count as f64 * 1e9 / throughput.wall_ns as f64
+        plan.event_count as f64 * f64::from(passes) * 1e9 / sample_wall_ns as f64
     };
     Ok(RunMeasurement {
-        wall_ns: throughput.wall_ns,
+        wall_ns: sample_wall_ns,
         events: plan.event_count,
         ops_per_sec,
-        alloc_failures: throughput.alloc_failures.max(timed.alloc_failures),
+        throughput_passes: passes,
+        alloc_failures: sample_failures.max(timed.alloc_failures),
         latency,
         peak_reserved_bytes,
         fragmentation,
