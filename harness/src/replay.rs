@@ -4,8 +4,8 @@
 //! Runs are run-major: warm-up run, then for each measured run `i`, every backend in turn
 //! (starting from backend `i mod n`, so no backend always follows the same one), each on a
 //! fresh instance, so drift over time (thermal, other tenants) hits every backend alike and
-//! run `i` of a backend pairs with run `i` of the reference. The warm-up run also sizes each
-//! backend's throughput sample: passes enough to last `min_sample_ns`.
+//! run `i` of a backend pairs with run `i` of the reference. Each throughput sample repeats
+//! the trace until it lasts `min_sample_ns`.
 //! Histograms are merged over workers and runs, never averaged.
 //!
 //! With `counts`, the deterministic tier is collected afterwards ([`crate::counts`]).
@@ -55,7 +55,7 @@ pub struct ReplayOptions {
     /// No progress bar and no warnings on stderr.
     pub quiet: bool,
     /// Shortest throughput sample: a run repeats the trace (each pass on a fresh backend)
-    /// until its passes add up to this, judged from the warm-up run. 0 = one pass.
+    /// until its passes add up to this. 0 = one pass.
     pub min_sample_ns: u64,
     /// Also collect the counts tier (valgrind) for every (trace, backend).
     pub counts: bool,
@@ -81,19 +81,6 @@ impl Default for ReplayOptions {
             counts: false,
         }
     }
-}
-
-/// Most passes one throughput sample repeats (a trace of a few events stays bounded).
-const MAX_SAMPLE_PASSES: u64 = 10_000;
-
-/// Passes of `pass_wall_ns` each that add up to at least `min_sample_ns`.
-pub fn sample_passes(pass_wall_ns: u64, min_sample_ns: u64) -> u32 {
-    if min_sample_ns == 0 {
-        return 1;
-    }
-    min_sample_ns
-        .div_ceil(pass_wall_ns.max(1))
-        .clamp(1, MAX_SAMPLE_PASSES) as u32
 }
 
 /// A compiled trace and what results.json says about where it came from.
@@ -236,7 +223,7 @@ pub fn replay_inputs_with(
     let pass = PassOptions {
         touch: opts.touch,
         pace: opts.pace,
-        throughput_passes: 1,
+        min_sample_ns: opts.min_sample_ns,
     };
     let mut progress = Progress::new(
         (inputs.len() * (opts.warmup + opts.runs) * selected.len()) as u64,
@@ -281,21 +268,12 @@ pub fn replay_inputs_with(
                 if state.status != Status::Ok {
                     continue;
                 }
-                let pass = PassOptions {
-                    throughput_passes: state.sample_passes,
-                    ..pass
-                };
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     state.backend.run_once(&setup, &plan, &pass)
                 }));
                 match outcome {
                     Ok(Ok(m)) if measured => state.record(m),
-                    Ok(Ok(m)) => {
-                        state.sample_passes = sample_passes(
-                            m.wall_ns / u64::from(m.throughput_passes.max(1)),
-                            opts.min_sample_ns,
-                        )
-                    }
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => state.fail(e.to_string()),
                     Err(payload) => state.fail(panic_message(payload.as_ref())),
                 }
@@ -381,8 +359,6 @@ struct BackendState {
     peak: Option<(u64, Option<f64>)>,
     memory_series: Vec<MemorySample>,
     reserved_known: bool,
-    /// Passes per throughput sample (sized by the warm-up run).
-    sample_passes: u32,
 }
 
 impl BackendState {
@@ -400,7 +376,6 @@ impl BackendState {
             peak: None,
             memory_series: Vec::new(),
             reserved_known: false,
-            sample_passes: 1,
         }
     }
 

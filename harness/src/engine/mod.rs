@@ -80,24 +80,18 @@ impl fmt::Display for Pace {
 }
 
 /// Options of one run's passes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
     pub touch: Touch,
     pub pace: Pace,
-    /// Passes over the trace in the throughput sample, each on a fresh backend (at least 1):
-    /// a sample of a short trace is repeated until it outlasts scheduler noise.
-    pub throughput_passes: u32,
+    /// Shortest throughput sample: passes over the trace (each on a fresh backend) repeat
+    /// until their walls add up to this, so a short trace's sample outlasts scheduler noise.
+    /// 0 = one pass.
+    pub min_sample_ns: u64,
 }
 
-impl Default for PassOptions {
-    fn default() -> Self {
-        PassOptions {
-            touch: Touch::default(),
-            pace: Pace::default(),
-            throughput_passes: 1,
-        }
-    }
-}
+/// Most passes one throughput sample repeats (a trace of a few events stays bounded).
+pub const MAX_SAMPLE_PASSES: u32 = 100_000;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -152,11 +146,12 @@ where
     // Each workspace is made before its backend, so the backend's memory readings do not
     // include the engine's own allocations.
     // The sample's wall time sums its passes' own walls: making each pass's workspace and
-    // backend is not part of it.
-    let passes = opts.throughput_passes.max(1);
+    // backend is not part of it. Every sample lasts at least `min_sample_ns` (the sample
+    // decides its own length, so a slow first pass cannot leave later samples short).
+    let mut passes = 0u32;
     let mut sample_wall_ns = 0u64;
     let mut sample_failures = 0u64;
-    for _ in 0..passes {
+    while passes == 0 || (sample_wall_ns < opts.min_sample_ns && passes < MAX_SAMPLE_PASSES) {
         let workspace = PassWorkspace::new(plan, PassKind::Throughput);
         let backend = new_backend().map_err(EngineError::Create)?;
         let pass = workspace
@@ -164,6 +159,7 @@ where
             .map_err(EngineError::Panicked)?;
         sample_wall_ns += pass.wall_ns;
         sample_failures = sample_failures.max(pass.alloc_failures);
+        passes += 1;
     }
     let (timed, latency) = {
         let workspace = PassWorkspace::new(plan, PassKind::Timed);
