@@ -69,9 +69,8 @@ pub fn run_child(request_path: &Path, manifest_path: &Path) -> anyhow::Result<()
     // A fixed order, whatever order the request lists them in: backends share the process
     // (glibc's heap, the simulated caches), so a backend's counts depend on which ran before
     // it. Reverse registry order counts the reference allocators (null, mimalloc, system)
-    // right after loading, before any pool: a change to a pool cannot move their counts
-    // (seen: up to 1.6% on `system` and `mimalloc` when they ran after pools whose config
-    // changed).
+    // before any pool: a change to a pool cannot move their counts (seen: up to 2% on
+    // `system` and `mimalloc` when they ran after pools whose config changed).
     let requested = backends::resolve(&request.backends).map_err(anyhow::Error::msg)?;
     let selected: Vec<_> = backends::registry()
         .iter()
@@ -82,25 +81,31 @@ pub fn run_child(request_path: &Path, manifest_path: &Path) -> anyhow::Result<()
         strict: request.strict,
         keep_times: false,
     };
-    let mut manifest = ChildManifest::default();
-    let mut dumps = 0u32;
-    for (trace_index, path) in request.traces.iter().enumerate() {
+    // Every trace is loaded before any pass, and the loops run backend-major: the reference
+    // allocators' counts on every trace are taken before any pool has run in the process,
+    // so no pool change can move them.
+    let mut plans = Vec::with_capacity(request.traces.len());
+    for path in &request.traces {
         let trace = workloads::load_trace(path, &load)
             .with_context(|| format!("cannot load trace {}", path.display()))?;
         // One worker: the trace's ops in their global order. Valgrind runs one thread at a
         // time anyway; with one worker the order of every call — and so every count — is the
         // same from run to run (with several, glibc's per-thread arenas and the wait/yield
         // interleaving made `system`'s counts move by up to 20%).
-        let workers = COUNTING_WORKERS;
-        let plan = ReplayPlan::new(&trace.compiled, workers)
+        let plan = ReplayPlan::new(&trace.compiled, COUNTING_WORKERS)
             .with_context(|| format!("trace {}", path.display()))?;
-        let setup = BackendSetup {
-            config: config.clone(),
-            capacity_bytes: request.capacity_bytes,
-            workers,
-            simulate_gpu_bytes: None,
-        };
-        for backend in &selected {
+        plans.push(plan);
+    }
+    let setup = BackendSetup {
+        config,
+        capacity_bytes: request.capacity_bytes,
+        workers: COUNTING_WORKERS,
+        simulate_gpu_bytes: None,
+    };
+    let mut manifest = ChildManifest::default();
+    let mut dumps = 0u32;
+    for backend in &selected {
+        for (trace_index, plan) in plans.iter().enumerate() {
             let mut entry = CountedEntry {
                 trace_index,
                 backend: backend.name().to_owned(),
@@ -112,7 +117,7 @@ pub fn run_child(request_path: &Path, manifest_path: &Path) -> anyhow::Result<()
             match backend.check_available(&setup) {
                 Err(why) => entry.reason = Some(format!("skipped: {why}")),
                 Ok(()) => {
-                    let outcome = backend.run_counted(&setup, &plan, touch);
+                    let outcome = backend.run_counted(&setup, plan, touch);
                     // Every attempted pass ends with a dump, so that a failed one's partial
                     // costs never leak into the next backend's.
                     super::counts_checkpoint(manifest.entries.len());
