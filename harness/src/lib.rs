@@ -6,10 +6,13 @@
 //! - [`backends`]: the registry of backends; [`backends::Backend`]: the trait they implement.
 //! - [`recommend`]: the `PoolConfig` search behind `replay recommend`.
 //! - [`clock::Clock`]: the calibrated clock every latency is read with.
+//! - [`counts`]: the deterministic tier (`--counts`): instructions and simulated cache misses
+//!   per op, under valgrind.
 
 pub mod backends;
 pub mod clock;
 pub mod commands;
+pub mod counts;
 pub mod engine;
 pub mod machine;
 pub mod progress;

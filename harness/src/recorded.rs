@@ -72,6 +72,7 @@ pub fn add_pytorch_row(trace: &mut TraceResult, snapshot: &SnapshotSummary) {
         min_capacity_bytes: None,
         memory_series: series,
         alloc_latency_by_size_bucket: Vec::new(),
+        counts: None,
         recorded: true,
     });
 }

@@ -1,9 +1,14 @@
 //! The replay as a library call: load traces, replay each against every backend for a
 //! number of runs, and gather what results.json and the reports need.
 //!
-//! Runs are run-major: warm-up run, then for each measured run `i`, every backend in turn,
-//! each on a fresh instance, so drift over time (thermal, other tenants) hits every backend
-//! alike. Histograms are merged over workers and runs, never averaged.
+//! Runs are run-major: warm-up run, then for each measured run `i`, every backend in turn
+//! (starting from backend `i mod n`, so no backend always follows the same one), each on a
+//! fresh instance, so drift over time (thermal, other tenants) hits every backend alike and
+//! run `i` of a backend pairs with run `i` of the reference. Each throughput sample repeats
+//! the trace until it lasts `min_sample_ns`.
+//! Histograms are merged over workers and runs, never averaged.
+//!
+//! With `counts`, the deterministic tier is collected afterwards ([`crate::counts`]).
 
 use crate::backends::{BackendSelection, BackendSetup, RegisteredBackend};
 use crate::clock::Clock;
@@ -55,6 +60,11 @@ pub struct ReplayOptions {
     pub pytorch_free_at: workloads::FreeAt,
     /// Where reading a trace stops with an error.
     pub limits: workloads::ReadLimits,
+    /// Shortest throughput sample: a run repeats the trace (each pass on a fresh backend)
+    /// until its passes add up to this. 0 = one pass.
+    pub min_sample_ns: u64,
+    /// Also collect the counts tier (valgrind) for every (trace, backend).
+    pub counts: bool,
 }
 
 impl Default for ReplayOptions {
@@ -75,6 +85,8 @@ impl Default for ReplayOptions {
             quiet: false,
             pytorch_free_at: workloads::FreeAt::Completed,
             limits: workloads::ReadLimits::default(),
+            min_sample_ns: 0,
+            counts: false,
         }
     }
 }
@@ -132,7 +144,41 @@ pub fn replay_traces(opts: &ReplayOptions) -> anyhow::Result<RunArtifacts> {
             crate::recorded::add_pytorch_row(trace, snapshot);
         }
     }
+    if opts.counts {
+        let source = crate::counts::CallgrindSource::locate()?;
+        if !opts.quiet {
+            eprintln!(
+                "replay: counting instructions under {} (one pass per trace and backend)",
+                source.version
+            );
+        }
+        add_counts(&mut artifacts, opts, &source)?;
+    }
     Ok(artifacts)
+}
+
+/// Collects the counts tier for the traces and backends of `artifacts` from `source`.
+pub fn add_counts(
+    artifacts: &mut RunArtifacts,
+    opts: &ReplayOptions,
+    source: &dyn crate::counts::CountsSource,
+) -> anyhow::Result<()> {
+    let request = crate::counts::CountsRequest {
+        traces: opts.traces.clone(),
+        backends: opts
+            .backends
+            .backends()
+            .iter()
+            .map(|b| b.name().to_owned())
+            .collect(),
+        config_toml: opts.config.to_toml(),
+        touch: opts.touch.as_str().to_owned(),
+        capacity_bytes: opts.capacity_bytes,
+        strict: opts.strict,
+    };
+    let entries = source.collect(&request)?;
+    crate::counts::attach_counts(&mut artifacts.results, source.info(), &entries);
+    Ok(())
 }
 
 /// results.json's sanitation counts from the loader's report.
@@ -180,6 +226,7 @@ pub fn replay_inputs(
     let pass = PassOptions {
         touch: opts.touch,
         pace: opts.pace,
+        min_sample_ns: opts.min_sample_ns,
     };
     let mut progress = Progress::new(
         (inputs.len() * (opts.warmup + opts.runs) * selected.len()) as u64,
@@ -209,9 +256,11 @@ pub fn replay_inputs(
             .iter()
             .map(|&b| BackendState::new(b, &setup))
             .collect();
+        let backend_count = states.len();
         for run in 0..opts.warmup + opts.runs {
             let measured = run >= opts.warmup;
-            for state in states.iter_mut() {
+            for k in 0..backend_count {
+                let state = &mut states[(k + run) % backend_count];
                 progress.next(&format!(
                     "{} {} run {}/{}",
                     short_name(input.path),
@@ -284,6 +333,7 @@ pub fn replay_inputs(
         "config": opts.config.summary(),
         "config_source": opts.config_source,
         "debug_build": cfg!(debug_assertions),
+        "min_sample_ns": opts.min_sample_ns,
     });
     let mut machine = crate::machine::describe();
     if selected
@@ -299,6 +349,7 @@ pub fn replay_inputs(
             machine,
             clock: Some(clock.info()),
             options,
+            counts: None,
             traces,
         },
         histograms,
@@ -356,6 +407,7 @@ impl BackendState {
             alloc_p50_ns: nonzero(&run.alloc, run.alloc.p50),
             alloc_p99_ns: nonzero(&run.alloc, run.alloc.p99),
             free_p50_ns: nonzero(&run.free, run.free.p50),
+            trace_passes: Some(m.throughput_passes),
         });
         match &mut self.latency {
             None => self.latency = Some(m.latency),
@@ -418,6 +470,7 @@ impl BackendState {
                 .unwrap_or_default(),
             runs: self.runs,
             recorded: false,
+            counts: None,
         };
         (result, self.latency)
     }

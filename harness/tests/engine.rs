@@ -253,6 +253,38 @@ fn a_run_measures_throughput_latency_and_memory() {
 }
 
 #[test]
+fn a_throughput_sample_repeats_the_trace_until_it_lasts_the_minimum() {
+    let trace = compile(larson(2, 2_000, 8));
+    let plan = ReplayPlan::new(&trace, 1).unwrap();
+    let one = replay_compiled(
+        || Ok(LimitedBackend::new(usize::MAX / 2)),
+        &plan,
+        &PassOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(one.throughput_passes, 1);
+    let min_sample_ns = 30_000_000;
+    let long = replay_compiled(
+        || Ok(LimitedBackend::new(usize::MAX / 2)),
+        &plan,
+        &PassOptions {
+            min_sample_ns,
+            ..PassOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(long.wall_ns >= min_sample_ns, "{}", long.wall_ns);
+    assert!(long.throughput_passes > 1, "{}", long.throughput_passes);
+    // ops/s counts every pass's events.
+    let implied = long.ops_per_sec * long.wall_ns as f64 / 1e9;
+    let events = trace.event_count as f64 * f64::from(long.throughput_passes);
+    assert!(
+        (implied - events).abs() < 1e-6 * events,
+        "{implied} vs {events}"
+    );
+}
+
+#[test]
 fn paced_replay_takes_the_recorded_time() {
     // 2 000 events, 100 ns apart in the trace: 200 µs at 1x, 0.2 µs apart at 1000x.
     let trace = compile(producer_consumer(2, 2_000, 7));

@@ -1,21 +1,27 @@
-//! `replay gate`: today's run against a stored baseline, with machine speed cancelled out.
+//! `replay gate`: today's run against a stored baseline, in two tiers.
 //!
-//! Each run `i` measures every backend back to back (the engine is run-major), so
+//! **Counts** (deterministic, `replay --counts`): instructions per op and estimated cycles per
+//! op, judged against an exact margin ([`crate::compare::count_cells`]). Where both files have
+//! them, they decide on any machine, however noisy.
+//!
+//! **Wall-clock**, with machine speed cancelled out: each run `i` measures every backend back
+//! to back (the engine is run-major), so
 //! `ours_i / reference_i` — throughput, alloc p50, alloc p99 — is a property of the allocator
 //! that a faster or slower CI machine leaves alone. The distributions of these per-run log
-//! ratios are compared between the baseline and now with the same bootstrap and three-way
-//! verdict as `replay compare` ([`crate::compare`]).
+//! ratios are compared between the baseline and now with the same rank-sum interval and
+//! three-way verdict as `replay compare` ([`crate::compare`]).
 //!
-//! Before trusting any verdict, an A/A check: the reference backend's throughput in the first
-//! half of today's runs against the second half. Identical code, so anything but a pass means
-//! the machine drifted or is too noisy, and the gate reports "unstable" (exit 3) instead.
-//! Deterministic metrics (reserved bytes, failures) and statuses are compared exactly.
+//! Before trusting a wall-clock verdict, an A/A check: the reference backend's throughput in
+//! the first half of today's runs against the second half. Identical code, so anything but a
+//! pass means the machine drifted or is too noisy: the wall-clock cells are then demoted to
+//! inconclusive, and the gate exits 3 ("unstable") only when no counts cell could decide
+//! instead. Exact metrics (reserved bytes, failures) and statuses are compared directly.
 
 use serde::Serialize;
 
 use crate::compare::{
-    deterministic_cells, judge_cells, match_backends, match_traces, sort_cells, status_cell,
-    CellSamples, CompareOptions, Comparison, Metric,
+    count_presence_note, deterministic_cells, judge_cells, match_backends, match_traces,
+    sort_cells, status_cell, CellSamples, CompareOptions, Comparison, Metric, Tier,
 };
 use crate::stats::{Verdict, MIN_RUNS};
 use crate::{BackendResult, ResultsFile, Status};
@@ -50,21 +56,33 @@ impl Default for GateOptions {
 pub struct GateReport {
     /// Every verdict, A/A cells (`reference_stability`) included.
     pub comparison: Comparison,
-    /// Why the environment was judged unstable (empty when stable).
+    /// Why the wall-clock tier was judged unstable (empty when stable). Its cells are then
+    /// inconclusive.
     pub unstable_reasons: Vec<String>,
+    /// Differences between the baseline's and today's tools or machine that move counts
+    /// (valgrind, rustc, replay version) or timings (machine): printed as warnings.
+    pub warnings: Vec<String>,
 }
 
 impl GateReport {
+    /// The wall-clock tier could not be trusted.
     pub fn is_unstable(&self) -> bool {
         !self.unstable_reasons.is_empty()
     }
 
-    /// 3 when unstable (no verdict is trusted), else 1 on any regression, else 0.
+    /// Whether the counts tier judged anything (then it decides even on a noisy machine).
+    pub fn counts_decided(&self) -> bool {
+        self.comparison.count_cells > 0
+    }
+
+    /// 1 on any regression (wall-clock cells only count when the A/A check passed: they are
+    /// demoted otherwise); else 3 when neither tier could decide (wall-clock unstable and no
+    /// counts cell); else 0.
     pub fn exit_code(&self) -> i32 {
-        if self.is_unstable() {
-            EXIT_UNSTABLE
-        } else if self.comparison.exit_code() != 0 {
+        if self.comparison.exit_code() != 0 {
             EXIT_REGRESSION
+        } else if self.is_unstable() && !self.counts_decided() {
+            EXIT_UNSTABLE
         } else {
             EXIT_PASS
         }
@@ -86,7 +104,96 @@ fn log_ratios(metric: Metric, ours: &BackendResult, reference: &BackendResult) -
         .collect()
 }
 
-fn reference_of<'a>(results: &'a [BackendResult], name: &str) -> Option<&'a BackendResult> {
+/// The wall-clock cell samples of `metric` for backend `base`/`cand`: per-run log ratios to the
+/// reference in the same run, on each side. The margin is widened by the clock's resolution
+/// relative to this backend's own latency and to the reference's: both ends of the ratio are
+/// quantised.
+pub(crate) fn ratio_samples(
+    trace: &str,
+    metric: Metric,
+    base: &BackendResult,
+    base_ref: &BackendResult,
+    cand: &BackendResult,
+    cand_ref: &BackendResult,
+    clock_ns: f64,
+) -> CellSamples {
+    let base_logs = log_ratios(metric, base, base_ref);
+    let cand_logs = log_ratios(metric, cand, cand_ref);
+    let ratio = |logs: &[f64]| crate::stats::median(logs).exp();
+    let median_of = |r: &BackendResult| {
+        crate::stats::median(
+            &r.runs
+                .iter()
+                .filter_map(|run| metric.run_value(run))
+                .collect::<Vec<_>>(),
+        )
+    };
+    CellSamples {
+        trace: trace.to_string(),
+        backend: base.backend.clone(),
+        metric,
+        base_value: ratio(&base_logs),
+        cand_value: ratio(&cand_logs),
+        base_logs,
+        cand_logs,
+        resolution_log: crate::compare::judge::resolution_log_with(
+            metric,
+            median_of(base),
+            clock_ns,
+        ) + crate::compare::judge::resolution_log_with(
+            metric,
+            median_of(base_ref),
+            clock_ns,
+        ),
+    }
+}
+
+/// Differences between the two files' tools and machine.
+fn version_warnings(baseline: &ResultsFile, current: &ResultsFile) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut differ = |what: &str, base: &str, now: &str, why: &str| {
+        if base != now {
+            warnings.push(format!(
+                "{what} differs: baseline {base}, now {now} ({why})"
+            ));
+        }
+    };
+    differ(
+        "replay version",
+        &baseline.tool_version,
+        &current.tool_version,
+        "counts move with the code",
+    );
+    differ(
+        "rustc",
+        &baseline.machine.rustc,
+        &current.machine.rustc,
+        "counts move with the compiler",
+    );
+    if let (Some(b), Some(c)) = (&baseline.counts, &current.counts) {
+        differ(
+            "counting tool",
+            &b.tool_version,
+            &c.tool_version,
+            "counts move with the simulator",
+        );
+    }
+    differ(
+        "machine",
+        &format!(
+            "{} ({} cores)",
+            baseline.machine.cpu, baseline.machine.cores
+        ),
+        &format!("{} ({} cores)", current.machine.cpu, current.machine.cores),
+        "wall-clock ratios and cache behaviour may move",
+    );
+    warnings
+}
+
+pub(crate) fn reference_of<'a>(
+    results: &'a [BackendResult],
+    name: &str,
+) -> Option<&'a BackendResult> {
     results
         .iter()
         .find(|r| r.backend == name && r.status == Status::Ok)
@@ -147,6 +254,7 @@ pub fn gate_results(
                 cells.push(cell);
                 continue;
             }
+            notes.extend(count_presence_note(&trace, b, c));
             cells.extend(deterministic_cells(&trace, b, c, &options.compare.margins));
             if b.backend == reference {
                 continue;
@@ -155,38 +263,11 @@ pub fn gate_results(
                 continue;
             };
             for metric in Metric::NOISY {
-                let base_logs = log_ratios(metric, b, base_ref);
-                let cand_logs = log_ratios(metric, c, cand_ref);
-                if base_logs.is_empty() && cand_logs.is_empty() {
+                let sample = ratio_samples(&trace, metric, b, base_ref, c, cand_ref, clock_ns);
+                if sample.base_logs.is_empty() && sample.cand_logs.is_empty() {
                     continue;
                 }
-                let ratio = |logs: &[f64]| crate::stats::median(logs).exp();
-                // The clock's resolution, relative to this backend's own latency and to the
-                // reference's: both ends of the ratio are quantised.
-                let median_of = |r: &crate::results::BackendResult| {
-                    crate::stats::median(
-                        &r.runs
-                            .iter()
-                            .filter_map(|run| metric.run_value(run))
-                            .collect::<Vec<_>>(),
-                    )
-                };
-                let own_median = median_of(b);
-                let ref_median = median_of(base_ref);
-                noisy.push(CellSamples {
-                    trace: trace.clone(),
-                    backend: b.backend.clone(),
-                    metric,
-                    base_value: ratio(&base_logs),
-                    cand_value: ratio(&cand_logs),
-                    base_logs,
-                    cand_logs,
-                    resolution_log: crate::compare::judge::resolution_log_with(
-                        metric, own_median, clock_ns,
-                    ) + crate::compare::judge::resolution_log_with(
-                        metric, ref_median, clock_ns,
-                    ),
-                });
+                noisy.push(sample);
             }
         }
     }
@@ -208,8 +289,33 @@ pub fn gate_results(
         }
     }
     cells.extend(aa_cells);
+    if !unstable_reasons.is_empty() {
+        // The machine was too noisy for timings: their verdicts are not evidence either way.
+        for cell in cells.iter_mut() {
+            if cell.metric.tier() == Tier::WallClock
+                && cell.metric != Metric::ReferenceStability
+                && matches!(cell.verdict, Verdict::Regression | Verdict::Improvement)
+            {
+                cell.note = Some(format!(
+                    "{} demoted: wall-clock tier unstable on this machine",
+                    cell.verdict
+                ));
+                cell.verdict = Verdict::Inconclusive;
+            }
+        }
+    }
     sort_cells(&mut cells);
-    notes.extend(unstable_reasons.iter().map(|r| format!("UNSTABLE: {r}")));
+    notes.extend(
+        unstable_reasons
+            .iter()
+            .map(|r| format!("UNSTABLE (wall-clock tier): {r}")),
+    );
+    let count_cells = cells
+        .iter()
+        .filter(|c| c.metric.tier() == Tier::Counts)
+        .count();
+    let warnings = version_warnings(baseline, current);
+    notes.extend(warnings.iter().map(|w| format!("WARNING: {w}")));
     GateReport {
         comparison: Comparison {
             reference_backend: Some(reference.to_string()),
@@ -217,9 +323,10 @@ pub fn gate_results(
             notes,
             noisy_cells,
             confidence,
-            resamples: options.compare.resamples,
+            count_cells,
         },
         unstable_reasons,
+        warnings,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::compare::table::{change_text, value_text};
+use crate::compare::table::{change_text, intro_text, is_ratio, margin_text, value_text};
 use crate::compare::Comparison;
 use crate::format;
 use crate::{ResultsFile, Status};
@@ -142,6 +142,7 @@ pub fn report_html(
             );
         }
         h.push_str("</table>\n");
+        counts_table(&mut h, results, &trace.results);
         for plot in plots.iter().filter(|p| p.trace_index == index) {
             let _ = writeln!(
                 h,
@@ -155,40 +156,86 @@ pub fn report_html(
     h
 }
 
-fn verdict_section(h: &mut String, cmp: &Comparison) {
-    h.push_str("<h2>Verdicts</h2>\n");
-    if let Some(reference) = &cmp.reference_backend {
-        let _ = writeln!(
-            h,
-            "<p>Values are ratios to <code>{}</code> measured in the same run.</p>",
-            escape(reference)
-        );
+/// The counts tier beside the timings, for the backends that have counts.
+fn counts_table(h: &mut String, results: &ResultsFile, backends: &[crate::BackendResult]) {
+    let counted: Vec<_> = backends
+        .iter()
+        .filter_map(|r| Some((r, r.counts?)))
+        .collect();
+    if counted.is_empty() {
+        return;
     }
+    let source = results
+        .counts
+        .as_ref()
+        .map(|c| {
+            format!(
+                "{} ({}); estimated cycles = {}",
+                c.source, c.tool_version, c.estimated_cycles_formula
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         h,
-        "<p>{} noisy cells judged at {:.2}% confidence each (Bonferroni), {} bootstrap resamples.</p>",
-        cmp.noisy_cells,
-        100.0 * cmp.confidence,
-        cmp.resamples
+        "<p>Counts tier, per call of the backend (deterministic): {}</p>\n\
+         <table><tr><th>backend</th><th>instr/alloc</th><th>instr/free</th>\
+         <th>instr/realloc</th><th>L1 misses/op</th><th>LL misses/op</th>\
+         <th>est. cycles/op</th></tr>",
+        escape(&source)
     );
+    for (r, counts) in counted {
+        let per = |cost: crate::OpCost| {
+            let cost = cost.with_per_op();
+            if cost.calls == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", cost.instructions_per_op)
+            }
+        };
+        let all = counts.all();
+        let per_call = |v: u64| {
+            if all.calls == 0 {
+                0.0
+            } else {
+                v as f64 / all.calls as f64
+            }
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.3}</td>\
+             <td>{:.1}</td></tr>",
+            escape(&r.backend),
+            per(counts.alloc),
+            per(counts.free),
+            per(counts.realloc),
+            per_call(all.l1_misses),
+            per_call(all.ll_misses),
+            all.estimated_cycles_per_op
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+fn verdict_section(h: &mut String, cmp: &Comparison) {
+    h.push_str("<h2>Verdicts</h2>\n");
+    let _ = writeln!(h, "<p>{}.</p>", escape(&intro_text(cmp)));
     h.push_str(
-        "<table><tr><th>trace</th><th>backend</th><th>metric</th><th>base</th><th>candidate</th>\
-         <th>change [CI]</th><th>margin</th><th>verdict</th><th>note</th></tr>\n",
+        "<table><tr><th>trace</th><th>backend</th><th>tier</th><th>metric</th><th>base</th>\
+         <th>candidate</th><th>change [CI]</th><th>margin</th><th>verdict</th><th>note</th></tr>\n",
     );
-    let ratio = cmp.reference_backend.is_some();
     for c in &cmp.cells {
-        let _ =
-            writeln!(
+        let _ = writeln!(
             h,
             "<tr class=\"{v}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{v}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{v}</td><td>{}</td></tr>",
             escape(&c.trace),
             escape(&c.backend),
+            c.metric.tier().name(),
             c.metric,
-            escape(&value_text(c.metric, c.base_value, ratio)),
-            escape(&value_text(c.metric, c.cand_value, ratio)),
+            escape(&value_text(c.metric, c.base_value, is_ratio(cmp, c))),
+            escape(&value_text(c.metric, c.cand_value, is_ratio(cmp, c))),
             escape(&change_text(c)),
-            if c.margin > 0.0 { format!("±{:.0}%", 100.0 * c.margin) } else { "exact".into() },
+            margin_text(c),
             escape(c.note.as_deref().unwrap_or("")),
             v = c.verdict
         );

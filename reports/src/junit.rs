@@ -22,25 +22,48 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
+/// How a cell appears in JUnit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Passed,
+    Regression,
+    Skipped,
+    /// The A/A check failed and no counts decided: a failure of type `unstable`.
+    Unstable,
+    /// The A/A check failed but counts decided: skipped.
+    SkippedUnstable,
+}
+
 /// The JUnit XML document of `cmp`, under a suite named `suite`.
 pub fn junit_xml(cmp: &Comparison, suite: &str) -> String {
-    let unstable = |c: &&crate::compare::Cell| {
-        c.metric == Metric::ReferenceStability && c.verdict != Verdict::Pass
+    // A failed A/A check fails the suite only when it left no verdict at all: with counts
+    // cells judged, the counts decide and the unstable wall-clock tier is merely skipped.
+    let counts_decided = cmp.count_cells > 0;
+    let outcome = |c: &crate::compare::Cell| -> Outcome {
+        if c.metric == Metric::ReferenceStability && c.verdict != Verdict::Pass {
+            if counts_decided {
+                Outcome::SkippedUnstable
+            } else {
+                Outcome::Unstable
+            }
+        } else {
+            match c.verdict {
+                Verdict::Regression => Outcome::Regression,
+                Verdict::Inconclusive => Outcome::Skipped,
+                Verdict::Pass | Verdict::Improvement => Outcome::Passed,
+            }
+        }
     };
-    let failures = cmp.count(Verdict::Regression)
-        + cmp
-            .cells
-            .iter()
-            .filter(unstable)
-            .filter(|c| c.verdict != Verdict::Regression)
-            .count();
-    let skipped = cmp.count(Verdict::Inconclusive)
-        - cmp
-            .cells
-            .iter()
-            .filter(unstable)
-            .filter(|c| c.verdict == Verdict::Inconclusive)
-            .count();
+    let failures = cmp
+        .cells
+        .iter()
+        .filter(|c| matches!(outcome(c), Outcome::Regression | Outcome::Unstable))
+        .count();
+    let skipped = cmp
+        .cells
+        .iter()
+        .filter(|c| matches!(outcome(c), Outcome::Skipped | Outcome::SkippedUnstable))
+        .count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.push_str(&format!(
         "<testsuites name=\"{0}\" tests=\"{1}\" failures=\"{2}\" errors=\"0\" skipped=\"{3}\">\n",
@@ -58,7 +81,8 @@ pub fn junit_xml(cmp: &Comparison, suite: &str) -> String {
     ));
     for cell in &cmp.cells {
         let message = format!(
-            "{} {} {}: {}{}",
+            "[{} tier] {} {} {}: {}{}",
+            cell.metric.tier().name(),
             cell.trace,
             cell.backend,
             cell.metric,
@@ -74,23 +98,24 @@ pub fn junit_xml(cmp: &Comparison, suite: &str) -> String {
             xml_escape(&cell.backend),
             cell.metric
         ));
-        if unstable(&cell) {
-            out.push_str(&format!(
+        match outcome(cell) {
+            Outcome::SkippedUnstable => out.push_str(&format!(
+                ">\n      <skipped message=\"wall-clock tier unstable (counts decide): {}\"/>\n    </testcase>\n",
+                xml_escape(&message)
+            )),
+            Outcome::Unstable => out.push_str(&format!(
                 ">\n      <failure type=\"unstable\" message=\"unstable environment: {0}\">{0}</failure>\n    </testcase>\n",
                 xml_escape(&message)
-            ));
-            continue;
-        }
-        match cell.verdict {
-            Verdict::Regression => out.push_str(&format!(
+            )),
+            Outcome::Regression => out.push_str(&format!(
                 ">\n      <failure type=\"regression\" message=\"{0}\">{0}</failure>\n    </testcase>\n",
                 xml_escape(&message)
             )),
-            Verdict::Inconclusive => out.push_str(&format!(
+            Outcome::Skipped => out.push_str(&format!(
                 ">\n      <skipped message=\"inconclusive: {}\"/>\n    </testcase>\n",
                 xml_escape(&message)
             )),
-            Verdict::Pass | Verdict::Improvement => out.push_str(&format!(
+            Outcome::Passed => out.push_str(&format!(
                 ">\n      <system-out>{}: {}</system-out>\n    </testcase>\n",
                 cell.verdict,
                 xml_escape(&message)

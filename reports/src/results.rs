@@ -16,7 +16,83 @@ pub struct ResultsFile {
     /// Options the run used (threads, runs, touch, pace, capacity, ...), as given.
     #[serde(default)]
     pub options: serde_json::Value,
+    /// The deterministic tier (`replay --counts`): how the counts were taken. `None` when the
+    /// run took none.
+    #[serde(default)]
+    pub counts: Option<CountsInfo>,
     pub traces: Vec<TraceResult>,
+}
+
+/// How `BackendResult::counts` were measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountsInfo {
+    /// `callgrind`: valgrind's instruction and cache simulator, collecting only inside the
+    /// engine's calls into the backend.
+    pub source: String,
+    /// The counting tool's own version (`valgrind-3.19.0`): counts move with it, as with rustc.
+    pub tool_version: String,
+    /// The formula of `estimated_cycles`, in callgrind's event names.
+    pub estimated_cycles_formula: String,
+}
+
+/// Deterministic cost of one backend's calls on one trace, per op kind (one counting pass).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpCounts {
+    pub alloc: OpCost,
+    pub free: OpCost,
+    pub realloc: OpCost,
+}
+
+impl OpCounts {
+    /// Every op kind together.
+    pub fn all(&self) -> OpCost {
+        let mut total = OpCost::default();
+        for cost in [self.alloc, self.free, self.realloc] {
+            total.calls += cost.calls;
+            total.instructions += cost.instructions;
+            total.l1_misses += cost.l1_misses;
+            total.ll_misses += cost.ll_misses;
+            total.estimated_cycles += cost.estimated_cycles;
+        }
+        total.with_per_op()
+    }
+}
+
+/// Totals over every call of one op kind (the backend's own work: the engine is not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct OpCost {
+    /// Calls made into the backend.
+    pub calls: u64,
+    /// Instructions executed inside those calls (callgrind `Ir`).
+    pub instructions: u64,
+    /// Simulated first-level misses: instruction reads, data reads and data writes.
+    pub l1_misses: u64,
+    /// Simulated last-level misses: instruction reads, data reads and data writes.
+    pub ll_misses: u64,
+    /// `instructions + 10 * l1_misses + 100 * ll_misses` (see `CountsInfo`).
+    pub estimated_cycles: u64,
+    /// `instructions / calls` (0 without calls).
+    #[serde(default)]
+    pub instructions_per_op: f64,
+    /// `estimated_cycles / calls` (0 without calls).
+    #[serde(default)]
+    pub estimated_cycles_per_op: f64,
+}
+
+impl OpCost {
+    /// Fills the per-op fields from the totals.
+    pub fn with_per_op(mut self) -> Self {
+        let per = |total: u64| {
+            if self.calls == 0 {
+                0.0
+            } else {
+                total as f64 / self.calls as f64
+            }
+        };
+        self.instructions_per_op = per(self.instructions);
+        self.estimated_cycles_per_op = per(self.estimated_cycles);
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,10 +225,14 @@ pub struct BackendResult {
     /// no throughput and no latencies.
     #[serde(default)]
     pub recorded: bool,
+    /// The deterministic tier: cost of the backend's calls per op kind (`replay --counts`).
+    #[serde(default)]
+    pub counts: Option<OpCounts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunResult {
+    /// Length of this run's throughput sample: `trace_passes` passes over the trace.
     pub wall_ns: u64,
     pub ops_per_sec: f64,
     pub alloc_failures: u64,
@@ -164,6 +244,10 @@ pub struct RunResult {
     pub alloc_p99_ns: Option<u64>,
     #[serde(default)]
     pub free_p50_ns: Option<u64>,
+    /// Passes over the trace in the throughput sample (repeated until the sample lasts
+    /// `--min-sample-ms`; each pass on a fresh backend). `None` in older files: one.
+    #[serde(default)]
+    pub trace_passes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

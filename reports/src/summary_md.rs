@@ -17,6 +17,43 @@ fn status_text(r: &BackendResult) -> String {
     }
 }
 
+/// The counts tier beside the timings: instructions per op kind and estimated cycles per op,
+/// for the backends that have counts (empty when none has).
+fn counts_table(results: &[BackendResult]) -> String {
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .filter_map(|r| {
+            let counts = r.counts?;
+            let per = |cost: crate::OpCost| {
+                let cost = cost.with_per_op();
+                if cost.calls == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", cost.instructions_per_op)
+                }
+            };
+            Some([
+                r.backend.clone(),
+                per(counts.alloc),
+                per(counts.free),
+                per(counts.realloc),
+                format!("{:.1}", counts.all().estimated_cycles_per_op),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let headers = [
+        "backend (counts tier)",
+        "instr/alloc",
+        "instr/free",
+        "instr/realloc",
+        "est. cycles/op",
+    ];
+    format!("{}\n", markdown_table(&headers, &rows))
+}
+
 /// The results as markdown: one section per trace with its sanitation counts and a table of
 /// backends; then, when given, the gate's or comparison's verdicts.
 pub fn summary_markdown(results: &ResultsFile, verdicts: Option<&Comparison>) -> String {
@@ -109,6 +146,7 @@ pub fn summary_markdown(results: &ResultsFile, verdicts: Option<&Comparison>) ->
             .collect();
         out.push_str(&markdown_table(&headers, &rows));
         out.push('\n');
+        out.push_str(&counts_table(&trace.results));
     }
     truncate_markdown(out, SUMMARY_LIMIT_BYTES)
 }

@@ -124,6 +124,14 @@ pub trait RegisteredBackend: Sync {
         plan: &ReplayPlan,
         opts: &PassOptions,
     ) -> Result<RunMeasurement, EngineError>;
+    /// One untimed pass of `plan` on a fresh backend, every call made through the counting
+    /// shims (`crate::counts`). Returns the calls made per op kind (alloc, free, realloc).
+    fn run_counted(
+        &self,
+        setup: &BackendSetup,
+        plan: &ReplayPlan,
+        touch: engine::Touch,
+    ) -> Result<[u64; 3], EngineError>;
 }
 
 impl<F: BackendFactory> RegisteredBackend for F {
@@ -161,6 +169,20 @@ impl<F: BackendFactory> RegisteredBackend for F {
         opts: &PassOptions,
     ) -> Result<RunMeasurement, EngineError> {
         engine::replay_compiled(|| self.create(setup), plan, opts)
+    }
+    fn run_counted(
+        &self,
+        setup: &BackendSetup,
+        plan: &ReplayPlan,
+        touch: engine::Touch,
+    ) -> Result<[u64; 3], EngineError> {
+        let workspace = engine::PassWorkspace::new(plan, engine::PassKind::Throughput);
+        let backend = self.create(setup).map_err(EngineError::Create)?;
+        let counted = crate::counts::CountedBackend::new(&backend);
+        workspace
+            .run(&counted, plan, touch, engine::Pace::Max)
+            .map_err(EngineError::Panicked)?;
+        Ok(counted.calls.snapshot())
     }
 }
 

@@ -34,6 +34,12 @@ enum Command {
     Gate(commands::gate::Args),
     /// Search PoolConfig space for a trace and write the best as TOML.
     Recommend(commands::recommend::Args),
+    /// Internal: the counting passes `--counts` runs under valgrind.
+    #[command(hide = true)]
+    CountsChild {
+        request: std::path::PathBuf,
+        manifest: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -53,6 +59,9 @@ fn main() {
         Some(Command::Compare(a)) => commands::compare::run(a),
         Some(Command::Gate(a)) => commands::gate::run(a),
         Some(Command::Recommend(a)) => commands::recommend::run(a),
+        Some(Command::CountsChild { request, manifest }) => {
+            harness::counts::run_child(&request, &manifest).map(|()| 0)
+        }
         None => commands::replay::run(cli.replay),
     };
     match result {

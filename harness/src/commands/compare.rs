@@ -1,5 +1,6 @@
-//! `replay compare <BASE.json> <CANDIDATE.json>`: per (trace, backend, metric) verdicts with
-//! bootstrap intervals (see `reports::compare`). Exit 0 pass/inconclusive/improvement,
+//! `replay compare <BASE.json> <CANDIDATE.json>`: per (trace, backend, metric) verdicts — counts
+//! against an exact margin, wall-clock values through exact rank-sum intervals on per-run ratios
+//! to the in-run reference (see `reports::compare`). Exit 0 pass/inconclusive/improvement,
 //! 1 regression, 2 usage error or unreadable input.
 
 use std::path::PathBuf;
@@ -28,9 +29,10 @@ pub struct StatArgs {
     /// Allowed growth of peak reserved bytes (fraction); alloc failures may never grow.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.10)]
     pub margin_reserved: f64,
-    /// Bootstrap resamples per cell (at least 10000).
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    pub resamples: usize,
+    /// Counts tier margin (fraction): instructions or estimated cycles per op that grew by
+    /// more are a regression, shrank by more an improvement.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.01)]
+    pub margin_counts: f64,
 }
 
 impl StatArgs {
@@ -40,17 +42,11 @@ impl StatArgs {
             ("--margin-p50", self.margin_p50),
             ("--margin-p99", self.margin_p99),
             ("--margin-reserved", self.margin_reserved),
+            ("--margin-counts", self.margin_counts),
         ] {
             if !(m > 0.0 && m < 10.0) {
                 anyhow::bail!("{name} {m}: a margin is a fraction above 0 (0.05 = 5%)");
             }
-        }
-        if self.resamples < reports::stats::MIN_RESAMPLES {
-            anyhow::bail!(
-                "--resamples {}: at least {} are needed for stable interval bounds",
-                self.resamples,
-                reports::stats::MIN_RESAMPLES
-            );
         }
         Ok(CompareOptions {
             margins: Margins {
@@ -58,8 +54,8 @@ impl StatArgs {
                 alloc_p50: self.margin_p50,
                 alloc_p99: self.margin_p99,
                 peak_reserved: self.margin_reserved,
+                counts: self.margin_counts,
             },
-            resamples: self.resamples,
             ..CompareOptions::default()
         })
     }
@@ -76,12 +72,17 @@ pub struct Args {
     /// Table format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Divide each run's wall-clock values by this backend's in the same run, where both
+    /// files ran it (`none`: compare raw values, which needs both files from one machine).
+    #[arg(long, value_name = "NAME|none", default_value = reports::gate::DEFAULT_REFERENCE_BACKEND)]
+    pub reference: String,
     #[command(flatten)]
     pub stats: StatArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
-    let options = args.stats.options()?;
+    let mut options = args.stats.options()?;
+    options.reference_backend = (args.reference != "none").then(|| args.reference.clone());
     let base = read_results_json(&args.base)?;
     let candidate = read_results_json(&args.candidate)?;
     let comparison = compare_results(&base, &candidate, &options);

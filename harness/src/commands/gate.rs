@@ -1,7 +1,8 @@
-//! `replay gate --baseline ci/baseline.json [--runs N] [--out DIR] [--junit FILE] <TRACES…>`:
-//! replay now, judge against the baseline through per-run ratios to the `system` backend, with
-//! an A/A stability check first (see `reports::gate`). Exit 0 pass/inconclusive, 1 regression,
-//! 2 usage error, 3 unstable environment.
+//! `replay gate --baseline ci/baseline.json [--counts] [--runs N] [--out DIR] [--junit FILE]
+//! <TRACES…>`: replay now, judge against the baseline in two tiers — counts with an exact
+//! margin, wall-clock through per-run ratios to the `system` backend after an A/A stability
+//! check (see `reports::gate`). Exit 0 pass/inconclusive, 1 regression, 2 usage error,
+//! 3 neither tier could decide.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ pub struct Args {
     /// Backends [default: the baseline's backends, plus the reference].
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub backends: Vec<String>,
+    /// Pool configuration for the pool backends: a TOML file or a preset name [default:
+    /// default_cpu] (e.g. to check that a costlier config is caught).
+    #[arg(long, value_name = "FILE|PRESET")]
+    pub config: Option<String>,
     /// Worker threads [default: min(trace threads, cores)].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -41,6 +46,14 @@ pub struct Args {
     /// Write results.json, .hgrm, plots, report.html and summary.md (with verdicts) here.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Shortest throughput sample in milliseconds (each run repeats the trace until its
+    /// passes last this long).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub min_sample_ms: u64,
+    /// Collect and judge the counts tier too (valgrind): deterministic, so it decides even
+    /// where timings are too noisy.
+    #[arg(long)]
+    pub counts: bool,
     /// Write the verdicts as JUnit XML here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -79,7 +92,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 args.backends.iter().cloned().collect()
             };
             backends.insert(args.reference.clone());
+            let (config, config_source) = super::replay::load_config(args.config.as_deref())?;
             let opts = ReplayOptions {
+                config,
+                config_source,
                 traces: args.traces.clone(),
                 backends: BackendSelection::resolve(&backends.into_iter().collect::<Vec<_>>())
                     .map_err(anyhow::Error::msg)
@@ -87,6 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
                 threads: args.threads,
                 runs: args.runs,
                 quiet: true,
+                min_sample_ns: args.min_sample_ms.saturating_mul(1_000_000),
+                counts: args.counts,
                 ..ReplayOptions::default()
             };
             replay_traces(&opts).context("replay for the gate failed")?
@@ -104,15 +122,35 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(path) = &args.junit {
         reports::write_junit(path, &report.comparison)?;
     }
+    for warning in &report.warnings {
+        eprintln!("WARNING {warning}");
+    }
+    if baseline.counts.is_some() && artifacts.results.counts.is_none() {
+        eprintln!("WARNING the baseline has counts but this run took none: add --counts");
+    }
     for reason in &report.unstable_reasons {
-        eprintln!("UNSTABLE {reason}");
+        eprintln!("UNSTABLE (wall-clock tier) {reason}");
     }
-    if report.is_unstable() {
-        eprintln!("gate: unstable environment, no verdict (exit 3)");
-    } else {
-        for line in report.comparison.regression_lines() {
-            eprintln!("{line}");
-        }
+    for line in report.comparison.regression_lines() {
+        eprintln!("{line}");
     }
-    Ok(report.exit_code())
+    let code = report.exit_code();
+    if code == reports::gate::EXIT_UNSTABLE {
+        eprintln!(
+            "gate: no verdict (exit 3): the wall-clock tier is unstable on this machine (see \
+             UNSTABLE above) and the counts tier judged nothing ({})",
+            if baseline.counts.is_none() {
+                "the baseline has no counts: regenerate it with ci/update-baseline.sh"
+            } else {
+                "run the gate with --counts"
+            }
+        );
+    } else if report.is_unstable() {
+        eprintln!(
+            "gate: wall-clock tier unstable here, its cells are inconclusive; the verdict rests \
+             on {} counts cells",
+            report.comparison.count_cells
+        );
+    }
+    Ok(code)
 }

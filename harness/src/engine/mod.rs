@@ -2,10 +2,10 @@
 //! against one backend by rayon workers with real concurrency ([`pass`]).
 //!
 //! Generic over `B: Backend` all the way down to the op loop, so each backend gets its own
-//! monomorphised loop with direct calls. A run ([`replay_compiled`]) is two passes, each on
-//! a fresh backend: an untimed throughput pass (no clock read per op) and a timed pass
-//! (every call timed, memory sampled). [`capacity`] replays a trace sequentially at
-//! different memory limits to find the smallest one it fits in.
+//! monomorphised loop with direct calls. A run ([`replay_compiled`]) is a throughput sample
+//! (one or more untimed passes, no clock read per op) and a timed pass (every call timed,
+//! memory sampled), each pass on a fresh backend. [`capacity`] replays a trace
+//! sequentially at different memory limits to find the smallest one it fits in.
 
 pub mod capacity;
 pub mod latency;
@@ -134,12 +134,19 @@ impl fmt::Display for Pace {
     }
 }
 
-/// Options of one pass.
+/// Options of one run's passes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
     pub touch: Touch,
     pub pace: Pace,
+    /// Shortest throughput sample: passes over the trace (each on a fresh backend) repeat
+    /// until their walls add up to this, so a short trace's sample outlasts scheduler noise.
+    /// 0 = one pass.
+    pub min_sample_ns: u64,
 }
+
+/// Most passes one throughput sample repeats (a trace of a few events stays bounded).
+pub const MAX_SAMPLE_PASSES: u32 = 100_000;
 
 #[derive(Debug, Error)]
 pub enum EngineError {
@@ -155,14 +162,16 @@ pub enum EngineError {
     Panicked(String),
 }
 
-/// What one run (throughput pass + timed pass) measured.
+/// What one run (throughput sample + timed pass) measured.
 #[derive(Debug)]
 pub struct RunMeasurement {
-    /// Wall time of the throughput pass.
+    /// Wall time of the throughput sample: the sum of its passes' walls.
     pub wall_ns: u64,
     pub events: u64,
-    /// `events / wall` of the throughput pass.
+    /// `events * throughput_passes / wall` of the throughput sample.
     pub ops_per_sec: f64,
+    /// Passes over the trace in the throughput sample.
+    pub throughput_passes: u32,
     /// The higher of the two passes' counts (they replay the same trace).
     pub alloc_failures: u64,
     /// Timed pass, clock floor subtracted.
@@ -191,13 +200,22 @@ where
 {
     // Each workspace is made before its backend, so the backend's memory readings do not
     // include the engine's own allocations.
-    let throughput = {
+    // The sample's wall time sums its passes' own walls: making each pass's workspace and
+    // backend is not part of it. Every sample lasts at least `min_sample_ns` (the sample
+    // decides its own length, so a slow first pass cannot leave later samples short).
+    let mut passes = 0u32;
+    let mut sample_wall_ns = 0u64;
+    let mut sample_failures = 0u64;
+    while passes == 0 || (sample_wall_ns < opts.min_sample_ns && passes < MAX_SAMPLE_PASSES) {
         let workspace = PassWorkspace::new(plan, PassKind::Throughput);
         let backend = new_backend().map_err(EngineError::Create)?;
-        workspace
+        let pass = workspace
             .run(&backend, plan, opts.touch, opts.pace)
-            .map_err(EngineError::Panicked)?
-    };
+            .map_err(EngineError::Panicked)?;
+        sample_wall_ns += pass.wall_ns;
+        sample_failures = sample_failures.max(pass.alloc_failures);
+        passes += 1;
+    }
     let (timed, latency) = {
         let workspace = PassWorkspace::new(plan, PassKind::Timed);
         let backend = new_backend().map_err(EngineError::Create)?;
@@ -230,16 +248,17 @@ where
     } else {
         Vec::new()
     };
-    let ops_per_sec = if throughput.wall_ns == 0 {
+    let ops_per_sec = if sample_wall_ns == 0 {
         0.0
     } else {
-        plan.event_count as f64 * 1e9 / throughput.wall_ns as f64
+        plan.event_count as f64 * f64::from(passes) * 1e9 / sample_wall_ns as f64
     };
     Ok(RunMeasurement {
-        wall_ns: throughput.wall_ns,
+        wall_ns: sample_wall_ns,
         events: plan.event_count,
         ops_per_sec,
-        alloc_failures: throughput.alloc_failures.max(timed.alloc_failures),
+        throughput_passes: passes,
+        alloc_failures: sample_failures.max(timed.alloc_failures),
         latency,
         peak_reserved_bytes,
         fragmentation,

@@ -1,5 +1,5 @@
-//! Judging noisy cells together: one Bonferroni-corrected confidence level, one bootstrap per
-//! cell from a seed derived from the cell's identity.
+//! Judging noisy (wall-clock) cells together: one Bonferroni-corrected confidence level, one
+//! exact rank-sum interval per cell.
 
 use super::{Cell, CompareOptions, Metric};
 use crate::stats::{self, Verdict, MIN_RUNS};
@@ -112,14 +112,7 @@ fn judge_one(s: CellSamples, options: &CompareOptions, confidence: f64) -> Cell 
         ));
         return cell;
     }
-    let seed = stats::cell_seed(&[&s.trace, &s.backend, s.metric.name()]);
-    let shift = stats::bootstrap_median_shift(
-        &s.base_logs,
-        &s.cand_logs,
-        options.resamples,
-        confidence,
-        seed,
-    );
+    let shift = stats::rank_shift(&s.base_logs, &s.cand_logs, confidence);
     let worse_positive = if s.metric.higher_is_better() {
         shift.negated()
     } else {
@@ -128,7 +121,13 @@ fn judge_one(s: CellSamples, options: &CompareOptions, confidence: f64) -> Cell 
     let margin_log = margin.ln_1p() + s.resolution_log;
     cell.change = Some(worse_positive);
     cell.verdict = stats::classify(&worse_positive, margin_log);
-    if cell.verdict == Verdict::Inconclusive {
+    if !worse_positive.is_bounded() {
+        cell.note = Some(format!(
+            "too few runs for a {:.2}% interval ({base_runs} vs {cand_runs}; about {} a side would do)",
+            100.0 * confidence,
+            stats::shift::runs_for_confidence(confidence)
+        ));
+    } else if cell.verdict == Verdict::Inconclusive {
         cell.note = Some(
             match stats::runs_needed_per_side(&worse_positive, margin_log, base_runs, cand_runs) {
                 Some(n) => format!("about {n} runs a side would decide"),

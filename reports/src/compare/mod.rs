@@ -1,10 +1,14 @@
-//! `replay compare`: two results files, cell by cell — (trace, backend, metric) — with a
-//! bootstrap interval for the noisy metrics and exact rules for the deterministic ones.
+//! `replay compare`: two results files, cell by cell — (trace, backend, metric) — in two
+//! tiers (see [`Tier`]).
 //!
-//! Noisy metrics (throughput, alloc p50, alloc p99) are judged on the per-run values
-//! (`runs[].ops_per_sec`, `runs[].alloc_p50_ns`, `runs[].alloc_p99_ns`); see [`crate::stats`].
-//! Deterministic metrics (`peak_reserved_bytes`, `alloc_failures`) and the backend's status
-//! are compared directly.
+//! - Counts (deterministic): instructions per alloc / free / realloc and estimated cycles per
+//!   op, from `replay --counts`, judged against a small exact margin (default 1%).
+//! - Wall-clock (noisy): throughput, alloc p50 and alloc p99, judged per run. When both files
+//!   ran the reference backend (`system`), each run's value is first divided by the
+//!   reference's value in the same run (samples are paired within a run: machine speed and
+//!   drift cancel); then the two files' samples are compared with an exact rank-sum interval
+//!   ([`crate::stats`]).
+//! - Exact: `peak_reserved_bytes`, `alloc_failures` and the backend's status.
 
 pub(crate) mod judge;
 pub(crate) mod table;
@@ -14,12 +18,34 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::stats::{Shift, Verdict};
-use crate::{BackendResult, ResultsFile, RunResult, Status, TraceResult};
+use crate::{BackendResult, OpCounts, ResultsFile, RunResult, Status, TraceResult};
 
 pub(crate) use judge::{judge_cells, CellSamples};
 pub use table::{render_comparison, TableFormat};
 
-/// What a cell measures. Noisy metrics are compared through a bootstrap interval; the others
+/// Which kind of evidence a cell's verdict rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// Instruction and simulated cache-miss counts (valgrind): deterministic, exact margin.
+    Counts,
+    /// Timings: noisy, judged through an interval.
+    WallClock,
+    /// Bytes, failure counts and statuses: compared directly.
+    Exact,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Counts => "counts",
+            Tier::WallClock => "wall-clock",
+            Tier::Exact => "exact",
+        }
+    }
+}
+
+/// What a cell measures. Noisy metrics are compared through a rank-sum interval; the others
 /// exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,10 +59,54 @@ pub enum Metric {
     /// `replay gate`'s A/A check: the reference backend's throughput, first half of the runs
     /// against the second half. Anything but a pass means the machine is too noisy to judge.
     ReferenceStability,
+    /// Instructions per alloc call (counts tier).
+    InstructionsPerAlloc,
+    /// Instructions per free call (counts tier).
+    InstructionsPerFree,
+    /// Instructions per realloc call (counts tier).
+    InstructionsPerRealloc,
+    /// Estimated cycles per call of any kind (counts tier; see `CountsInfo`).
+    EstimatedCyclesPerOp,
 }
 
 impl Metric {
     pub const NOISY: [Metric; 3] = [Metric::Throughput, Metric::AllocP50, Metric::AllocP99];
+
+    pub const COUNTS: [Metric; 4] = [
+        Metric::InstructionsPerAlloc,
+        Metric::InstructionsPerFree,
+        Metric::InstructionsPerRealloc,
+        Metric::EstimatedCyclesPerOp,
+    ];
+
+    pub fn tier(self) -> Tier {
+        match self {
+            Metric::Throughput
+            | Metric::AllocP50
+            | Metric::AllocP99
+            | Metric::ReferenceStability => Tier::WallClock,
+            Metric::InstructionsPerAlloc
+            | Metric::InstructionsPerFree
+            | Metric::InstructionsPerRealloc
+            | Metric::EstimatedCyclesPerOp => Tier::Counts,
+            Metric::PeakReservedBytes | Metric::AllocFailures | Metric::Status => Tier::Exact,
+        }
+    }
+
+    /// The counts-tier value of this metric: (per-op value, calls it is over).
+    pub(crate) fn count_value(self, counts: &OpCounts) -> Option<(f64, u64)> {
+        let cost = match self {
+            Metric::InstructionsPerAlloc => counts.alloc.with_per_op(),
+            Metric::InstructionsPerFree => counts.free.with_per_op(),
+            Metric::InstructionsPerRealloc => counts.realloc.with_per_op(),
+            Metric::EstimatedCyclesPerOp => {
+                let all = counts.all();
+                return Some((all.estimated_cycles_per_op, all.calls));
+            }
+            _ => return None,
+        };
+        Some((cost.instructions_per_op, cost.calls))
+    }
 
     /// The name used in tables, JUnit test names and exit messages.
     pub fn name(self) -> &'static str {
@@ -48,6 +118,10 @@ impl Metric {
             Metric::AllocFailures => "alloc_failures",
             Metric::Status => "status",
             Metric::ReferenceStability => "reference_stability",
+            Metric::InstructionsPerAlloc => "instructions_per_alloc",
+            Metric::InstructionsPerFree => "instructions_per_free",
+            Metric::InstructionsPerRealloc => "instructions_per_realloc",
+            Metric::EstimatedCyclesPerOp => "estimated_cycles_per_op",
         }
     }
 
@@ -91,6 +165,9 @@ pub struct Margins {
     pub alloc_p99: f64,
     /// Growth of `peak_reserved_bytes` beyond this fraction is a regression.
     pub peak_reserved: f64,
+    /// Growth of a counts-tier value (instructions or estimated cycles per op) beyond this
+    /// fraction is a regression; shrinking beyond it an improvement.
+    pub counts: f64,
 }
 
 impl Default for Margins {
@@ -100,6 +177,7 @@ impl Default for Margins {
             alloc_p50: 0.05,
             alloc_p99: 0.10,
             peak_reserved: 0.10,
+            counts: 0.01,
         }
     }
 }
@@ -111,18 +189,23 @@ impl Margins {
             Metric::AllocP50 => self.alloc_p50,
             Metric::AllocP99 => self.alloc_p99,
             Metric::PeakReservedBytes => self.peak_reserved,
+            Metric::InstructionsPerAlloc
+            | Metric::InstructionsPerFree
+            | Metric::InstructionsPerRealloc
+            | Metric::EstimatedCyclesPerOp => self.counts,
             Metric::AllocFailures | Metric::Status => 0.0,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CompareOptions {
     pub margins: Margins,
     /// Family-wise error rate, split (Bonferroni) over every noisy cell judged.
     pub alpha: f64,
-    /// Bootstrap resamples per cell (at least [`crate::stats::MIN_RESAMPLES`]).
-    pub resamples: usize,
+    /// `replay compare`: divide each run's wall-clock values by this backend's in the same run
+    /// when both files ran it (`None`: compare raw values).
+    pub reference_backend: Option<String>,
 }
 
 impl Default for CompareOptions {
@@ -130,7 +213,7 @@ impl Default for CompareOptions {
         CompareOptions {
             margins: Margins::default(),
             alpha: 0.05,
-            resamples: crate::stats::MIN_RESAMPLES,
+            reference_backend: Some(crate::gate::DEFAULT_REFERENCE_BACKEND.to_string()),
         }
     }
 }
@@ -149,7 +232,7 @@ pub struct Cell {
     /// the reference backend).
     pub base_value: Option<f64>,
     pub cand_value: Option<f64>,
-    /// Change as a log ratio, worse positive (noisy metrics: with its bootstrap interval;
+    /// Change as a log ratio, worse positive (noisy metrics: with its rank-sum interval;
     /// deterministic ones: a point).
     pub change: Option<Shift>,
     /// Margin as a fraction.
@@ -188,18 +271,26 @@ pub struct Comparison {
     pub noisy_cells: usize,
     /// Two-sided confidence of each noisy cell's interval: `1 - alpha / noisy_cells`.
     pub confidence: f64,
-    pub resamples: usize,
+    /// Counts-tier cells judged (both sides had counts).
+    pub count_cells: usize,
 }
 
 impl Comparison {
+    /// Cells judged regressions (the A/A check's cell is a statement about the machine, not
+    /// the code, and never one).
     pub fn regressions(&self) -> impl Iterator<Item = &Cell> {
         self.cells
             .iter()
-            .filter(|c| c.verdict == Verdict::Regression)
+            .filter(|c| c.verdict == Verdict::Regression && c.metric != Metric::ReferenceStability)
     }
 
     pub fn count(&self, verdict: Verdict) -> usize {
         self.cells.iter().filter(|c| c.verdict == verdict).count()
+    }
+
+    /// Cells of one tier.
+    pub fn tier_cells(&self, tier: Tier) -> impl Iterator<Item = &Cell> {
+        self.cells.iter().filter(move |c| c.metric.tier() == tier)
     }
 
     /// 1 if any cell regressed, else 0 (pass, improvement and inconclusive all exit 0).
@@ -212,10 +303,11 @@ impl Comparison {
         self.regressions()
             .map(|c| {
                 format!(
-                    "REGRESSION {} {} {}: {}",
+                    "REGRESSION {} {} {} ({} tier): {}",
                     c.trace,
                     c.backend,
                     c.metric,
+                    c.metric.tier().name(),
                     table::change_text(c)
                 )
             })
@@ -374,7 +466,81 @@ pub(crate) fn deterministic_cells(
         0.0,
         verdict,
     ));
+    cells.extend(count_cells(trace, base, cand, margins));
     cells
+}
+
+/// The counts-tier cells of one backend: each per-op count within `margins.counts` of the
+/// baseline's, in either direction, or it is a regression (grew) or an improvement (shrank).
+/// Counts are deterministic, so no interval is needed; the margin absorbs what little moves
+/// between identical runs (thread interleaving under valgrind, address-dependent paths).
+pub(crate) fn count_cells(
+    trace: &str,
+    base: &BackendResult,
+    cand: &BackendResult,
+    margins: &Margins,
+) -> Vec<Cell> {
+    let (Some(base_counts), Some(cand_counts)) = (&base.counts, &cand.counts) else {
+        return Vec::new();
+    };
+    let m = margins.counts;
+    Metric::COUNTS
+        .iter()
+        .filter_map(|&metric| {
+            let (b, base_calls) = metric.count_value(base_counts)?;
+            let (c, cand_calls) = metric.count_value(cand_counts)?;
+            if base_calls == 0 || cand_calls == 0 {
+                return None; // the trace has no such op
+            }
+            let verdict = if c > b * (1.0 + m) {
+                Verdict::Regression
+            } else if c < b * (1.0 - m) {
+                Verdict::Improvement
+            } else {
+                Verdict::Pass
+            };
+            let change = c.max(1e-9).ln() - b.max(1e-9).ln();
+            Some(Cell {
+                trace: trace.to_string(),
+                backend: base.backend.clone(),
+                metric,
+                base_runs: 1,
+                cand_runs: 1,
+                base_value: Some(b),
+                cand_value: Some(c),
+                change: Some(Shift {
+                    estimate: change,
+                    lo: change,
+                    hi: change,
+                    confidence: 1.0,
+                }),
+                margin: m,
+                verdict,
+                note: (base_calls != cand_calls).then(|| {
+                    format!("calls differ: {base_calls} in the baseline, {cand_calls} now")
+                }),
+            })
+        })
+        .collect()
+}
+
+/// Notes for backends whose counts exist on one side only.
+pub(crate) fn count_presence_note(
+    trace: &str,
+    base: &BackendResult,
+    cand: &BackendResult,
+) -> Option<String> {
+    match (base.counts.is_some(), cand.counts.is_some()) {
+        (true, false) => Some(format!(
+            "{trace} {}: counts in the baseline only (run with --counts to judge them)",
+            base.backend
+        )),
+        (false, true) => Some(format!(
+            "{trace} {}: counts in the candidate only (the baseline has none)",
+            base.backend
+        )),
+        _ => None,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,34 +589,44 @@ pub fn compare_results(
     let clock_ns = base
         .latency_resolution_ns()
         .max(cand.latency_resolution_ns());
+    let mut used_reference = false;
     for (trace, base_trace, cand_trace) in match_traces(base, cand, &mut notes) {
+        let reference = options.reference_backend.as_deref().and_then(|name| {
+            Some((
+                crate::gate::reference_of(&base_trace.results, name)?,
+                crate::gate::reference_of(&cand_trace.results, name)?,
+            ))
+        });
         for (b, c) in match_backends(&trace, base_trace, cand_trace, &mut notes) {
             if let Some(cell) = status_cell(&trace, b, c) {
                 cells.push(cell);
                 continue;
             }
+            // Paired within a run: this backend's value over the reference's in the same run.
+            let paired = reference.filter(|(base_ref, _)| base_ref.backend != b.backend);
+            used_reference |= paired.is_some();
             for metric in Metric::NOISY {
-                let values = |r: &BackendResult| -> Vec<f64> {
-                    r.runs
-                        .iter()
-                        .filter_map(|run| metric.run_value(run))
-                        .collect()
+                let sample = match paired {
+                    Some((base_ref, cand_ref)) => crate::gate::ratio_samples(
+                        &trace, metric, b, base_ref, c, cand_ref, clock_ns,
+                    ),
+                    None => {
+                        let values = |r: &BackendResult| -> Vec<f64> {
+                            r.runs
+                                .iter()
+                                .filter_map(|run| metric.run_value(run))
+                                .collect()
+                        };
+                        CellSamples::from_values(&trace, &b.backend, metric, &values(b), &values(c))
+                            .with_clock_resolution(clock_ns)
+                    }
                 };
-                let (base_values, cand_values) = (values(b), values(c));
-                if base_values.is_empty() && cand_values.is_empty() {
+                if sample.base_logs.is_empty() && sample.cand_logs.is_empty() {
                     continue; // not recorded by either file (e.g. older harness)
                 }
-                noisy.push(
-                    CellSamples::from_values(
-                        &trace,
-                        &b.backend,
-                        metric,
-                        &base_values,
-                        &cand_values,
-                    )
-                    .with_clock_resolution(clock_ns),
-                );
+                noisy.push(sample);
             }
+            notes.extend(count_presence_note(&trace, b, c));
             cells.extend(deterministic_cells(&trace, b, c, &options.margins));
         }
     }
@@ -458,13 +634,17 @@ pub fn compare_results(
     let noisy_cells = judged.len();
     cells.extend(judged);
     sort_cells(&mut cells);
+    let count_cells = cells
+        .iter()
+        .filter(|c| c.metric.tier() == Tier::Counts)
+        .count();
     Comparison {
-        reference_backend: None,
+        reference_backend: options.reference_backend.clone().filter(|_| used_reference),
         cells,
         notes,
         noisy_cells,
         confidence,
-        resamples: options.resamples,
+        count_cells,
     }
 }
 

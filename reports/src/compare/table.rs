@@ -24,6 +24,10 @@ pub(crate) fn value_text(metric: Metric, value: Option<f64>, ratio: bool) -> Str
         return format!("{v:.3}x");
     }
     match metric {
+        Metric::InstructionsPerAlloc
+        | Metric::InstructionsPerFree
+        | Metric::InstructionsPerRealloc => format!("{v:.1} instr/op"),
+        Metric::EstimatedCyclesPerOp => format!("{v:.1} est. cycles/op"),
         Metric::Throughput | Metric::ReferenceStability => crate::format::ops_per_sec(v),
         Metric::AllocP50 | Metric::AllocP99 => format!("{v:.0} ns"),
         Metric::PeakReservedBytes => crate::format::bytes(v as u64),
@@ -39,9 +43,10 @@ pub(crate) fn change_text(cell: &Cell) -> String {
     };
     let pct = |x: f64| format!("{:+.1}%", 100.0 * x);
     match cell.change {
-        Some(s) if s.confidence < 1.0 => {
+        Some(s) if s.confidence < 1.0 && s.is_bounded() => {
             format!("{} [{}, {}]", pct(estimate), pct(lo), pct(hi))
         }
+        Some(s) if s.confidence < 1.0 => format!("{} [unbounded]", pct(estimate)),
         _ if cell.metric == Metric::AllocFailures => {
             let (b, c) = (
                 cell.base_value.unwrap_or(0.0),
@@ -60,12 +65,48 @@ fn verdict_text(verdict: Verdict, format: TableFormat) -> String {
     }
 }
 
+/// Whether `cell`'s values are ratios to the comparison's reference backend.
+pub(crate) fn is_ratio(cmp: &Comparison, cell: &Cell) -> bool {
+    cmp.reference_backend
+        .as_deref()
+        .is_some_and(|r| r != cell.backend)
+}
+
+/// `±1%` or `exact`.
+pub(crate) fn margin_text(cell: &Cell) -> String {
+    if cell.margin > 0.0 {
+        let pct = 100.0 * cell.margin;
+        if pct < 10.0 && pct.fract() != 0.0 {
+            format!("±{pct:.1}%")
+        } else {
+            format!("±{pct:.0}%")
+        }
+    } else {
+        "exact".to_string()
+    }
+}
+
+/// The line above a verdict table: what the values are and how the tiers were judged.
+pub(crate) fn intro_text(cmp: &Comparison) -> String {
+    let reference = match &cmp.reference_backend {
+        Some(r) => format!("wall-clock values are ratios to `{r}` in the same run; "),
+        None => String::new(),
+    };
+    format!(
+        "{reference}{} counts cells (exact margin); {} wall-clock cells, exact rank-sum \
+         intervals at {:.2}% each (Bonferroni)",
+        cmp.count_cells,
+        cmp.noisy_cells,
+        100.0 * cmp.confidence
+    )
+}
+
 /// Renders the comparison: a header line, the table, notes, and a one-line tally.
 pub fn render_comparison(cmp: &Comparison, format: TableFormat) -> String {
-    let ratio = cmp.reference_backend.is_some();
     let headers = [
         "trace",
         "backend",
+        "tier",
         "metric",
         "base",
         "candidate",
@@ -74,38 +115,27 @@ pub fn render_comparison(cmp: &Comparison, format: TableFormat) -> String {
         "verdict",
         "note",
     ];
-    let rows: Vec<[String; 9]> = cmp
+    let rows: Vec<[String; 10]> = cmp
         .cells
         .iter()
         .map(|c| {
+            let ratio = is_ratio(cmp, c);
             [
                 c.trace.clone(),
                 c.backend.clone(),
+                c.metric.tier().name().to_string(),
                 c.metric.name().to_string(),
                 value_text(c.metric, c.base_value, ratio),
                 value_text(c.metric, c.cand_value, ratio),
                 change_text(c),
-                if c.margin > 0.0 {
-                    format!("±{:.0}%", 100.0 * c.margin)
-                } else {
-                    "exact".to_string()
-                },
+                margin_text(c),
                 verdict_text(c.verdict, format),
                 c.note.clone().unwrap_or_default(),
             ]
         })
         .collect();
     let mut out = String::new();
-    let intro = match &cmp.reference_backend {
-        Some(r) => format!("values are ratios to `{r}` in the same run; "),
-        None => String::new(),
-    };
-    let intro = format!(
-        "{intro}{} noisy cells, {:.2}% intervals each (Bonferroni), {} bootstrap resamples",
-        cmp.noisy_cells,
-        100.0 * cmp.confidence,
-        cmp.resamples
-    );
+    let intro = intro_text(cmp);
     match format {
         TableFormat::Markdown => {
             out.push_str(&format!("_{intro}_\n\n"));

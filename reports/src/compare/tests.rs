@@ -105,11 +105,11 @@ fn a_file_compared_with_itself_passes() {
         trace(
             "x.csv",
             vec![
-                steady("system", 1, 1e7, 50.0, 500.0, 5),
-                steady("pool-fixed", 2, 4e7, 12.0, 90.0, 5),
+                steady("system", 1, 1e7, 50.0, 500.0, 8),
+                steady("pool-fixed", 2, 4e7, 12.0, 90.0, 8),
             ],
         ),
-        trace("y.csv", vec![steady("system", 3, 9e6, 55.0, 520.0, 5)]),
+        trace("y.csv", vec![steady("system", 3, 9e6, 55.0, 520.0, 8)]),
     ]);
     let cmp = compare_results(&file, &file, &CompareOptions::default());
     assert!(!cmp.cells.is_empty());
@@ -294,7 +294,10 @@ fn tables_render_every_cell() {
         text.contains("regression") && text.contains("-50.0%"),
         "{text}"
     );
-    assert!(md.contains("| web.csv | pool-fixed | throughput |"), "{md}");
+    assert!(
+        md.contains("| web.csv | pool-fixed | wall-clock | throughput |"),
+        "{md}"
+    );
     assert!(md.contains("**regression**"));
     assert!(md.contains("1 regression"));
 }
@@ -329,4 +332,59 @@ fn combined_process_wide_sources_are_not_gated() {
     cand.traces[0].results[0].reserved_source = Some("pool-stats".into());
     let cmp = compare_results(&base, &cand, &CompareOptions::default());
     assert_eq!(cmp.exit_code(), 1);
+}
+
+#[test]
+fn counts_are_judged_with_the_exact_margin_in_compare_too() {
+    let mut base = one(steady("pool-variable", 1, 2e7, 40.0, 300.0, 8));
+    base.traces[0].results[0].counts = Some(counts(50, 30, 120));
+    let mut cand = base.clone();
+    cand.traces[0].results[0].counts = Some(counts(50, 36, 120)); // free +20%
+    let cmp = compare_results(&base, &cand, &CompareOptions::default());
+    assert_eq!(cmp.count_cells, 4);
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::InstructionsPerFree).verdict,
+        Verdict::Regression
+    );
+    assert_eq!(
+        cell(&cmp, "pool-variable", Metric::InstructionsPerAlloc).verdict,
+        Verdict::Pass
+    );
+    assert_eq!(cmp.exit_code(), 1);
+    let table = render_comparison(&cmp, TableFormat::Text);
+    assert!(table.contains("instructions_per_free"), "{table}");
+    assert!(table.contains("counts"), "{table}");
+}
+
+#[test]
+fn per_run_ratios_to_the_reference_cancel_a_machine_slowing_down() {
+    // Both backends' runs swing 2x with the machine; pool-variable's ratio to system is
+    // steady. A candidate whose pool runs are exactly 2x slower run by run is a regression
+    // even though the raw ranges overlap; a 2% slower one is not.
+    let speed = noisy(7, 10, 1.0, 0.3);
+    let make = |factor: f64| {
+        let sys: Vec<f64> = speed.iter().map(|s| 1e7 * s).collect();
+        let jitter = noisy(8, 10, 1.0, 0.005);
+        let pool: Vec<f64> = speed
+            .iter()
+            .zip(&jitter)
+            .map(|(s, j)| 3e7 * s * j * factor)
+            .collect();
+        results(vec![trace(
+            "perl.csv",
+            vec![
+                backend("system", &sys, &[], &[]),
+                backend("pool-variable", &pool, &[], &[]),
+            ],
+        )])
+    };
+    let base = make(1.0);
+    let cmp = compare_results(&base, &make(0.5), &CompareOptions::default());
+    let c = cell(&cmp, "pool-variable", Metric::Throughput);
+    assert_eq!(c.verdict, Verdict::Regression, "{c:?}");
+    assert_eq!(cmp.reference_backend.as_deref(), Some("system"));
+    let cmp = compare_results(&base, &make(0.98), &CompareOptions::default());
+    let c = cell(&cmp, "pool-variable", Metric::Throughput);
+    assert_ne!(c.verdict, Verdict::Regression, "{c:?}");
+    assert_eq!(cmp.exit_code(), 0);
 }

@@ -129,3 +129,138 @@ fn baseline_against_itself_passes_every_cell() {
     assert_eq!(report.comparison.cells.len(), 8);
     assert_eq!(report.comparison.noisy_cells, 3);
 }
+
+/// `file` with counts: pool-fixed's alloc costs `pool_alloc` instructions per call.
+fn counted_file(speed: &[f64], pool_relative: f64, seed: u64, pool_alloc: u64) -> ResultsFile {
+    let mut f = file(speed, pool_relative, seed);
+    f.counts = Some(counts_info());
+    for r in &mut f.traces[0].results {
+        r.counts = Some(if r.backend == "system" {
+            counts(120, 80, 200)
+        } else {
+            counts(pool_alloc, 30, 150)
+        });
+    }
+    f
+}
+
+#[test]
+fn counts_decide_where_the_wall_clock_tier_is_unstable() {
+    let baseline = counted_file(&steady_speed(1, 1.0), 1.0, 2, 40);
+    let mut speed = steady_speed(3, 1.0);
+    for s in &mut speed[RUNS / 2..] {
+        *s *= 0.6; // a neighbour started halfway: the A/A check fails
+    }
+    // Timings say pool-fixed is 2x slower (noise, here); the counts are unchanged.
+    let current = counted_file(&speed, 0.5, 4, 40);
+    let report = gate_results(&baseline, &current, &GateOptions::default());
+    assert!(report.is_unstable());
+    assert!(report.counts_decided());
+    assert_eq!(
+        report.exit_code(),
+        EXIT_PASS,
+        "{:#?}",
+        report.comparison.cells
+    );
+    let demoted = report
+        .comparison
+        .cells
+        .iter()
+        .find(|c| c.backend == "pool-fixed" && c.metric == Metric::Throughput)
+        .unwrap();
+    assert_eq!(demoted.verdict, Verdict::Inconclusive);
+    assert!(
+        demoted.note.as_deref().unwrap().contains("demoted"),
+        "{demoted:?}"
+    );
+}
+
+#[test]
+fn a_count_past_the_exact_margin_is_a_regression_naming_backend_and_metric() {
+    let baseline = counted_file(&steady_speed(1, 1.0), 1.0, 2, 40);
+    // 2% more instructions per alloc: past the 1% margin, however noisy the timings.
+    let current = counted_file(&steady_speed(3, 1.0), 1.0, 4, 41);
+    let report = gate_results(&baseline, &current, &GateOptions::default());
+    assert_eq!(report.exit_code(), EXIT_REGRESSION);
+    let lines = report.comparison.regression_lines();
+    assert!(
+        lines.iter().any(|l| l.contains("pool-fixed")
+            && l.contains("instructions_per_alloc")
+            && l.contains("counts tier")),
+        "{lines:?}"
+    );
+    // Every regression is pool-fixed's (estimated cycles per op moved with it), none a timing.
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("pool-fixed") && l.contains("counts tier")),
+        "{lines:?}"
+    );
+    // Within the margin (0.5%: 200 vs 201 per call) is a pass; beyond it downwards an
+    // improvement, which never fails the gate.
+    let same = counted_file(&steady_speed(3, 1.0), 1.0, 4, 40);
+    let report = gate_results(&baseline, &same, &GateOptions::default());
+    assert_eq!(report.exit_code(), EXIT_PASS);
+    let cheaper = counted_file(&steady_speed(3, 1.0), 1.0, 4, 30);
+    let report = gate_results(&baseline, &cheaper, &GateOptions::default());
+    assert_eq!(report.exit_code(), EXIT_PASS);
+    let cell = report
+        .comparison
+        .cells
+        .iter()
+        .find(|c| c.backend == "pool-fixed" && c.metric == Metric::InstructionsPerAlloc)
+        .unwrap();
+    assert_eq!(cell.verdict, Verdict::Improvement);
+    assert_eq!(cell.metric.tier(), crate::compare::Tier::Counts);
+}
+
+#[test]
+fn margin_of_the_counts_tier_is_configurable() {
+    let baseline = counted_file(&steady_speed(1, 1.0), 1.0, 2, 40);
+    let current = counted_file(&steady_speed(3, 1.0), 1.0, 4, 41);
+    let mut options = GateOptions::default();
+    options.compare.margins.counts = 0.05;
+    assert_eq!(
+        gate_results(&baseline, &current, &options).exit_code(),
+        EXIT_PASS
+    );
+}
+
+#[test]
+fn counts_on_one_side_only_are_noted_not_judged() {
+    let baseline = counted_file(&steady_speed(1, 1.0), 1.0, 2, 40);
+    let current = file(&steady_speed(3, 1.0), 1.0, 4);
+    let report = gate_results(&baseline, &current, &GateOptions::default());
+    assert!(!report.counts_decided());
+    assert!(
+        report
+            .comparison
+            .notes
+            .iter()
+            .any(|n| n.contains("counts in the baseline only")),
+        "{:?}",
+        report.comparison.notes
+    );
+}
+
+#[test]
+fn tool_and_compiler_changes_are_warned_about() {
+    let baseline = counted_file(&steady_speed(1, 1.0), 1.0, 2, 40);
+    let mut current = counted_file(&steady_speed(3, 1.0), 1.0, 4, 40);
+    current.machine.rustc = "1.96.0".into();
+    current.counts.as_mut().unwrap().tool_version = "valgrind-3.22.0".into();
+    let report = gate_results(&baseline, &current, &GateOptions::default());
+    assert!(
+        report.warnings.iter().any(|w| w.contains("rustc")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("valgrind-3.22.0")),
+        "{:?}",
+        report.warnings
+    );
+}

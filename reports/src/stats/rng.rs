@@ -1,6 +1,6 @@
 //! SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, passes BigCrush, and — unlike a library
-//! generator whose stream may change between versions — fixed here, so a bootstrap interval
-//! is reproducible bit for bit from its seed.
+//! generator whose stream may change between versions — fixed here, so synthetic test samples
+//! are reproducible bit for bit from their seed.
 
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {

@@ -1,7 +1,7 @@
 //! The three-way verdict against a margin of practical equivalence, on a "worse is positive"
 //! log scale.
 
-use super::bootstrap::Shift;
+use super::shift::Shift;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
