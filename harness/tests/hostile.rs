@@ -616,3 +616,30 @@ fn out_is_checked_before_the_replay() {
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
 }
+
+#[test]
+fn gate_out_is_checked_before_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = small_trace(dir.path(), "t.csv", 0, 100);
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("out");
+    let baseline = concat!(env!("CARGO_MANIFEST_DIR"), "/../ci/baseline.json");
+    let o = replay(&[
+        "gate",
+        "--baseline",
+        baseline,
+        "--runs",
+        "6",
+        "--out",
+        path_str(&under_file),
+        path_str(&trace),
+    ]);
+    expect(
+        "gate --out under a regular file",
+        &o,
+        2,
+        &format!("--out {}: cannot write there", path_str(&under_file)),
+    );
+    assert!(o.stdout.is_empty(), "replayed first: {}", o.stdout);
+}

@@ -70,6 +70,14 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         reference_backend: args.reference.clone(),
     };
     let baseline = read_results_json(&args.baseline)?;
+    // Found before the replay, not after it: an unwritable --out loses nothing.
+    let staged = match &args.out {
+        Some(dir) => Some(
+            reports::StagedDir::prepare(dir)
+                .with_context(|| format!("--out {}: cannot write there", dir.display()))?,
+        ),
+        None => None,
+    };
     let artifacts = match &args.current {
         Some(path) => RunArtifacts {
             results: read_results_json(path)?,
@@ -116,8 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         super::compare::Format::Md => TableFormat::Markdown,
     };
     print!("{}", render_comparison(&report.comparison, format));
-    if let Some(dir) = &args.out {
-        reports::write_out_dir_with_verdicts(dir, &artifacts, Some(&report.comparison))?;
+    if let Some(staged) = staged {
+        reports::write_staged_out_dir(staged, &artifacts, Some(&report.comparison))?;
     }
     if let Some(path) = &args.junit {
         reports::write_junit(path, &report.comparison)?;
