@@ -162,9 +162,11 @@ macro_rules! pool_factory {
             }
 
             fn check_setup(&self, setup: &BackendSetup) -> Result<(), String> {
-                pool_config(setup, $allocator, $sync)
-                    .validate_cpu()
-                    .map_err(|e| e.to_string())
+                let config = pool_config(setup, $allocator, $sync);
+                config.validate_cpu().map_err(|e| e.to_string())?;
+                // What validation cannot see from the config alone (a `--capacity` below
+                // the strategy's first reservation): build the pool once, as a run would.
+                PoolBackend::new($name, config).map(drop)
             }
         }
     };

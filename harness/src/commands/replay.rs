@@ -546,3 +546,33 @@ fn short_ops(v: f64) -> String {
         format!("{v:.0}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real results file (the CI baseline) with the statuses of its first trace set.
+    fn results_with(statuses: &[Status]) -> ResultsFile {
+        let mut results: ResultsFile =
+            serde_json::from_str(include_str!("../../../ci/baseline.json")).unwrap();
+        let trace = &mut results.traces[0];
+        trace.results.truncate(statuses.len());
+        for (r, &status) in trace.results.iter_mut().zip(statuses) {
+            r.status = status;
+        }
+        results
+    }
+
+    #[test]
+    fn exit_code_is_1_only_when_every_backend_that_ran_failed() {
+        use Status::*;
+        assert_eq!(exit_code(&results_with(&[Ok, Failed])), 0);
+        assert_eq!(exit_code(&results_with(&[Failed, Failed])), EXIT_ALL_FAILED);
+        assert_eq!(
+            exit_code(&results_with(&[Skipped, Failed])),
+            EXIT_ALL_FAILED
+        );
+        // Skipped for want of a GPU is not a failure.
+        assert_eq!(exit_code(&results_with(&[Skipped, Skipped])), 0);
+    }
+}
