@@ -327,22 +327,14 @@ impl CpuPool {
             .then(|| self.checked.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The uncached cores' free: `deallocate` handles the cached core before calling this,
+    /// and `deallocate_checked` needs checked mode, which never builds a cached core.
+    ///
     /// # Safety
     /// `ptr` is a live block of this pool, or `debug.check_pointers` is on.
     #[inline(never)]
     unsafe fn free_block(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            if self.live.is_none()
-                && !self.config.debug.poison_on_free
-                // SAFETY: ptr is a live block of this pool (the caller's contract: checked
-                // mode never uses the cached core), handed to us by the caller, so its
-                // allocation happens-before this call.
-                && unsafe { shared.try_free(ptr) }
-            {
-                return Ok(());
-            }
-            return self.deallocate_cached_slow(shared, ptr);
-        }
+        debug_assert!(!matches!(self.core, Core::Cached(_)));
         if let Some(live) = &self.live {
             if live.on_free(ptr.as_ptr() as usize).is_none() {
                 return Err(PoolError::invalid_ptr(
