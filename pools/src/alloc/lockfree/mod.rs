@@ -152,12 +152,10 @@ impl LockFreeAllocator {
         })
     }
 
-    /// A block of at least `size` bytes aligned to `align` (a power of two; values below
-    /// the configured alignment are raised to it). `size == 0` is served as 1 byte.
-    /// Errors: `OutOfMemory` (with the numbers) or `InvalidOperation` (bad alignment).
+    /// The slab class serving `size` bytes at `align` (already raised to the minimum), or
+    /// `None` for the large-object path.
     #[inline]
-    pub fn allocate(&self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
-        let align = align.max(self.core.min_align_bytes);
+    fn slab_class(&self, size: usize, align: usize) -> Option<usize> {
         let class = if align <= QUANTUM_BYTES {
             self.core.classes.class_of(size)
         } else if align <= MAX_SLAB_ALIGN_BYTES && align.is_power_of_two() {
@@ -165,8 +163,17 @@ impl LockFreeAllocator {
         } else {
             None
         };
-        match class {
-            Some(class) if class < self.core.slab_class_count => {
+        class.filter(|&c| c < self.core.slab_class_count)
+    }
+
+    /// A block of at least `size` bytes aligned to `align` (a power of two; values below
+    /// the configured alignment are raised to it). `size == 0` is served as 1 byte.
+    /// Errors: `OutOfMemory` (with the numbers) or `InvalidOperation` (bad alignment).
+    #[inline]
+    pub fn allocate(&self, size: usize, align: usize) -> Result<NonNull<u8>, PoolError> {
+        let align = align.max(self.core.min_align_bytes);
+        match self.slab_class(size, align) {
+            Some(class) => {
                 let heap = tls::current_heap(self.id);
                 if heap.is_null() {
                     return self.allocate_without_cached_heap(class);
@@ -188,15 +195,8 @@ impl LockFreeAllocator {
         align: usize,
     ) -> Result<(NonNull<u8>, usize), PoolError> {
         let align = align.max(self.core.min_align_bytes);
-        let class = if align <= QUANTUM_BYTES {
-            self.core.classes.class_of(size)
-        } else if align <= MAX_SLAB_ALIGN_BYTES && align.is_power_of_two() {
-            self.core.classes.aligned_class_of(size, align)
-        } else {
-            None
-        };
-        match class {
-            Some(class) if class < self.core.slab_class_count => {
+        match self.slab_class(size, align) {
+            Some(class) => {
                 let heap = tls::current_heap(self.id);
                 let block = if heap.is_null() {
                     self.allocate_without_cached_heap(class)?
