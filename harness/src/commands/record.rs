@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use workloads::record::{record_command, RecordSummary, RECORDER_LIB};
@@ -47,10 +47,39 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    // A program that cannot be found is a usage error: say so before finding (perhaps
+    // building) the recorder, which can take a minute.
+    if let Some(program) = args.command.first() {
+        if find_program(program).is_none() {
+            anyhow::bail!(
+                "cannot run {}: no such program (not a file, and not found on PATH)",
+                Path::new(program).display()
+            );
+        }
+    }
     let preload = find_or_build_preload()?;
     let summary = record_command(&args.out, &args.command, &preload)?;
     eprintln!("{}", summary_text(&summary));
     Ok(summary.exit_code())
+}
+
+/// Where `program` would be executed from: the path itself when it names a directory part,
+/// else the first executable file of that name on `PATH` (what `execvp` does).
+fn find_program(program: &OsStr) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_executable = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    let path = Path::new(program);
+    if path.components().count() > 1 || program.as_encoded_bytes().contains(&b'/') {
+        return is_executable(path).then(|| path.to_path_buf());
+    }
+    let dirs = std::env::var_os("PATH")?;
+    std::env::split_paths(&dirs)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
 }
 
 fn summary_text(s: &RecordSummary) -> String {
@@ -116,18 +145,23 @@ pub fn find_or_build_preload() -> Result<PathBuf, FindRecorderError> {
             reason: "the poolbench sources are not available".into(),
         });
     };
-    build_preload(&workspace, &target.join("poolbench-recorder"))
+    build_preload(&workspace, &target)
         .map_err(|reason| FindRecorderError::NotFound { searched, reason })
 }
 
-fn build_preload(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String> {
+/// Builds the recorder into `<target>/poolbench-recorder`, a target directory of its own:
+/// inside `cargo test` the outer cargo holds the lock on `<target>`.
+fn build_preload(workspace: &Path, target: &Path) -> Result<PathBuf, String> {
+    let target_dir = target.join("poolbench-recorder");
+    seed_rustc_info(target, &target_dir);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
+    cmd.stdin(Stdio::null());
     cmd.arg("build")
         .args(["-p", "poolbench-recorder", "--release", "--manifest-path"])
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(&target_dir);
     eprintln!(
         "poolbench: building the LD_PRELOAD recorder: {} build -p poolbench-recorder --release \
          --manifest-path {} --target-dir {}",
@@ -149,6 +183,38 @@ fn build_preload(workspace: &Path, target_dir: &Path) -> Result<PathBuf, String>
             "cargo build succeeded but {} is missing",
             lib.display()
         ))
+    }
+}
+
+/// Gives the recorder's target directory the outer one's cache of rustc's target probe
+/// (`.rustc_info.json`, keyed by the compiler's fingerprint, so a stale copy is ignored).
+/// Cargo probes rustc with the program read from `/dev/null`; CI sandboxes exist where
+/// `/dev/null` is a regular file that earlier build scripts' output has filled, and there the
+/// probe fails with rustc's syntax errors about that output. With the cache, the nested build
+/// runs no probe (and saves its ~100 ms). Best effort: without a cache cargo probes as usual.
+fn seed_rustc_info(outer: &Path, nested: &Path) {
+    const CACHE: &str = ".rustc_info.json";
+    let (from, to) = (outer.join(CACHE), nested.join(CACHE));
+    if to.exists() {
+        return;
+    }
+    // Cargo caches failed probes too: copy only a cache whose every probe succeeded.
+    let Ok(text) = fs::read_to_string(&from) else {
+        return;
+    };
+    let all_succeeded = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            let outputs = v.get("outputs")?.as_object()?;
+            Some(
+                outputs
+                    .values()
+                    .all(|o| o.get("success") == Some(&true.into())),
+            )
+        })
+        .unwrap_or(false);
+    if all_succeeded && fs::create_dir_all(nested).is_ok() {
+        let _ = fs::write(&to, text);
     }
 }
 
@@ -231,5 +297,48 @@ mod tests {
         assert!(c.contains(&PathBuf::from("/t/debug").join(RECORDER_LIB)));
         let unique: BTreeSet<_> = c.iter().collect();
         assert_eq!(unique.len(), c.len());
+    }
+
+    #[test]
+    fn programs_are_found_as_execvp_finds_them() {
+        assert!(find_program(OsStr::new("sh")).is_some());
+        assert!(find_program(OsStr::new("/bin/sh")).is_some());
+        assert!(find_program(OsStr::new("/nonexistent/program")).is_none());
+        assert!(find_program(OsStr::new("no-such-program-poolbench")).is_none());
+        // A directory or a file without an execute bit is not a program.
+        assert!(find_program(OsStr::new("/tmp")).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        fs::write(&plain, "#!/bin/sh\n").unwrap();
+        assert!(find_program(plain.as_os_str()).is_none());
+    }
+
+    #[test]
+    fn the_probe_cache_is_seeded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("poolbench-recorder");
+        let outer = dir.path().join(".rustc_info.json");
+        // A cache holding a failed probe is not copied.
+        fs::write(
+            &outer,
+            r#"{"outputs":{"1":{"success":true},"2":{"success":false}}}"#,
+        )
+        .unwrap();
+        seed_rustc_info(dir.path(), &nested);
+        assert!(!nested.join(".rustc_info.json").exists());
+        let good = r#"{"outputs":{"1":{"success":true}}}"#;
+        fs::write(&outer, good).unwrap();
+        seed_rustc_info(dir.path(), &nested);
+        assert_eq!(
+            fs::read_to_string(nested.join(".rustc_info.json")).unwrap(),
+            good
+        );
+        // An existing cache is cargo's own: left alone.
+        fs::write(&outer, r#"{"outputs":{}}"#).unwrap();
+        seed_rustc_info(dir.path(), &nested);
+        assert_eq!(
+            fs::read_to_string(nested.join(".rustc_info.json")).unwrap(),
+            good
+        );
     }
 }
