@@ -56,7 +56,9 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("churn.csv");
     let toml = dir.path().join("pool.toml");
-    gen("fixed-churn", &trace, 40_000, 1);
+    // 200k events: a pass of ~2 ms, long enough that scheduler noise does not reorder
+    // kinds whose fast paths are within a few instructions of each other.
+    gen("fixed-churn", &trace, 200_000, 1);
     let out = recommend(&trace, &toml, &["--budget", "60", "--runs", "3"]);
     let ranked = out
         .lines()

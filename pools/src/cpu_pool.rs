@@ -82,6 +82,14 @@ pub struct CpuPool {
     /// The strategy came from `with_strategy` and reports reserved bytes to its own
     /// upstream, so `stats()` asks it instead of the counters.
     external_strategy: bool,
+    /// The lock-free core with no debug check, tracking or poisoning, at an alignment its
+    /// thread heaps serve directly: `allocate_or_none` / `deallocate_or_false` call it
+    /// without the checked path's serialisation and error plumbing.
+    lock_free_fast: bool,
+    /// The cached core's shared part when no debug option needs the slow paths (no live
+    /// tracking, no poisoning): the fast paths test this one field instead of decoding
+    /// `core` and reading the config.
+    fast_cache: Option<Arc<CacheShared>>,
 }
 
 impl CpuPool {
@@ -99,6 +107,11 @@ impl CpuPool {
             // slow it down, so the sync mode follows the allocator (see PoolConfig::validate).
             config.sync = SyncMode::LockFree;
             let allocator = LockFreeAllocator::new(Arc::clone(&name), &config, Arc::clone(&stats))?;
+            let debug = config.debug;
+            let lock_free_fast = !debug.check_pointers
+                && !debug.track_live
+                && !debug.poison_on_free
+                && allocator.serves_local();
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
@@ -107,6 +120,8 @@ impl CpuPool {
                 core: Core::LockFree(allocator),
                 external_strategy: false,
                 checked: Mutex::new(()),
+                lock_free_fast,
+                fast_cache: None,
             });
         }
         let upstream = Upstream::new(
@@ -157,14 +172,19 @@ impl CpuPool {
                 config.alignment,
                 config.thread_cache.max_thread_bytes,
             );
+            let shared = Arc::new(shared);
+            let fast_cache = (!config.debug.track_live && !config.debug.poison_on_free)
+                .then(|| Arc::clone(&shared));
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
                 config,
                 stats,
-                core: Core::Cached(Arc::new(shared)),
+                core: Core::Cached(shared),
                 external_strategy: false,
                 checked: Mutex::new(()),
+                lock_free_fast: false,
+                fast_cache,
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -218,6 +238,8 @@ impl CpuPool {
             core,
             external_strategy,
             checked: Mutex::new(()),
+            lock_free_fast: false,
+            fast_cache: None,
         }
     }
 
@@ -615,6 +637,79 @@ impl CpuPool {
         }
     }
 
+    /// `allocate_or_none` of the lock-free core without checks (`lock_free_fast`): out of
+    /// line, so that the cached core's inlined fast path stays small.
+    #[inline(never)]
+    fn allocate_lock_free(
+        &self,
+        allocator: &LockFreeAllocator,
+        size: usize,
+    ) -> Option<NonNull<u8>> {
+        if let Some((ptr, usable)) = allocator.try_allocate_local(size.max(1)) {
+            return Some(self.stats.on_alloc_then(usable, ptr));
+        }
+        self.allocate_or_none_slow(size, 0)
+    }
+
+    /// `deallocate_or_false` of the lock-free core without checks (`lock_free_fast`).
+    ///
+    /// # Safety
+    /// As for `MemoryPool::deallocate`.
+    #[inline(never)]
+    unsafe fn deallocate_lock_free(&self, allocator: &LockFreeAllocator, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract: ptr is a live block of this pool; no checks,
+        // tracking or poisoning are asked for (`lock_free_fast`).
+        let usable = unsafe { allocator.deallocate(ptr) };
+        self.stats.on_free_then_true(usable)
+    }
+
+    #[inline(never)]
+    fn allocate_or_none_slow(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.allocate_with_slow(size, AllocFlags::aligned(align))
+            .ok()
+    }
+
+    /// # Safety
+    /// As for `MemoryPool::deallocate`.
+    #[inline(never)]
+    unsafe fn deallocate_or_false_slow(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate_slow(ptr) }.is_ok()
+    }
+
+    /// Every allocation the inlined fast path of `allocate_with` did not serve.
+    #[inline(never)]
+    fn allocate_with_slow(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            if flags.align <= self.config.alignment
+                && flags.align & flags.align.wrapping_sub(1) == 0
+            {
+                // A hit that needs zeroing or live tracking, or this thread last used
+                // another pool.
+                shared.make_last_used();
+                if let Some(ptr) = shared.try_allocate(size) {
+                    self.after_cached_alloc(ptr, size.max(1), flags);
+                    return Ok(ptr);
+                }
+            }
+            return self.allocate_cached_slow(shared, size, flags);
+        }
+        self.allocate_uncached(size, flags)
+    }
+
+    /// Every free the inlined fast path of `deallocate` did not take.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::deallocate`.
+    #[inline(never)]
+    unsafe fn deallocate_slow(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        if let Core::Cached(shared) = &self.core {
+            return self.deallocate_cached_slow(shared, ptr);
+        }
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        unsafe { self.free_block(ptr) }
+    }
+
     #[cold]
     fn allocate_cached_slow(
         &self,
@@ -659,6 +754,8 @@ impl CpuPool {
             // freed.
             unsafe { debug::poison(ptr, shared.sizer.usable_bytes(ptr)) };
         }
+        // This thread may have last used another pool.
+        shared.make_last_used();
         // SAFETY: ptr is a live block of this pool's strategy (the caller's contract),
         // handed to us by the caller, so its allocation happens-before this call.
         unsafe {
@@ -679,7 +776,7 @@ impl CpuPool {
     ) -> Result<NonNull<u8>, PoolError> {
         let new_size = new_size.max(1);
         // SAFETY: the caller's contract: ptr is a live block of this pool.
-        let old_usable = unsafe { shared.sizer.usable_bytes(ptr) };
+        let (old_class, old_usable) = unsafe { shared.classify(ptr) };
         let resized = match shared.sizer.resizes_in_place(old_usable, new_size) {
             // Decided from the usable size alone, as the strategy would: no lock.
             Some(true) => Some(old_usable),
@@ -700,13 +797,24 @@ impl CpuPool {
             }
             return Ok(ptr);
         }
-        let new = self.allocate(new_size)?;
+        // A move. Without live tracking or poisoning, both halves try the thread cache
+        // first, and the old block's free reuses the classification made above.
+        let plain = self.live.is_none() && !self.config.debug.poison_on_free;
+        let new = match plain.then(|| shared.try_allocate(new_size)).flatten() {
+            Some(new) => new,
+            None => self.allocate(new_size)?,
+        };
         // SAFETY: both blocks are live blocks of this pool, distinct, each at least
         // min(old_usable, new_size) bytes long.
         unsafe {
             std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old_usable.min(new_size))
         };
-        // SAFETY: ptr is live (the caller's contract) and unused from here.
+        // SAFETY: ptr is live (the caller's contract) and unused from here; the class and
+        // size are its own (`classify` above).
+        if plain && unsafe { shared.try_free_classified(ptr, old_class, old_usable) } {
+            return Ok(new);
+        }
+        // SAFETY: as above.
         unsafe { MemoryPool::deallocate(self, ptr) }?;
         Ok(new)
     }
@@ -772,25 +880,62 @@ impl CpuPool {
 }
 
 impl MemoryPool for CpuPool {
+    /// The fast path is a thread-cache hit with nothing else to do; everything else is one
+    /// out-of-line call (`allocate_with_slow`), so the fast path saves no registers.
     #[inline]
     fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
         if let Core::Cached(shared) = &self.core {
             // Alignment 0 or a power of two no larger than the pool's: any block will do.
             if flags.align <= self.config.alignment
                 && flags.align & flags.align.wrapping_sub(1) == 0
+                && !flags.zeroed
+                && self.live.is_none()
             {
                 if let Some(ptr) = shared.try_allocate(size) {
-                    if flags.zeroed || self.live.is_some() {
-                        self.after_cached_alloc(ptr, size.max(1), flags);
-                    }
                     return Ok(ptr);
                 }
             }
-            return self.allocate_cached_slow(shared, size, flags);
         }
-        self.allocate_uncached(size, flags)
+        self.allocate_with_slow(size, flags)
     }
 
+    /// `allocate_with`'s fast path, with a tail call for everything else: a hit keeps no
+    /// register and touches no stack.
+    #[inline]
+    fn allocate_or_none(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
+            if let Some(shared) = &self.fast_cache {
+                if let Some(ptr) = shared.try_allocate(size) {
+                    return Some(ptr);
+                }
+            } else if let Core::LockFree(allocator) = &self.core {
+                if self.lock_free_fast {
+                    return self.allocate_lock_free(allocator, size);
+                }
+            }
+        }
+        self.allocate_or_none_slow(size, align)
+    }
+
+    /// `deallocate`'s fast path, with a tail call for everything else.
+    #[inline]
+    unsafe fn deallocate_or_false(&self, ptr: NonNull<u8>) -> bool {
+        if let Some(shared) = &self.fast_cache {
+            // SAFETY: as in `deallocate`.
+            if unsafe { shared.try_free(ptr) } {
+                return true;
+            }
+        } else if let Core::LockFree(allocator) = &self.core {
+            if self.lock_free_fast {
+                // SAFETY: the caller's contract, forwarded.
+                return unsafe { self.deallocate_lock_free(allocator, ptr) };
+            }
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate_or_false_slow(ptr) }
+    }
+
+    /// The fast path is a thread-cache hit; everything else is one out-of-line call.
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
         if let Core::Cached(shared) = &self.core {
@@ -803,10 +948,9 @@ impl MemoryPool for CpuPool {
             {
                 return Ok(());
             }
-            return self.deallocate_cached_slow(shared, ptr);
         }
-        // SAFETY: the caller's contract: ptr is a live block of this pool.
-        unsafe { self.free_block(ptr) }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate_slow(ptr) }
     }
 
     unsafe fn reallocate(

@@ -104,6 +104,17 @@ pub trait MemoryPool: Send + Sync {
     /// A block of at least `size` bytes with the given alignment and zeroing.
     fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError>;
 
+    /// `allocate_with(size, AllocFlags::aligned(align))` without the error's detail:
+    /// `None` on failure (the statistics still count it). For hot loops and adapters that
+    /// have nowhere to report an error (`GlobalAlloc`, `allocator_api2`): a `PoolError`
+    /// is returned through memory and must be dropped, an `Option` comes back in a
+    /// register, so pools can make this entry point's fast path keep no register at all
+    /// (`CpuPool` does).
+    #[inline]
+    fn allocate_or_none(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        self.allocate_with(size, AllocFlags::aligned(align)).ok()
+    }
+
     /// Give a block back.
     ///
     /// # Safety
@@ -113,6 +124,17 @@ pub trait MemoryPool: Send + Sync {
     /// `PoolError::InvalidPointer` instead of undefined behaviour, but only the `_checked`
     /// variants promise that.
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError>;
+
+    /// `deallocate` without the error's detail: `false` where it reported one. See
+    /// [`allocate_or_none`](Self::allocate_or_none).
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[inline]
+    unsafe fn deallocate_or_false(&self, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate(ptr) }.is_ok()
+    }
 
     /// Resize a block, keeping the first `min(old, new)` bytes. The default allocates,
     /// copies and frees; strategies override it to grow or shrink in place. On error the

@@ -21,6 +21,7 @@
 use serde::{Deserialize, Serialize};
 // Plain statistics counters: they never order other memory, so they stay out of
 // `crate::sync` (see its module doc).
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of a pool's counters. Block byte figures (`total_allocated_bytes`,
@@ -114,6 +115,13 @@ struct Shard {
     /// `(-PEAK_PUBLISH_THRESHOLD_BYTES, PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation
     /// on an owned shard (the shared one can exceed it by a block per racing thread).
     used_unpublished_bytes: AtomicI64,
+    /// For an owned shard: an allocation that takes `used_unpublished_bytes` above this
+    /// takes the cold path (a publish, or a new peak). At most
+    /// `PEAK_PUBLISH_THRESHOLD_BYTES - 1` and at most `peak - published` as the owner last
+    /// read them, so below it the owner's estimate cannot be a new peak unless another
+    /// thread published since (within the peak's documented bound). 0 at first: the first
+    /// allocation computes it.
+    alloc_trigger: AtomicI64,
 }
 
 /// The figures every thread reads on `on_alloc` and writes only on a publish.
@@ -198,6 +206,16 @@ impl StatsCounters {
     pub fn on_alloc(&self, size_bytes: usize) {
         let size = size_bytes as u64;
         let (shard, owned) = self.shard();
+        if owned {
+            // The owner's fast path: plain loads and stores, one compare.
+            add(&shard.allocation_count, 1, true);
+            add(&shard.total_allocated_bytes, size, true);
+            let unpublished = add_signed(&shard.used_unpublished_bytes, size as i64, true);
+            if unpublished > shard.alloc_trigger.load(Relaxed) {
+                self.on_alloc_cold(shard);
+            }
+            return;
+        }
         add(&shard.allocation_count, 1, owned);
         add(&shard.total_allocated_bytes, size, owned);
         let unpublished = add_signed(&shard.used_unpublished_bytes, size as i64, owned);
@@ -211,6 +229,91 @@ impl StatsCounters {
                 .peak_used_bytes
                 .fetch_max(estimate as u64, Relaxed);
         }
+    }
+
+    /// `on_alloc`, then `block`: the shape a pool's fast path wants (every call on it is
+    /// in tail position, so the fast path keeps no register across a call).
+    #[inline(always)]
+    pub(crate) fn on_alloc_then(&self, size_bytes: usize, block: NonNull<u8>) -> NonNull<u8> {
+        let Some(index) = shard_slot::owned_index() else {
+            return self.on_alloc_unowned_then(size_bytes, block);
+        };
+        debug_assert!(index < OWNED_SHARDS);
+        // SAFETY: an owned slot index is below `OWNED_SHARDS` (`Slot::claim`).
+        let shard = unsafe { self.shards.get_unchecked(index) };
+        add(&shard.allocation_count, 1, true);
+        add(&shard.total_allocated_bytes, size_bytes as u64, true);
+        let unpublished = add_signed(&shard.used_unpublished_bytes, size_bytes as i64, true);
+        if unpublished > shard.alloc_trigger.load(Relaxed) {
+            return self.on_alloc_cold_then(shard, block);
+        }
+        block
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_alloc_unowned_then(&self, size_bytes: usize, block: NonNull<u8>) -> NonNull<u8> {
+        self.on_alloc(size_bytes);
+        block
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_alloc_cold_then(&self, shard: &Shard, block: NonNull<u8>) -> NonNull<u8> {
+        self.on_alloc_cold(shard);
+        block
+    }
+
+    /// `on_free`, then `true` (see `on_alloc_then`).
+    #[inline(always)]
+    pub(crate) fn on_free_then_true(&self, size_bytes: usize) -> bool {
+        let Some(index) = shard_slot::owned_index() else {
+            return self.on_free_unowned_then_true(size_bytes);
+        };
+        // SAFETY: as in `on_alloc_then`.
+        let shard = unsafe { self.shards.get_unchecked(index) };
+        add(&shard.free_count, 1, true);
+        let unpublished = add_signed(&shard.used_unpublished_bytes, -(size_bytes as i64), true);
+        if unpublished <= -PEAK_PUBLISH_THRESHOLD_BYTES {
+            return self.publish_then_true(shard);
+        }
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn on_free_unowned_then_true(&self, size_bytes: usize) -> bool {
+        self.on_free(size_bytes);
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn publish_then_true(&self, shard: &Shard) -> bool {
+        self.publish(shard, true);
+        true
+    }
+
+    /// The owner's cold path of `on_alloc`: publish at the threshold, else raise the peak
+    /// to the estimate; then recompute the trigger.
+    #[cold]
+    #[inline(never)]
+    fn on_alloc_cold(&self, shard: &Shard) {
+        let unpublished = shard.used_unpublished_bytes.load(Relaxed);
+        if unpublished >= PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.publish(shard, true);
+            return;
+        }
+        self.note_used_estimate(unpublished);
+        self.reset_trigger(shard);
+    }
+
+    /// An owned shard's `alloc_trigger` from the figures now (by its owner).
+    fn reset_trigger(&self, shard: &Shard) {
+        let trigger = self
+            .peak_headroom_bytes()
+            .min(PEAK_PUBLISH_THRESHOLD_BYTES - 1);
+        shard.alloc_trigger.store(trigger, Relaxed);
     }
 
     /// A free of a block of `size_bytes` (usable) by a concurrent pool.
@@ -240,6 +343,9 @@ impl StatsCounters {
             self.used
                 .peak_used_bytes
                 .fetch_max(published as u64, Relaxed);
+        }
+        if owned {
+            self.reset_trigger(shard);
         }
     }
 
@@ -319,6 +425,13 @@ impl StatsCounters {
         if estimate > 0 && estimate as u64 > self.used.peak_used_bytes.load(Relaxed) {
             self.note_peak(estimate as u64);
         }
+    }
+
+    /// How far the published used bytes are below the peak: a thread whose unpublished
+    /// used bytes stay at or below this cannot make a new peak by its own estimate.
+    pub(crate) fn peak_headroom_bytes(&self) -> i64 {
+        let peak = i64::try_from(self.used.peak_used_bytes.load(Relaxed)).unwrap_or(i64::MAX);
+        peak.saturating_sub(self.used.used_published_bytes.load(Relaxed))
     }
 
     #[cold]
@@ -459,6 +572,7 @@ fn add_signed(counter: &AtomicI64, v: i64, owned: bool) -> i64 {
 /// threads on one shard). Other threads share `SHARED_SHARD` with read-modify-writes.
 mod shard_slot {
     use super::{OWNED_SHARDS, SHARED_SHARD};
+    use std::cell::Cell;
     use std::sync::atomic::{
         AtomicU32,
         Ordering::{Acquire, Relaxed, Release},
@@ -503,6 +617,7 @@ mod shard_slot {
 
     impl Drop for Slot {
         fn drop(&mut self) {
+            OWNED_INDEX.with(|c| c.set(0));
             if self.owned {
                 CLAIMED.fetch_and(!(1 << self.index), Release);
             }
@@ -511,13 +626,39 @@ mod shard_slot {
 
     thread_local! {
         static SLOT: Slot = Slot::claim();
+        /// The owned slot's index plus one, or 0 (not claimed yet, not owned, or given
+        /// back): a `const` thread-local with no destructor is one `%fs`-relative load,
+        /// where `SLOT` (lazy, with a destructor) checks its state first. `Slot::drop`
+        /// clears it before giving the slot back.
+        static OWNED_INDEX: Cell<usize> = const { Cell::new(0) };
     }
 
     /// This thread's shard index and whether the thread owns it; the shared shard while
     /// the thread-local is being torn down.
-    #[inline]
+    #[inline(always)]
     pub(super) fn current() -> (usize, bool) {
-        SLOT.try_with(|slot| (slot.index, slot.owned))
-            .unwrap_or((SHARED_SHARD, false))
+        match owned_index() {
+            Some(index) => (index, true),
+            None => current_slow(),
+        }
+    }
+
+    /// This thread's slot when it owns one and has used it before (else `None`: call
+    /// `current`).
+    #[inline(always)]
+    pub(super) fn owned_index() -> Option<usize> {
+        OWNED_INDEX.with(Cell::get).checked_sub(1)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn current_slow() -> (usize, bool) {
+        SLOT.try_with(|slot| {
+            if slot.owned {
+                OWNED_INDEX.with(|c| c.set(slot.index + 1));
+            }
+            (slot.index, slot.owned)
+        })
+        .unwrap_or((SHARED_SHARD, false))
     }
 }

@@ -10,7 +10,7 @@
 
 use super::{BackendFactory, BackendSetup};
 use crate::backends::Backend;
-use pools::{AllocFlags, AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
+use pools::{AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
 use std::ptr::NonNull;
 
 /// A `CpuPool` as a backend.
@@ -35,14 +35,11 @@ impl PoolBackend {
 impl Backend for PoolBackend {
     #[inline]
     fn alloc(&self, size: usize, align: usize, _stream: u16) -> usize {
-        // C's `malloc(0)` returns a unique block; a pool may refuse 0 bytes.
-        match self
-            .pool
-            .allocate_with(size.max(1), AllocFlags::aligned(align))
-        {
-            Ok(p) => p.as_ptr() as usize,
-            Err(_) => 0,
-        }
+        // C's `malloc(0)` returns a unique block; a pool may refuse 0 bytes. A failure is
+        // 0 (the pool counts it); the error's detail has nowhere to go.
+        self.pool
+            .allocate_or_none(size.max(1), align)
+            .map_or(0, |p| p.as_ptr() as usize)
     }
 
     #[inline]
@@ -51,7 +48,7 @@ impl Backend for PoolBackend {
             // An error here means the engine freed a pointer twice or not its own: a bug
             // the checked configs report; there is no caller to hand it to.
             // SAFETY: the caller's contract: addr is a live block of this pool.
-            let _ = unsafe { self.pool.deallocate(p) };
+            unsafe { self.pool.deallocate_or_false(p) };
         }
     }
 

@@ -92,7 +92,9 @@ fn simplicity(c: &PoolConfig) -> (u8, usize, u8) {
     };
     let extras = (c.huge_pages != HugePages::Off) as u8
         + (c.return_policy != ReturnPolicy::Keep) as u8
-        + (c.alignment != PoolConfig::default_cpu().alignment) as u8;
+        + (c.alignment != PoolConfig::default_cpu().alignment) as u8
+        // A single-threaded pool adds a contract (one thread at a time) to the default.
+        + (c.sync == pools::SyncMode::SingleThreaded) as u8;
     (kind, c.chunk_size_bytes, extras)
 }
 

@@ -46,14 +46,12 @@ const MIB: usize = 1024 * 1024;
 /// The candidate set for a trace: for each allocator kind that fits, a base configuration
 /// and one-axis variations of it. Deterministic; every candidate validates.
 pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
+    // The mutex mode carries the per-thread caches, whose hits take no lock: it is the
+    // base for every thread count. A one-thread trace also tries `single-threaded` (no
+    // lock and no cache) as a variation of each kind.
     let single = shape.threads <= 1;
-    let mutex_or_single = if single {
-        SyncMode::SingleThreaded
-    } else {
-        SyncMode::Mutex
-    };
     let base = PoolConfig {
-        sync: mutex_or_single,
+        sync: SyncMode::Mutex,
         return_policy: ReturnPolicy::Keep,
         ..PoolConfig::default_cpu()
     };
@@ -98,6 +96,12 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
         if c.alignment < 64 {
             v.push(PoolConfig {
                 alignment: 64,
+                ..c.clone()
+            });
+        }
+        if single {
+            v.push(PoolConfig {
+                sync: SyncMode::SingleThreaded,
                 ..c.clone()
             });
         }

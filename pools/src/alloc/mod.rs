@@ -261,6 +261,29 @@ pub enum BlockState {
     Foreign,
 }
 
+/// `Strategy::allocate_batch` one `allocate` at a time (its default).
+pub(crate) fn allocate_each<S: Strategy + ?Sized>(
+    strategy: &mut S,
+    size: usize,
+    align: usize,
+    usable: usize,
+    out: &mut [*mut u8],
+) -> usize {
+    for (taken, slot) in out.iter_mut().enumerate() {
+        let Ok(block) = strategy.allocate(size, align) else {
+            return taken;
+        };
+        // SAFETY: `block` was just handed out by this strategy.
+        if unsafe { strategy.usable_size(block) } != usable {
+            // SAFETY: as above, and nobody else knows it.
+            unsafe { strategy.deallocate(block) };
+            return taken;
+        }
+        *slot = block.as_ptr();
+    }
+    out.len()
+}
+
 /// A single-threaded allocator core. Implement it to plug your own allocator into a
 /// `CpuPool` (`CpuPool::with_strategy`).
 ///
@@ -279,6 +302,21 @@ pub trait Strategy: Send {
     /// # Safety
     /// `ptr` was returned by `allocate`/`reallocate` of this strategy and not freed since.
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>) -> usize;
+
+    /// Up to `out.len()` blocks of exactly `usable` usable bytes, for requests of `size`
+    /// bytes at `align` (a thread cache's refill), written to the front of `out`; returns
+    /// how many. Stops early, keeping what it has, at the first failure or at a block of
+    /// another usable size (given back). The default calls `allocate` per block;
+    /// strategies override it to take a run of blocks with one class lookup.
+    fn allocate_batch(
+        &mut self,
+        size: usize,
+        align: usize,
+        usable: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
+        allocate_each(self, size, align, usable, out)
+    }
 
     /// Usable bytes of a live block.
     ///

@@ -249,8 +249,14 @@ impl SegmentGeometry {
             } else if *(base as *const u32) == SEGMENT_MAGIC {
                 let segment = base as *const SegmentHeader;
                 let page = (addr - base) >> self.page_shift;
-                let first = *addr_of!((*segment).first_page[page]) as usize;
-                let span = addr_of!((*segment).spans[first]);
+                debug_assert!(page < PAGES_PER_SEGMENT);
+                // Raw offsets instead of indexing: `page < PAGES_PER_SEGMENT` (the block is
+                // inside the segment, which is `PAGES_PER_SEGMENT` pages), and a page-map
+                // entry is the index of a span's first page, so also below it; the bounds
+                // checks would only cost the free path four instructions.
+                let first = *addr_of!((*segment).first_page).cast::<u8>().add(page) as usize;
+                debug_assert!(first < PAGES_PER_SEGMENT);
+                let span = addr_of!((*segment).spans).cast::<SpanHeader>().add(first);
                 let owner = *addr_of!((*span).owner);
                 if owner != OWNER_LARGE {
                     return (*addr_of!((*span).block_stride_bytes), owner);

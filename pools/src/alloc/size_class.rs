@@ -128,6 +128,57 @@ impl SizeClassTable {
     }
 }
 
+/// `SizeClassTable::class_of` and `class_size` by one table load, for the requests of a
+/// fast path (up to `max_bytes`): the formula takes about 20 instructions, the table 2.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassLookup {
+    /// Largest request served (a multiple of 16; 0: none).
+    max_bytes: usize,
+    /// `class_of_granule[g]`: the class of requests of `((g - 1) * 16, g * 16]` bytes, for
+    /// `g` in `0..=max_bytes / 16` (`g == 0`: the 16-byte class, as `class_of(0)`).
+    class_of_granule: Box<[u16]>,
+    /// `class_bytes[c]`: `table.class_size(c)` for every class a granule maps to.
+    class_bytes: Box<[usize]>,
+}
+
+impl ClassLookup {
+    /// The lookup for requests up to `limit_bytes` (rounded down to 16) of classes below
+    /// `class_limit` (larger requests are not served: `get` says `None`).
+    pub(crate) fn new(table: &SizeClassTable, limit_bytes: usize, class_limit: usize) -> Self {
+        let mut max_bytes = limit_bytes.min(table.max_class_bytes()) & !(QUANTUM_BYTES - 1);
+        while max_bytes > 0 && table.class_of(max_bytes).is_none_or(|c| c >= class_limit) {
+            max_bytes -= QUANTUM_BYTES;
+        }
+        let granules = max_bytes >> QUANTUM_SHIFT;
+        let class_of_granule: Box<[u16]> = (0..=granules)
+            .map(|g| table.class_of(g << QUANTUM_SHIFT).unwrap_or(0) as u16)
+            .collect();
+        let class_count = class_of_granule.iter().copied().max().unwrap_or(0) as usize + 1;
+        let class_bytes = (0..class_count).map(|c| table.class_size(c)).collect();
+        ClassLookup {
+            max_bytes,
+            class_of_granule,
+            class_bytes,
+        }
+    }
+
+    /// `(class, class size)` for a request of `size_bytes`, or `None` beyond the lookup.
+    #[inline(always)]
+    pub(crate) fn get(&self, size_bytes: usize) -> Option<(usize, usize)> {
+        if size_bytes > self.max_bytes {
+            return None;
+        }
+        let granule = (size_bytes + QUANTUM_BYTES - 1) >> QUANTUM_SHIFT;
+        // SAFETY: `size_bytes <= max_bytes`, a multiple of 16, so `granule <= max_bytes /
+        // 16`, the last index of `class_of_granule` (built with `max_bytes / 16 + 1`
+        // entries), and every entry is below `class_bytes.len()` (its maximum plus one).
+        unsafe {
+            let class = *self.class_of_granule.get_unchecked(granule) as usize;
+            Some((class, *self.class_bytes.get_unchecked(class)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +285,37 @@ mod tests {
                         (None, None) => {}
                         (g, r) => panic!("size {size} align {align}: {g:?} vs {r:?}"),
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_lookup_agrees_with_the_formula() {
+        for per_doubling in [1, 2, 4, 8] {
+            let table = SizeClassTable::new(&SizeClasses {
+                classes_per_doubling: per_doubling,
+                max_class_bytes: 32 * 1024,
+            });
+            let lookup = ClassLookup::new(&table, 4096, usize::MAX);
+            for size in 0..=4096 {
+                let class = table.class_of(size).unwrap();
+                assert_eq!(
+                    lookup.get(size),
+                    Some((class, table.class_size(class))),
+                    "{size}"
+                );
+            }
+            assert_eq!(lookup.get(4097), None);
+            // A class limit shrinks the range served.
+            let limit = table.class_of(1000).unwrap();
+            let limited = ClassLookup::new(&table, 4096, limit);
+            assert!(limited.get(1000).is_none());
+            assert!(limited.get(16).is_some());
+            for size in 0..=4096 {
+                if let Some((class, bytes)) = limited.get(size) {
+                    assert!(class < limit);
+                    assert_eq!((class, bytes), lookup.get(size).unwrap());
                 }
             }
         }

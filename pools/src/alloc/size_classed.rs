@@ -103,6 +103,31 @@ impl Strategy for SizeClassedAllocator {
         Ok(block)
     }
 
+    fn allocate_batch(
+        &mut self,
+        size: usize,
+        align: usize,
+        usable: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
+        let class = if align <= MAX_IN_SEGMENT_ALIGN {
+            self.table.aligned_class_of(size, align)
+        } else {
+            None
+        };
+        let Some(class) = class.filter(|&c| self.classes[c].block_stride_bytes() == usable) else {
+            return super::allocate_each(self, size, align, usable, out);
+        };
+        let class = &mut self.classes[class];
+        for (taken, slot) in out.iter_mut().enumerate() {
+            match class.allocate(&mut self.heap) {
+                Ok(block) => *slot = block.as_ptr(),
+                Err(_) => return taken,
+            }
+        }
+        out.len()
+    }
+
     #[inline]
     unsafe fn deallocate(&mut self, ptr: NonNull<u8>) -> usize {
         // SAFETY: ptr is a live block of ours (caller's contract), so its header is ours.

@@ -83,6 +83,12 @@ impl CacheClasses {
         class_bytes: Vec<usize>,
         config: &PoolConfig,
     ) -> Self {
+        // `class_of_request` indexes the table without a bounds check: every granule of
+        // a request up to `max_cached_bytes` must be in it.
+        assert!(
+            (max_cached_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT < class_of_granule.len(),
+            "thread-cache class table too short"
+        );
         let limits = &config.thread_cache;
         let capacity = class_bytes
             .iter()
@@ -115,8 +121,11 @@ impl CacheClasses {
             return None;
         }
         let granule = (size_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT;
-        // SAFETY-free: `granule <= max_cached_bytes / 16`, the table's last index.
-        Some(self.class_of_granule[granule] as usize)
+        debug_assert!(granule < self.class_of_granule.len());
+        // SAFETY: `size_bytes <= max_cached_bytes`, a multiple of 16, so `granule <=
+        // max_cached_bytes / 16`, the table's last index (the constructors build
+        // `max_cached_bytes / 16 + 1` entries).
+        Some(unsafe { *self.class_of_granule.get_unchecked(granule) } as usize)
     }
 
     /// The class a freed block of exactly `usable_bytes` belongs to, if any.

@@ -166,6 +166,12 @@ pub(crate) struct ThreadCache {
     /// Used bytes (allocated minus freed usable bytes) not yet published. Invariant: within
     /// `(-PEAK_PUBLISH_THRESHOLD_BYTES, PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation.
     used_bytes: AtomicI64,
+    /// An allocation that takes `used_bytes` above this takes the cold path of the counts
+    /// (`alloc_cold`): a publish, or a new pool-wide peak. Invariant: at most
+    /// `PEAK_PUBLISH_THRESHOLD_BYTES - 1`, and at most `peak - published` as this thread
+    /// last read them (so below it, `published + used_bytes` cannot be a new peak unless
+    /// another thread published since: the error the peak's documented bound allows).
+    alloc_trigger: AtomicI64,
 }
 
 // SAFETY: the magazines' raw pointers are addresses of pool blocks and of `_storage`;
@@ -210,6 +216,8 @@ impl ThreadCache {
             free_count: AtomicU64::new(0),
             total_allocated_bytes: AtomicU64::new(0),
             used_bytes: AtomicI64::new(0),
+            // The first allocation computes the real trigger.
+            alloc_trigger: AtomicI64::new(0),
         }
     }
 
@@ -222,12 +230,12 @@ impl ThreadCache {
         unsafe { &mut *self.magazines.get() }
     }
 
-    /// Pop a block of `class`.
+    /// Pop a block of `class`: the block and its usable bytes.
     ///
     /// # Safety
     /// As for `magazines`; `class` is a class of the pool.
     #[inline(always)]
-    unsafe fn pop(&self, class: usize) -> Option<NonNull<u8>> {
+    unsafe fn pop(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         if magazine.len == 0 {
@@ -236,12 +244,11 @@ impl ThreadCache {
         magazine.len -= 1;
         // SAFETY: `len < capacity` slots are in the storage; slot `len` holds a block.
         let block = unsafe { *magazine.slots.add(magazine.len) };
-        self.cached_bytes.store(
-            self.cached_bytes.load(Relaxed) - magazine.block_bytes,
-            Relaxed,
-        );
+        let bytes = magazine.block_bytes;
+        self.cached_bytes
+            .store(self.cached_bytes.load(Relaxed) - bytes, Relaxed);
         // SAFETY: magazine blocks are non-null (magazine invariant).
-        Some(unsafe { NonNull::new_unchecked(block) })
+        Some((unsafe { NonNull::new_unchecked(block) }, bytes))
     }
 
     /// Push a free block of `class` unless the magazine or the thread's budget is full.
@@ -264,29 +271,107 @@ impl ThreadCache {
         true
     }
 
+    /// Add up to `want` blocks to `class`'s magazine (as many as its capacity and the
+    /// thread's budget allow): `take` writes blocks into the free slots it is given and
+    /// says how many it wrote.
+    ///
+    /// # Safety
+    /// As for `push`, for every block `take` writes.
+    unsafe fn fill(
+        &self,
+        class: usize,
+        want: usize,
+        max_thread_bytes: usize,
+        take: impl FnOnce(&mut [*mut u8]) -> usize,
+    ) {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { &mut self.magazines().classes[class] };
+        let cached = self.cached_bytes.load(Relaxed);
+        let budget = max_thread_bytes.saturating_sub(cached) / magazine.block_bytes.max(1);
+        let room = want.min(magazine.capacity - magazine.len).min(budget);
+        // SAFETY: slots `len..len + room` are within the magazine's `capacity` slots of
+        // the storage, which only this magazine uses.
+        let slots =
+            unsafe { std::slice::from_raw_parts_mut(magazine.slots.add(magazine.len), room) };
+        let taken = take(slots).min(room);
+        magazine.len += taken;
+        self.cached_bytes
+            .store(cached + taken * magazine.block_bytes, Relaxed);
+    }
+
     /// Count an allocation of `usable_bytes` (by the writer of the counters).
     #[inline(always)]
     fn count_alloc(&self, usable_bytes: usize, stats: &StatsCounters) {
+        if self.count_alloc_fast(usable_bytes) {
+            self.counts_cold(stats);
+        }
+    }
+
+    /// The fast part of `count_alloc`: whether the cold part (`counts_cold`) must follow.
+    #[inline(always)]
+    fn count_alloc_fast(&self, usable_bytes: usize) -> bool {
         bump(&self.allocation_count, 1);
         bump(&self.total_allocated_bytes, usable_bytes as u64);
         let used = self.used_bytes.load(Relaxed) + usable_bytes as i64;
         self.used_bytes.store(used, Relaxed);
-        if used >= PEAK_PUBLISH_THRESHOLD_BYTES {
-            self.publish(stats);
-        } else {
-            stats.note_used_estimate(used);
-        }
+        used > self.alloc_trigger.load(Relaxed)
     }
 
     /// Count a free of `usable_bytes` (by the writer of the counters).
     #[inline(always)]
     fn count_free(&self, usable_bytes: usize, stats: &StatsCounters) {
+        if self.count_free_fast(usable_bytes) {
+            self.counts_cold(stats);
+        }
+    }
+
+    /// The fast part of `count_free`: whether the cold part (`counts_cold`) must follow.
+    #[inline(always)]
+    fn count_free_fast(&self, usable_bytes: usize) -> bool {
         bump(&self.free_count, 1);
         let used = self.used_bytes.load(Relaxed) - usable_bytes as i64;
         self.used_bytes.store(used, Relaxed);
-        if used <= -PEAK_PUBLISH_THRESHOLD_BYTES {
+        used <= -PEAK_PUBLISH_THRESHOLD_BYTES
+    }
+
+    /// The cold part of the counts: publish the batch when the unpublished used bytes
+    /// reached the threshold either way, else raise the pool's peak to this thread's
+    /// estimate; then recompute the trigger.
+    #[cold]
+    #[inline(never)]
+    fn counts_cold(&self, stats: &StatsCounters) {
+        let used = self.used_bytes.load(Relaxed);
+        if used.abs() >= PEAK_PUBLISH_THRESHOLD_BYTES {
             self.publish(stats);
+        } else {
+            stats.note_used_estimate(used);
+            self.reset_trigger(stats);
         }
+    }
+
+    /// `alloc_trigger` from the pool's figures now (by the writer of the counters).
+    fn reset_trigger(&self, stats: &StatsCounters) {
+        let trigger = stats
+            .peak_headroom_bytes()
+            .min(PEAK_PUBLISH_THRESHOLD_BYTES - 1);
+        self.alloc_trigger.store(trigger, Relaxed);
+    }
+
+    /// `counts_cold` for an allocation's fast path, which returns `block` right after
+    /// (a tail call: the fast path keeps no register across a call).
+    #[cold]
+    #[inline(never)]
+    fn alloc_cold(&self, stats: &StatsCounters, block: NonNull<u8>) -> NonNull<u8> {
+        self.counts_cold(stats);
+        block
+    }
+
+    /// `counts_cold` for a free's fast path, which returns `true` right after.
+    #[cold]
+    #[inline(never)]
+    fn free_cold(&self, stats: &StatsCounters) -> bool {
+        self.counts_cold(stats);
+        true
     }
 
     /// The counts not yet published (for readers).
@@ -307,6 +392,7 @@ impl ThreadCache {
         self.free_count.store(0, Relaxed);
         self.total_allocated_bytes.store(0, Relaxed);
         self.used_bytes.store(0, Relaxed);
+        self.reset_trigger(stats);
     }
 }
 
@@ -377,12 +463,19 @@ impl CacheShared {
         let class = self.classes.class_of_request(size)?;
         // SAFETY: a non-null cache from this thread's TLS is this thread's, alive (the TLS
         // map holds an `Arc`), and this thread is inside a pool call.
-        let cache = unsafe { tls::current(self.id).as_ref()? };
+        let cache = unsafe { tls::last_used(self.id).as_ref()? };
         // SAFETY: as above; `class` is one of the pool's classes.
-        let block = unsafe { cache.pop(class)? };
-        // SAFETY-free: class index from the table.
-        cache.count_alloc(self.classes.class_bytes[class], &self.stats);
+        let (block, bytes) = unsafe { cache.pop(class)? };
+        if cache.count_alloc_fast(bytes) {
+            return Some(cache.alloc_cold(&self.stats, block));
+        }
         Some(block)
+    }
+
+    /// Make this thread's cache for the pool (if it has one) the last used, so that the
+    /// fast paths (which only look there) find it.
+    pub(crate) fn make_last_used(&self) {
+        tls::current(self.id);
     }
 
     /// The fast path of a free: into this thread's cache, or `false`.
@@ -394,20 +487,46 @@ impl CacheShared {
     pub(crate) unsafe fn try_free(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
         let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
+        // SAFETY: forwarded contract; the class and size are the block's.
+        unsafe { self.try_free_classified(ptr, class, usable) }
+    }
+
+    /// A live block's cache class (if it may be cached) and usable bytes.
+    ///
+    /// # Safety
+    /// As for `try_free`, except that the block stays live.
+    #[inline(always)]
+    pub(crate) unsafe fn classify(&self, ptr: NonNull<u8>) -> (Option<usize>, usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.sizer.class_of(ptr, &self.classes) }
+    }
+
+    /// `try_free` of a block already classified by `classify`.
+    ///
+    /// # Safety
+    /// As for `try_free`; `(class, usable)` is what `classify` said of `ptr`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_classified(
+        &self,
+        ptr: NonNull<u8>,
+        class: Option<usize>,
+        usable: usize,
+    ) -> bool {
         let Some(class) = class else {
             return false;
         };
         // SAFETY: as in `try_allocate`.
-        let Some(cache) = (unsafe { tls::current(self.id).as_ref() }) else {
+        let Some(cache) = (unsafe { tls::last_used(self.id).as_ref() }) else {
             return false;
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
-        if unsafe { cache.push(class, ptr, self.max_thread_bytes) } {
-            cache.count_free(usable, &self.stats);
-            true
-        } else {
-            false
+        if !unsafe { cache.push(class, ptr, self.max_thread_bytes) } {
+            return false;
         }
+        if cache.count_free_fast(usable) {
+            return cache.free_cold(&self.stats);
+        }
+        true
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
@@ -507,18 +626,13 @@ impl CacheShared {
             return Ok((first, first_usable));
         }
         let want = self.classes.capacity[class] / 2;
-        for _ in 0..want {
-            let Ok((block, usable)) = Self::allocate_direct(strategy, bytes, self.align) else {
-                break;
-            };
-            // SAFETY: this thread owns the cache and is inside a pool call; the block
-            // has exactly the class's usable size and nobody else knows it.
-            if usable != bytes || !unsafe { cache.push(class, block, self.max_thread_bytes) } {
-                // SAFETY: just handed out by the strategy, unused.
-                unsafe { strategy.deallocate(block) };
-                break;
-            }
-        }
+        // SAFETY: this thread owns the cache and is inside a pool call; the strategy
+        // writes blocks of exactly the class's usable size that nobody else knows.
+        unsafe {
+            cache.fill(class, want, self.max_thread_bytes, |slots| {
+                strategy.allocate_batch(bytes, self.align, bytes, slots)
+            })
+        };
         Ok((first, first_usable))
     }
 

@@ -1,7 +1,7 @@
 //! Each thread's map from pool id to its cache for that pool.
 //!
-//! The last cache used is kept in two `Cell`s, so the hot path is one TLS access and one
-//! compare. The map holds an `Arc` per cache and a `Weak` to the pool's shared part; on
+//! The last cache used is kept in a destructor-free thread-local of its own, so the hot
+//! path is one `%fs`-relative load and one compare. The map holds an `Arc` per cache and a `Weak` to the pool's shared part; on
 //! thread exit its destructor flushes every cache whose pool is still alive back into that
 //! pool (`CacheShared::retire`).
 
@@ -25,18 +25,25 @@ struct Entry {
     cache: Arc<ThreadCache>,
 }
 
-/// Invariant: `last_cache` is the cache of pool `last_id` in `entries` (or null with
-/// `last_id == 0`); every cache in `entries` is owned by this thread.
+/// Invariant: every cache in `entries` is owned by this thread.
 struct ThreadCaches {
-    last_id: Cell<u64>,
-    last_cache: Cell<*const ThreadCache>,
     entries: RefCell<Vec<Entry>>,
+}
+
+/// The last cache used, apart from the map: a `const` thread-local with no destructor is
+/// one `%fs`-relative access, with no "registered / destroyed" state to check (the map
+/// has a destructor, so every access to it checks that state first).
+///
+/// Invariant: `cache` is the cache of pool `id` in this thread's `entries` (or null with
+/// `id == 0`). The map's destructor clears it before it drops any entry.
+struct LastUsed {
+    id: Cell<u64>,
+    cache: Cell<*const ThreadCache>,
 }
 
 impl Drop for ThreadCaches {
     fn drop(&mut self) {
-        self.last_id.set(0);
-        self.last_cache.set(ptr::null());
+        set_last(0, ptr::null());
         for entry in self.entries.get_mut().drain(..) {
             if let Some(pool) = entry.pool.upgrade() {
                 pool.retire(&entry.cache);
@@ -48,34 +55,60 @@ impl Drop for ThreadCaches {
 thread_local! {
     static THREAD_CACHES: ThreadCaches = const {
         ThreadCaches {
-            last_id: Cell::new(0),
-            last_cache: Cell::new(ptr::null()),
             entries: RefCell::new(Vec::new()),
         }
     };
+    static LAST_USED: LastUsed = const {
+        LastUsed {
+            id: Cell::new(0),
+            cache: Cell::new(ptr::null()),
+        }
+    };
+}
+
+fn set_last(id: u64, cache: *const ThreadCache) {
+    LAST_USED.with(|last| {
+        last.id.set(id);
+        last.cache.set(cache);
+    });
 }
 
 /// This thread's cache for pool `pool_id`, or null (none yet, or TLS being torn down).
 #[inline(always)]
 pub(crate) fn current(pool_id: u64) -> *const ThreadCache {
-    THREAD_CACHES
-        .try_with(|caches| {
-            if caches.last_id.get() == pool_id {
-                caches.last_cache.get()
-            } else {
-                lookup(caches, pool_id)
-            }
-        })
-        .unwrap_or(ptr::null())
+    let cache = last_used(pool_id);
+    if cache.is_null() {
+        current_slow(pool_id)
+    } else {
+        cache
+    }
+}
+
+/// This thread's cache for pool `pool_id` if it is the last one used, else null (the
+/// fast paths: a null sends them to their slow path, which calls `current`).
+#[inline(always)]
+pub(crate) fn last_used(pool_id: u64) -> *const ThreadCache {
+    let (id, cache) = LAST_USED.with(|last| (last.id.get(), last.cache.get()));
+    if id == pool_id {
+        cache
+    } else {
+        ptr::null()
+    }
 }
 
 #[cold]
+#[inline(never)]
+fn current_slow(pool_id: u64) -> *const ThreadCache {
+    THREAD_CACHES
+        .try_with(|caches| lookup(caches, pool_id))
+        .unwrap_or(ptr::null())
+}
+
 fn lookup(caches: &ThreadCaches, pool_id: u64) -> *const ThreadCache {
     let entries = caches.entries.borrow();
     match entries.iter().find(|e| e.pool_id == pool_id) {
         Some(entry) => {
-            caches.last_id.set(pool_id);
-            caches.last_cache.set(Arc::as_ptr(&entry.cache));
+            set_last(pool_id, Arc::as_ptr(&entry.cache));
             Arc::as_ptr(&entry.cache)
         }
         None => ptr::null(),
@@ -102,8 +135,7 @@ pub(crate) fn get_or_create(pool: &Arc<CacheShared>) -> *const ThreadCache {
                 pool: Arc::downgrade(pool),
                 cache,
             });
-            caches.last_id.set(pool.id);
-            caches.last_cache.set(raw);
+            set_last(pool.id, raw);
             raw
         })
         .unwrap_or(ptr::null())

@@ -144,6 +144,20 @@ impl Heap {
         }
     }
 
+    /// `allocate`'s fast path alone, for an allocator without pointer checking: a block of
+    /// the current slab of `class`, or `None` (then `allocate` finds or makes another
+    /// slab).
+    ///
+    /// # Safety
+    /// As for `allocate`, and `core.checking` is off.
+    #[inline(always)]
+    pub unsafe fn try_pop_unchecked(&self, core: &Core, class: usize) -> Option<NonNull<u8>> {
+        debug_assert!(!core.checking && class < core.slab_class_count);
+        // SAFETY: the caller owns the heap and hence its slabs (contract); heaps have a
+        // bin per slab class (`adopt_or_create_heap`), and `class` is one.
+        unsafe { self.owned(|heap| heap.bins.get_unchecked(class).current.as_ref()?.pop(false)) }
+    }
+
     /// The slow path: find or make a slab of `class` with a free block, and pop it.
     ///
     /// # Safety

@@ -32,7 +32,7 @@ use self::large::LargeObjects;
 use self::region::Regions;
 use self::slab::{Slab, SpanKind, MAX_SLAB_ALIGN_BYTES, SPAN_LARGE};
 use self::stack::IntrusiveStack;
-use super::size_class::{SizeClassTable, QUANTUM_BYTES};
+use super::size_class::{ClassLookup, SizeClassTable, QUANTUM_BYTES};
 use super::BlockState;
 use crate::config::PoolConfig;
 use crate::error::PoolError;
@@ -85,6 +85,8 @@ pub struct LockFreeAllocator {
     /// (from `Arc::into_raw`). Push-only until `Drop`.
     heaps: IntrusiveStack<Heap>,
     large: LargeObjects,
+    /// The slab classes of requests up to 4 KiB by table lookup (`try_allocate_local`).
+    lookup: ClassLookup,
 }
 
 impl LockFreeAllocator {
@@ -136,7 +138,9 @@ impl LockFreeAllocator {
         if config.initial_size_bytes > 0 {
             regions.map_initial(config.initial_size_bytes)?;
         }
+        let lookup = ClassLookup::new(&classes, 4096, slab_class_count);
         Ok(LockFreeAllocator {
+            lookup,
             core: Core {
                 regions,
                 classes,
@@ -184,6 +188,35 @@ impl LockFreeAllocator {
             }
             _ => self.allocate_large(size, align),
         }
+    }
+
+    /// The fast path of `allocate_sized` at the configured alignment (at most 16): a block
+    /// of the current slab of this thread's last-used heap, with its usable bytes, or
+    /// `None` (then call `allocate_sized`).
+    #[inline(always)]
+    pub(crate) fn try_allocate_local(&self, size: usize) -> Option<(NonNull<u8>, usize)> {
+        // Without checking (`serves_local`), `try_pop_unchecked`'s contract holds; with
+        // it, nothing is served here.
+        if !self.serves_local() {
+            return None;
+        }
+        // Only slab classes are in the lookup.
+        let (class, bytes) = self.lookup.get(size)?;
+        // SAFETY: a heap found in this thread's TLS is owned by this thread and alive (the
+        // TLS entry holds an `Arc`); the class is a slab class.
+        let block = unsafe {
+            tls::last_heap(self.id)
+                .as_ref()?
+                .try_pop_unchecked(&self.core, class)?
+        };
+        // Slabs of class `c` are formatted with blocks of `class_size(c)` bytes.
+        Some((block, bytes))
+    }
+
+    /// Whether `try_allocate_local` serves this allocator's requests (its alignment is at
+    /// most the size classes' quantum, and pointers are not checked).
+    pub(crate) fn serves_local(&self) -> bool {
+        self.core.min_align_bytes <= QUANTUM_BYTES && !self.core.checking
     }
 
     /// `allocate`, also returning the block's usable bytes (what `usable_size` would
@@ -305,12 +338,21 @@ impl LockFreeAllocator {
         // header, both starting with `SpanKind` (contract: the block is ours).
         if unsafe { &*span }.kind.load(Ordering::Relaxed) == SPAN_LARGE {
             // SAFETY: a live large block of this allocator (contract).
-            return unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.segment_bytes) };
+            return unsafe { self.free_large(ptr) };
         }
         // SAFETY: a slab block: the region's page map leads to its slab.
         let slab = unsafe { self.core.regions.slab_of(addr) };
         // SAFETY: a live block of `slab` (contract).
         unsafe { self.free_slab_block(slab, ptr) }
+    }
+
+    /// # Safety
+    /// `ptr` is a live large block of this allocator.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_large(&self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: forwarded contract.
+        unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.segment_bytes) }
     }
 
     /// `deallocate` with `check_pointers`: the pointer is validated the way `block_state`
@@ -347,19 +389,48 @@ impl LockFreeAllocator {
     unsafe fn free_slab_block(&self, slab: &Slab, ptr: NonNull<u8>) -> usize {
         let usable = slab.block_bytes();
         let owner = slab.owner_heap();
-        if ptr::eq(tls::current_heap(self.id), owner) {
+        if ptr::eq(tls::last_heap(self.id), owner) {
             // SAFETY: this thread owns the slab's heap (its TLS says so), and the block
             // is live (contract).
             unsafe { (*owner).free_local(slab, ptr) };
         } else {
-            // SAFETY: the block is live and ours (contract); the owner heap outlives this
-            // call (registered until `Drop`), and the push's outcome is passed on as is.
-            unsafe {
-                let outcome = slab.push_remote(ptr);
-                (*owner).requeue(slab, outcome);
-            }
+            // SAFETY: forwarded contract.
+            unsafe { self.free_not_last(slab, owner, ptr) };
         }
         usable
+    }
+
+    /// A free of a block whose heap is not this thread's last-used one: this thread's
+    /// heap of this allocator after all (it last used another allocator), or another
+    /// thread's.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of `slab`, whose owner heap is `owner`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_not_last(&self, slab: &Slab, owner: *const Heap, ptr: NonNull<u8>) {
+        if ptr::eq(tls::current_heap(self.id), owner) {
+            // SAFETY: as in `free_slab_block`.
+            unsafe { (*owner).free_local(slab, ptr) };
+        } else {
+            // SAFETY: forwarded contract.
+            unsafe { Self::free_remote(slab, owner, ptr) };
+        }
+    }
+
+    /// A free by a thread that does not own the slab's heap.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of `slab`, whose owner heap is `owner`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_remote(slab: &Slab, owner: *const Heap, ptr: NonNull<u8>) {
+        // SAFETY: the block is live and ours (contract); the owner heap outlives this
+        // call (registered until `Drop`), and the push's outcome is passed on as is.
+        unsafe {
+            let outcome = slab.push_remote(ptr);
+            (*owner).requeue(slab, outcome);
+        }
     }
 
     /// Usable bytes of a live block.

@@ -1,7 +1,7 @@
 //! Each thread's map from allocator id to the heap it owns for that allocator.
 //!
-//! The last heap used is cached in two `Cell`s, so the hot path is one TLS access and one
-//! compare. The map holds an `Arc` per heap, so the heap outlives any use by this thread;
+//! The last heap used is cached in a destructor-free thread-local of its own, so the hot
+//! path is one `%fs`-relative load and one compare. The map holds an `Arc` per heap, so the heap outlives any use by this thread;
 //! on thread exit its destructor abandons every heap (the only thing it touches is the
 //! heap's state word, so it is harmless if the allocator is already gone).
 
@@ -21,16 +21,24 @@ pub fn next_allocator_id() -> u64 {
     NEXT_ALLOCATOR_ID.fetch_add(1, Relaxed)
 }
 
-/// Invariant: `last_heap` is the heap of allocator `last_id` in `entries` (or null with
-/// `last_id == 0`); every heap in `entries` is owned by this thread.
+/// Invariant: every heap in `entries` is owned by this thread.
 struct ThreadHeaps {
-    last_id: Cell<u64>,
-    last_heap: Cell<*const Heap>,
     entries: RefCell<Vec<(u64, Arc<Heap>)>>,
+}
+
+/// The last heap used, apart from the map: a `const` thread-local with no destructor is
+/// one `%fs`-relative access, with no "registered / destroyed" state to check.
+///
+/// Invariant: `heap` is the heap of allocator `id` in this thread's `entries` (or null
+/// with `id == 0`). The map's destructor clears it before it drops any entry.
+struct LastHeap {
+    id: Cell<u64>,
+    heap: Cell<*const Heap>,
 }
 
 impl Drop for ThreadHeaps {
     fn drop(&mut self) {
+        set_last(0, ptr::null());
         for (_, heap) in self.entries.get_mut().drain(..) {
             heap.state.abandon();
         }
@@ -40,34 +48,59 @@ impl Drop for ThreadHeaps {
 thread_local! {
     static THREAD_HEAPS: ThreadHeaps = const {
         ThreadHeaps {
-            last_id: Cell::new(0),
-            last_heap: Cell::new(ptr::null()),
             entries: RefCell::new(Vec::new()),
         }
     };
+    static LAST_HEAP: LastHeap = const {
+        LastHeap {
+            id: Cell::new(0),
+            heap: Cell::new(ptr::null()),
+        }
+    };
+}
+
+fn set_last(id: u64, heap: *const Heap) {
+    LAST_HEAP.with(|last| {
+        last.id.set(id);
+        last.heap.set(heap);
+    });
+}
+
+/// The heap this thread owns for allocator `id` if it is the last one used, else null.
+#[inline(always)]
+pub fn last_heap(id: u64) -> *const Heap {
+    let (last_id, heap) = LAST_HEAP.with(|last| (last.id.get(), last.heap.get()));
+    if last_id == id {
+        heap
+    } else {
+        ptr::null()
+    }
 }
 
 /// The heap this thread owns for allocator `id`, or null (none yet, or TLS torn down).
 #[inline]
 pub fn current_heap(id: u64) -> *const Heap {
-    THREAD_HEAPS
-        .try_with(|heaps| {
-            if heaps.last_id.get() == id {
-                heaps.last_heap.get()
-            } else {
-                lookup(heaps, id)
-            }
-        })
-        .unwrap_or(ptr::null())
+    let heap = last_heap(id);
+    if heap.is_null() {
+        current_heap_slow(id)
+    } else {
+        heap
+    }
 }
 
 #[cold]
+#[inline(never)]
+fn current_heap_slow(id: u64) -> *const Heap {
+    THREAD_HEAPS
+        .try_with(|heaps| lookup(heaps, id))
+        .unwrap_or(ptr::null())
+}
+
 fn lookup(heaps: &ThreadHeaps, id: u64) -> *const Heap {
     let entries = heaps.entries.borrow();
     match entries.iter().find(|(entry_id, _)| *entry_id == id) {
         Some((_, heap)) => {
-            heaps.last_id.set(id);
-            heaps.last_heap.set(Arc::as_ptr(heap));
+            set_last(id, Arc::as_ptr(heap));
             Arc::as_ptr(heap)
         }
         None => ptr::null(),
@@ -92,8 +125,7 @@ pub fn heap_for(allocator: &LockFreeAllocator) -> Option<*const Heap> {
             // Heaps of dropped allocators are DEAD: let their memory go.
             entries.retain(|(_, heap)| !heap.state.is_dead());
             entries.push((id, heap_arc));
-            heaps.last_id.set(id);
-            heaps.last_heap.set(heap);
+            set_last(id, heap);
             heap
         })
         .ok()
