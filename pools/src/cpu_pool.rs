@@ -61,6 +61,9 @@ struct SingleThreaded {
 // invariant), and `Box<dyn Strategy>` is `Send`, so sharing the wrapper is sound.
 unsafe impl Sync for SingleThreaded {}
 
+// One `Core` per pool, never moved on a hot path: boxing the lock-free allocator would
+// only add a pointer chase to its fast path.
+#[allow(clippy::large_enum_variant)]
 enum Core {
     /// Thread caches in front of the locked strategy.
     Cached(Arc<CacheShared>),

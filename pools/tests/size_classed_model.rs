@@ -104,6 +104,34 @@ fn large_objects_are_counted_and_returned() {
     unsafe { pool.deallocate(p) }.unwrap();
     // SAFETY: a live block of this pool, freed once (checked pools get bad ones on purpose).
     unsafe { pool.deallocate(q) }.unwrap();
+    // The 100 KB mapping is kept for the next large object (the cache holds at most a
+    // segment's worth); the 1 MiB-aligned one is beyond what the cache serves.
+    let cached = pool.stats().reserved_bytes - before;
+    assert!(
+        (100_000..=1 << 20).contains(&cached),
+        "cached {cached} bytes"
+    );
+    // The next large object of a similar size reuses it: no new mapping.
+    let r = pool.allocate(90_000).unwrap();
+    assert_eq!(pool.stats().reserved_bytes - before, cached);
+    // SAFETY: a live block of this pool, freed once.
+    unsafe { pool.deallocate(r) }.unwrap();
+    // A reset gives the cached mapping back.
+    let mut pool = pool;
+    pool.reset_exclusive().unwrap();
+    assert_eq!(pool.stats().reserved_bytes, before);
+}
+
+#[test]
+fn large_objects_go_back_at_once_with_return_when_empty() {
+    let mut c = PoolConfig::default_cpu();
+    c.allocator = AllocatorKind::SizeClassed;
+    c.return_policy = pools::ReturnPolicy::WhenEmpty;
+    let pool = CpuPool::new("large-return", c).unwrap();
+    let before = pool.stats().reserved_bytes;
+    let p = pool.allocate(100_000).unwrap();
+    // SAFETY: a live block of this pool, freed once.
+    unsafe { pool.deallocate(p) }.unwrap();
     assert_eq!(pool.stats().reserved_bytes, before);
 }
 

@@ -290,7 +290,17 @@ pub struct SegmentHeap {
     return_when_empty: bool,
     /// Count pages as they are first used (normal pages); otherwise whole segments.
     lazy_commit: bool,
+    /// Chunks of freed large objects kept for the next large allocations (not with
+    /// `return_when_empty`): a large object costs an `mmap` and two `munmap`s (the
+    /// alignment trim) to make and one `munmap` to free, where a reuse costs nothing.
+    /// At most `LARGE_CACHE_CHUNKS` chunks and `segment_bytes` bytes; released by
+    /// `reset(true)` and on drop. Still counted as reserved (they are held). A fixed
+    /// array: the heap may serve the process's global allocator, so it never allocates.
+    large_cache: [Option<Chunk>; LARGE_CACHE_CHUNKS],
 }
+
+/// Most freed large-object chunks a heap keeps (see `SegmentHeap::large_cache`).
+const LARGE_CACHE_CHUNKS: usize = 8;
 
 // SAFETY: the raw pointers all point into chunks this heap owns exclusively; moving the
 // heap to another thread moves that ownership with it.
@@ -318,6 +328,7 @@ impl SegmentHeap {
             large: null_mut(),
             return_when_empty,
             lazy_commit,
+            large_cache: [None; LARGE_CACHE_CHUNKS],
         };
         let mut pages_left = initial_bytes.div_ceil(heap.page_bytes());
         while pages_left > 0 {
@@ -661,7 +672,19 @@ impl SegmentHeap {
             )
         };
         let bytes = block_offset.checked_add(size_bytes).ok_or_else(too_big)?;
-        let chunk = self.upstream.alloc_exact(bytes, align.max(segment))?;
+        let chunk = match self.take_cached_chunk(bytes, align) {
+            Some(chunk) => chunk,
+            None => match self.upstream.alloc_exact(bytes, align.max(segment)) {
+                Ok(chunk) => chunk,
+                // Cached chunks must not make the pool fail where it would not without
+                // them: give them back and ask once more.
+                Err(_) if self.large_cache.iter().any(Option::is_some) => {
+                    self.release_large_cache();
+                    self.upstream.alloc_exact(bytes, align.max(segment))?
+                }
+                Err(e) => return Err(e),
+            },
+        };
         let block_addr = chunk.addr() + block_offset;
         let header = (chunk.addr() + header_offset) as *mut LargeHeader;
         // SAFETY: the header lies in the fresh chunk, segment-aligned (chunk base and
@@ -729,8 +752,55 @@ impl SegmentHeap {
                 ptr: NonNull::new_unchecked((*h).chunk_base as *mut u8),
                 len: (*h).chunk_len,
             };
-            self.upstream.release(chunk);
+            self.cache_or_release(chunk);
             usable
+        }
+    }
+
+    /// A cached chunk for a large object of `bytes` (block offset included) at `align`:
+    /// the smallest that holds it and is at most twice its size (a bigger one would hold
+    /// memory the object does not use). Chunks are segment-aligned, so only alignments
+    /// below a segment are served.
+    fn take_cached_chunk(&mut self, bytes: usize, align: usize) -> Option<Chunk> {
+        if align >= self.segment_bytes() {
+            return None;
+        }
+        let best = self
+            .large_cache
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c.len)))
+            .filter(|&(_, len)| len >= bytes && len / 2 <= bytes)
+            .min_by_key(|&(_, len)| len)
+            .map(|(i, _)| i)?;
+        self.large_cache[best].take()
+    }
+
+    /// A freed large object's chunk: into the cache when it fits the cache's bounds, else
+    /// back to the upstream.
+    fn cache_or_release(&mut self, chunk: Chunk) {
+        let limit = self.segment_bytes();
+        if self.return_when_empty || chunk.len > limit {
+            // SAFETY: the chunk came from this upstream and its object is freed.
+            unsafe { self.upstream.release(chunk) };
+            return;
+        }
+        let cached: usize = self.large_cache.iter().flatten().map(|c| c.len).sum();
+        let free_slot = self.large_cache.iter().position(Option::is_none);
+        match free_slot {
+            Some(slot) if cached + chunk.len <= limit => self.large_cache[slot] = Some(chunk),
+            // SAFETY: the chunk came from this upstream and its object is freed.
+            _ => unsafe { self.upstream.release(chunk) },
+        }
+    }
+
+    /// Give every cached large-object chunk back to the upstream.
+    fn release_large_cache(&mut self) {
+        for slot in 0..LARGE_CACHE_CHUNKS {
+            if let Some(chunk) = self.large_cache[slot].take() {
+                // SAFETY: cached chunks came from this upstream and hold no live object.
+                unsafe { self.upstream.release(chunk) };
+            }
         }
     }
 
@@ -784,6 +854,9 @@ impl SegmentHeap {
         while !self.large.is_null() {
             // SAFETY: list nodes are live large objects; reset invalidates every block.
             unsafe { self.free_large(NonNull::new_unchecked(self.large.cast())) };
+        }
+        if return_chunks {
+            self.release_large_cache();
         }
         let mut node = self.segments;
         while !node.is_null() {

@@ -156,6 +156,10 @@ struct Magazines {
 /// thread holding the pool's strategy lock while the owner is in no pool call: the owner
 /// itself on thread exit (`retire`), or `reset`, whose contract excludes concurrent calls.
 /// The counters have one writer under the same rule; anyone may read them.
+///
+/// Aligned to 128 bytes (two lines: adjacent-line prefetch): the caches of two threads
+/// are written on every operation and must not share a line.
+#[repr(align(128))]
 pub(crate) struct ThreadCache {
     magazines: UnsafeCell<Magazines>,
     /// Bytes in all magazines.

@@ -61,16 +61,110 @@ impl SlotBlock {
     }
 }
 
+/// Freed mappings kept for reuse (see `LargeObjects::cache`).
+const CACHE_SLOTS: usize = 8;
+/// The page size the cache's length encoding counts in.
+const CACHE_PAGE_BYTES: usize = 4096;
+
 /// The large objects of one allocator.
 pub struct LargeObjects {
     /// Push-only while the allocator lives; freed in `Drop`.
     table: IntrusiveStack<SlotBlock>,
+    /// Mappings of freed large objects, kept for the next ones: a large object otherwise
+    /// costs an `mmap` and two `munmap`s (the alignment trim) to make and one `munmap` to
+    /// free. Each slot is 0 or a mapping's base (segment-aligned) plus its length in
+    /// 4 KiB pages (at most `segment_bytes`, so the count fits below the alignment): one
+    /// word, taken with a compare-exchange, so two threads never take the same mapping.
+    /// At most `2 * segment_bytes` in all (`cached_bytes`); still counted as reserved.
+    cache: [AtomicUsize; CACHE_SLOTS],
+    cached_bytes: AtomicUsize,
 }
 
 impl LargeObjects {
     pub fn new() -> Self {
         LargeObjects {
             table: IntrusiveStack::new(),
+            cache: std::array::from_fn(|_| AtomicUsize::new(0)),
+            cached_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    /// A cached mapping of at least `want` bytes and at most twice that, if one is there.
+    fn take_cached(&self, want: usize, segment_bytes: usize) -> Option<Chunk> {
+        if self.cached_bytes.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        for slot in &self.cache {
+            let word = slot.load(Ordering::Relaxed);
+            if word == 0 {
+                continue;
+            }
+            let len = (word & (segment_bytes - 1)) * CACHE_PAGE_BYTES;
+            if len < want || len / 2 > want {
+                continue;
+            }
+            // Acquire: pairs with the Release that cached it (the mapping's last user's
+            // writes happen-before the new user's).
+            if slot
+                .compare_exchange(word, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
+                let base = word & !(segment_bytes - 1);
+                // SAFETY: a cached word holds a mapping's (non-zero, aligned) base.
+                let ptr = unsafe { NonNull::new_unchecked(base as *mut u8) };
+                return Some(Chunk { ptr, len });
+            }
+        }
+        None
+    }
+
+    /// Keep a dead mapping for reuse; `false` when the cache is full or the mapping does
+    /// not fit its encoding (then the caller unmaps it).
+    fn put_cached(&self, chunk: Chunk, segment_bytes: usize) -> bool {
+        let base = chunk.ptr.as_ptr() as usize;
+        let pages = chunk.len / CACHE_PAGE_BYTES;
+        if chunk.len > segment_bytes
+            || !chunk.len.is_multiple_of(CACHE_PAGE_BYTES)
+            || base & (segment_bytes - 1) != 0
+        {
+            return false;
+        }
+        let limit = 2 * segment_bytes;
+        if self.cached_bytes.fetch_add(chunk.len, Ordering::Relaxed) + chunk.len > limit {
+            self.cached_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
+            return false;
+        }
+        for slot in &self.cache {
+            // Release: this thread's last writes to the mapping happen-before its reuse.
+            if slot
+                .compare_exchange(0, base | pages, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+        }
+        self.cached_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
+        false
+    }
+
+    /// Unmap every cached mapping.
+    fn release_cache(&self, regions: &Regions, segment_bytes: usize) {
+        for slot in &self.cache {
+            let word = slot.swap(0, Ordering::Acquire);
+            if word != 0 {
+                let len = (word & (segment_bytes - 1)) * CACHE_PAGE_BYTES;
+                self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
+                let base = word & !(segment_bytes - 1);
+                let chunk = Chunk {
+                    // SAFETY: a cached word holds a mapping's (non-zero) base.
+                    ptr: unsafe { NonNull::new_unchecked(base as *mut u8) },
+                    len,
+                };
+                // SAFETY: a cached mapping came from `regions.map_chunk` and holds no
+                // live object; taking it out of the slot made it this call's alone.
+                unsafe { regions.unmap_chunk(chunk) };
+            }
         }
     }
 
@@ -87,23 +181,33 @@ impl LargeObjects {
         let want = size.checked_add(offset).ok_or_else(|| {
             PoolError::oom(regions.pool_name(), size, 0, regions.budget().limit_bytes())
         })?;
-        let chunk = regions
-            .map_chunk(want, segment_bytes)
-            .map_err(|e| match e {
-                // Report the caller's request, not the mapping size.
-                PoolError::OutOfMemory {
-                    pool,
-                    available_bytes,
-                    limit_bytes,
-                    ..
-                } => PoolError::OutOfMemory {
-                    pool,
-                    requested_bytes: size,
-                    available_bytes,
-                    limit_bytes,
-                },
-                other => other,
-            })?;
+        let mapped = match self.take_cached(want, segment_bytes) {
+            Some(chunk) => Ok(chunk),
+            None => regions.map_chunk(want, segment_bytes).or_else(|e| {
+                // Cached mappings must not make the pool fail where it would not without
+                // them: give them back and ask once more.
+                if self.cached_bytes.load(Ordering::Relaxed) == 0 {
+                    return Err(e);
+                }
+                self.release_cache(regions, segment_bytes);
+                regions.map_chunk(want, segment_bytes)
+            }),
+        };
+        let chunk = mapped.map_err(|e| match e {
+            // Report the caller's request, not the mapping size.
+            PoolError::OutOfMemory {
+                pool,
+                available_bytes,
+                limit_bytes,
+                ..
+            } => PoolError::OutOfMemory {
+                pool,
+                requested_bytes: size,
+                available_bytes,
+                limit_bytes,
+            },
+            other => other,
+        })?;
         let usable_bytes = chunk.len - offset;
         let slot = self.claim_slot();
         // SAFETY: the chunk is a fresh mapping of `chunk.len >= offset + size` bytes,
@@ -171,13 +275,18 @@ impl LargeObjects {
         unsafe { Self::header(block, segment_bytes) }.usable_bytes
     }
 
-    /// Unmap a large object; returns its usable size.
+    /// Free a large object (its mapping cached or unmapped); returns its usable size.
     ///
     /// # Safety
     /// `block` is a live large block of this allocator, not used after this call.
-    pub unsafe fn free(regions: &Regions, block: NonNull<u8>, segment_bytes: usize) -> usize {
+    pub unsafe fn free(
+        &self,
+        regions: &Regions,
+        block: NonNull<u8>,
+        segment_bytes: usize,
+    ) -> usize {
         // SAFETY: forwarded.
-        unsafe { Self::unmap(regions, block, segment_bytes, true) }
+        unsafe { self.unmap(regions, block, segment_bytes, true) }
     }
 
     /// Checked free: unmap the large object starting at `addr` if one is live, deciding
@@ -196,13 +305,14 @@ impl LargeObjects {
         let block = NonNull::new(addr as *mut u8)?;
         // SAFETY: the slot held `addr`, so it was a live large block; winning the CAS made
         // this call its one freer.
-        Some(unsafe { Self::unmap(regions, block, segment_bytes, false) })
+        Some(unsafe { self.unmap(regions, block, segment_bytes, false) })
     }
 
     /// # Safety
     /// `block` is a live large block of this allocator whose freeing is this caller's;
     /// `clear_slot` unless the caller already cleared it.
     unsafe fn unmap(
+        &self,
         regions: &Regions,
         block: NonNull<u8>,
         segment_bytes: usize,
@@ -216,8 +326,10 @@ impl LargeObjects {
         if clear_slot {
             slot.block.store(0, Ordering::Release);
         }
-        // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
-        unsafe { regions.unmap_chunk(chunk) };
+        if !self.put_cached(chunk, segment_bytes) {
+            // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
+            unsafe { regions.unmap_chunk(chunk) };
+        }
         usable
     }
 
@@ -249,7 +361,8 @@ impl LargeObjects {
         (slot.block.load(Ordering::Acquire) == addr).then_some(usable)
     }
 
-    /// Unmap every live large object (under exclusive access: `reset`, `Drop`).
+    /// Unmap every live large object and every cached mapping (under exclusive access:
+    /// `reset`, `Drop`).
     pub fn free_all(&mut self, regions: &Regions, segment_bytes: usize) {
         let mut node = self.table.head();
         while let Some(slot_block) = NonNull::new(node) {
@@ -259,12 +372,13 @@ impl LargeObjects {
                 if let Some(block) = NonNull::new(slot.block.load(Ordering::Acquire) as *mut u8) {
                     // SAFETY: a published slot holds a live large block (invariant; no
                     // CLAIMED slot survives an `allocate` call and we are exclusive).
-                    unsafe { Self::free(regions, block, segment_bytes) };
+                    unsafe { self.free(regions, block, segment_bytes) };
                 }
             }
             // SAFETY: reached from the head; alive.
             node = unsafe { IntrusiveStack::next(NonNull::from(slot_block)) };
         }
+        self.release_cache(regions, segment_bytes);
     }
 }
 

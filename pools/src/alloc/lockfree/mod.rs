@@ -352,7 +352,10 @@ impl LockFreeAllocator {
     #[inline(never)]
     unsafe fn free_large(&self, ptr: NonNull<u8>) -> usize {
         // SAFETY: forwarded contract.
-        unsafe { LargeObjects::free(&self.core.regions, ptr, self.core.segment_bytes) }
+        unsafe {
+            self.large
+                .free(&self.core.regions, ptr, self.core.segment_bytes)
+        }
     }
 
     /// `deallocate` with `check_pointers`: the pointer is validated the way `block_state`
