@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 ///
 /// Accuracy: a snapshot taken while no operation is running is exact in every field but
 /// `peak_used_bytes`, which is exact for a pool updated by one thread and within
-/// `(k - 1) * 64 KiB` of the true peak when `k` threads have allocated and freed in a
-/// lock-free pool (see [`StatsCounters`]). A snapshot taken while other threads run is approximate.
+/// `k * 64 KiB` of the true peak when `k` threads have allocated and freed in a
+/// lock-free or thread-cached pool (see [`StatsCounters`]). A snapshot taken while other threads run is approximate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryStats {
     /// Sum of the usable sizes of every successful allocation ever made.
@@ -145,11 +145,13 @@ struct UsedBytes {
 ///   (see the module doc); the counts, `total_allocated_bytes` and `current_used_bytes`
 ///   of a snapshot are sums over the shards, exact once the updating threads are done.
 ///
-/// Accuracy contract of `peak_used_bytes` under `on_alloc`: each `on_alloc` samples
-/// `published + its own shard's unpublished bytes` (and every publish samples the new
-/// published figure), which misses only the other shards' unpublished bytes, each of
-/// magnitude below `PEAK_PUBLISH_THRESHOLD_BYTES` (64 KiB). So the recorded peak is
-/// within `(k - 1) * 64 KiB` of the true peak, above or below, where `k` is the number
+/// Accuracy contract of `peak_used_bytes` under `on_alloc`: an `on_alloc` on an owned
+/// shard samples `published + its own shard's unpublished bytes` whenever that could be a
+/// new peak by what the owner last read (its `alloc_trigger`), and every publish samples
+/// the new published figure; a sample misses the other shards' unpublished bytes, each of
+/// magnitude below `PEAK_PUBLISH_THRESHOLD_BYTES` (64 KiB), and a trigger read before
+/// another shard published can skip a sample by at most one more such amount. So the
+/// recorded peak is within `k * 64 KiB` of the true peak, above or below, where `k` is the number
 /// of shards holding unpublished bytes: at most the number of threads that have updated
 /// these counters (a slot freed by an exiting thread is reused, with its bytes, by the
 /// next thread that claims it). With a single thread it is exact. Beyond 32 live threads

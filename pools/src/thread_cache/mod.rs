@@ -140,6 +140,10 @@ struct Magazine {
     len: usize,
     capacity: usize,
     block_bytes: usize,
+    /// Blocks the next refill takes: 1 at first, doubled by each refill up to half the
+    /// capacity (tcmalloc's slow start): a class used once costs one block, not half a
+    /// magazine carved and left cached.
+    refill_batch: usize,
 }
 
 /// Owner-only part of a thread cache.
@@ -207,6 +211,7 @@ impl ThreadCache {
                     len: 0,
                     capacity,
                     block_bytes: classes.class_bytes[c],
+                    refill_batch: 1,
                 }
             })
             .collect();
@@ -273,6 +278,19 @@ impl ThreadCache {
         magazine.len += 1;
         self.cached_bytes.store(cached, Relaxed);
         true
+    }
+
+    /// How many blocks the next refill of `class` takes (and doubles it for the one
+    /// after, up to half the capacity).
+    ///
+    /// # Safety
+    /// As for `magazines`.
+    unsafe fn next_refill_batch(&self, class: usize) -> usize {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { &mut self.magazines().classes[class] };
+        let batch = magazine.refill_batch.min(magazine.capacity / 2);
+        magazine.refill_batch = (batch * 2).clamp(1, (magazine.capacity / 2).max(1));
+        batch
     }
 
     /// Add up to `want` blocks to `class`'s magazine (as many as its capacity and the
@@ -629,7 +647,8 @@ impl CacheShared {
         if first_usable != bytes {
             return Ok((first, first_usable));
         }
-        let want = self.classes.capacity[class] / 2;
+        // SAFETY: this thread owns the cache and is inside a pool call.
+        let want = unsafe { cache.next_refill_batch(class) };
         // SAFETY: this thread owns the cache and is inside a pool call; the strategy
         // writes blocks of exactly the class's usable size that nobody else knows.
         unsafe {
