@@ -654,6 +654,17 @@ impl CpuPool {
         self.allocate_or_none_slow(size, 0)
     }
 
+    /// The hit of `allocate_lock_free` alone (`allocate_with`'s fast path).
+    #[inline(never)]
+    fn allocate_lock_free_local(
+        &self,
+        allocator: &LockFreeAllocator,
+        size: usize,
+    ) -> Option<NonNull<u8>> {
+        let (ptr, usable) = allocator.try_allocate_local(size.max(1))?;
+        Some(self.stats.on_alloc_then(usable, ptr))
+    }
+
     /// `deallocate_or_false` of the lock-free core without checks (`lock_free_fast`).
     ///
     /// # Safety
@@ -887,15 +898,20 @@ impl MemoryPool for CpuPool {
     /// out-of-line call (`allocate_with_slow`), so the fast path saves no registers.
     #[inline]
     fn allocate_with(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // Alignment 0 or a power of two no larger than the pool's: any block will do.
-            if flags.align <= self.config.alignment
-                && flags.align & flags.align.wrapping_sub(1) == 0
-                && !flags.zeroed
-                && self.live.is_none()
-            {
+        // Alignment 0 or a power of two no larger than the pool's: any block will do.
+        if flags.align <= self.config.alignment
+            && flags.align & flags.align.wrapping_sub(1) == 0
+            && !flags.zeroed
+        {
+            if let Some(shared) = &self.fast_cache {
                 if let Some(ptr) = shared.try_allocate(size) {
                     return Ok(ptr);
+                }
+            } else if let Core::LockFree(allocator) = &self.core {
+                if self.lock_free_fast {
+                    if let Some(ptr) = self.allocate_lock_free_local(allocator, size) {
+                        return Ok(ptr);
+                    }
                 }
             }
         }
@@ -941,14 +957,17 @@ impl MemoryPool for CpuPool {
     /// The fast path is a thread-cache hit; everything else is one out-of-line call.
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            if self.live.is_none()
-                && !self.config.debug.poison_on_free
-                // SAFETY: the caller's contract: ptr is a live block of this pool (checked
-                // mode never uses the cached core), handed to us by the caller, so its
-                // allocation happens-before this call.
-                && unsafe { shared.try_free(ptr) }
-            {
+        if let Some(shared) = &self.fast_cache {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call.
+            if unsafe { shared.try_free(ptr) } {
+                return Ok(());
+            }
+        } else if let Core::LockFree(allocator) = &self.core {
+            if self.lock_free_fast {
+                // SAFETY: the caller's contract, forwarded.
+                unsafe { self.deallocate_lock_free(allocator, ptr) };
                 return Ok(());
             }
         }
