@@ -6,11 +6,21 @@
 //! Alignment above the page size is had by over-mapping `len + align - page` bytes and
 //! unmapping the misaligned head and the unused tail, so the chunk handed out is exactly
 //! the aligned range and `free_chunk` can `munmap` it as one piece.
+//!
+//! Chunks given back (a pool dropped, reset or shrinking) are kept, zeroed, in a
+//! process-wide recycle list of at most [`recycle_limit_bytes`] (32 MiB by default) and
+//! handed to the next request of the same length and alignment: a new pool in a process
+//! that dropped one skips the `mmap`, the alignment trim and, above all, the page faults
+//! of fresh memory (one per 4 KiB page on first touch; glibc and mimalloc reuse the
+//! pages they have too). Zeroed at release, so a recycled chunk reads as zeros like a
+//! fresh mapping (the chunk contract every pool layer relies on) and the cost is paid
+//! when a pool goes away, not while one serves requests. Normal pages only.
 
 use crate::alloc::{Chunk, ChunkSource};
 use crate::config::HugePages;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Size of an explicit (hugetlbfs) huge page on the platforms we map them on (x86-64 and
 /// aarch64 with 4 KiB base pages). `MAP_HUGETLB` without a size flag uses the default huge
@@ -34,6 +44,131 @@ pub fn page_bytes() -> usize {
         page as usize
     } else {
         4096
+    }
+}
+
+/// Chunks kept for reuse (see the module doc). A fixed array: this code may run inside
+/// the global allocator and must not allocate.
+struct Recycled {
+    chunks: [Option<Chunk>; RECYCLE_SLOTS],
+    bytes: usize,
+}
+
+const RECYCLE_SLOTS: usize = 64;
+/// Largest chunk kept for reuse.
+const RECYCLE_MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
+
+static RECYCLED: Mutex<Recycled> = Mutex::new(Recycled {
+    chunks: [None; RECYCLE_SLOTS],
+    bytes: 0,
+});
+static RECYCLE_LIMIT_BYTES: AtomicUsize = AtomicUsize::new(32 * 1024 * 1024);
+
+/// Bytes of freed chunks the process keeps for reuse by later pools (default 32 MiB).
+pub fn recycle_limit_bytes() -> usize {
+    RECYCLE_LIMIT_BYTES.load(Relaxed)
+}
+
+/// Set [`recycle_limit_bytes`]; 0 turns recycling off. Chunks already kept beyond the new
+/// limit are unmapped now.
+pub fn set_recycle_limit_bytes(bytes: usize) {
+    RECYCLE_LIMIT_BYTES.store(bytes, Relaxed);
+    let mut recycled = lock_recycled();
+    for slot in 0..RECYCLE_SLOTS {
+        if recycled.bytes <= bytes {
+            break;
+        }
+        if let Some(chunk) = recycled.chunks[slot].take() {
+            recycled.bytes -= chunk.len;
+            // SAFETY: a recycled chunk is one of our mappings that nobody uses.
+            unsafe { libc::munmap(chunk.ptr.as_ptr().cast(), chunk.len) };
+        }
+    }
+}
+
+/// Bytes kept for reuse now.
+pub fn recycled_bytes() -> usize {
+    lock_recycled().bytes
+}
+
+fn lock_recycled() -> std::sync::MutexGuard<'static, Recycled> {
+    // Every critical section leaves the list consistent: a panic cannot poison it halfway.
+    RECYCLED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A recycled chunk of exactly `len` bytes aligned to `align`, if one is kept.
+fn take_recycled(len: usize, align: usize) -> Option<Chunk> {
+    let mut recycled = lock_recycled();
+    if recycled.bytes == 0 {
+        return None;
+    }
+    let slot = recycled.chunks.iter().position(|c| {
+        c.is_some_and(|c| c.len == len && (c.ptr.as_ptr() as usize).is_multiple_of(align))
+    })?;
+    let chunk = recycled.chunks[slot].take()?;
+    recycled.bytes -= chunk.len;
+    Some(chunk)
+}
+
+/// Keep `chunk` (zeroed) for reuse if it fits the list; `false`: the caller unmaps it.
+///
+/// # Safety
+/// `chunk` is one of our normal-page mappings, whole, that nobody uses.
+unsafe fn recycle(chunk: Chunk) -> bool {
+    let limit = recycle_limit_bytes();
+    if chunk.len > RECYCLE_MAX_CHUNK_BYTES || chunk.len > limit {
+        return false;
+    }
+    {
+        let recycled = lock_recycled();
+        if recycled.bytes + chunk.len > limit || recycled.chunks.iter().all(Option::is_some) {
+            return false;
+        }
+    }
+    // Zeroed outside the lock: a recycled chunk must read as a fresh mapping does.
+    // SAFETY: the chunk is ours and unused (contract), `len` bytes long.
+    unsafe { zero_resident(chunk) };
+    let mut recycled = lock_recycled();
+    let free_slot = recycled.chunks.iter().position(Option::is_none);
+    match free_slot {
+        Some(slot) if recycled.bytes + chunk.len <= limit => {
+            recycled.chunks[slot] = Some(chunk);
+            recycled.bytes += chunk.len;
+            true
+        }
+        // Another thread filled the list meanwhile.
+        _ => false,
+    }
+}
+
+/// Zero the pages of `chunk` that are resident; the others read as zeros already (never
+/// touched, or dropped by `decommit`), and writing them would fault them in.
+///
+/// # Safety
+/// `chunk` is one of our normal-page mappings, whole, that nobody uses, at most
+/// `RECYCLE_MAX_CHUNK_BYTES` long.
+unsafe fn zero_resident(chunk: Chunk) {
+    let page = page_bytes();
+    let pages = chunk.len / page;
+    // One byte per page; a stack buffer (no allocation here), 2 KiB for 8 MiB of 4 KiB
+    // pages.
+    let mut resident = [0u8; RECYCLE_MAX_CHUNK_BYTES / 4096];
+    let known = pages <= resident.len()
+        && chunk.len.is_multiple_of(page)
+        // SAFETY: the range is one of our mappings (contract), page-aligned, and the
+        // vector has a byte per page.
+        && unsafe { libc::mincore(chunk.ptr.as_ptr().cast(), chunk.len, resident.as_mut_ptr()) }
+            == 0;
+    if !known {
+        // SAFETY: the chunk is ours and unused (contract).
+        unsafe { chunk.ptr.as_ptr().write_bytes(0, chunk.len) };
+        return;
+    }
+    for (i, state) in resident[..pages].iter().enumerate() {
+        if state & 1 != 0 {
+            // SAFETY: page `i` lies inside the chunk.
+            unsafe { chunk.ptr.as_ptr().add(i * page).write_bytes(0, page) };
+        }
     }
 }
 
@@ -148,6 +283,11 @@ impl ChunkSource for OsChunks {
                 return Some(chunk);
             }
         }
+        if self.huge_pages == HugePages::Off {
+            if let Some(chunk) = take_recycled(len, align) {
+                return Some(chunk);
+            }
+        }
         let ptr = self.map_aligned(len, align)?;
         #[cfg(target_os = "linux")]
         if self.huge_pages == HugePages::Madvise {
@@ -161,6 +301,11 @@ impl ChunkSource for OsChunks {
     }
 
     unsafe fn free_chunk(&mut self, chunk: Chunk) {
+        // SAFETY: by the caller's contract the chunk is one we mapped, unchanged, and
+        // unused; with huge pages off it is a normal-page mapping.
+        if self.huge_pages == HugePages::Off && unsafe { recycle(chunk) } {
+            return;
+        }
         // SAFETY: by the caller's contract the chunk is one we mapped, unchanged (so its
         // whole range is one mapping, or the huge-page mapping of exactly `len`), and unused.
         unsafe {
@@ -185,6 +330,34 @@ impl ChunkSource for OsChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_chunks_read_as_zeros() {
+        let mut os = OsChunks::new(HugePages::Off);
+        let len = 3 * page_bytes() + 64 * 1024;
+        let chunk = os.alloc_chunk(len, 1 << 16).unwrap();
+        // SAFETY: a fresh chunk of ours; touch a page in the middle only.
+        unsafe {
+            chunk
+                .ptr
+                .as_ptr()
+                .add(page_bytes() + 5)
+                .write_bytes(0xAB, 64)
+        };
+        // SAFETY: ours, whole, unused from here.
+        unsafe { os.free_chunk(chunk) };
+        // Whatever comes back for this length and alignment (the recycled chunk or a
+        // fresh one, other tests share the list) reads as zeros and is aligned.
+        for _ in 0..4 {
+            let again = os.alloc_chunk(len, 1 << 16).unwrap();
+            assert!((again.ptr.as_ptr() as usize).is_multiple_of(1 << 16));
+            // SAFETY: a chunk of ours, `again.len` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(again.ptr.as_ptr(), again.len) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            // SAFETY: ours, whole, unused from here.
+            unsafe { os.free_chunk(again) };
+        }
+    }
 
     #[test]
     fn chunks_are_page_rounded_aligned_and_writable() {
