@@ -7,7 +7,7 @@
 //! unmapping the misaligned head and the unused tail, so the chunk handed out is exactly
 //! the aligned range and `free_chunk` can `munmap` it as one piece.
 //!
-//! Chunks given back (a pool dropped, reset or shrinking) are kept, zeroed, in a
+//! Chunks given back by a pool being dropped or reset (`retire_chunk`) are kept, zeroed, in a
 //! process-wide recycle list of at most [`recycle_limit_bytes`] (32 MiB by default) and
 //! handed to the next request of the same length and alignment: a new pool in a process
 //! that dropped one skips the `mmap`, the alignment trim and, above all, the page faults
@@ -301,16 +301,21 @@ impl ChunkSource for OsChunks {
     }
 
     unsafe fn free_chunk(&mut self, chunk: Chunk) {
-        // SAFETY: by the caller's contract the chunk is one we mapped, unchanged, and
-        // unused; with huge pages off it is a normal-page mapping.
-        if self.huge_pages == HugePages::Off && unsafe { recycle(chunk) } {
-            return;
-        }
         // SAFETY: by the caller's contract the chunk is one we mapped, unchanged (so its
         // whole range is one mapping, or the huge-page mapping of exactly `len`), and unused.
         unsafe {
             libc::munmap(chunk.ptr.as_ptr().cast(), chunk.len);
         }
+    }
+
+    unsafe fn retire_chunk(&mut self, chunk: Chunk) {
+        // SAFETY: by the caller's contract the chunk is one we mapped, unchanged, and
+        // unused; with huge pages off it is a normal-page mapping.
+        if self.huge_pages == HugePages::Off && unsafe { recycle(chunk) } {
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { self.free_chunk(chunk) };
     }
 
     unsafe fn decommit(&mut self, addr: usize, len: usize) -> bool {
@@ -345,7 +350,7 @@ mod tests {
                 .write_bytes(0xAB, 64)
         };
         // SAFETY: ours, whole, unused from here.
-        unsafe { os.free_chunk(chunk) };
+        unsafe { os.retire_chunk(chunk) };
         // Whatever comes back for this length and alignment (the recycled chunk or a
         // fresh one, other tests share the list) reads as zeros and is aligned.
         for _ in 0..4 {
@@ -355,7 +360,7 @@ mod tests {
             let bytes = unsafe { std::slice::from_raw_parts(again.ptr.as_ptr(), again.len) };
             assert!(bytes.iter().all(|&b| b == 0));
             // SAFETY: ours, whole, unused from here.
-            unsafe { os.free_chunk(again) };
+            unsafe { os.retire_chunk(again) };
         }
     }
 

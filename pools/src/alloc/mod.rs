@@ -45,7 +45,11 @@ impl Chunk {
 /// Where chunks come from: the OS (`os::OsChunks`) or, in tests, anything else.
 pub trait ChunkSource: Send {
     /// A chunk of at least `min_bytes` bytes aligned to at least `align` (a power of two;
-    /// sources may round both up, to pages for example). `None` when the source is exhausted.
+    /// sources may round both up, to pages for example). `None` when the source is
+    /// exhausted. A source under the segment heap (the fixed-size and size-classed
+    /// strategies) must hand out chunks that read as zeros, as fresh anonymous mappings
+    /// do (`OsChunks` zeroes the chunks it recycles): the heap reads a segment's page map
+    /// before writing it. TLSF writes every word it reads.
     fn alloc_chunk(&mut self, min_bytes: usize, align: usize) -> Option<Chunk>;
 
     /// Give a chunk back.
@@ -54,6 +58,16 @@ pub trait ChunkSource: Send {
     /// `chunk` was returned by `alloc_chunk` of this source, unchanged, and no byte of it
     /// is used any more.
     unsafe fn free_chunk(&mut self, chunk: Chunk);
+
+    /// Give a chunk back as its pool is dropped or reset: a source may keep it for the
+    /// next pool (`OsChunks` recycles it, zeroed). The default is `free_chunk`.
+    ///
+    /// # Safety
+    /// As for [`free_chunk`](Self::free_chunk).
+    unsafe fn retire_chunk(&mut self, chunk: Chunk) {
+        // SAFETY: forwarded contract.
+        unsafe { self.free_chunk(chunk) }
+    }
 
     /// Give the physical memory behind `[addr, addr + len)` back while keeping the range
     /// mapped (it reads as zeros when touched again). Returns whether the source did; the
@@ -81,6 +95,9 @@ pub struct Upstream {
     reserved_bytes: usize,
     chunks_grown: u32,
     stats: Arc<StatsCounters>,
+    /// Chunks given back now go to `ChunkSource::retire_chunk` (the owner is being
+    /// dropped or reset), else to `free_chunk`.
+    retiring: bool,
 }
 
 impl Upstream {
@@ -100,6 +117,7 @@ impl Upstream {
             max_size_bytes,
             reserved_bytes: 0,
             chunks_grown: 0,
+            retiring: false,
             stats,
         }
     }
@@ -183,7 +201,28 @@ impl Upstream {
         self.reserved_bytes -= chunk.len;
         self.stats.on_release(chunk.len);
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.source.free_chunk(chunk) };
+        unsafe { self.give_back(chunk) };
+    }
+
+    /// `free_chunk`, or `retire_chunk` while the owner is being dropped or reset.
+    ///
+    /// # Safety
+    /// As for `ChunkSource::free_chunk`.
+    unsafe fn give_back(&mut self, chunk: Chunk) {
+        // SAFETY: forwarded contract.
+        unsafe {
+            if self.retiring {
+                self.source.retire_chunk(chunk);
+            } else {
+                self.source.free_chunk(chunk);
+            }
+        }
+    }
+
+    /// While on, chunks given back are the ones of a pool being dropped or reset: the
+    /// source may keep them for the next pool (`ChunkSource::retire_chunk`).
+    pub fn set_retiring(&mut self, on: bool) {
+        self.retiring = on;
     }
 
     /// Address space for a segment whose pages are committed later, one by one, with
@@ -241,7 +280,7 @@ impl Upstream {
         self.reserved_bytes -= committed_bytes;
         self.stats.on_release(committed_bytes);
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.source.free_chunk(chunk) };
+        unsafe { self.give_back(chunk) };
     }
 
     /// Forget the growth history (after `reset()` returned the grown chunks).

@@ -851,6 +851,12 @@ impl SegmentHeap {
     /// Free every large object and every span. With `return_chunks`, unmap every segment
     /// but the initial ones.
     pub fn reset(&mut self, return_chunks: bool) {
+        self.upstream.set_retiring(true);
+        self.reset_retiring(return_chunks);
+        self.upstream.set_retiring(false);
+    }
+
+    fn reset_retiring(&mut self, return_chunks: bool) {
         while !self.large.is_null() {
             // SAFETY: list nodes are live large objects; reset invalidates every block.
             unsafe { self.free_large(NonNull::new_unchecked(self.large.cast())) };
@@ -882,6 +888,7 @@ impl SegmentHeap {
 impl Drop for SegmentHeap {
     fn drop(&mut self) {
         self.reset(true);
+        self.upstream.set_retiring(true);
         while !self.segments.is_null() {
             // SAFETY: after reset every page is free and the pool is going away.
             unsafe { self.release_segment(self.segments) };

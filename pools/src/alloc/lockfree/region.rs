@@ -374,7 +374,9 @@ impl Regions {
         unsafe {
             let record = Box::from_raw(region.as_ptr());
             let committed = record.committed_end.load(Ordering::Relaxed);
-            OsChunks::new(self.huge_pages).free_chunk(record.chunk);
+            // Regions are unmapped only by `reset` and `Drop`: the chunk may serve the
+            // next pool.
+            OsChunks::new(self.huge_pages).retire_chunk(record.chunk);
             self.budget.release(committed);
             self.stats.on_release(committed);
         }

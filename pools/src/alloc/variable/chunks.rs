@@ -143,6 +143,12 @@ impl Tlsf {
     /// Release every block; with `return_chunks` give every chunk but the initial one
     /// back to the upstream.
     pub(super) fn reset_chunks(&mut self, return_chunks: bool) {
+        self.upstream.set_retiring(true);
+        self.reset_chunks_retiring(return_chunks);
+        self.upstream.set_retiring(false);
+    }
+
+    fn reset_chunks_retiring(&mut self, return_chunks: bool) {
         if return_chunks {
             let mut kept = Vec::with_capacity(1);
             for record in std::mem::take(&mut self.chunks) {
@@ -177,6 +183,7 @@ impl Tlsf {
 
 impl Drop for Tlsf {
     fn drop(&mut self) {
+        self.upstream.set_retiring(true);
         for record in std::mem::take(&mut self.chunks) {
             // SAFETY: the allocator is going away, and with it every block it handed out
             // (a pool's blocks do not outlive the pool).
