@@ -61,8 +61,6 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("churn.csv");
     let toml = dir.path().join("pool.toml");
-    // 200k events: a pass of ~2 ms, long enough that scheduler noise does not reorder
-    // kinds whose fast paths are within a few instructions of each other.
     gen("fixed-churn", &trace, 200_000, 1);
     let out = recommend(&trace, &toml, &["--budget", "60", "--runs", "3"]);
     let ranked = out
@@ -91,15 +89,31 @@ fn uniform_trace_gets_a_fixed_size_pool_that_fits() {
     }
     assert!(out.contains("Pareto"), "{out}");
     assert!(out.contains("Winner:"), "{out}");
+    // The balanced objective weighs measured ops/s: with the thread caches, the cached kinds
+    // run within a few percent of each other, so which of them wins is this machine's
+    // noise. A fixed-size candidate that fits must be in the ranking.
+    assert!(
+        out.lines().any(|l| l.contains("fixed-size")),
+        "no fixed-size candidate:\n{out}"
+    );
     let config = PoolConfig::load(&toml).unwrap();
-    assert_eq!(config.allocator, AllocatorKind::FixedSize, "{out}");
-    assert!(config.block_size_bytes >= 64, "{config:?}");
     // The written TOML round-trips to an equal config.
     assert_eq!(PoolConfig::from_toml(&config.to_toml()).unwrap(), config);
     assert_eq!(
         PoolConfig::from_toml(&std::fs::read_to_string(&toml).unwrap()).unwrap(),
         config
     );
+    // Deterministic: by peak reserved bytes (exact, not timed) every kind ties on this
+    // trace, and a tie goes to the simplest configuration: a fixed-size pool whose block
+    // holds the trace's one size.
+    let out = recommend(
+        &trace,
+        &toml,
+        &["--budget", "60", "--runs", "3", "--objective", "memory"],
+    );
+    let config = PoolConfig::load(&toml).unwrap();
+    assert_eq!(config.allocator, AllocatorKind::FixedSize, "{out}");
+    assert!(config.block_size_bytes >= 64, "{config:?}");
 }
 
 #[test]

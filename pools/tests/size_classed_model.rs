@@ -123,6 +123,20 @@ fn large_objects_are_counted_and_returned() {
 }
 
 #[test]
+fn large_objects_go_back_at_once_under_a_size_limit() {
+    // A cached mapping would count against the limit and could fail a later request.
+    let mut c = PoolConfig::default_cpu();
+    c.allocator = AllocatorKind::SizeClassed;
+    c.max_size_bytes = Some(64 << 20);
+    let pool = CpuPool::new("large-limited", c).unwrap();
+    let before = pool.stats().reserved_bytes;
+    let p = pool.allocate(100_000).unwrap();
+    // SAFETY: a live block of this pool, freed once.
+    unsafe { pool.deallocate(p) }.unwrap();
+    assert_eq!(pool.stats().reserved_bytes, before);
+}
+
+#[test]
 fn large_objects_go_back_at_once_with_return_when_empty() {
     let mut c = PoolConfig::default_cpu();
     c.allocator = AllocatorKind::SizeClassed;

@@ -135,6 +135,11 @@ impl Upstream {
     }
 
     /// Bytes still available under the limit (`usize::MAX` when unlimited).
+    /// Whether the pool has a size limit (`max_size_bytes`).
+    pub fn is_limited(&self) -> bool {
+        self.max_size_bytes.is_some()
+    }
+
     pub fn available_bytes(&self) -> usize {
         self.max_size_bytes
             .map_or(usize::MAX, |max| max.saturating_sub(self.reserved_bytes))

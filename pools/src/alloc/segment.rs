@@ -291,7 +291,7 @@ pub struct SegmentHeap {
     /// Count pages as they are first used (normal pages); otherwise whole segments.
     lazy_commit: bool,
     /// Chunks of freed large objects kept for the next large allocations (not with
-    /// `return_when_empty`): a large object costs an `mmap` and two `munmap`s (the
+    /// `return_when_empty` nor under a size limit): a large object costs an `mmap` and two `munmap`s (the
     /// alignment trim) to make and one `munmap` to free, where a reuse costs nothing.
     /// At most `LARGE_CACHE_CHUNKS` chunks and `segment_bytes` bytes; released by
     /// `reset(true)` and on drop. Still counted as reserved (they are held). A fixed
@@ -780,7 +780,9 @@ impl SegmentHeap {
     /// back to the upstream.
     fn cache_or_release(&mut self, chunk: Chunk) {
         let limit = self.segment_bytes();
-        if self.return_when_empty || chunk.len > limit {
+        // Under a size limit a cached chunk would count against it and could make a
+        // later segment fail where it would not without the cache: none kept then.
+        if self.return_when_empty || self.upstream.is_limited() || chunk.len > limit {
             // SAFETY: the chunk came from this upstream and its object is freed.
             unsafe { self.upstream.release(chunk) };
             return;

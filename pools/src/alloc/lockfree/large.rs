@@ -76,6 +76,7 @@ pub struct LargeObjects {
     /// 4 KiB pages (at most `segment_bytes`, so the count fits below the alignment): one
     /// word, taken with a compare-exchange, so two threads never take the same mapping.
     /// At most `2 * segment_bytes` in all (`cached_bytes`); still counted as reserved.
+    /// Nothing is cached under a size limit (`max_size_bytes`).
     cache: [AtomicUsize; CACHE_SLOTS],
     cached_bytes: AtomicUsize,
 }
@@ -326,7 +327,10 @@ impl LargeObjects {
         if clear_slot {
             slot.block.store(0, Ordering::Release);
         }
-        if !self.put_cached(chunk, segment_bytes) {
+        // Under a size limit a cached mapping would count against it and could make a
+        // later region fail where it would not without the cache: none kept then.
+        let unlimited = regions.budget().limit_bytes() == usize::MAX;
+        if !(unlimited && self.put_cached(chunk, segment_bytes)) {
             // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
             unsafe { regions.unmap_chunk(chunk) };
         }
