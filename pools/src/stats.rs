@@ -209,11 +209,7 @@ impl StatsCounters {
         let size = size_bytes as u64;
         let (shard, owned) = self.shard();
         if owned {
-            // The owner's fast path: plain loads and stores, one compare.
-            add(&shard.allocation_count, 1, true);
-            add(&shard.total_allocated_bytes, size, true);
-            let unpublished = add_signed(&shard.used_unpublished_bytes, size as i64, true);
-            if unpublished > shard.alloc_trigger.load(Relaxed) {
+            if owned_alloc(shard, size_bytes) {
                 self.on_alloc_cold(shard);
             }
             return;
@@ -243,10 +239,7 @@ impl StatsCounters {
         debug_assert!(index < OWNED_SHARDS);
         // SAFETY: an owned slot index is below `OWNED_SHARDS` (`Slot::claim`).
         let shard = unsafe { self.shards.get_unchecked(index) };
-        add(&shard.allocation_count, 1, true);
-        add(&shard.total_allocated_bytes, size_bytes as u64, true);
-        let unpublished = add_signed(&shard.used_unpublished_bytes, size_bytes as i64, true);
-        if unpublished > shard.alloc_trigger.load(Relaxed) {
+        if owned_alloc(shard, size_bytes) {
             return self.on_alloc_cold_then(shard, block);
         }
         block
@@ -553,6 +546,16 @@ fn add(counter: &AtomicU64, v: u64, owned: bool) -> u64 {
     } else {
         counter.fetch_add(v, Relaxed).wrapping_add(v)
     }
+}
+
+/// An allocation counted by the owner of `shard`: plain loads and stores and one compare.
+/// Whether the cold part (`StatsCounters::on_alloc_cold`) must follow.
+#[inline(always)]
+fn owned_alloc(shard: &Shard, size_bytes: usize) -> bool {
+    add(&shard.allocation_count, 1, true);
+    add(&shard.total_allocated_bytes, size_bytes as u64, true);
+    let unpublished = add_signed(&shard.used_unpublished_bytes, size_bytes as i64, true);
+    unpublished > shard.alloc_trigger.load(Relaxed)
 }
 
 /// `add` for the signed used-bytes delta.
