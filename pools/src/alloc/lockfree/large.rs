@@ -10,6 +10,7 @@
 use super::region::Regions;
 use super::slab::{SpanKind, SPAN_LARGE};
 use super::stack::{IntrusiveStack, Linked};
+use crate::alloc::fixed::with_request;
 use crate::alloc::Chunk;
 use crate::error::PoolError;
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
@@ -194,21 +195,8 @@ impl LargeObjects {
                 regions.map_chunk(want, segment_bytes)
             }),
         };
-        let chunk = mapped.map_err(|e| match e {
-            // Report the caller's request, not the mapping size.
-            PoolError::OutOfMemory {
-                pool,
-                available_bytes,
-                limit_bytes,
-                ..
-            } => PoolError::OutOfMemory {
-                pool,
-                requested_bytes: size,
-                available_bytes,
-                limit_bytes,
-            },
-            other => other,
-        })?;
+        // Report the caller's request, not the mapping size.
+        let chunk = mapped.map_err(|e| with_request(e, size))?;
         let usable_bytes = chunk.len - offset;
         let slot = self.claim_slot();
         // SAFETY: the chunk is a fresh mapping of `chunk.len >= offset + size` bytes,
