@@ -91,6 +91,11 @@ impl LargeObjects {
         }
     }
 
+    /// Bytes of the mappings in the cache now.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached_bytes.load(Ordering::Relaxed)
+    }
+
     /// A cached mapping of at least `want` bytes and at most twice that, if one is there.
     fn take_cached(&self, want: usize, segment_bytes: usize) -> Option<Chunk> {
         if self.cached_bytes.load(Ordering::Relaxed) == 0 {

@@ -503,6 +503,11 @@ impl LockFreeAllocator {
         self.core.regions.budget().reserved_bytes()
     }
 
+    /// Bytes of freed large objects' mappings kept for reuse (part of `reserved_bytes`).
+    pub fn cached_large_bytes(&self) -> usize {
+        self.large.cached_bytes()
+    }
+
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
