@@ -403,8 +403,8 @@ impl CpuPool {
         })
     }
 
-    /// Reallocation as one step under the strategy's exclusive access (or `checked_serial`
-    /// for the lock-free core), so that in checked mode nothing can free `ptr` between the
+    /// The uncached cores' reallocation, as one step under the strategy's exclusive access
+    /// (or `checked_serial` for the lock-free core), so that in checked mode nothing can free `ptr` between the
     /// check, the copy and the free.
     ///
     /// # Safety
@@ -414,10 +414,9 @@ impl CpuPool {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Result<NonNull<u8>, PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // SAFETY: forwarded contract (checked mode never uses the cached core).
-            return unsafe { self.reallocate_cached(shared, ptr, new_size) };
-        }
+        // `reallocate` handles the cached core before calling this, and
+        // `reallocate_checked` needs checked mode, which never builds one.
+        debug_assert!(!matches!(self.core, Core::Cached(_)));
         let new_size = new_size.max(1);
         let debug = self.config.debug;
         let align = self.config.alignment;
