@@ -451,7 +451,14 @@ impl CpuPool {
                 }
                 return Ok(ptr);
             }
-            let new = allocator.allocate(new_size, align).map_err(failed)?;
+            let target = self.move_target(old_usable, new_size);
+            let new = match allocator.allocate(target, align) {
+                Ok(new) => new,
+                Err(_) if target > new_size => {
+                    allocator.allocate(new_size, align).map_err(failed)?
+                }
+                Err(e) => return Err(failed(e)),
+            };
             // SAFETY: `new` was just handed out by this allocator.
             self.stats.on_alloc(unsafe { allocator.usable_size(new) });
             // SAFETY: `ptr` (verified or the caller's contract) and `new` are distinct live
@@ -484,7 +491,12 @@ impl CpuPool {
                     self.stats.on_alloc_serialized(new_usable);
                     return Ok(ptr);
                 }
-                let new = s.allocate(new_size, align).map_err(failed)?;
+                let target = self.move_target(old_usable, new_size);
+                let new = match s.allocate(target, align) {
+                    Ok(new) => new,
+                    Err(_) if target > new_size => s.allocate(new_size, align).map_err(failed)?,
+                    Err(e) => return Err(failed(e)),
+                };
                 // SAFETY: `new` was just handed out by this strategy.
                 self.stats
                     .on_alloc_serialized(unsafe { s.usable_size(new) });
@@ -626,6 +638,21 @@ impl CpuPool {
 
 /// The cached core's paths beyond the fast ones (see the module doc).
 impl CpuPool {
+    /// What a reallocation that moves its block asks for: a growing block gets a quarter
+    /// of slack on top of `new_size`, so that a buffer grown step by step (a vector, a
+    /// string builder: CPython grows lists by about 1/8 a step) is moved every few steps
+    /// instead of at every size-class boundary. glibc gets the same effect by extending a
+    /// block into free neighbours. Pools with a byte cap (`max_size_bytes`) get no slack,
+    /// nor do shrinks; a failed slack allocation falls back to the exact size.
+    #[inline]
+    fn move_target(&self, old_usable: usize, new_size: usize) -> usize {
+        if new_size > old_usable && self.config.max_size_bytes.is_none() {
+            new_size.saturating_add(new_size / 4)
+        } else {
+            new_size
+        }
+    }
+
     /// Zeroing and live tracking of a block just handed out (the cold parts of a
     /// cached allocation).
     #[cold]
@@ -813,8 +840,20 @@ impl CpuPool {
         // A move. Without live tracking or poisoning, both halves try the thread cache
         // first, and the old block's free reuses the classification made above.
         let plain = self.live.is_none() && !self.config.debug.poison_on_free;
-        let new = match plain.then(|| shared.try_allocate(new_size)).flatten() {
+        let target = if plain {
+            self.move_target(old_usable, new_size)
+        } else {
+            new_size
+        };
+        let new = match plain.then(|| shared.try_allocate(target)).flatten() {
             Some(new) => new,
+            None if target > new_size => {
+                match shared.allocate_slow(target, self.config.alignment) {
+                    Ok(new) => new,
+                    // The slack is optional: the exact size (counted as usual) may still fit.
+                    Err(_) => self.allocate(new_size)?,
+                }
+            }
             None => self.allocate(new_size)?,
         };
         // SAFETY: both blocks are live blocks of this pool, distinct, each at least

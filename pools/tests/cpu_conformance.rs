@@ -298,6 +298,57 @@ fn allocator_api_collections(base: PoolConfig) {
     assert_eq!(pool.stats().live_count(), 0);
 }
 
+/// A growing reallocation that moves its block gets a quarter of slack, so the next few
+/// growth steps stay in place (`CpuPool::move_target`); a pool with a byte cap gets the
+/// exact size. The contents survive both.
+fn growing_realloc_gets_slack(base: PoolConfig) {
+    if base.allocator == AllocatorKind::FixedSize {
+        return; // one block size: a growing block cannot move
+    }
+    for capped in [false, true] {
+        let mut config = base.clone();
+        if capped {
+            config.max_size_bytes = Some(64 << 20);
+        }
+        let pool = CpuPool::new("slack", config).unwrap();
+        let p = pool.allocate(600).unwrap();
+        // Neighbours, so that TLSF cannot grow p in place either.
+        let blockers: Vec<_> = (0..4).map(|_| pool.allocate(600).unwrap()).collect();
+        // SAFETY: p is a live block of at least 600 bytes.
+        unsafe { p.as_ptr().write_bytes(0x5a, 600) };
+        // SAFETY: p is a live block of this pool.
+        let q = unsafe { pool.reallocate(p, 1200) }.unwrap();
+        // SAFETY: q is live.
+        let usable = unsafe { pool.usable_size(q) }.unwrap();
+        // SAFETY: q holds at least the 600 bytes copied from p.
+        let kept = unsafe { std::slice::from_raw_parts(q.as_ptr(), 600) };
+        assert!(
+            kept.iter().all(|&b| b == 0x5a),
+            "contents lost (capped: {capped})"
+        );
+        assert_ne!(
+            q, p,
+            "1200 bytes fit a 600-byte block's place (capped: {capped})"
+        );
+        if capped {
+            assert!(
+                usable < 1500,
+                "capped pool got slack: {usable} usable for 1200"
+            );
+        } else {
+            assert!(usable >= 1500, "no slack: {usable} usable for 1200");
+            // The next growth step stays in place.
+            // SAFETY: q is live.
+            let r = unsafe { pool.reallocate(q, 1400) }.unwrap();
+            assert_eq!(r, q, "a growth step within the slack moved the block");
+        }
+        for b in blockers.into_iter().chain([q]) {
+            // SAFETY: b is live (the in-place step kept q) and unused from here.
+            unsafe { pool.deallocate(b) }.unwrap();
+        }
+    }
+}
+
 /// Two threads allocate, hand blocks to each other and free what the other allocated.
 fn cross_thread_frees(base: PoolConfig) {
     if base.sync == SyncMode::SingleThreaded {
@@ -367,6 +418,10 @@ macro_rules! cpu_conformance {
             #[test]
             fn allocator_api_collections() {
                 super::allocator_api_collections(base())
+            }
+            #[test]
+            fn growing_realloc_gets_slack() {
+                super::growing_realloc_gets_slack(base())
             }
             #[test]
             fn cross_thread_frees() {
