@@ -148,9 +148,10 @@ impl CpuPool {
             AllocatorKind::SizeClassed => {
                 let classed = SizeClassedAllocator::new(upstream, &config)?;
                 let classes = CacheClasses::for_table(&config);
-                let sizer = BlockSizer::Segment {
-                    geometry: classed.geometry(),
-                    owner_is_class: classes.matches_table(classed.table()),
+                let sizer = if classes.matches_table(classed.table()) {
+                    BlockSizer::SegmentClass(classed.geometry())
+                } else {
+                    BlockSizer::Segment(classed.geometry())
                 };
                 (Box::new(classed), (classes, sizer))
             }
@@ -674,7 +675,7 @@ impl CpuPool {
         allocator: &LockFreeAllocator,
         size: usize,
     ) -> Option<NonNull<u8>> {
-        if let Some((ptr, usable)) = allocator.try_allocate_local(size.max(1)) {
+        if let Some((ptr, usable)) = allocator.try_allocate_local(size) {
             return Some(self.stats.on_alloc_then(usable, ptr));
         }
         self.allocate_or_none_slow(size, 0)
@@ -687,7 +688,7 @@ impl CpuPool {
         allocator: &LockFreeAllocator,
         size: usize,
     ) -> Option<NonNull<u8>> {
-        let (ptr, usable) = allocator.try_allocate_local(size.max(1))?;
+        let (ptr, usable) = allocator.try_allocate_local(size)?;
         Some(self.stats.on_alloc_then(usable, ptr))
     }
 
@@ -863,7 +864,7 @@ impl CpuPool {
         };
         // SAFETY: ptr is live (the caller's contract) and unused from here; the class and
         // size are its own (`classify` above).
-        if plain && unsafe { shared.try_free_classified(ptr, old_class, old_usable) } {
+        if plain && unsafe { shared.try_free_classified(ptr, old_class) } {
             return Ok(new);
         }
         // SAFETY: as above.

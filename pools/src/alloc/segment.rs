@@ -209,6 +209,32 @@ pub(crate) struct SegmentGeometry {
 }
 
 impl SegmentGeometry {
+    /// The owner of a live block's span (a class index), or `OWNER_LARGE` for a large
+    /// object: `usable_bytes_and_owner` without the size, for the thread cache's free fast
+    /// path (a large object goes to the slow path, which asks the heap).
+    ///
+    /// # Safety
+    /// As for `usable_bytes`.
+    #[inline(always)]
+    pub(crate) unsafe fn owner_of(self, block: NonNull<u8>) -> u32 {
+        let addr = block.as_ptr() as usize;
+        let base = addr & !((1usize << self.segment_shift) - 1);
+        // SAFETY: as in `usable_bytes_and_owner`: a block not at a segment's start lies in
+        // a mapping that starts at `base` (a segment, or a large object's own mapping,
+        // whose header's first word is never the magic); only the words named there are
+        // read, each through its own raw place.
+        unsafe {
+            if addr == base || *(base as *const u32) != SEGMENT_MAGIC {
+                return OWNER_LARGE;
+            }
+            let segment = base as *const SegmentHeader;
+            let page = (addr - base) >> self.page_shift;
+            let first = *addr_of!((*segment).first_page).cast::<u8>().add(page) as usize;
+            let span = addr_of!((*segment).spans).cast::<SpanHeader>().add(first);
+            *addr_of!((*span).owner)
+        }
+    }
+
     /// Usable bytes of a live block, read the way `header_of` finds its header, and
     /// whether it is a class block (`false`: a large object).
     ///

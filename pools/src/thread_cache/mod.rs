@@ -45,13 +45,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub(crate) enum BlockSizer {
     /// Every block has this many usable bytes (fixed-size strategy).
     Uniform(usize),
-    /// Segment-heap blocks (size-classed strategy): the span header. With
-    /// `owner_is_class`, a span's owner index is its blocks' cache class
-    /// (`CacheClasses::matches_table`), which saves the class lookup on a free.
-    Segment {
-        geometry: SegmentGeometry,
-        owner_is_class: bool,
-    },
+    /// Segment-heap blocks (size-classed strategy) whose span's owner index is their
+    /// cache class (`CacheClasses::matches_table`): a free reads the owner and nothing
+    /// else. The first variant: the free fast path tests for it with one compare.
+    SegmentClass(SegmentGeometry),
+    /// Other segment-heap blocks: the span header's block size.
+    Segment(SegmentGeometry),
     /// TLSF blocks: the boundary tag in front of the payload.
     Tlsf,
 }
@@ -79,7 +78,7 @@ impl BlockSizer {
         let keeps = new_size <= usable_bytes && new_size.saturating_mul(2) > usable_bytes;
         match self {
             BlockSizer::Uniform(bytes) => Some(new_size <= bytes),
-            BlockSizer::Segment { .. } => Some(keeps),
+            BlockSizer::SegmentClass(_) | BlockSizer::Segment(_) => Some(keeps),
             BlockSizer::Tlsf => keeps.then_some(true),
         }
     }
@@ -94,7 +93,9 @@ impl BlockSizer {
         match self {
             BlockSizer::Uniform(bytes) => (bytes, true),
             // SAFETY: forwarded contract.
-            BlockSizer::Segment { geometry, .. } => unsafe { geometry.usable_bytes(ptr) },
+            BlockSizer::SegmentClass(geometry) | BlockSizer::Segment(geometry) => unsafe {
+                geometry.usable_bytes(ptr)
+            },
             BlockSizer::Tlsf => {
                 // SAFETY: forwarded contract.
                 let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
@@ -109,11 +110,7 @@ impl BlockSizer {
     /// As for `usable_bytes`.
     #[inline(always)]
     unsafe fn class_of(self, ptr: NonNull<u8>, classes: &CacheClasses) -> (Option<usize>, usize) {
-        if let BlockSizer::Segment {
-            geometry,
-            owner_is_class: true,
-        } = self
-        {
+        if let BlockSizer::SegmentClass(geometry) = self {
             // SAFETY: forwarded contract.
             let (usable, owner) = unsafe { geometry.usable_bytes_and_owner(ptr) };
             let class = owner as usize;
@@ -260,23 +257,64 @@ impl ThreadCache {
         Some((unsafe { NonNull::new_unchecked(block) }, bytes))
     }
 
-    /// Push a free block of `class` unless the magazine or the thread's budget is full.
+    /// Push a free block of `class` unless the magazine or the thread's budget is full:
+    /// the block's usable bytes (its class's), or `None`.
     ///
     /// # Safety
     /// As for `pop`; `block` is a block of the strategy of exactly `class_bytes[class]`
     /// usable bytes that nobody uses any more.
     #[inline(always)]
-    unsafe fn push(&self, class: usize, block: NonNull<u8>, max_thread_bytes: usize) -> bool {
+    unsafe fn push(
+        &self,
+        class: usize,
+        block: NonNull<u8>,
+        max_thread_bytes: usize,
+    ) -> Option<usize> {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
-        let cached = self.cached_bytes.load(Relaxed) + magazine.block_bytes;
+        let bytes = magazine.block_bytes;
+        let cached = self.cached_bytes.load(Relaxed) + bytes;
         if magazine.len == magazine.capacity || cached > max_thread_bytes {
+            return None;
+        }
+        // SAFETY: `len < capacity`: the slot is in the storage.
+        unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
+        magazine.len += 1;
+        self.cached_bytes.store(cached, Relaxed);
+        Some(bytes)
+    }
+
+    /// `push` and `count_free_fast` in one, for the free fast path: `false`, with nothing
+    /// done, when the magazine or the thread's budget is full or when the count needs its
+    /// cold part (a publish). The slow path does all of it then, so the fast path makes
+    /// no call and saves no register.
+    ///
+    /// # Safety
+    /// As for `push`.
+    #[inline(always)]
+    unsafe fn push_counted(
+        &self,
+        class: usize,
+        block: NonNull<u8>,
+        max_thread_bytes: usize,
+    ) -> bool {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
+        let bytes = magazine.block_bytes;
+        let cached = self.cached_bytes.load(Relaxed) + bytes;
+        let used = self.used_bytes.load(Relaxed) - bytes as i64;
+        if magazine.len == magazine.capacity
+            || cached > max_thread_bytes
+            || used <= -PEAK_PUBLISH_THRESHOLD_BYTES
+        {
             return false;
         }
         // SAFETY: `len < capacity`: the slot is in the storage.
         unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
         magazine.len += 1;
         self.cached_bytes.store(cached, Relaxed);
+        bump(&self.free_count, 1);
+        self.used_bytes.store(used, Relaxed);
         true
     }
 
@@ -388,14 +426,6 @@ impl ThreadCache {
         block
     }
 
-    /// `counts_cold` for a free's fast path, which returns `true` right after.
-    #[cold]
-    #[inline(never)]
-    fn free_cold(&self, stats: &StatsCounters) -> bool {
-        self.counts_cold(stats);
-        true
-    }
-
     /// The counts not yet published (for readers).
     fn pending(&self) -> CountBatch {
         CountBatch {
@@ -427,6 +457,9 @@ pub(crate) struct CacheShared {
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) classes: CacheClasses,
     pub(crate) sizer: BlockSizer,
+    /// The geometry of `BlockSizer::SegmentClass`, apart from the enum: the free fast
+    /// path tests this one field instead of dispatching on the sizer.
+    segment_class: Option<SegmentGeometry>,
     /// The pool's alignment: every cached block has it.
     align: usize,
     max_thread_bytes: usize,
@@ -455,6 +488,10 @@ impl CacheShared {
             stats,
             classes,
             sizer,
+            segment_class: match sizer {
+                BlockSizer::SegmentClass(geometry) => Some(geometry),
+                _ => None,
+            },
             align,
             max_thread_bytes,
             registry: Mutex::new(Vec::new()),
@@ -485,7 +522,7 @@ impl CacheShared {
         let class = self.classes.class_of_request(size)?;
         // SAFETY: a non-null cache from this thread's TLS is this thread's, alive (the TLS
         // map holds an `Arc`), and this thread is inside a pool call.
-        let cache = unsafe { tls::last_used(self.id).as_ref()? };
+        let cache = unsafe { tls::last_used(self.id)? };
         // SAFETY: as above; `class` is one of the pool's classes.
         let (block, bytes) = unsafe { cache.pop(class)? };
         if cache.count_alloc_fast(bytes) {
@@ -497,7 +534,8 @@ impl CacheShared {
     /// Make this thread's cache for the pool (if it has one) the last used, so that the
     /// fast paths (which only look there) find it.
     pub(crate) fn make_last_used(&self) {
-        tls::current(self.id);
+        // SAFETY: the reference is dropped at once.
+        unsafe { tls::current(self.id) };
     }
 
     /// The fast path of a free: into this thread's cache, or `false`.
@@ -508,9 +546,16 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) unsafe fn try_free(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
-        let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
-        // SAFETY: forwarded contract; the class and size are the block's.
-        unsafe { self.try_free_classified(ptr, class, usable) }
+        let class = match self.segment_class {
+            // SAFETY: forwarded contract; a large object's owner (`OWNER_LARGE`) is
+            // beyond every class.
+            Some(geometry) => Some(unsafe { geometry.owner_of(ptr) } as usize)
+                .filter(|&class| class < self.classes.class_count()),
+            // SAFETY: forwarded contract.
+            None => unsafe { self.sizer.class_of(ptr, &self.classes) }.0,
+        };
+        // SAFETY: forwarded contract; the class is the block's.
+        unsafe { self.try_free_classified(ptr, class) }
     }
 
     /// A live block's cache class (if it may be cached) and usable bytes.
@@ -526,36 +571,29 @@ impl CacheShared {
     /// `try_free` of a block already classified by `classify`.
     ///
     /// # Safety
-    /// As for `try_free`; `(class, usable)` is what `classify` said of `ptr`.
+    /// As for `try_free`; `class` is what `classify` said of `ptr`.
     #[inline(always)]
     pub(crate) unsafe fn try_free_classified(
         &self,
         ptr: NonNull<u8>,
         class: Option<usize>,
-        usable: usize,
     ) -> bool {
         let Some(class) = class else {
             return false;
         };
         // SAFETY: as in `try_allocate`.
-        let Some(cache) = (unsafe { tls::last_used(self.id).as_ref() }) else {
+        let Some(cache) = (unsafe { tls::last_used(self.id) }) else {
             return false;
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
-        if !unsafe { cache.push(class, ptr, self.max_thread_bytes) } {
-            return false;
-        }
-        if cache.count_free_fast(usable) {
-            return cache.free_cold(&self.stats);
-        }
-        true
+        unsafe { cache.push_counted(class, ptr, self.max_thread_bytes) }
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
     pub(crate) fn count_resize(self: &Arc<Self>, old_usable: usize, new_usable: usize) {
         // SAFETY: as in `try_allocate`.
         let cache = unsafe {
-            match tls::current(self.id).as_ref() {
+            match tls::current(self.id) {
                 Some(cache) => Some(cache),
                 None => tls::get_or_create(self).as_ref(),
             }
@@ -671,6 +709,16 @@ impl CacheShared {
         let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
         // SAFETY: as in `try_allocate`.
         let cache = unsafe { tls::get_or_create(self).as_ref() };
+        if let (Some(class), Some(cache)) = (class, cache) {
+            // Room in the magazine and the budget (the fast path only declined for the
+            // counts' cold part, or this thread had used another pool): no lock.
+            // SAFETY: this thread owns the cache and is inside a pool call; the block has
+            // exactly the class's usable size and is unused.
+            if unsafe { cache.push(class, ptr, self.max_thread_bytes) }.is_some() {
+                cache.count_free(usable, &self.stats);
+                return Ok(());
+            }
+        }
         let mut strategy = self.lock()?;
         match (class, cache) {
             (Some(class), Some(cache)) => {
@@ -684,7 +732,7 @@ impl CacheShared {
                     } else if over_budget {
                         Self::drain(strategy.as_mut(), cache, 2);
                     }
-                    if !cache.push(class, ptr, self.max_thread_bytes) {
+                    if cache.push(class, ptr, self.max_thread_bytes).is_none() {
                         strategy.deallocate(ptr);
                     }
                 }

@@ -34,8 +34,8 @@ struct ThreadCaches {
 /// one `%fs`-relative access, with no "registered / destroyed" state to check (the map
 /// has a destructor, so every access to it checks that state first).
 ///
-/// Invariant: `cache` is the cache of pool `id` in this thread's `entries` (or null with
-/// `id == 0`). The map's destructor clears it before it drops any entry.
+/// Invariant: `cache` is the cache of pool `id` in this thread's `entries`, so not null
+/// (or null with `id == 0`, never a pool's id). The map's destructor clears it before it drops any entry.
 struct LastUsed {
     id: Cell<u64>,
     cache: Cell<*const ThreadCache>,
@@ -73,27 +73,34 @@ fn set_last(id: u64, cache: *const ThreadCache) {
     });
 }
 
-/// This thread's cache for pool `pool_id`, or null (none yet, or TLS being torn down).
+/// This thread's cache for pool `pool_id`, if it has one (none yet, or TLS being torn
+/// down).
+///
+/// # Safety
+/// As for `last_used`.
 #[inline(always)]
-pub(crate) fn current(pool_id: u64) -> *const ThreadCache {
-    let cache = last_used(pool_id);
-    if cache.is_null() {
-        current_slow(pool_id)
-    } else {
-        cache
+pub(crate) unsafe fn current<'a>(pool_id: u64) -> Option<&'a ThreadCache> {
+    // SAFETY: forwarded contract.
+    match unsafe { last_used(pool_id) } {
+        Some(cache) => Some(cache),
+        // SAFETY: forwarded contract.
+        None => unsafe { current_slow(pool_id).as_ref() },
     }
 }
 
-/// This thread's cache for pool `pool_id` if it is the last one used, else null (the
-/// fast paths: a null sends them to their slow path, which calls `current`).
+/// This thread's cache for pool `pool_id` if it is the last one used (the fast paths:
+/// `None` sends them to their slow path, which calls `current`). One compare: a matching
+/// id is never 0, so the cache beside it is not null (`LastUsed`'s invariant).
+///
+/// # Safety
+/// The reference is used only by this thread, inside a call on the pool, while the pool
+/// lives (the TLS map holds the cache's `Arc` until the thread exits).
 #[inline(always)]
-pub(crate) fn last_used(pool_id: u64) -> *const ThreadCache {
+pub(crate) unsafe fn last_used<'a>(pool_id: u64) -> Option<&'a ThreadCache> {
     let (id, cache) = LAST_USED.with(|last| (last.id.get(), last.cache.get()));
-    if id == pool_id {
-        cache
-    } else {
-        ptr::null()
-    }
+    // SAFETY: `LastUsed`'s invariant: an id equal to a pool's (never 0) comes with that
+    // pool's live, non-null cache of this thread; the lifetime is the caller's contract.
+    (id == pool_id).then(|| unsafe { &*cache })
 }
 
 #[cold]

@@ -138,7 +138,14 @@ impl LockFreeAllocator {
         if config.initial_size_bytes > 0 {
             regions.map_initial(config.initial_size_bytes)?;
         }
-        let lookup = ClassLookup::new(&classes, 4096, slab_class_count);
+        // Empty unless `try_allocate_local` may serve (`serves_local`): its one size
+        // compare then also answers that.
+        let serves_local = min_align_bytes <= QUANTUM_BYTES && !config.debug.check_pointers;
+        let lookup = ClassLookup::new(
+            &classes,
+            if serves_local { 4096 } else { 0 },
+            slab_class_count,
+        );
         Ok(LockFreeAllocator {
             lookup,
             core: Core {
@@ -195,20 +202,13 @@ impl LockFreeAllocator {
     /// `None` (then call `allocate_sized`).
     #[inline(always)]
     pub(crate) fn try_allocate_local(&self, size: usize) -> Option<(NonNull<u8>, usize)> {
-        // Without checking (`serves_local`), `try_pop_unchecked`'s contract holds; with
-        // it, nothing is served here.
-        if !self.serves_local() {
-            return None;
-        }
-        // Only slab classes are in the lookup.
-        let (class, bytes) = self.lookup.get(size)?;
+        // Only slab classes are in the lookup, and only without checking and at most
+        // 16-byte alignment (`serves_local`; empty otherwise): `try_pop_unchecked`'s
+        // contract holds. A request is at least 1 byte, so an empty lookup serves none.
+        let (class, bytes) = self.lookup.get(size.max(1))?;
         // SAFETY: a heap found in this thread's TLS is owned by this thread and alive (the
         // TLS entry holds an `Arc`); the class is a slab class.
-        let block = unsafe {
-            tls::last_heap(self.id)
-                .as_ref()?
-                .try_pop_unchecked(&self.core, class)?
-        };
+        let block = unsafe { tls::last_heap(self.id)?.try_pop_unchecked(&self.core, class)? };
         // Slabs of class `c` are formatted with blocks of `class_size(c)` bytes.
         Some((block, bytes))
     }
@@ -327,7 +327,7 @@ impl LockFreeAllocator {
     /// # Safety
     /// `ptr` was returned by `allocate` of this allocator and, unless checking is on, not
     /// freed since; no one uses the block after this call.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>) -> usize {
         let addr = ptr.as_ptr() as usize;
         if self.core.checking {
@@ -392,7 +392,7 @@ impl LockFreeAllocator {
     unsafe fn free_slab_block(&self, slab: &Slab, ptr: NonNull<u8>) -> usize {
         let usable = slab.block_bytes();
         let owner = slab.owner_heap();
-        if ptr::eq(tls::last_heap(self.id), owner) {
+        if tls::is_last_heap(owner) {
             // SAFETY: this thread owns the slab's heap (its TLS says so), and the block
             // is live (contract).
             unsafe { (*owner).free_local(slab, ptr) };

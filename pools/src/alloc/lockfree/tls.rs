@@ -29,8 +29,8 @@ struct ThreadHeaps {
 /// The last heap used, apart from the map: a `const` thread-local with no destructor is
 /// one `%fs`-relative access, with no "registered / destroyed" state to check.
 ///
-/// Invariant: `heap` is the heap of allocator `id` in this thread's `entries` (or null
-/// with `id == 0`). The map's destructor clears it before it drops any entry.
+/// Invariant: `heap` is the heap of allocator `id` in this thread's `entries`, so not
+/// null (or null with `id == 0`, never an allocator's id). The map's destructor clears it before it drops any entry.
 struct LastHeap {
     id: Cell<u64>,
     heap: Cell<*const Heap>,
@@ -66,25 +66,36 @@ fn set_last(id: u64, heap: *const Heap) {
     });
 }
 
-/// The heap this thread owns for allocator `id` if it is the last one used, else null.
+/// The heap this thread owns for allocator `id` if it is the last one used. One compare:
+/// a matching id is never 0, so the heap beside it is not null (`LastHeap`'s invariant).
+///
+/// # Safety
+/// The reference is used only by this thread while the allocator lives (the TLS map
+/// holds the heap's `Arc` until the thread exits).
 #[inline(always)]
-pub fn last_heap(id: u64) -> *const Heap {
+pub unsafe fn last_heap<'a>(id: u64) -> Option<&'a Heap> {
     let (last_id, heap) = LAST_HEAP.with(|last| (last.id.get(), last.heap.get()));
-    if last_id == id {
-        heap
-    } else {
-        ptr::null()
-    }
+    // SAFETY: `LastHeap`'s invariant: an id equal to an allocator's (never 0) comes with
+    // that allocator's live, non-null heap of this thread; the lifetime is the caller's.
+    (last_id == id).then(|| unsafe { &*heap })
+}
+
+/// Whether `heap` is the heap this thread last used (the free fast path). No id compare:
+/// the last heap is a live heap of this thread's map, so a live `heap` at the same address
+/// is that heap, whichever allocator the caller is.
+#[inline(always)]
+pub fn is_last_heap(heap: *const Heap) -> bool {
+    let last = LAST_HEAP.with(|last| last.heap.get());
+    ptr::eq(last, heap) && !heap.is_null()
 }
 
 /// The heap this thread owns for allocator `id`, or null (none yet, or TLS torn down).
 #[inline]
 pub fn current_heap(id: u64) -> *const Heap {
-    let heap = last_heap(id);
-    if heap.is_null() {
-        current_heap_slow(id)
-    } else {
-        heap
+    // SAFETY: the reference becomes a raw pointer at once.
+    match unsafe { last_heap(id) } {
+        Some(heap) => heap,
+        None => current_heap_slow(id),
     }
 }
 
