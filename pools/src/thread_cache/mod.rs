@@ -136,11 +136,6 @@ struct Magazine {
     slots: *mut *mut u8,
     len: usize,
     capacity: usize,
-    /// Most blocks the magazine may hold now (`len <= limit <= capacity`): raised when a
-    /// free or a refill needs room and the thread's byte bound allows it, lowered to `len`
-    /// when another class needs the bytes (tcmalloc's per-class limits). The fast paths
-    /// compare `len` with it and nothing else.
-    limit: usize,
     block_bytes: usize,
     /// Blocks the next refill takes: 1 at first, doubled by each refill up to half the
     /// capacity (tcmalloc's slow start): a class used once costs one block, not half a
@@ -153,10 +148,6 @@ struct Magazines {
     classes: Box<[Magazine]>,
     /// Backing store of every magazine's `slots`.
     _storage: Box<[*mut u8]>,
-    /// `sum(limit * block_bytes)` over the classes. Invariant: at most the pool's
-    /// `thread_cache.max_thread_bytes`, so the bytes cached (`sum(len * block_bytes)`)
-    /// are too.
-    limit_bytes: usize,
 }
 
 /// One thread's cache for one pool. Shared (`Arc`) by the thread's TLS map and the pool's
@@ -216,7 +207,6 @@ impl ThreadCache {
                     slots,
                     len: 0,
                     capacity,
-                    limit: 0,
                     block_bytes: classes.class_bytes[c],
                     refill_batch: 1,
                 }
@@ -226,7 +216,6 @@ impl ThreadCache {
             magazines: UnsafeCell::new(Magazines {
                 classes: magazines,
                 _storage: storage,
-                limit_bytes: 0,
             }),
             cached_bytes: AtomicUsize::new(0),
             allocation_count: AtomicU64::new(0),
@@ -268,12 +257,13 @@ impl ThreadCache {
         Some((unsafe { NonNull::new_unchecked(block) }, bytes))
     }
 
-    /// Push a free block of `class` unless its magazine is full and no room can be made
-    /// for it (`make_room`): the block's usable bytes (its class's), or `None`.
+    /// Push a free block of `class` unless the magazine or the thread's budget is full:
+    /// the block's usable bytes (its class's), or `None`.
     ///
     /// # Safety
     /// As for `pop`; `block` is a block of the strategy of exactly `class_bytes[class]`
     /// usable bytes that nobody uses any more.
+    #[inline(always)]
     unsafe fn push(
         &self,
         class: usize,
@@ -281,74 +271,17 @@ impl ThreadCache {
         max_thread_bytes: usize,
     ) -> Option<usize> {
         // SAFETY: forwarded contract.
-        if !unsafe { self.make_room(class, max_thread_bytes) } {
-            return None;
-        }
-        // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let bytes = magazine.block_bytes;
-        // SAFETY: `len < limit <= capacity`: the slot is in the storage.
+        let cached = self.cached_bytes.load(Relaxed) + bytes;
+        if magazine.len == magazine.capacity || cached > max_thread_bytes {
+            return None;
+        }
+        // SAFETY: `len < capacity`: the slot is in the storage.
         unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
         magazine.len += 1;
-        self.cached_bytes
-            .store(self.cached_bytes.load(Relaxed) + bytes, Relaxed);
+        self.cached_bytes.store(cached, Relaxed);
         Some(bytes)
-    }
-
-    /// Whether `class`'s magazine has room for one more block, raising its limit if it
-    /// has none (doubling it, up to the capacity) within the thread's byte bound, and
-    /// taking back the unused limits of the other classes if the bound is reached.
-    ///
-    /// # Safety
-    /// As for `magazines`.
-    unsafe fn make_room(&self, class: usize, max_thread_bytes: usize) -> bool {
-        // SAFETY: forwarded contract.
-        let magazine = unsafe { &self.magazines().classes[class] };
-        if magazine.len < magazine.limit {
-            return true;
-        }
-        let want = magazine.limit.max(1);
-        // SAFETY: forwarded contract.
-        unsafe {
-            self.raise_limit(class, want, max_thread_bytes)
-                || (self.release_unused_limits() && self.raise_limit(class, want, max_thread_bytes))
-        }
-    }
-
-    /// Raise `class`'s limit to `len + want` (at most its capacity) as far as the thread's
-    /// byte bound allows: whether the magazine then has room for one more block.
-    ///
-    /// # Safety
-    /// As for `magazines`.
-    unsafe fn raise_limit(&self, class: usize, want: usize, max_thread_bytes: usize) -> bool {
-        // SAFETY: forwarded contract.
-        let magazines = unsafe { self.magazines() };
-        let magazine = &mut magazines.classes[class];
-        let target = (magazine.len + want).min(magazine.capacity);
-        if target > magazine.limit {
-            let spare = max_thread_bytes.saturating_sub(magazines.limit_bytes)
-                / magazine.block_bytes.max(1);
-            let raise = (target - magazine.limit).min(spare);
-            magazine.limit += raise;
-            magazines.limit_bytes += raise * magazine.block_bytes;
-        }
-        magazine.len < magazine.limit
-    }
-
-    /// Lower every class's limit to what it holds, so that the bytes reserved for empty
-    /// slots can go to the class that needs them: whether anything was released.
-    ///
-    /// # Safety
-    /// As for `magazines`.
-    unsafe fn release_unused_limits(&self) -> bool {
-        // SAFETY: forwarded contract.
-        let magazines = unsafe { self.magazines() };
-        let before = magazines.limit_bytes;
-        for magazine in magazines.classes.iter_mut() {
-            magazines.limit_bytes -= (magazine.limit - magazine.len) * magazine.block_bytes;
-            magazine.limit = magazine.len;
-        }
-        magazines.limit_bytes < before
     }
 
     /// `push` and `count_free_fast` in one, for the free fast path: `false`, with nothing
@@ -359,20 +292,27 @@ impl ThreadCache {
     /// # Safety
     /// As for `push`.
     #[inline(always)]
-    unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
+    unsafe fn push_counted(
+        &self,
+        class: usize,
+        block: NonNull<u8>,
+        max_thread_bytes: usize,
+    ) -> bool {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let bytes = magazine.block_bytes;
+        let cached = self.cached_bytes.load(Relaxed) + bytes;
         let used = self.used_bytes.load(Relaxed) - bytes as i64;
-        // `len < limit` keeps the thread's byte bound (`Magazines::limit_bytes`).
-        if magazine.len == magazine.limit || used <= -PEAK_PUBLISH_THRESHOLD_BYTES {
+        if magazine.len == magazine.capacity
+            || cached > max_thread_bytes
+            || used <= -PEAK_PUBLISH_THRESHOLD_BYTES
+        {
             return false;
         }
-        // SAFETY: `len < limit <= capacity`: the slot is in the storage.
+        // SAFETY: `len < capacity`: the slot is in the storage.
         unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
         magazine.len += 1;
-        self.cached_bytes
-            .store(self.cached_bytes.load(Relaxed) + bytes, Relaxed);
+        self.cached_bytes.store(cached, Relaxed);
         bump(&self.free_count, 1);
         self.used_bytes.store(used, Relaxed);
         true
@@ -392,7 +332,7 @@ impl ThreadCache {
     }
 
     /// Add up to `want` blocks to `class`'s magazine (as many as its capacity and the
-    /// thread's byte bound allow: its limit is raised for them): `take` writes blocks into the free slots it is given and
+    /// thread's budget allow): `take` writes blocks into the free slots it is given and
     /// says how many it wrote.
     ///
     /// # Safety
@@ -405,16 +345,10 @@ impl ThreadCache {
         take: impl FnOnce(&mut [*mut u8]) -> usize,
     ) {
         // SAFETY: forwarded contract.
-        unsafe {
-            if !self.raise_limit(class, want, max_thread_bytes) {
-                self.release_unused_limits();
-                self.raise_limit(class, want, max_thread_bytes);
-            }
-        }
-        // SAFETY: forwarded contract.
         let magazine = unsafe { &mut self.magazines().classes[class] };
         let cached = self.cached_bytes.load(Relaxed);
-        let room = want.min(magazine.limit - magazine.len);
+        let budget = max_thread_bytes.saturating_sub(cached) / magazine.block_bytes.max(1);
+        let room = want.min(magazine.capacity - magazine.len).min(budget);
         // SAFETY: slots `len..len + room` are within the magazine's `capacity` slots of
         // the storage, which only this magazine uses.
         let slots =
@@ -652,7 +586,7 @@ impl CacheShared {
             return false;
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
-        unsafe { cache.push_counted(class, ptr) }
+        unsafe { cache.push_counted(class, ptr, self.max_thread_bytes) }
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
@@ -763,9 +697,8 @@ impl CacheShared {
         Ok((first, first_usable))
     }
 
-    /// The slow path of a free: cache the block after raising its magazine's limit, or,
-    /// when that cannot be done, give half of the full magazine (or, with the thread's
-    /// byte bound spent, half of every magazine) back under the lock and cache it; free
+    /// The slow path of a free: give half of the full magazine (or, over the thread's
+    /// budget, half of every magazine) back under the lock and cache the block, or free
     /// it directly when it is not cacheable or this thread has no cache.
     ///
     /// # Safety
@@ -777,9 +710,8 @@ impl CacheShared {
         // SAFETY: as in `try_allocate`.
         let cache = unsafe { tls::get_or_create(self).as_ref() };
         if let (Some(class), Some(cache)) = (class, cache) {
-            // Room in the magazine, or room made by raising its limit within the thread's
-            // byte bound (or the fast path only declined for the counts' cold part, or
-            // this thread had used another pool): no lock.
+            // Room in the magazine and the budget (the fast path only declined for the
+            // counts' cold part, or this thread had used another pool): no lock.
             // SAFETY: this thread owns the cache and is inside a pool call; the block has
             // exactly the class's usable size and is unused.
             if unsafe { cache.push(class, ptr, self.max_thread_bytes) }.is_some() {
@@ -792,12 +724,12 @@ impl CacheShared {
             (Some(class), Some(cache)) => {
                 // SAFETY: this thread owns the cache and is inside a pool call.
                 unsafe {
-                    // No room could be made without the lock: the magazine is at its
-                    // capacity, or the thread's byte bound is spent on blocks it holds.
                     let magazine = &cache.magazines().classes[class];
+                    let over_budget =
+                        cache.cached_bytes.load(Relaxed) + usable > self.max_thread_bytes;
                     if magazine.len == magazine.capacity {
                         Self::trim(strategy.as_mut(), cache, class, magazine.capacity / 2);
-                    } else {
+                    } else if over_budget {
                         Self::drain(strategy.as_mut(), cache, 2);
                     }
                     if cache.push(class, ptr, self.max_thread_bytes).is_none() {
@@ -903,56 +835,5 @@ impl CacheShared {
             cached += cache.cached_bytes.load(Relaxed) as u64;
         }
         (pending, cached)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::PoolConfig;
-
-    /// The per-class limits keep the thread's byte bound, and a class whose magazine was
-    /// emptied gives its unused limit to another class that needs room.
-    #[test]
-    fn limits_keep_the_byte_bound_and_move_between_classes() {
-        let mut config = PoolConfig::default_cpu();
-        config.thread_cache.max_thread_bytes = 4096;
-        let max = config.thread_cache.max_thread_bytes;
-        let classes = CacheClasses::for_table(&config);
-        let cache = ThreadCache::new(&classes);
-        let small = classes.class_of_request(64).unwrap();
-        let big = classes.class_of_request(1024).unwrap();
-        assert_eq!(classes.class_bytes[small], 64);
-        // Stand-ins for blocks: the magazines store addresses and never read them.
-        let mut arena = vec![0u64; 1 << 13];
-        let base = arena.as_mut_ptr();
-        let block = |i: usize| NonNull::new(base.wrapping_add(i * 16).cast::<u8>()).unwrap();
-        // SAFETY: this test is the cache's only user; the addresses are never read.
-        unsafe {
-            let mut pushed = 0;
-            while cache.push(small, block(pushed), max).is_some() {
-                pushed += 1;
-                assert!(cache.cached_bytes.load(Relaxed) <= max);
-                assert!(cache.magazines().limit_bytes <= max);
-            }
-            // The bound, not the capacity (64 blocks of 64 bytes is the whole 4 KiB).
-            assert_eq!(pushed * 64, max);
-            assert!(
-                cache.push(big, block(1000), max).is_none(),
-                "over the bound"
-            );
-            while cache.pop(small).is_some() {}
-            assert_eq!(
-                cache.magazines().limit_bytes,
-                max,
-                "the emptied limit stays reserved"
-            );
-            assert!(
-                cache.push(big, block(1000), max).is_some(),
-                "the limit did not move"
-            );
-            assert!(cache.magazines().limit_bytes <= max);
-            assert_eq!(cache.magazines().classes[small].limit, 0);
-        }
     }
 }
