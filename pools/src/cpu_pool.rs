@@ -654,6 +654,101 @@ impl CpuPool {
         }
     }
 
+    /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
+    /// for blocks whose class the thread cache reads without the lock (fixed-size and
+    /// size-classed strategies): a block kept in place is counted in the thread's cache,
+    /// a move takes the new block from the cache and gives the old one to it. `None`,
+    /// with nothing done, where the thread cache cannot do it all (a TLSF pool, a large
+    /// object, an empty magazine, another pool used last): the general path then does.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this pool.
+    #[inline(always)]
+    unsafe fn reallocate_fast(
+        &self,
+        shared: &CacheShared,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        if matches!(shared.sizer, BlockSizer::Tlsf) {
+            // A growing TLSF block asks the strategy (under the lock) to grow in place.
+            return None;
+        }
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        let class = unsafe { shared.cache_class(ptr) }?;
+        // SAFETY: `cache_class` answers classes of the pool.
+        let usable = unsafe { shared.class_bytes_unchecked(class) };
+        let new_size = new_size.max(1);
+        if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
+            return shared.try_count_same_block(usable).then_some(ptr);
+        }
+        let new = shared.try_allocate(self.move_target(usable, new_size))?;
+        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
+        // min(usable, new_size) bytes long.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), usable.min(new_size)) };
+        // SAFETY: ptr is live and unused from here; the class is its own.
+        if !unsafe { shared.try_free_classified(ptr, Some(class)) } {
+            // SAFETY: as above. Its only failure is a poisoned strategy lock (a strategy
+            // call panicked): the pool is unusable, and the old block is lost with it.
+            unsafe { self.deallocate_or_false_slow(ptr) };
+        }
+        Some(new)
+    }
+
+    /// `reallocate_or_none` of the lock-free core without checks (`lock_free_fast`): in
+    /// place by the block's size alone, or a move through this thread's heap; anything
+    /// else (a miss of the heap's current slab, a large object) takes `realloc_block`.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::reallocate`.
+    #[inline(never)]
+    unsafe fn reallocate_lock_free(
+        &self,
+        allocator: &LockFreeAllocator,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        let new_size = new_size.max(1);
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        let usable = unsafe { allocator.usable_size(ptr) };
+        if new_size <= usable && new_size.saturating_mul(2) > usable {
+            // In place, as `realloc_block` decides it: one free and one allocation.
+            self.stats.on_free(usable);
+            self.stats.on_alloc(usable);
+            return Some(ptr);
+        }
+        let Some((new, new_usable)) =
+            allocator.try_allocate_local(self.move_target(usable, new_size))
+        else {
+            // SAFETY: the caller's contract, forwarded; nothing was done yet.
+            return unsafe { self.realloc_block(ptr, new_size) }.ok();
+        };
+        self.stats.on_alloc(new_usable);
+        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
+        // min(usable, new_size) bytes long.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), usable.min(new_size)) };
+        // SAFETY: ptr is live (the caller's contract) and unused from here.
+        let freed = unsafe { allocator.deallocate(ptr) };
+        self.stats.on_free(freed);
+        Some(new)
+    }
+
+    /// # Safety
+    /// As for `MemoryPool::reallocate`.
+    #[inline(never)]
+    unsafe fn reallocate_or_none_slow(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract: ptr is a live block of this pool.
+            return unsafe { self.reallocate_cached(shared, ptr, new_size) }.ok();
+        }
+        // SAFETY: the caller's contract: ptr is a live block of this pool.
+        unsafe { self.realloc_block(ptr, new_size) }.ok()
+    }
+
     /// Zeroing and live tracking of a block just handed out (the cold parts of a
     /// cached allocation).
     #[cold]
@@ -973,6 +1068,25 @@ impl MemoryPool for CpuPool {
             }
         }
         self.allocate_or_none_slow(size, align)
+    }
+
+    /// `reallocate`'s fast path (`reallocate_fast`), with a tail call for everything
+    /// else.
+    #[inline]
+    unsafe fn reallocate_or_none(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        if let Some(shared) = &self.fast_cache {
+            // SAFETY: the caller's contract, forwarded.
+            if let Some(new) = unsafe { self.reallocate_fast(shared, ptr, new_size) } {
+                return Some(new);
+            }
+        } else if let Core::LockFree(allocator) = &self.core {
+            if self.lock_free_fast {
+                // SAFETY: the caller's contract, forwarded.
+                return unsafe { self.reallocate_lock_free(allocator, ptr, new_size) };
+            }
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.reallocate_or_none_slow(ptr, new_size) }
     }
 
     /// `deallocate`'s fast path, with a tail call for everything else.

@@ -163,6 +163,17 @@ pub trait MemoryPool: Send + Sync {
         Ok(new)
     }
 
+    /// `reallocate` without the error's detail: `None` where it reported one (the old
+    /// block is then still live). See [`allocate_or_none`](Self::allocate_or_none).
+    ///
+    /// # Safety
+    /// As for [`reallocate`](Self::reallocate).
+    #[inline]
+    unsafe fn reallocate_or_none(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.reallocate(ptr, new_size) }.ok()
+    }
+
     /// Bytes usable at `ptr` (at least what was asked for).
     ///
     /// # Safety

@@ -458,7 +458,7 @@ proptest! {
         let mut model = Model::default();
         for op in &ops {
             model.step(&pool, op, false);
-            prop_assert!(pool.stats().thread_cached_bytes <= 8192 + 8192);
+            prop_assert!(pool.stats().thread_cached_bytes <= 8192);
         }
         model.drain(&pool);
     }

@@ -66,10 +66,8 @@ impl Backend for PoolBackend {
         };
         if align <= self.base_align {
             // SAFETY: the caller's contract: addr is a live block of this pool.
-            return match unsafe { self.pool.reallocate(old, new_size.max(1)) } {
-                Ok(p) => p.as_ptr() as usize,
-                Err(_) => 0,
-            };
+            return unsafe { self.pool.reallocate_or_none(old, new_size.max(1)) }
+                .map_or(0, |p| p.as_ptr() as usize);
         }
         // `reallocate` keeps the pool's alignment only: move by hand.
         let new = self.alloc(new_size, align, stream);

@@ -546,16 +546,37 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) unsafe fn try_free(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
-        let class = match self.segment_class {
+        // SAFETY: forwarded contract.
+        let class = unsafe { self.cache_class(ptr) };
+        // SAFETY: forwarded contract; the class is the block's.
+        unsafe { self.try_free_classified(ptr, class) }
+    }
+
+    /// The cache class of a live block, or `None` when it may not be cached: the free
+    /// fast path's lookup (a cached block's usable size is its class's).
+    ///
+    /// # Safety
+    /// As for `try_free`, except that the block stays live.
+    #[inline(always)]
+    pub(crate) unsafe fn cache_class(&self, ptr: NonNull<u8>) -> Option<usize> {
+        match self.segment_class {
             // SAFETY: forwarded contract; a large object's owner (`OWNER_LARGE`) is
             // beyond every class.
             Some(geometry) => Some(unsafe { geometry.owner_of(ptr) } as usize)
                 .filter(|&class| class < self.classes.class_count()),
             // SAFETY: forwarded contract.
             None => unsafe { self.sizer.class_of(ptr, &self.classes) }.0,
-        };
-        // SAFETY: forwarded contract; the class is the block's.
-        unsafe { self.try_free_classified(ptr, class) }
+        }
+    }
+
+    /// Usable bytes of every block of cache class `class`.
+    ///
+    /// # Safety
+    /// `class` is a class of the pool (below `class_count`).
+    #[inline(always)]
+    pub(crate) unsafe fn class_bytes_unchecked(&self, class: usize) -> usize {
+        // SAFETY: the caller's contract.
+        unsafe { *self.classes.class_bytes.get_unchecked(class) }
     }
 
     /// A live block's cache class (if it may be cached) and usable bytes.
@@ -587,6 +608,22 @@ impl CacheShared {
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
         unsafe { cache.push_counted(class, ptr, self.max_thread_bytes) }
+    }
+
+    /// Count a reallocation that kept its block and its usable size (one free and one
+    /// allocation of the same bytes: the used bytes do not change, so no cold part) in
+    /// this thread's last-used cache: `false`, with nothing counted, when that is not
+    /// this pool's.
+    #[inline(always)]
+    pub(crate) fn try_count_same_block(&self, usable: usize) -> bool {
+        // SAFETY: as in `try_allocate`.
+        let Some(cache) = (unsafe { tls::last_used(self.id) }) else {
+            return false;
+        };
+        bump(&cache.allocation_count, 1);
+        bump(&cache.free_count, 1);
+        bump(&cache.total_allocated_bytes, usable as u64);
+        true
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
@@ -634,7 +671,7 @@ impl CacheShared {
             None
         };
         // SAFETY: as in `try_allocate`.
-        let cache = unsafe { tls::get_or_create(self).as_ref() };
+        let cache = unsafe { tls::current_or_create(self).as_ref() };
         let mut strategy = self.lock()?;
         let result = match (class, cache) {
             (Some(class), Some(cache)) => self.refill(strategy.as_mut(), cache, class),
@@ -708,7 +745,7 @@ impl CacheShared {
         // SAFETY: forwarded contract.
         let (class, usable) = unsafe { self.sizer.class_of(ptr, &self.classes) };
         // SAFETY: as in `try_allocate`.
-        let cache = unsafe { tls::get_or_create(self).as_ref() };
+        let cache = unsafe { tls::current_or_create(self).as_ref() };
         if let (Some(class), Some(cache)) = (class, cache) {
             // Room in the magazine and the budget (the fast path only declined for the
             // counts' cold part, or this thread had used another pool): no lock.

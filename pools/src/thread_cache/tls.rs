@@ -122,6 +122,17 @@ fn lookup(caches: &ThreadCaches, pool_id: u64) -> *const ThreadCache {
     }
 }
 
+/// `get_or_create`, looking at the last-used cache first (the slow paths of the
+/// operations: most are this thread's cache of the pool it used last).
+#[inline]
+pub(crate) fn current_or_create(pool: &Arc<CacheShared>) -> *const ThreadCache {
+    // SAFETY: the reference becomes a raw pointer at once.
+    match unsafe { last_used(pool.id) } {
+        Some(cache) => cache,
+        None => get_or_create(pool),
+    }
+}
+
 /// This thread's cache for `pool`, creating and registering one if needed; null while
 /// this thread's TLS is being torn down.
 #[cold]

@@ -149,8 +149,16 @@ impl Model {
                 let block = self.live.remove(&addr).unwrap();
                 let ptr = NonNull::new(addr as *mut u8).unwrap();
                 check_pattern(ptr, &block);
-                // SAFETY: the model holds exactly the live blocks; ptr was one of them.
-                match unsafe { pool.reallocate(ptr, size) } {
+                // Every other reallocation through `reallocate_or_none` (the replay's
+                // entry point, with its own fast paths); `Err(None)` is its failure.
+                let outcome = if self.ops % 2 == 1 {
+                    // SAFETY: the model holds exactly the live blocks; ptr was one of them.
+                    unsafe { pool.reallocate_or_none(ptr, size) }.ok_or(None)
+                } else {
+                    // SAFETY: as above.
+                    unsafe { pool.reallocate(ptr, size) }.map_err(Some)
+                };
+                match outcome {
                     Ok(new) => {
                         let kept = block.len.min(size.max(1)).min(PATTERN_BYTES);
                         // SAFETY: the new block is live and at least `size` bytes.
@@ -166,13 +174,14 @@ impl Model {
                         // SAFETY: as above.
                         unsafe { new.as_ptr().write_bytes(pattern, fill) };
                     }
-                    Err(PoolError::OutOfMemory { .. })
-                    | Err(PoolError::InvalidOperation { .. }) => {
+                    Err(None)
+                    | Err(Some(PoolError::OutOfMemory { .. }))
+                    | Err(Some(PoolError::InvalidOperation { .. })) => {
                         self.failures += 1;
                         // The old block is still live and unchanged.
                         self.live.insert(addr, block);
                     }
-                    Err(e) => panic!("unexpected error {e}"),
+                    Err(Some(e)) => panic!("unexpected error {e}"),
                 }
             }
             Op::Reset => {
