@@ -658,8 +658,9 @@ impl CpuPool {
     /// for blocks whose class the thread cache reads without the lock (fixed-size and
     /// size-classed strategies): a block kept in place is counted in the thread's cache,
     /// a move takes the new block from the cache and gives the old one to it. `None`,
-    /// with nothing done, where the thread cache cannot do it all (a TLSF pool, a large
-    /// object, an empty magazine, another pool used last): the general path then does.
+    /// with nothing done, where the thread cache cannot do it all (a TLSF block that does
+    /// not keep its place, a large object, an empty magazine, another pool used last):
+    /// the general path then does.
     ///
     /// # Safety
     /// `ptr` is a live block of this pool.
@@ -670,15 +671,21 @@ impl CpuPool {
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
+        let new_size = new_size.max(1);
         if matches!(shared.sizer, BlockSizer::Tlsf) {
-            // A growing TLSF block asks the strategy (under the lock) to grow in place.
+            // Kept by its size alone (its boundary tag), or else asked of the strategy
+            // under the lock (a growing TLSF block may grow into its neighbour).
+            // SAFETY: the caller's contract: ptr is a live block of this pool.
+            let usable = unsafe { shared.sizer.usable_bytes(ptr) };
+            if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
+                return shared.try_count_same_block(usable).then_some(ptr);
+            }
             return None;
         }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
         let class = unsafe { shared.cache_class(ptr) }?;
         // SAFETY: `cache_class` answers classes of the pool.
         let usable = unsafe { shared.class_bytes_unchecked(class) };
-        let new_size = new_size.max(1);
         if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
             return shared.try_count_same_block(usable).then_some(ptr);
         }
