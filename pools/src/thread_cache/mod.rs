@@ -168,15 +168,20 @@ pub(crate) struct ThreadCache {
     allocation_count: AtomicU64,
     free_count: AtomicU64,
     total_allocated_bytes: AtomicU64,
-    /// Used bytes (allocated minus freed usable bytes) not yet published. Invariant: within
-    /// `(-PEAK_PUBLISH_THRESHOLD_BYTES, PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation.
-    used_bytes: AtomicI64,
-    /// An allocation that takes `used_bytes` above this takes the cold path of the counts
-    /// (`alloc_cold`): a publish, or a new pool-wide peak. Invariant: at most
+    /// The used bytes (allocated minus freed usable bytes) not yet published, `used`, are
+    /// kept as `trigger - room`, so that an allocation's count is one subtraction and one
+    /// sign test. Invariant: `used` within `(-PEAK_PUBLISH_THRESHOLD_BYTES,
+    /// PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation.
+    room: AtomicI64,
+    /// An allocation that takes `used` above this (`room` below 0) takes the cold path of
+    /// the counts (`alloc_cold`): a publish, or a new pool-wide peak. Invariant: at most
     /// `PEAK_PUBLISH_THRESHOLD_BYTES - 1`, and at most `peak - published` as this thread
-    /// last read them (so below it, `published + used_bytes` cannot be a new peak unless
-    /// another thread published since: the error the peak's documented bound allows).
-    alloc_trigger: AtomicI64,
+    /// last read them (so below it, `published + used` cannot be a new peak unless another
+    /// thread published since: the error the peak's documented bound allows).
+    trigger: AtomicI64,
+    /// `trigger + PEAK_PUBLISH_THRESHOLD_BYTES`: a free that takes `room` to it (`used`
+    /// down to `-PEAK_PUBLISH_THRESHOLD_BYTES`) publishes.
+    free_limit: AtomicI64,
 }
 
 // SAFETY: the magazines' raw pointers are addresses of pool blocks and of `_storage`;
@@ -221,9 +226,10 @@ impl ThreadCache {
             allocation_count: AtomicU64::new(0),
             free_count: AtomicU64::new(0),
             total_allocated_bytes: AtomicU64::new(0),
-            used_bytes: AtomicI64::new(0),
-            // The first allocation computes the real trigger.
-            alloc_trigger: AtomicI64::new(0),
+            // `used` 0, and the first allocation computes the real trigger.
+            room: AtomicI64::new(0),
+            trigger: AtomicI64::new(0),
+            free_limit: AtomicI64::new(PEAK_PUBLISH_THRESHOLD_BYTES),
         }
     }
 
@@ -302,10 +308,10 @@ impl ThreadCache {
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let bytes = magazine.block_bytes;
         let cached = self.cached_bytes.load(Relaxed) + bytes;
-        let used = self.used_bytes.load(Relaxed) - bytes as i64;
+        let room = self.room.load(Relaxed) + bytes as i64;
         if magazine.len == magazine.capacity
             || cached > max_thread_bytes
-            || used <= -PEAK_PUBLISH_THRESHOLD_BYTES
+            || room >= self.free_limit.load(Relaxed)
         {
             return false;
         }
@@ -314,7 +320,7 @@ impl ThreadCache {
         magazine.len += 1;
         self.cached_bytes.store(cached, Relaxed);
         bump(&self.free_count, 1);
-        self.used_bytes.store(used, Relaxed);
+        self.room.store(room, Relaxed);
         true
     }
 
@@ -372,9 +378,9 @@ impl ThreadCache {
     fn count_alloc_fast(&self, usable_bytes: usize) -> bool {
         bump(&self.allocation_count, 1);
         bump(&self.total_allocated_bytes, usable_bytes as u64);
-        let used = self.used_bytes.load(Relaxed) + usable_bytes as i64;
-        self.used_bytes.store(used, Relaxed);
-        used > self.alloc_trigger.load(Relaxed)
+        let room = self.room.load(Relaxed) - usable_bytes as i64;
+        self.room.store(room, Relaxed);
+        room < 0
     }
 
     /// Count a free of `usable_bytes` (by the writer of the counters).
@@ -389,9 +395,9 @@ impl ThreadCache {
     #[inline(always)]
     fn count_free_fast(&self, usable_bytes: usize) -> bool {
         bump(&self.free_count, 1);
-        let used = self.used_bytes.load(Relaxed) - usable_bytes as i64;
-        self.used_bytes.store(used, Relaxed);
-        used <= -PEAK_PUBLISH_THRESHOLD_BYTES
+        let room = self.room.load(Relaxed) + usable_bytes as i64;
+        self.room.store(room, Relaxed);
+        room >= self.free_limit.load(Relaxed)
     }
 
     /// The cold part of the counts: publish the batch when the unpublished used bytes
@@ -400,21 +406,30 @@ impl ThreadCache {
     #[cold]
     #[inline(never)]
     fn counts_cold(&self, stats: &StatsCounters) {
-        let used = self.used_bytes.load(Relaxed);
+        let used = self.used();
         if used.abs() >= PEAK_PUBLISH_THRESHOLD_BYTES {
             self.publish(stats);
         } else {
             stats.note_used_estimate(used);
-            self.reset_trigger(stats);
+            self.reset_trigger(stats, used);
         }
     }
 
-    /// `alloc_trigger` from the pool's figures now (by the writer of the counters).
-    fn reset_trigger(&self, stats: &StatsCounters) {
+    /// The used bytes not yet published.
+    fn used(&self) -> i64 {
+        self.trigger.load(Relaxed) - self.room.load(Relaxed)
+    }
+
+    /// The trigger from the pool's figures now, keeping `used` (by the writer of the
+    /// counters).
+    fn reset_trigger(&self, stats: &StatsCounters, used: i64) {
         let trigger = stats
             .peak_headroom_bytes()
             .min(PEAK_PUBLISH_THRESHOLD_BYTES - 1);
-        self.alloc_trigger.store(trigger, Relaxed);
+        self.trigger.store(trigger, Relaxed);
+        self.free_limit
+            .store(trigger + PEAK_PUBLISH_THRESHOLD_BYTES, Relaxed);
+        self.room.store(trigger - used, Relaxed);
     }
 
     /// `counts_cold` for an allocation's fast path, which returns `block` right after
@@ -432,7 +447,7 @@ impl ThreadCache {
             allocation_count: self.allocation_count.load(Relaxed),
             free_count: self.free_count.load(Relaxed),
             total_allocated_bytes: self.total_allocated_bytes.load(Relaxed),
-            used_bytes: self.used_bytes.load(Relaxed),
+            used_bytes: self.used(),
         }
     }
 
@@ -443,8 +458,7 @@ impl ThreadCache {
         self.allocation_count.store(0, Relaxed);
         self.free_count.store(0, Relaxed);
         self.total_allocated_bytes.store(0, Relaxed);
-        self.used_bytes.store(0, Relaxed);
-        self.reset_trigger(stats);
+        self.reset_trigger(stats, 0);
     }
 }
 
