@@ -639,16 +639,21 @@ impl CpuPool {
 
 /// The cached core's paths beyond the fast ones (see the module doc).
 impl CpuPool {
-    /// What a reallocation that moves its block asks for: a growing block gets a quarter
-    /// of slack on top of `new_size`, so that a buffer grown step by step (a vector, a
-    /// string builder: CPython grows lists by about 1/8 a step) is moved every few steps
-    /// instead of at every size-class boundary. glibc gets the same effect by extending a
-    /// block into free neighbours. Pools with a byte cap (`max_size_bytes`) get no slack,
-    /// nor do shrinks; a failed slack allocation falls back to the exact size.
+    /// What a reallocation that moves its block asks for: a growing block gets slack on
+    /// top of `new_size`, so that a buffer grown step by step is moved every few steps
+    /// instead of at every size-class boundary (glibc gets the same effect by extending a
+    /// block into free neighbours). The slack is a quarter of `new_size` (CPython grows
+    /// lists by about 1/8 a step), and at least `new_size` itself up to
+    /// `SMALL_SLACK_BYTES`: C code doubles small buffers (sqlite's strings go 16, 24, 40,
+    /// 72, 136, 264 bytes), and a quarter of a small block is less than a size class.
+    /// Pools with a byte cap (`max_size_bytes`) get no slack, nor do shrinks; a failed
+    /// slack allocation falls back to the exact size.
     #[inline]
     fn move_target(&self, old_usable: usize, new_size: usize) -> usize {
+        /// The most slack beyond a quarter: 64 bytes per grown block at worst.
+        const SMALL_SLACK_BYTES: usize = 64;
         if new_size > old_usable && self.config.max_size_bytes.is_none() {
-            new_size.saturating_add(new_size / 4)
+            new_size.saturating_add((new_size / 4).max(new_size.min(SMALL_SLACK_BYTES)))
         } else {
             new_size
         }

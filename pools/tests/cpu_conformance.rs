@@ -298,9 +298,10 @@ fn allocator_api_collections(base: PoolConfig) {
     assert_eq!(pool.stats().live_count(), 0);
 }
 
-/// A growing reallocation that moves its block gets a quarter of slack, so the next few
-/// growth steps stay in place (`CpuPool::move_target`); a pool with a byte cap gets the
-/// exact size. The contents survive both.
+/// A growing reallocation that moves its block gets slack (a quarter, and at least the new
+/// size up to 64 bytes), so the next few growth steps stay in place
+/// (`CpuPool::move_target`); a pool with a byte cap gets the exact size. The contents
+/// survive both.
 fn growing_realloc_gets_slack(base: PoolConfig) {
     if base.allocator == AllocatorKind::FixedSize {
         return; // one block size: a growing block cannot move
@@ -346,6 +347,25 @@ fn growing_realloc_gets_slack(base: PoolConfig) {
             // SAFETY: b is live (the in-place step kept q) and unused from here.
             unsafe { pool.deallocate(b) }.unwrap();
         }
+    }
+    // A small block that doubles gets at least its new size again (up to 64 bytes), so
+    // sqlite-style 16, 24, 40 growth moves every other step, not every step.
+    let pool = CpuPool::new("small slack", base).unwrap();
+    let p = pool.allocate(16).unwrap();
+    let blockers: Vec<_> = (0..4).map(|_| pool.allocate(16).unwrap()).collect();
+    // SAFETY: p is a live block of this pool.
+    let q = unsafe { pool.reallocate(p, 24) }.unwrap();
+    // SAFETY: q is live.
+    let usable = unsafe { pool.usable_size(q) }.unwrap();
+    if q != p {
+        assert!(usable >= 48, "small growth got {usable} usable for 24");
+    }
+    // SAFETY: q is live.
+    let r = unsafe { pool.reallocate(q, 40) }.unwrap();
+    assert_eq!(r, q, "40 bytes did not fit the slack of a 24-byte block");
+    for b in blockers.into_iter().chain([r]) {
+        // SAFETY: b is live and unused from here.
+        unsafe { pool.deallocate(b) }.unwrap();
     }
 }
 
