@@ -813,6 +813,18 @@ impl CpuPool {
 
     #[inline(never)]
     fn allocate_or_none_slow(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        if let Some(shared) = &self.fast_cache {
+            if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
+                // Nothing to zero or track (`fast_cache`): the cache's slow path directly.
+                return match shared.allocate_slow(size.max(1), self.config.alignment) {
+                    Ok(ptr) => Some(ptr),
+                    Err(_) => {
+                        self.stats.on_failure();
+                        None
+                    }
+                };
+            }
+        }
         self.allocate_with_slow(size, AllocFlags::aligned(align))
             .ok()
     }
@@ -821,6 +833,11 @@ impl CpuPool {
     /// As for `MemoryPool::deallocate`.
     #[inline(never)]
     unsafe fn deallocate_or_false_slow(&self, ptr: NonNull<u8>) -> bool {
+        if let Some(shared) = &self.fast_cache {
+            // Nothing to check or poison (`fast_cache`): the cache's slow path directly.
+            // SAFETY: the caller's contract: ptr is a live block of this pool.
+            return unsafe { shared.free_slow(ptr) }.is_ok();
+        }
         // SAFETY: the caller's contract, forwarded.
         unsafe { self.deallocate_slow(ptr) }.is_ok()
     }

@@ -266,6 +266,10 @@ fn oom_at_the_limit_reports_numbers_and_recovers(base: PoolConfig) {
         pool.allocate(limit + 1),
         Err(PoolError::OutOfMemory { .. }) | Err(PoolError::InvalidOperation { .. })
     ));
+    // The `_or_none` entry point fails the same way, and counts it.
+    let failures = pool.stats().failure_count;
+    assert!(pool.allocate_or_none(4000, 0).is_none(), "{summary}");
+    assert_eq!(pool.stats().failure_count, failures + 1, "{summary}");
     for p in blocks {
         // SAFETY: as above.
         unsafe { pool.deallocate(p) }.unwrap();

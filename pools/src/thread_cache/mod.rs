@@ -686,6 +686,16 @@ impl CacheShared {
         };
         // SAFETY: as in `try_allocate`.
         let cache = unsafe { tls::current_or_create(self).as_ref() };
+        if let (Some(class), Some(cache)) = (class, cache) {
+            // A block cached after all (the fast path missed because this thread had
+            // used another pool): no lock.
+            // SAFETY: this thread owns the cache and is inside a pool call; `class` is
+            // one of the pool's classes.
+            if let Some((block, bytes)) = unsafe { cache.pop(class) } {
+                cache.count_alloc(bytes, &self.stats);
+                return Ok(block);
+            }
+        }
         let mut strategy = self.lock()?;
         let result = match (class, cache) {
             (Some(class), Some(cache)) => self.refill(strategy.as_mut(), cache, class),
