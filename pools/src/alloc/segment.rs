@@ -206,6 +206,8 @@ pub(crate) struct ClassLayout {
 pub(crate) struct SegmentGeometry {
     segment_shift: u32,
     page_shift: u32,
+    /// `!(segment_bytes - 1)`: `owner_of` masks with it directly.
+    segment_mask: usize,
 }
 
 impl SegmentGeometry {
@@ -218,7 +220,7 @@ impl SegmentGeometry {
     #[inline(always)]
     pub(crate) unsafe fn owner_of(self, block: NonNull<u8>) -> u32 {
         let addr = block.as_ptr() as usize;
-        let base = addr & !((1usize << self.segment_shift) - 1);
+        let base = addr & self.segment_mask;
         // SAFETY: as in `usable_bytes_and_owner`: a block not at a segment's start lies in
         // a mapping that starts at `base` (a segment, or a large object's own mapping,
         // whose header's first word is never the magic); only the words named there are
@@ -384,6 +386,7 @@ impl SegmentHeap {
         SegmentGeometry {
             segment_shift: self.segment_shift,
             page_shift: self.page_shift,
+            segment_mask: !((1usize << self.segment_shift) - 1),
         }
     }
 
