@@ -732,9 +732,10 @@ impl CacheShared {
         Ok((ptr, usable))
     }
 
-    /// Fill half of `class`'s magazine from the strategy and return one more block for
-    /// the caller. Blocks whose usable size is not exactly the class's are not cached
-    /// (given to the caller if first, else back to the strategy).
+    /// Fill `class`'s magazine from the strategy (the slow-start batch) and return one
+    /// more block for the caller, all with one `allocate_batch`. Blocks whose usable size
+    /// is not exactly the class's are not cached (back to the strategy; the caller then
+    /// gets one block directly).
     fn refill(
         &self,
         strategy: &mut dyn Strategy,
@@ -742,20 +743,23 @@ impl CacheShared {
         class: usize,
     ) -> Result<(NonNull<u8>, usize), PoolError> {
         let bytes = self.classes.class_bytes[class];
-        let (first, first_usable) = Self::allocate_direct(strategy, bytes, self.align)?;
-        if first_usable != bytes {
-            return Ok((first, first_usable));
-        }
         // SAFETY: this thread owns the cache and is inside a pool call.
         let want = unsafe { cache.next_refill_batch(class) };
-        // SAFETY: this thread owns the cache and is inside a pool call; the strategy
-        // writes blocks of exactly the class's usable size that nobody else knows.
+        // One batch for the magazine and the caller's block together. SAFETY: this thread
+        // owns the cache and is inside a pool call; the strategy writes blocks of exactly
+        // the class's usable size that nobody else knows.
         unsafe {
-            cache.fill(class, want, self.max_thread_bytes, |slots| {
+            cache.fill(class, want + 1, self.max_thread_bytes, |slots| {
                 strategy.allocate_batch(bytes, self.align, bytes, slots)
             })
         };
-        Ok((first, first_usable))
+        // SAFETY: as above; `class` is one of the pool's classes.
+        if let Some(served) = unsafe { cache.pop(class) } {
+            return Ok(served);
+        }
+        // Nothing cached (no room under the thread's budget, a TLSF block of another
+        // usable size, or the strategy failed): one block directly, with its error.
+        Self::allocate_direct(strategy, bytes, self.align)
     }
 
     /// The slow path of a free: give half of the full magazine (or, over the thread's
