@@ -293,7 +293,8 @@ impl ThreadCache {
     /// `push` and `count_free_fast` in one, for the free fast path: `false`, with nothing
     /// done, when the magazine or the thread's budget is full or when the count needs its
     /// cold part (a publish). The slow path does all of it then, so the fast path makes
-    /// no call and saves no register.
+    /// no call and saves no register. (It repeats `push`'s write: calling `push` after the
+    /// count check measured one instruction more per free.)
     ///
     /// # Safety
     /// As for `push`.
