@@ -37,7 +37,7 @@ use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
 use std::cell::UnsafeCell;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How the layer learns a live block's usable size without the strategy's lock.
@@ -163,8 +163,6 @@ struct Magazines {
 #[repr(align(128))]
 pub(crate) struct ThreadCache {
     magazines: UnsafeCell<Magazines>,
-    /// Bytes in all magazines.
-    cached_bytes: AtomicUsize,
     allocation_count: AtomicU64,
     free_count: AtomicU64,
     total_allocated_bytes: AtomicU64,
@@ -179,9 +177,19 @@ pub(crate) struct ThreadCache {
     /// last read them (so below it, `published + used` cannot be a new peak unless another
     /// thread published since: the error the peak's documented bound allows).
     trigger: AtomicI64,
-    /// `trigger + PEAK_PUBLISH_THRESHOLD_BYTES`: a free that takes `room` to it (`used`
-    /// down to `-PEAK_PUBLISH_THRESHOLD_BYTES`) publishes.
-    free_limit: AtomicI64,
+    /// The bytes in all magazines (`cached`) minus `room`. The fast paths move both by
+    /// the block's bytes (a pop uses a cached block, a push caches a freed one), so they
+    /// leave `gap` alone and keep no cached-bytes counter of their own: `cached` is
+    /// `room + gap`. Every other change of either (refills, flushes, direct allocations
+    /// and frees, a new trigger) updates `gap`, and `room_limit` with it.
+    gap: AtomicI64,
+    /// A free's fast path declines when its `room` would exceed this: the lower of the
+    /// budget's bound (`max_thread_bytes - gap`: `cached` at most `max_thread_bytes`) and
+    /// the publish bound (`trigger + PEAK_PUBLISH_THRESHOLD_BYTES - 1`: `used` above
+    /// `-PEAK_PUBLISH_THRESHOLD_BYTES`). One compare for both.
+    room_limit: AtomicI64,
+    /// `thread_cache.max_thread_bytes`.
+    max_thread_bytes: i64,
 }
 
 // SAFETY: the magazines' raw pointers are addresses of pool blocks and of `_storage`;
@@ -197,7 +205,8 @@ fn bump(counter: &AtomicU64, delta: u64) {
 }
 
 impl ThreadCache {
-    fn new(classes: &CacheClasses) -> Self {
+    fn new(classes: &CacheClasses, max_thread_bytes: usize) -> Self {
+        let max_thread_bytes = i64::try_from(max_thread_bytes).unwrap_or(i64::MAX);
         let total: usize = classes.capacity.iter().sum();
         let mut storage: Box<[*mut u8]> = vec![ptr::null_mut(); total].into_boxed_slice();
         let mut offset = 0;
@@ -222,14 +231,15 @@ impl ThreadCache {
                 classes: magazines,
                 _storage: storage,
             }),
-            cached_bytes: AtomicUsize::new(0),
             allocation_count: AtomicU64::new(0),
             free_count: AtomicU64::new(0),
             total_allocated_bytes: AtomicU64::new(0),
             // `used` 0, and the first allocation computes the real trigger.
             room: AtomicI64::new(0),
             trigger: AtomicI64::new(0),
-            free_limit: AtomicI64::new(PEAK_PUBLISH_THRESHOLD_BYTES),
+            gap: AtomicI64::new(0),
+            room_limit: AtomicI64::new(max_thread_bytes.min(PEAK_PUBLISH_THRESHOLD_BYTES - 1)),
+            max_thread_bytes,
         }
     }
 
@@ -242,12 +252,13 @@ impl ThreadCache {
         unsafe { &mut *self.magazines.get() }
     }
 
-    /// Pop a block of `class`: the block and its usable bytes.
+    /// Take the top block of `class`'s magazine, with no count: the block and its usable
+    /// bytes. The caller counts the cached bytes' change (`pop`, `pop_counted`).
     ///
     /// # Safety
     /// As for `magazines`; `class` is a class of the pool.
     #[inline(always)]
-    unsafe fn pop(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
+    unsafe fn take_top(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         if magazine.len == 0 {
@@ -256,70 +267,120 @@ impl ThreadCache {
         magazine.len -= 1;
         // SAFETY: `len < capacity` slots are in the storage; slot `len` holds a block.
         let block = unsafe { *magazine.slots.add(magazine.len) };
-        let bytes = magazine.block_bytes;
-        self.cached_bytes
-            .store(self.cached_bytes.load(Relaxed) - bytes, Relaxed);
         // SAFETY: magazine blocks are non-null (magazine invariant).
-        Some((unsafe { NonNull::new_unchecked(block) }, bytes))
+        Some((
+            unsafe { NonNull::new_unchecked(block) },
+            magazine.block_bytes,
+        ))
+    }
+
+    /// Pop a block of `class`: the block and its usable bytes. The allocation is not
+    /// counted (`count_alloc`).
+    ///
+    /// # Safety
+    /// As for `take_top`.
+    unsafe fn pop(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
+        // SAFETY: forwarded contract.
+        let (block, bytes) = unsafe { self.take_top(class)? };
+        self.add_gap(-(bytes as i64));
+        Some((block, bytes))
+    }
+
+    /// Pop a block of `class` and count the allocation (the fast path): the block, and
+    /// whether the counts' cold part (`counts_cold`) must follow. The cached bytes and
+    /// `room` fall together: `gap` stays.
+    ///
+    /// # Safety
+    /// As for `take_top`.
+    #[inline(always)]
+    unsafe fn pop_counted(&self, class: usize) -> Option<(NonNull<u8>, bool)> {
+        // SAFETY: forwarded contract.
+        let (block, bytes) = unsafe { self.take_top(class)? };
+        bump(&self.allocation_count, 1);
+        bump(&self.total_allocated_bytes, bytes as u64);
+        let room = self.room.load(Relaxed) - bytes as i64;
+        self.room.store(room, Relaxed);
+        Some((block, room < 0))
+    }
+
+    /// Bytes in all magazines (exact for the owner; a reader in another thread may see
+    /// `room` and `gap` from different moments).
+    fn cached_bytes(&self) -> usize {
+        let cached = self.room.load(Relaxed) + self.gap.load(Relaxed);
+        usize::try_from(cached).unwrap_or(0)
+    }
+
+    /// `gap += delta`, and the free fast path's limit from it (by the owner).
+    fn add_gap(&self, delta: i64) {
+        self.gap.store(self.gap.load(Relaxed) + delta, Relaxed);
+        self.update_room_limit();
+    }
+
+    /// `room_limit` from `gap` and `trigger` (by the owner, with `room` and `gap` up to
+    /// date: debug builds check `cached` against the magazines here).
+    fn update_room_limit(&self) {
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: the owner (or the lock holder while the owner is in no pool call),
+            // with no other reference to the magazines alive.
+            let magazines = unsafe { self.magazines() };
+            let held: usize = magazines
+                .classes
+                .iter()
+                .map(|m| m.len * m.block_bytes)
+                .sum();
+            debug_assert_eq!(
+                self.cached_bytes(),
+                held,
+                "cached bytes drifted from the magazines"
+            );
+        }
+        let budget = self.max_thread_bytes - self.gap.load(Relaxed);
+        let publish = self.trigger.load(Relaxed) + PEAK_PUBLISH_THRESHOLD_BYTES - 1;
+        self.room_limit.store(budget.min(publish), Relaxed);
     }
 
     /// Push a free block of `class` unless the magazine or the thread's budget is full:
-    /// the block's usable bytes (its class's), or `None`.
+    /// the block's usable bytes (its class's), or `None`. The free is not counted
+    /// (`count_free`).
     ///
     /// # Safety
-    /// As for `pop`; `block` is a block of the strategy of exactly `class_bytes[class]`
-    /// usable bytes that nobody uses any more.
-    #[inline(always)]
-    unsafe fn push(
-        &self,
-        class: usize,
-        block: NonNull<u8>,
-        max_thread_bytes: usize,
-    ) -> Option<usize> {
+    /// As for `take_top`; `block` is a block of the strategy of exactly
+    /// `class_bytes[class]` usable bytes that nobody uses any more.
+    unsafe fn push(&self, class: usize, block: NonNull<u8>) -> Option<usize> {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let bytes = magazine.block_bytes;
-        let cached = self.cached_bytes.load(Relaxed) + bytes;
-        if magazine.len == magazine.capacity || cached > max_thread_bytes {
+        let cached = self.cached_bytes() + bytes;
+        if magazine.len == magazine.capacity || cached as i64 > self.max_thread_bytes {
             return None;
         }
         // SAFETY: `len < capacity`: the slot is in the storage.
         unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
         magazine.len += 1;
-        self.cached_bytes.store(cached, Relaxed);
+        self.add_gap(bytes as i64);
         Some(bytes)
     }
 
-    /// `push` and `count_free_fast` in one, for the free fast path: `false`, with nothing
-    /// done, when the magazine or the thread's budget is full or when the count needs its
-    /// cold part (a publish). The slow path does all of it then, so the fast path makes
-    /// no call and saves no register. (It repeats `push`'s write: calling `push` after the
-    /// count check measured one instruction more per free.)
+    /// `push` and the free's count in one, for the free fast path: `false`, with nothing
+    /// done, when the magazine is full or when `room` would pass `room_limit` (the
+    /// thread's budget is full, or the count needs its cold part, a publish). The slow
+    /// path does all of it then, so the fast path makes no call and saves no register.
+    /// The cached bytes and `room` rise together: `gap` stays.
     ///
     /// # Safety
     /// As for `push`.
     #[inline(always)]
-    unsafe fn push_counted(
-        &self,
-        class: usize,
-        block: NonNull<u8>,
-        max_thread_bytes: usize,
-    ) -> bool {
+    unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
-        let bytes = magazine.block_bytes;
-        let cached = self.cached_bytes.load(Relaxed) + bytes;
-        let room = self.room.load(Relaxed) + bytes as i64;
-        if magazine.len == magazine.capacity
-            || cached > max_thread_bytes
-            || room >= self.free_limit.load(Relaxed)
-        {
+        let room = self.room.load(Relaxed) + magazine.block_bytes as i64;
+        if magazine.len == magazine.capacity || room > self.room_limit.load(Relaxed) {
             return false;
         }
         // SAFETY: `len < capacity`: the slot is in the storage.
         unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
         magazine.len += 1;
-        self.cached_bytes.store(cached, Relaxed);
         bump(&self.free_count, 1);
         self.room.store(room, Relaxed);
         true
@@ -344,17 +405,12 @@ impl ThreadCache {
     ///
     /// # Safety
     /// As for `push`, for every block `take` writes.
-    unsafe fn fill(
-        &self,
-        class: usize,
-        want: usize,
-        max_thread_bytes: usize,
-        take: impl FnOnce(&mut [*mut u8]) -> usize,
-    ) {
+    unsafe fn fill(&self, class: usize, want: usize, take: impl FnOnce(&mut [*mut u8]) -> usize) {
+        let cached = self.cached_bytes();
         // SAFETY: forwarded contract.
         let magazine = unsafe { &mut self.magazines().classes[class] };
-        let cached = self.cached_bytes.load(Relaxed);
-        let budget = max_thread_bytes.saturating_sub(cached) / magazine.block_bytes.max(1);
+        let budget =
+            (self.max_thread_bytes as usize).saturating_sub(cached) / magazine.block_bytes.max(1);
         let room = want.min(magazine.capacity - magazine.len).min(budget);
         // SAFETY: slots `len..len + room` are within the magazine's `capacity` slots of
         // the storage, which only this magazine uses.
@@ -362,43 +418,33 @@ impl ThreadCache {
             unsafe { std::slice::from_raw_parts_mut(magazine.slots.add(magazine.len), room) };
         let taken = take(slots).min(room);
         magazine.len += taken;
-        self.cached_bytes
-            .store(cached + taken * magazine.block_bytes, Relaxed);
+        let bytes = taken * magazine.block_bytes;
+        self.add_gap(bytes as i64);
     }
 
-    /// Count an allocation of `usable_bytes` (by the writer of the counters).
-    #[inline(always)]
+    /// Count an allocation of `usable_bytes` (by the writer of the counters), with the
+    /// cached bytes unchanged (after a `pop`, which counted their fall).
     fn count_alloc(&self, usable_bytes: usize, stats: &StatsCounters) {
-        if self.count_alloc_fast(usable_bytes) {
-            self.counts_cold(stats);
-        }
-    }
-
-    /// The fast part of `count_alloc`: whether the cold part (`counts_cold`) must follow.
-    #[inline(always)]
-    fn count_alloc_fast(&self, usable_bytes: usize) -> bool {
         bump(&self.allocation_count, 1);
         bump(&self.total_allocated_bytes, usable_bytes as u64);
         let room = self.room.load(Relaxed) - usable_bytes as i64;
         self.room.store(room, Relaxed);
-        room < 0
-    }
-
-    /// Count a free of `usable_bytes` (by the writer of the counters).
-    #[inline(always)]
-    fn count_free(&self, usable_bytes: usize, stats: &StatsCounters) {
-        if self.count_free_fast(usable_bytes) {
+        self.add_gap(usable_bytes as i64);
+        if room < 0 {
             self.counts_cold(stats);
         }
     }
 
-    /// The fast part of `count_free`: whether the cold part (`counts_cold`) must follow.
-    #[inline(always)]
-    fn count_free_fast(&self, usable_bytes: usize) -> bool {
+    /// Count a free of `usable_bytes` (by the writer of the counters), with the cached
+    /// bytes unchanged (after a `push`, which counted their rise).
+    fn count_free(&self, usable_bytes: usize, stats: &StatsCounters) {
         bump(&self.free_count, 1);
         let room = self.room.load(Relaxed) + usable_bytes as i64;
         self.room.store(room, Relaxed);
-        room >= self.free_limit.load(Relaxed)
+        self.add_gap(-(usable_bytes as i64));
+        if room >= self.trigger.load(Relaxed) + PEAK_PUBLISH_THRESHOLD_BYTES {
+            self.counts_cold(stats);
+        }
     }
 
     /// The cold part of the counts: publish the batch when the unpublished used bytes
@@ -421,16 +467,18 @@ impl ThreadCache {
         self.trigger.load(Relaxed) - self.room.load(Relaxed)
     }
 
-    /// The trigger from the pool's figures now, keeping `used` (by the writer of the
-    /// counters).
+    /// The trigger from the pool's figures now, keeping `used` and the cached bytes (by
+    /// the writer of the counters).
     fn reset_trigger(&self, stats: &StatsCounters, used: i64) {
+        let cached = self.room.load(Relaxed) + self.gap.load(Relaxed);
         let trigger = stats
             .peak_headroom_bytes()
             .min(PEAK_PUBLISH_THRESHOLD_BYTES - 1);
+        let room = trigger - used;
         self.trigger.store(trigger, Relaxed);
-        self.free_limit
-            .store(trigger + PEAK_PUBLISH_THRESHOLD_BYTES, Relaxed);
-        self.room.store(trigger - used, Relaxed);
+        self.room.store(room, Relaxed);
+        self.gap.store(cached - room, Relaxed);
+        self.update_room_limit();
     }
 
     /// `counts_cold` for an allocation's fast path, which returns `block` right after
@@ -525,7 +573,7 @@ impl CacheShared {
     }
 
     fn register_thread(&self) -> Arc<ThreadCache> {
-        let cache = Arc::new(ThreadCache::new(&self.classes));
+        let cache = Arc::new(ThreadCache::new(&self.classes, self.max_thread_bytes));
         self.registry().push(Arc::clone(&cache));
         cache
     }
@@ -539,8 +587,8 @@ impl CacheShared {
         // map holds an `Arc`), and this thread is inside a pool call.
         let cache = unsafe { tls::last_used(self.id)? };
         // SAFETY: as above; `class` is one of the pool's classes.
-        let (block, bytes) = unsafe { cache.pop(class)? };
-        if cache.count_alloc_fast(bytes) {
+        let (block, cold) = unsafe { cache.pop_counted(class)? };
+        if cold {
             return Some(cache.alloc_cold(&self.stats, block));
         }
         Some(block)
@@ -622,7 +670,7 @@ impl CacheShared {
             return false;
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
-        unsafe { cache.push_counted(class, ptr, self.max_thread_bytes) }
+        unsafe { cache.push_counted(class, ptr) }
     }
 
     /// Count a reallocation that kept its block and its usable size (one free and one
@@ -692,8 +740,10 @@ impl CacheShared {
             // used another pool): no lock.
             // SAFETY: this thread owns the cache and is inside a pool call; `class` is
             // one of the pool's classes.
-            if let Some((block, bytes)) = unsafe { cache.pop(class) } {
-                cache.count_alloc(bytes, &self.stats);
+            if let Some((block, cold)) = unsafe { cache.pop_counted(class) } {
+                if cold {
+                    cache.counts_cold(&self.stats);
+                }
                 return Ok(block);
             }
         }
@@ -750,7 +800,7 @@ impl CacheShared {
         // owns the cache and is inside a pool call; the strategy writes blocks of exactly
         // the class's usable size that nobody else knows.
         unsafe {
-            cache.fill(class, want + 1, self.max_thread_bytes, |slots| {
+            cache.fill(class, want + 1, |slots| {
                 strategy.allocate_batch(bytes, self.align, bytes, slots)
             })
         };
@@ -780,7 +830,7 @@ impl CacheShared {
             // counts' cold part, or this thread had used another pool): no lock.
             // SAFETY: this thread owns the cache and is inside a pool call; the block has
             // exactly the class's usable size and is unused.
-            if unsafe { cache.push(class, ptr, self.max_thread_bytes) }.is_some() {
+            if unsafe { cache.push(class, ptr) }.is_some() {
                 cache.count_free(usable, &self.stats);
                 return Ok(());
             }
@@ -791,14 +841,13 @@ impl CacheShared {
                 // SAFETY: this thread owns the cache and is inside a pool call.
                 unsafe {
                     let magazine = &cache.magazines().classes[class];
-                    let over_budget =
-                        cache.cached_bytes.load(Relaxed) + usable > self.max_thread_bytes;
+                    let over_budget = cache.cached_bytes() + usable > self.max_thread_bytes;
                     if magazine.len == magazine.capacity {
                         Self::trim(strategy.as_mut(), cache, class, magazine.capacity / 2);
                     } else if over_budget {
                         Self::drain(strategy.as_mut(), cache, 2);
                     }
-                    if cache.push(class, ptr, self.max_thread_bytes).is_none() {
+                    if cache.push(class, ptr).is_none() {
                         strategy.deallocate(ptr);
                     }
                 }
@@ -834,10 +883,8 @@ impl CacheShared {
             ptr::copy(magazine.slots.add(give), magazine.slots, keep);
         }
         magazine.len = keep;
-        cache.cached_bytes.store(
-            cache.cached_bytes.load(Relaxed) - give * magazine.block_bytes,
-            Relaxed,
-        );
+        let bytes = give * magazine.block_bytes;
+        cache.add_gap(-(bytes as i64));
     }
 
     /// Give back all but `1 / divisor` of every magazine (`divisor == 0`: everything);
@@ -887,7 +934,8 @@ impl CacheShared {
                     magazine.len = 0;
                 }
             }
-            cache.cached_bytes.store(0, Relaxed);
+            // Nothing cached: `room + gap == 0`.
+            cache.gap.store(-cache.room.load(Relaxed), Relaxed);
             cache.publish(&self.stats);
         }
     }
@@ -898,7 +946,7 @@ impl CacheShared {
         let mut cached = 0u64;
         for cache in self.registry().iter() {
             pending.add(&cache.pending());
-            cached += cache.cached_bytes.load(Relaxed) as u64;
+            cached += cache.cached_bytes() as u64;
         }
         (pending, cached)
     }
