@@ -27,6 +27,9 @@
 //! base` means a large object aligned to at least `segment_bytes`, whose header sits one
 //! segment below. Otherwise the first word at `base` tells a page segment (then
 //! `spans[first_page[(block - base) / page_bytes]]`) from a large object's header.
+//! The thread cache's free fast path needs only the class, and no branch: each header
+//! also keeps a page-class map at the same offset (a large object's all `NO_CLASS`), read
+//! at `(block - 1) & !(segment_bytes - 1)` ([`SegmentGeometry::owner_of`]).
 //!
 //! Taking a span looks for the lowest run of free pages in the segment last used, then in
 //! the others (a few shifts of a 128-bit map per segment; this is the refill slow path,
@@ -68,7 +71,11 @@ pub const MIN_SEGMENT_BYTES: usize = 1024 * 1024;
 pub const MAX_IN_SEGMENT_ALIGN: usize = 4096;
 
 /// Bytes before the block of a large object aligned below `segment_bytes`.
-const LARGE_HEADER_BYTES: usize = 128;
+const LARGE_HEADER_BYTES: usize = 384;
+
+/// `page_class` entry of a page whose blocks belong to no class: the header page, a large
+/// object's pages (every entry of its header), a page above `u16::MAX - 1` classes.
+pub(crate) const NO_CLASS: u16 = u16::MAX;
 
 /// A span's description (in its segment's header), or the first part of a large object's
 /// header. Invariant: while `owner` is a class index, `[span_base, span_base +
@@ -98,10 +105,14 @@ struct LargeHeader {
     span: SpanHeader,
     chunk_base: usize,
     chunk_len: usize,
+    block_addr: usize,
+    /// All `NO_CLASS`, at the offset of `SegmentHeader::page_class`, so that
+    /// `SegmentGeometry::owner_of` reads "no class" here without first telling a large
+    /// object from a segment.
+    page_class: [u16; PAGES_PER_SEGMENT],
     /// The large-object list (doubly linked).
     next: *mut LargeHeader,
     prev: *mut LargeHeader,
-    block_addr: usize,
 }
 
 /// Page 0 of every segment.
@@ -120,6 +131,11 @@ struct SegmentHeader {
     /// All segments, doubly linked.
     next: *mut SegmentHeader,
     prev: *mut SegmentHeader,
+    /// For every page `p` of a span: the class owning the span (`NO_CLASS` for an owner
+    /// beyond `u16`). Written by `take_span` before any block of the span is handed out;
+    /// `NO_CLASS` for page 0; meaningless for free pages. At the same offset as
+    /// `LargeHeader::page_class`.
+    page_class: [u16; PAGES_PER_SEGMENT],
     /// For every page `p` of a span: the span's first page. Meaningless for free pages.
     first_page: [u8; PAGES_PER_SEGMENT],
     /// `spans[p]` describes the span starting at page `p`.
@@ -128,6 +144,9 @@ struct SegmentHeader {
 
 const _: () = assert!(size_of::<SegmentHeader>() <= MIN_SEGMENT_BYTES / PAGES_PER_SEGMENT);
 const _: () = assert!(size_of::<LargeHeader>() <= LARGE_HEADER_BYTES);
+/// Where `owner_of` reads the page-class map, in a segment's header and a large object's.
+const PAGE_CLASS_OFFSET: usize = std::mem::offset_of!(SegmentHeader, page_class);
+const _: () = assert!(PAGE_CLASS_OFFSET == std::mem::offset_of!(LargeHeader, page_class));
 
 impl SpanHeader {
     /// The live-block bitmap words.
@@ -211,30 +230,48 @@ pub(crate) struct SegmentGeometry {
 }
 
 impl SegmentGeometry {
-    /// The owner of a live block's span (a class index), or `OWNER_LARGE` for a large
-    /// object: `usable_bytes_and_owner` without the size, for the thread cache's free fast
-    /// path (a large object goes to the slow path, which asks the heap).
+    /// The class owning a live block's span, or `NO_CLASS` (a large object, or an owner
+    /// beyond `u16`): `usable_bytes_and_owner` without the size, for the thread cache's
+    /// free fast path (a large object goes to the slow path, which asks the heap).
+    ///
+    /// No branch: `base` is the block's address less one, masked. A block inside a
+    /// segment never starts at the segment's base (page 0 is the header), so that is its
+    /// segment; a large object's block lies after its header in the same segment-aligned
+    /// chunk, or starts one segment after its header when it is over-aligned: either way
+    /// `base` is the header. Both headers keep the page-class map at the same offset
+    /// (`PAGE_CLASS_OFFSET`), a large object's all `NO_CLASS`.
     ///
     /// # Safety
     /// As for `usable_bytes`.
     #[inline(always)]
-    pub(crate) unsafe fn owner_of(self, block: NonNull<u8>) -> u32 {
+    pub(crate) unsafe fn owner_of(self, block: NonNull<u8>) -> u16 {
         let addr = block.as_ptr() as usize;
-        let base = addr & self.segment_mask;
-        // SAFETY: as in `usable_bytes_and_owner`: a block not at a segment's start lies in
-        // a mapping that starts at `base` (a segment, or a large object's own mapping,
-        // whose header's first word is never the magic); only the words named there are
-        // read, each through its own raw place.
-        unsafe {
-            if addr == base || *(base as *const u32) != SEGMENT_MAGIC {
-                return OWNER_LARGE;
-            }
-            let segment = base as *const SegmentHeader;
-            let page = (addr - base) >> self.page_shift;
-            let first = *addr_of!((*segment).first_page).cast::<u8>().add(page) as usize;
-            let span = addr_of!((*segment).spans).cast::<SpanHeader>().add(first);
-            *addr_of!((*span).owner)
+        let base = (addr - 1) & self.segment_mask;
+        let page = (addr >> self.page_shift) & (PAGES_PER_SEGMENT - 1);
+        // SAFETY: `base` starts the header of the block's segment or large object (see
+        // above; the caller's contract: a live block of such a heap, whose allocation
+        // happens-before this call). The entry read is `page < PAGES_PER_SEGMENT` of
+        // the map at `PAGE_CLASS_OFFSET`, written before the block was handed out and not
+        // written while it is live (`take_span` writes only the pages of the span it
+        // takes, which hold no live block); a large object's entries are all `NO_CLASS`.
+        let class = unsafe {
+            *(base as *const u8)
+                .add(PAGE_CLASS_OFFSET)
+                .cast::<u16>()
+                .add(page)
+        };
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: forwarded contract.
+            let (_, owner) = unsafe { self.usable_bytes_and_owner(block) };
+            let expected = if owner == OWNER_LARGE {
+                NO_CLASS
+            } else {
+                u16::try_from(owner).unwrap_or(NO_CLASS)
+            };
+            debug_assert_eq!(class, expected, "page-class map disagrees with the span");
         }
+        class
     }
 
     /// Usable bytes of a live block, read the way `header_of` finds its header, and
@@ -507,6 +544,10 @@ impl SegmentHeap {
         unsafe {
             addr_of_mut!((*header).magic).write(SEGMENT_MAGIC);
             addr_of_mut!((*header).initial).write(initial);
+            // Page 0 (the header) holds no block; the others are written when taken.
+            addr_of_mut!((*header).page_class)
+                .cast::<u16>()
+                .write(NO_CLASS);
             addr_of_mut!((*header).free_pages).write(ALL_SPAN_PAGES);
             addr_of_mut!((*header).committed_pages).write(committed);
             addr_of_mut!((*header).initial_committed_pages).write(committed);
@@ -561,6 +602,11 @@ impl SegmentHeap {
             let map = &mut (*segment).first_page;
             for entry in &mut map[first..first + pages] {
                 *entry = first as u8;
+            }
+            let class = u16::try_from(owner).unwrap_or(NO_CLASS);
+            let classes = &mut (*segment).page_class;
+            for entry in &mut classes[first..first + pages] {
+                *entry = class;
             }
             let span = addr_of_mut!((*segment).spans[first]);
             span.write(SpanHeader {
@@ -732,9 +778,10 @@ impl SegmentHeap {
                 },
                 chunk_base: chunk.addr(),
                 chunk_len: chunk.len,
+                block_addr,
+                page_class: [NO_CLASS; PAGES_PER_SEGMENT],
                 next: self.large,
                 prev: null_mut(),
-                block_addr,
             });
             if !self.large.is_null() {
                 (*self.large).prev = header;

@@ -31,7 +31,7 @@ mod tls;
 
 pub(crate) use self::classes::CacheClasses;
 
-use crate::alloc::segment::SegmentGeometry;
+use crate::alloc::segment::{SegmentGeometry, NO_CLASS};
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
@@ -544,6 +544,14 @@ impl CacheShared {
         align: usize,
         max_thread_bytes: usize,
     ) -> Self {
+        let segment_class = match sizer {
+            BlockSizer::SegmentClass(geometry) => {
+                // `cache_class` takes `NO_CLASS` for "not cached".
+                assert!(classes.class_count() < usize::from(NO_CLASS));
+                Some(geometry)
+            }
+            _ => None,
+        };
         CacheShared {
             id: tls::next_pool_id(),
             name,
@@ -551,10 +559,7 @@ impl CacheShared {
             stats,
             classes,
             sizer,
-            segment_class: match sizer {
-                BlockSizer::SegmentClass(geometry) => Some(geometry),
-                _ => None,
-            },
+            segment_class,
             align,
             max_thread_bytes,
             registry: Mutex::new(Vec::new()),
@@ -623,8 +628,8 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) unsafe fn cache_class(&self, ptr: NonNull<u8>) -> Option<usize> {
         match self.segment_class {
-            // SAFETY: forwarded contract; a large object's owner (`OWNER_LARGE`) is
-            // beyond every class.
+            // SAFETY: forwarded contract; a large object's `NO_CLASS` is beyond every
+            // class (`CacheShared::new` checks the class count).
             Some(geometry) => Some(unsafe { geometry.owner_of(ptr) } as usize)
                 .filter(|&class| class < self.classes.class_count()),
             // SAFETY: forwarded contract.
