@@ -43,7 +43,7 @@ use crate::error::PoolError;
 use crate::os::OsChunks;
 use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
-use crate::thread_cache::{BlockSizer, CacheClasses, CacheShared};
+use crate::thread_cache::{last_used, BlockSizer, CacheClasses, CacheShared, ThreadCache};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -93,7 +93,16 @@ pub struct CpuPool {
     /// tracking, no poisoning): the fast paths test this one field instead of decoding
     /// `core` and reading the config.
     fast_cache: Option<Arc<CacheShared>>,
+    /// `fast_cache`'s pool id, or `NO_FAST_CACHE` without one. The fast paths compare it
+    /// with this thread's last-used cache id first: a match means `fast_cache` is `Some`
+    /// and the thread's cache for it is at hand, so they make no separate `Option` test.
+    /// Invariant: set with `fast_cache` at construction; neither changes after.
+    fast_id: u64,
 }
+
+/// `CpuPool::fast_id` of a pool without a fast cache: never a pool id (ids count up from
+/// 1) nor a thread's "no cache used yet" (0).
+const NO_FAST_CACHE: u64 = u64::MAX;
 
 impl CpuPool {
     /// A pool with the strategy and sync mode of `config` over `mmap`ed chunks.
@@ -125,6 +134,7 @@ impl CpuPool {
                 checked: Mutex::new(()),
                 lock_free_fast,
                 fast_cache: None,
+                fast_id: NO_FAST_CACHE,
             });
         }
         let upstream = Upstream::new(
@@ -179,6 +189,9 @@ impl CpuPool {
             let shared = Arc::new(shared);
             let fast_cache = (!config.debug.track_live && !config.debug.poison_on_free)
                 .then(|| Arc::clone(&shared));
+            let fast_id = fast_cache
+                .as_ref()
+                .map_or(NO_FAST_CACHE, |shared| shared.id);
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
@@ -189,6 +202,7 @@ impl CpuPool {
                 checked: Mutex::new(()),
                 lock_free_fast: false,
                 fast_cache,
+                fast_id,
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -244,6 +258,7 @@ impl CpuPool {
             checked: Mutex::new(()),
             lock_free_fast: false,
             fast_cache: None,
+            fast_id: NO_FAST_CACHE,
         }
     }
 
@@ -659,6 +674,21 @@ impl CpuPool {
         }
     }
 
+    /// The shared part of `fast_cache` and this thread's cache of it, if that is the
+    /// cache this thread used last (the fast paths' one compare, `fast_id`).
+    #[inline(always)]
+    fn fast_cache_here(&self) -> Option<(&CacheShared, &ThreadCache)> {
+        // SAFETY: the reference is used only by this thread, inside this pool call (the
+        // fast paths that call this), while the pool lives.
+        let cache = unsafe { last_used(self.fast_id)? };
+        match &self.fast_cache {
+            Some(shared) => Some((shared, cache)),
+            // SAFETY: `fast_id`'s invariant: an id that matched a pool's (`last_used`
+            // never answers `NO_FAST_CACHE`) is `fast_cache`'s, so it is `Some`.
+            None => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
     /// for blocks whose class the thread cache reads without the lock (fixed-size and
     /// size-classed strategies): a block kept in place is counted in the thread's cache,
@@ -673,6 +703,7 @@ impl CpuPool {
     unsafe fn reallocate_fast(
         &self,
         shared: &CacheShared,
+        cache: &ThreadCache,
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
@@ -683,7 +714,8 @@ impl CpuPool {
             // SAFETY: the caller's contract: ptr is a live block of this pool.
             let usable = unsafe { shared.sizer.usable_bytes(ptr) };
             if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
-                return shared.try_count_same_block(usable).then_some(ptr);
+                cache.count_same_block(usable);
+                return Some(ptr);
             }
             return None;
         }
@@ -692,14 +724,16 @@ impl CpuPool {
         // SAFETY: `cache_class` answers classes of the pool.
         let usable = unsafe { shared.class_bytes_unchecked(class) };
         if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
-            return shared.try_count_same_block(usable).then_some(ptr);
+            cache.count_same_block(usable);
+            return Some(ptr);
         }
-        let new = shared.try_allocate(self.move_target(usable, new_size))?;
+        let new = shared.try_allocate_in(cache, self.move_target(usable, new_size))?;
         // SAFETY: both blocks are live blocks of this pool, distinct, each at least
         // min(usable, new_size) bytes long.
         unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), usable.min(new_size)) };
-        // SAFETY: ptr is live and unused from here; the class is its own.
-        if !unsafe { shared.try_free_classified(ptr, Some(class)) } {
+        // SAFETY: `cache` is this thread's, in this pool call; ptr is live and unused
+        // from here, and the class is its own.
+        if !unsafe { cache.push_counted(class, ptr) } {
             // SAFETY: as above. Its only failure is a poisoned strategy lock (a strategy
             // call panicked): the pool is unusable, and the old block is lost with it.
             unsafe { self.deallocate_or_false_slow(ptr) };
@@ -1070,8 +1104,8 @@ impl MemoryPool for CpuPool {
             && flags.align & flags.align.wrapping_sub(1) == 0
             && !flags.zeroed
         {
-            if let Some(shared) = &self.fast_cache {
-                if let Some(ptr) = shared.try_allocate(size) {
+            if let Some((shared, cache)) = self.fast_cache_here() {
+                if let Some(ptr) = shared.try_allocate_in(cache, size) {
                     return Ok(ptr);
                 }
             } else if let Core::LockFree(allocator) = &self.core {
@@ -1090,8 +1124,8 @@ impl MemoryPool for CpuPool {
     #[inline]
     fn allocate_or_none(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
-            if let Some(shared) = &self.fast_cache {
-                if let Some(ptr) = shared.try_allocate(size) {
+            if let Some((shared, cache)) = self.fast_cache_here() {
+                if let Some(ptr) = shared.try_allocate_in(cache, size) {
                     return Some(ptr);
                 }
             } else if let Core::LockFree(allocator) = &self.core {
@@ -1107,9 +1141,9 @@ impl MemoryPool for CpuPool {
     /// else.
     #[inline]
     unsafe fn reallocate_or_none(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
-        if let Some(shared) = &self.fast_cache {
+        if let Some((shared, cache)) = self.fast_cache_here() {
             // SAFETY: the caller's contract, forwarded.
-            if let Some(new) = unsafe { self.reallocate_fast(shared, ptr, new_size) } {
+            if let Some(new) = unsafe { self.reallocate_fast(shared, cache, ptr, new_size) } {
                 return Some(new);
             }
         } else if let Core::LockFree(allocator) = &self.core {
@@ -1125,9 +1159,9 @@ impl MemoryPool for CpuPool {
     /// `deallocate`'s fast path, with a tail call for everything else.
     #[inline]
     unsafe fn deallocate_or_false(&self, ptr: NonNull<u8>) -> bool {
-        if let Some(shared) = &self.fast_cache {
+        if let Some((shared, cache)) = self.fast_cache_here() {
             // SAFETY: as in `deallocate`.
-            if unsafe { shared.try_free(ptr) } {
+            if unsafe { shared.try_free_in(cache, ptr) } {
                 return true;
             }
         } else if let Core::LockFree(allocator) = &self.core {
@@ -1143,11 +1177,11 @@ impl MemoryPool for CpuPool {
     /// The fast path is a thread-cache hit; everything else is one out-of-line call.
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        if let Some(shared) = &self.fast_cache {
+        if let Some((shared, cache)) = self.fast_cache_here() {
             // SAFETY: the caller's contract: ptr is a live block of this pool (checked
             // mode never uses the cached core), handed to us by the caller, so its
             // allocation happens-before this call.
-            if unsafe { shared.try_free(ptr) } {
+            if unsafe { shared.try_free_in(cache, ptr) } {
                 return Ok(());
             }
         } else if let Core::LockFree(allocator) = &self.core {

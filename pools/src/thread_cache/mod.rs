@@ -30,6 +30,7 @@ mod classes;
 mod tls;
 
 pub(crate) use self::classes::CacheClasses;
+pub(crate) use self::tls::last_used;
 
 use crate::alloc::segment::{SegmentGeometry, NO_CLASS};
 use crate::alloc::Strategy;
@@ -252,6 +253,16 @@ impl ThreadCache {
         unsafe { &mut *self.magazines.get() }
     }
 
+    /// Count a reallocation that kept its block and its usable size (one free and one
+    /// allocation of the same bytes: the used bytes do not change, so no cold part), by
+    /// the owner.
+    #[inline(always)]
+    pub(crate) fn count_same_block(&self, usable: usize) {
+        bump(&self.allocation_count, 1);
+        bump(&self.free_count, 1);
+        bump(&self.total_allocated_bytes, usable as u64);
+    }
+
     /// Take the top block of `class`'s magazine, with no count: the block and its usable
     /// bytes. The caller counts the cached bytes' change (`pop`, `pop_counted`).
     ///
@@ -371,7 +382,7 @@ impl ThreadCache {
     /// # Safety
     /// As for `push`.
     #[inline(always)]
-    unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let room = self.room.load(Relaxed) + magazine.block_bytes as i64;
@@ -587,11 +598,19 @@ impl CacheShared {
     /// alignment, or `None` (not cacheable, no cache yet, or the magazine is empty).
     #[inline(always)]
     pub(crate) fn try_allocate(&self, size: usize) -> Option<NonNull<u8>> {
-        let class = self.classes.class_of_request(size)?;
         // SAFETY: a non-null cache from this thread's TLS is this thread's, alive (the TLS
         // map holds an `Arc`), and this thread is inside a pool call.
         let cache = unsafe { tls::last_used(self.id)? };
-        // SAFETY: as above; `class` is one of the pool's classes.
+        self.try_allocate_in(cache, size)
+    }
+
+    /// `try_allocate` in `cache`, this thread's cache of this pool (from
+    /// `tls::last_used`, in this pool call).
+    #[inline(always)]
+    pub(crate) fn try_allocate_in(&self, cache: &ThreadCache, size: usize) -> Option<NonNull<u8>> {
+        let class = self.classes.class_of_request(size)?;
+        // SAFETY: the cache is this thread's and this thread is inside a pool call (the
+        // caller's contract); `class` is one of the pool's classes.
         let (block, cold) = unsafe { cache.pop_counted(class)? };
         if cold {
             return Some(cache.alloc_cold(&self.stats, block));
@@ -614,10 +633,25 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) unsafe fn try_free(&self, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
-        // SAFETY: forwarded contract.
         let class = unsafe { self.cache_class(ptr) };
         // SAFETY: forwarded contract; the class is the block's.
         unsafe { self.try_free_classified(ptr, class) }
+    }
+
+    /// `try_free` into `cache`, this thread's cache of this pool (from
+    /// `tls::last_used`, in this pool call).
+    ///
+    /// # Safety
+    /// As for `try_free`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_in(&self, cache: &ThreadCache, ptr: NonNull<u8>) -> bool {
+        // SAFETY: forwarded contract.
+        let Some(class) = (unsafe { self.cache_class(ptr) }) else {
+            return false;
+        };
+        // SAFETY: the cache is this thread's, in a pool call; the block has exactly the
+        // class's usable size and is unused (forwarded contract).
+        unsafe { cache.push_counted(class, ptr) }
     }
 
     /// The cache class of a live block, or `None` when it may not be cached: the free
@@ -676,22 +710,6 @@ impl CacheShared {
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
         unsafe { cache.push_counted(class, ptr) }
-    }
-
-    /// Count a reallocation that kept its block and its usable size (one free and one
-    /// allocation of the same bytes: the used bytes do not change, so no cold part) in
-    /// this thread's last-used cache: `false`, with nothing counted, when that is not
-    /// this pool's.
-    #[inline(always)]
-    pub(crate) fn try_count_same_block(&self, usable: usize) -> bool {
-        // SAFETY: as in `try_allocate`.
-        let Some(cache) = (unsafe { tls::last_used(self.id) }) else {
-            return false;
-        };
-        bump(&cache.allocation_count, 1);
-        bump(&cache.free_count, 1);
-        bump(&cache.total_allocated_bytes, usable as u64);
-        true
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
