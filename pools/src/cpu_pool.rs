@@ -34,6 +34,7 @@
 
 use crate::alloc::fixed::{with_request, FixedSizeAllocator};
 use crate::alloc::lockfree::LockFreeAllocator;
+use crate::alloc::segment::SegmentGeometry;
 use crate::alloc::size_classed::SizeClassedAllocator;
 use crate::alloc::variable::Tlsf;
 use crate::alloc::{BlockState, Strategy, Upstream};
@@ -43,7 +44,9 @@ use crate::error::PoolError;
 use crate::os::OsChunks;
 use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
-use crate::thread_cache::{last_used, BlockSizer, CacheClasses, CacheShared, ThreadCache};
+use crate::thread_cache::{
+    last_used, last_used_entry, BlockSizer, CacheClasses, CacheShared, ThreadCache,
+};
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,6 +101,39 @@ pub struct CpuPool {
     /// and the thread's cache for it is at hand, so they make no separate `Option` test.
     /// Invariant: set with `fast_cache` at construction; neither changes after.
     fast_id: u64,
+    /// The free fast path of a size-classed `fast_cache` (`BlockSizer::SegmentClass`),
+    /// inline: a free whose thread used this pool last finds the block's class from
+    /// these fields and the block alone, without reading `fast_cache`.
+    fast_segment: FastSegment,
+}
+
+/// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` is a
+/// `SegmentClass` cache, whose geometry and class count are the other fields; otherwise
+/// `id` is `NO_FAST_CACHE` and the other fields are unused.
+#[derive(Debug, Clone, Copy)]
+struct FastSegment {
+    id: u64,
+    geometry: Option<SegmentGeometry>,
+    class_count: usize,
+}
+
+impl FastSegment {
+    const NONE: FastSegment = FastSegment {
+        id: NO_FAST_CACHE,
+        geometry: None,
+        class_count: 0,
+    };
+
+    fn of(shared: Option<&Arc<CacheShared>>) -> FastSegment {
+        match shared.and_then(|shared| Some((shared.id, shared.segment_class()?))) {
+            Some((id, (geometry, class_count))) => FastSegment {
+                id,
+                geometry: Some(geometry),
+                class_count,
+            },
+            None => FastSegment::NONE,
+        }
+    }
 }
 
 /// `CpuPool::fast_id` of a pool without a fast cache: never a pool id (ids count up from
@@ -135,6 +171,7 @@ impl CpuPool {
                 lock_free_fast,
                 fast_cache: None,
                 fast_id: NO_FAST_CACHE,
+                fast_segment: FastSegment::NONE,
             });
         }
         let upstream = Upstream::new(
@@ -192,6 +229,7 @@ impl CpuPool {
             let fast_id = fast_cache
                 .as_ref()
                 .map_or(NO_FAST_CACHE, |shared| shared.id);
+            let fast_segment = FastSegment::of(fast_cache.as_ref());
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
@@ -203,6 +241,7 @@ impl CpuPool {
                 lock_free_fast: false,
                 fast_cache,
                 fast_id,
+                fast_segment,
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -259,6 +298,7 @@ impl CpuPool {
             lock_free_fast: false,
             fast_cache: None,
             fast_id: NO_FAST_CACHE,
+            fast_segment: FastSegment::NONE,
         }
     }
 
@@ -686,6 +726,38 @@ impl CpuPool {
             // SAFETY: `fast_id`'s invariant: an id that matched a pool's (`last_used`
             // never answers `NO_FAST_CACHE`) is `fast_cache`'s, so it is `Some`.
             None => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
+    /// The free fast path of both entry points: `true` when the block went into this
+    /// thread's cache. A size-classed cache (`fast_segment`) is served from `CpuPool`'s
+    /// own fields; other caches through `fast_cache`.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::deallocate` (and the pool is not in checked mode: `fast_cache`).
+    #[inline(always)]
+    unsafe fn try_free_fast(&self, ptr: NonNull<u8>) -> bool {
+        let (id, cache) = last_used_entry();
+        if id == self.fast_segment.id {
+            let Some(geometry) = self.fast_segment.geometry else {
+                // SAFETY: `FastSegment`'s invariant: a matching id (never `NO_FAST_CACHE`,
+                // which `last_used_entry` never answers) comes with the geometry.
+                unsafe { std::hint::unreachable_unchecked() }
+            };
+            // SAFETY: the caller's contract: a live block of this pool's segment heap.
+            let class = usize::from(unsafe { geometry.owner_of(ptr) });
+            if class >= self.fast_segment.class_count {
+                return false;
+            }
+            // SAFETY: the id matched this pool's: `cache` is this thread's cache of it
+            // (`tls::last_used`'s invariant), used only here, in this pool call; the
+            // block is unused from now and has exactly its class's usable size.
+            return unsafe { (*cache).push_counted(class, ptr) };
+        }
+        match self.fast_cache_here() {
+            // SAFETY: the caller's contract, forwarded.
+            Some((shared, cache)) => unsafe { shared.try_free_in(cache, ptr) },
+            None => false,
         }
     }
 
@@ -1159,12 +1231,11 @@ impl MemoryPool for CpuPool {
     /// `deallocate`'s fast path, with a tail call for everything else.
     #[inline]
     unsafe fn deallocate_or_false(&self, ptr: NonNull<u8>) -> bool {
-        if let Some((shared, cache)) = self.fast_cache_here() {
-            // SAFETY: as in `deallocate`.
-            if unsafe { shared.try_free_in(cache, ptr) } {
-                return true;
-            }
-        } else if let Core::LockFree(allocator) = &self.core {
+        // SAFETY: as in `deallocate`.
+        if unsafe { self.try_free_fast(ptr) } {
+            return true;
+        }
+        if let Core::LockFree(allocator) = &self.core {
             if self.lock_free_fast {
                 // SAFETY: the caller's contract, forwarded.
                 return unsafe { self.deallocate_lock_free(allocator, ptr) };
@@ -1177,14 +1248,13 @@ impl MemoryPool for CpuPool {
     /// The fast path is a thread-cache hit; everything else is one out-of-line call.
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        if let Some((shared, cache)) = self.fast_cache_here() {
-            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
-            // mode never uses the cached core), handed to us by the caller, so its
-            // allocation happens-before this call.
-            if unsafe { shared.try_free_in(cache, ptr) } {
-                return Ok(());
-            }
-        } else if let Core::LockFree(allocator) = &self.core {
+        // SAFETY: the caller's contract: ptr is a live block of this pool (checked mode
+        // never uses the cached core), handed to us by the caller, so its allocation
+        // happens-before this call.
+        if unsafe { self.try_free_fast(ptr) } {
+            return Ok(());
+        }
+        if let Core::LockFree(allocator) = &self.core {
             if self.lock_free_fast {
                 // SAFETY: the caller's contract, forwarded.
                 unsafe { self.deallocate_lock_free(allocator, ptr) };

@@ -96,7 +96,8 @@ impl Default for AllocFlags {
 /// MemoryPool::reset(&pool).unwrap();
 /// ```
 pub trait MemoryPool: Send + Sync {
-    /// A block of at least `size` bytes, aligned to the pool's alignment.
+    /// A block of at least `size` bytes, aligned to the pool's alignment. `CpuPool`
+    /// serves `size == 0` as 1 byte: a distinct block, as C's `malloc(0)`.
     fn allocate(&self, size: usize) -> Result<NonNull<u8>, PoolError> {
         self.allocate_with(size, AllocFlags::DEFAULT)
     }

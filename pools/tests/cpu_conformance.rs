@@ -158,6 +158,18 @@ fn sizes_zeroing_and_alignments(base: PoolConfig) {
     assert!(unsafe { pool.usable_size(p) }.unwrap() >= 1);
     // SAFETY: as above, freed once.
     unsafe { pool.deallocate(p) }.unwrap();
+    // Through every entry point, 0 bytes are a distinct block of at least 1 byte.
+    let a = pool.allocate_or_none(0, 1).unwrap();
+    let b = pool.allocate_or_none(0, 1).unwrap();
+    assert_ne!(a, b);
+    // SAFETY: a and b are live blocks of this pool; each is reallocated or freed once.
+    unsafe {
+        assert!(pool.usable_size(a).unwrap() >= 1);
+        let a = pool.reallocate_or_none(a, 0).unwrap();
+        assert!(pool.usable_size(a).unwrap() >= 1);
+        assert!(pool.deallocate_or_false(a));
+        assert!(pool.deallocate_or_false(b));
+    }
     let max_align = if config.allocator == AllocatorKind::FixedSize {
         512
     } else {

@@ -35,10 +35,11 @@ impl PoolBackend {
 impl Backend for PoolBackend {
     #[inline]
     fn alloc(&self, size: usize, align: usize, _stream: u16) -> usize {
-        // C's `malloc(0)` returns a unique block; a pool may refuse 0 bytes. A failure is
-        // 0 (the pool counts it); the error's detail has nowhere to go.
+        // C's `malloc(0)` returns a unique block: so does `CpuPool` for 0 bytes (it serves
+        // them as 1). A failure is 0 (the pool counts it); the error's detail has nowhere
+        // to go.
         self.pool
-            .allocate_or_none(size.max(1), align)
+            .allocate_or_none(size, align)
             .map_or(0, |p| p.as_ptr() as usize)
     }
 
@@ -66,7 +67,8 @@ impl Backend for PoolBackend {
         };
         if align <= self.base_align {
             // SAFETY: the caller's contract: addr is a live block of this pool.
-            return unsafe { self.pool.reallocate_or_none(old, new_size.max(1)) }
+            // (`CpuPool` serves a new size of 0 as 1, as it does an allocation.)
+            return unsafe { self.pool.reallocate_or_none(old, new_size) }
                 .map_or(0, |p| p.as_ptr() as usize);
         }
         // `reallocate` keeps the pool's alignment only: move by hand.

@@ -30,13 +30,14 @@ mod classes;
 mod tls;
 
 pub(crate) use self::classes::CacheClasses;
-pub(crate) use self::tls::last_used;
+pub(crate) use self::tls::{last_used, last_used_entry};
 
 use crate::alloc::segment::{SegmentGeometry, NO_CLASS};
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
 use std::cell::UnsafeCell;
+use std::mem::size_of;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -129,25 +130,44 @@ impl BlockSizer {
     }
 }
 
-/// One size class of one thread's cache: a stack of free blocks.
+/// One size class of one thread's cache: a stack of free blocks in the slots
+/// `bottom..limit` of the cache's storage, kept as three pointers so that a pop compares
+/// `top` with `bottom` and a push compares it with `limit`, with no index arithmetic.
+/// 32 bytes: a class's magazine is found with one shift.
 ///
-/// Invariant: `slots[0..len]` are distinct free blocks of the pool's strategy (live to
-/// the strategy) of exactly `class_bytes[class]` usable bytes; `len <= capacity`.
+/// Invariant: `bottom <= top <= limit`, all within the storage (the slots
+/// `bottom..limit` are this magazine's alone); the slots `bottom..top` hold distinct free
+/// blocks of the pool's strategy (live to the strategy) of exactly `block_bytes` usable
+/// bytes (`class_bytes[class]`).
+#[repr(C, align(32))]
 struct Magazine {
-    slots: *mut *mut u8,
-    len: usize,
-    capacity: usize,
+    top: *mut *mut u8,
+    bottom: *mut *mut u8,
+    limit: *mut *mut u8,
     block_bytes: usize,
-    /// Blocks the next refill takes: 1 at first, doubled by each refill up to half the
-    /// capacity (tcmalloc's slow start): a class used once costs one block, not half a
-    /// magazine carved and left cached.
-    refill_batch: usize,
+}
+
+impl Magazine {
+    /// Blocks held.
+    fn len(&self) -> usize {
+        (self.top as usize - self.bottom as usize) / size_of::<*mut u8>()
+    }
+
+    /// Blocks it may hold.
+    fn capacity(&self) -> usize {
+        (self.limit as usize - self.bottom as usize) / size_of::<*mut u8>()
+    }
 }
 
 /// Owner-only part of a thread cache.
 struct Magazines {
     classes: Box<[Magazine]>,
-    /// Backing store of every magazine's `slots`.
+    /// Per class: blocks the next refill takes, 1 at first, doubled by each refill up to
+    /// half the capacity (tcmalloc's slow start): a class used once costs one block, not
+    /// half a magazine carved and left cached. Apart from the magazines, which the fast
+    /// paths use, to keep those at 32 bytes.
+    refill_batch: Box<[usize]>,
+    /// Backing store of every magazine's slots.
     _storage: Box<[*mut u8]>,
 }
 
@@ -215,21 +235,22 @@ impl ThreadCache {
         let magazines = (0..classes.class_count())
             .map(|c| {
                 let capacity = classes.capacity[c];
-                // SAFETY: offsets stay within `storage` (the capacities sum to its length).
-                let slots = unsafe { base.add(offset) };
+                // SAFETY: offsets stay within `storage` (the capacities sum to its length;
+                // `limit` may be one past its end).
+                let (bottom, limit) = unsafe { (base.add(offset), base.add(offset + capacity)) };
                 offset += capacity;
                 Magazine {
-                    slots,
-                    len: 0,
-                    capacity,
+                    top: bottom,
+                    bottom,
+                    limit,
                     block_bytes: classes.class_bytes[c],
-                    refill_batch: 1,
                 }
             })
             .collect();
         ThreadCache {
             magazines: UnsafeCell::new(Magazines {
                 classes: magazines,
+                refill_batch: vec![1; classes.class_count()].into_boxed_slice(),
                 _storage: storage,
             }),
             allocation_count: AtomicU64::new(0),
@@ -272,12 +293,14 @@ impl ThreadCache {
     unsafe fn take_top(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
-        if magazine.len == 0 {
+        if magazine.top == magazine.bottom {
             return None;
         }
-        magazine.len -= 1;
-        // SAFETY: `len < capacity` slots are in the storage; slot `len` holds a block.
-        let block = unsafe { *magazine.slots.add(magazine.len) };
+        // SAFETY: `bottom < top`: the slot below `top` is the magazine's and holds a block.
+        let block = unsafe {
+            magazine.top = magazine.top.sub(1);
+            *magazine.top
+        };
         // SAFETY: magazine blocks are non-null (magazine invariant).
         Some((
             unsafe { NonNull::new_unchecked(block) },
@@ -338,7 +361,7 @@ impl ThreadCache {
             let held: usize = magazines
                 .classes
                 .iter()
-                .map(|m| m.len * m.block_bytes)
+                .map(|m| m.len() * m.block_bytes)
                 .sum();
             debug_assert_eq!(
                 self.cached_bytes(),
@@ -363,12 +386,14 @@ impl ThreadCache {
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let bytes = magazine.block_bytes;
         let cached = self.cached_bytes() + bytes;
-        if magazine.len == magazine.capacity || cached as i64 > self.max_thread_bytes {
+        if magazine.top == magazine.limit || cached as i64 > self.max_thread_bytes {
             return None;
         }
-        // SAFETY: `len < capacity`: the slot is in the storage.
-        unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
-        magazine.len += 1;
+        // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
+        unsafe {
+            *magazine.top = block.as_ptr();
+            magazine.top = magazine.top.add(1);
+        }
         self.add_gap(bytes as i64);
         Some(bytes)
     }
@@ -386,12 +411,14 @@ impl ThreadCache {
         // SAFETY: forwarded contract.
         let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
         let room = self.room.load(Relaxed) + magazine.block_bytes as i64;
-        if magazine.len == magazine.capacity || room > self.room_limit.load(Relaxed) {
+        if magazine.top == magazine.limit || room > self.room_limit.load(Relaxed) {
             return false;
         }
-        // SAFETY: `len < capacity`: the slot is in the storage.
-        unsafe { *magazine.slots.add(magazine.len) = block.as_ptr() };
-        magazine.len += 1;
+        // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
+        unsafe {
+            *magazine.top = block.as_ptr();
+            magazine.top = magazine.top.add(1);
+        }
         bump(&self.free_count, 1);
         self.room.store(room, Relaxed);
         true
@@ -404,9 +431,11 @@ impl ThreadCache {
     /// As for `magazines`.
     unsafe fn next_refill_batch(&self, class: usize) -> usize {
         // SAFETY: forwarded contract.
-        let magazine = unsafe { &mut self.magazines().classes[class] };
-        let batch = magazine.refill_batch.min(magazine.capacity / 2);
-        magazine.refill_batch = (batch * 2).clamp(1, (magazine.capacity / 2).max(1));
+        let magazines = unsafe { self.magazines() };
+        let half = magazines.classes[class].capacity() / 2;
+        let next = &mut magazines.refill_batch[class];
+        let batch = (*next).min(half);
+        *next = (batch * 2).clamp(1, half.max(1));
         batch
     }
 
@@ -422,13 +451,12 @@ impl ThreadCache {
         let magazine = unsafe { &mut self.magazines().classes[class] };
         let budget =
             (self.max_thread_bytes as usize).saturating_sub(cached) / magazine.block_bytes.max(1);
-        let room = want.min(magazine.capacity - magazine.len).min(budget);
-        // SAFETY: slots `len..len + room` are within the magazine's `capacity` slots of
-        // the storage, which only this magazine uses.
-        let slots =
-            unsafe { std::slice::from_raw_parts_mut(magazine.slots.add(magazine.len), room) };
+        let room = want.min(magazine.capacity() - magazine.len()).min(budget);
+        // SAFETY: the `room` slots from `top` are below `limit`: the magazine's, and free.
+        let slots = unsafe { std::slice::from_raw_parts_mut(magazine.top, room) };
         let taken = take(slots).min(room);
-        magazine.len += taken;
+        // SAFETY: `taken <= room`: still within the magazine.
+        magazine.top = unsafe { magazine.top.add(taken) };
         let bytes = taken * magazine.block_bytes;
         self.add_gap(bytes as i64);
     }
@@ -671,6 +699,13 @@ impl CacheShared {
         }
     }
 
+    /// The geometry of a `BlockSizer::SegmentClass` pool (whose span owners are its cache
+    /// classes), and its class count, for `CpuPool`'s inline free path.
+    pub(crate) fn segment_class(&self) -> Option<(SegmentGeometry, usize)> {
+        self.segment_class
+            .map(|geometry| (geometry, self.classes.class_count()))
+    }
+
     /// Usable bytes of every block of cache class `class`.
     ///
     /// # Safety
@@ -865,8 +900,8 @@ impl CacheShared {
                 unsafe {
                     let magazine = &cache.magazines().classes[class];
                     let over_budget = cache.cached_bytes() + usable > self.max_thread_bytes;
-                    if magazine.len == magazine.capacity {
-                        Self::trim(strategy.as_mut(), cache, class, magazine.capacity / 2);
+                    if magazine.top == magazine.limit {
+                        Self::trim(strategy.as_mut(), cache, class, magazine.capacity() / 2);
                     } else if over_budget {
                         Self::drain(strategy.as_mut(), cache, 2);
                     }
@@ -893,19 +928,20 @@ impl CacheShared {
     unsafe fn trim(strategy: &mut dyn Strategy, cache: &ThreadCache, class: usize, keep: usize) {
         // SAFETY: forwarded contract.
         let magazine = unsafe { &mut cache.magazines().classes[class] };
-        if magazine.len <= keep {
+        let len = magazine.len();
+        if len <= keep {
             return;
         }
-        let give = magazine.len - keep;
-        // SAFETY: slots `0..len` hold blocks of this strategy that nobody uses; the
-        // newest `keep` move down to the bottom (the most recently freed stay cached).
+        let give = len - keep;
+        // SAFETY: the slots `bottom..top` hold blocks of this strategy that nobody uses;
+        // the newest `keep` move down to the bottom (the most recently freed stay cached).
         unsafe {
             for i in 0..give {
-                strategy.deallocate(NonNull::new_unchecked(*magazine.slots.add(i)));
+                strategy.deallocate(NonNull::new_unchecked(*magazine.bottom.add(i)));
             }
-            ptr::copy(magazine.slots.add(give), magazine.slots, keep);
+            ptr::copy(magazine.bottom.add(give), magazine.bottom, keep);
+            magazine.top = magazine.bottom.add(keep);
         }
-        magazine.len = keep;
         let bytes = give * magazine.block_bytes;
         cache.add_gap(-(bytes as i64));
     }
@@ -921,7 +957,7 @@ impl CacheShared {
         unsafe {
             let count = cache.magazines().classes.len();
             for class in 0..count {
-                let len = cache.magazines().classes[class].len;
+                let len = cache.magazines().classes[class].len();
                 let keep = len.checked_div(divisor).unwrap_or(0);
                 given += len - keep;
                 Self::trim(strategy, cache, class, keep);
@@ -954,7 +990,7 @@ impl CacheShared {
             // strategy lock we hold.
             unsafe {
                 for magazine in cache.magazines().classes.iter_mut() {
-                    magazine.len = 0;
+                    magazine.top = magazine.bottom;
                 }
             }
             // Nothing cached: `room + gap == 0`.

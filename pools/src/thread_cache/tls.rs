@@ -103,6 +103,16 @@ pub(crate) unsafe fn last_used<'a>(pool_id: u64) -> Option<&'a ThreadCache> {
     (id == pool_id).then(|| unsafe { &*cache })
 }
 
+/// The id and cache of the last cache this thread used (`(0, null)` before any), for
+/// fast paths that compare the id with more than one pool id.
+///
+/// # Safety
+/// As for `last_used`, for the cache once its id has matched a pool's.
+#[inline(always)]
+pub(crate) fn last_used_entry() -> (u64, *const ThreadCache) {
+    LAST_USED.with(|last| (last.id.get(), last.cache.get()))
+}
+
 #[cold]
 #[inline(never)]
 fn current_slow(pool_id: u64) -> *const ThreadCache {
