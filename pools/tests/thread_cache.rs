@@ -196,6 +196,14 @@ fn many_threads_hammer_one_pool_without_overlap() {
                 })
             })
             .collect();
+        // The main thread reads the statistics while they run: the unpublished counts of
+        // running threads may be read mid-update, but never wildly off.
+        while !handles.iter().all(|h| h.is_finished()) {
+            let stats = pool.stats();
+            assert!(stats.allocation_count <= threads as u64 * 20_000, "{kind:?}");
+            assert!(stats.free_count <= threads as u64 * 20_000, "{kind:?}");
+            std::thread::yield_now();
+        }
         // Leftovers are freed by the main thread: cross-thread frees after the owners exit.
         for h in handles {
             for addr in h.join().unwrap() {

@@ -36,10 +36,9 @@ use crate::alloc::segment::{SegmentGeometry, NO_CLASS};
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
-use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How the layer learns a live block's usable size without the strategy's lock.
@@ -133,57 +132,81 @@ impl BlockSizer {
 /// One size class of one thread's cache: a stack of free blocks in the slots
 /// `bottom..limit` of the cache's storage, kept as three pointers so that a pop compares
 /// `top` with `bottom` and a push compares it with `limit`, with no index arithmetic.
-/// 32 bytes: a class's magazine is found with one shift.
+/// One cache line: a class's magazine is found with one shift.
 ///
 /// Invariant: `bottom <= top <= limit`, all within the storage (the slots
 /// `bottom..limit` are this magazine's alone); the slots `bottom..top` hold distinct free
 /// blocks of the pool's strategy (live to the strategy) of exactly `block_bytes` usable
 /// bytes (`class_bytes[class]`).
-#[repr(C, align(32))]
+///
+/// The fast paths' own counts live here, and a fast allocation keeps none: the blocks
+/// popped by `pop_counted` since the last `publish_all` are `pushes + base - len`. `pushes`
+/// counts `push_counted`'s frees; every other change of `len` (a slow path's push or
+/// pop, which counts itself in the thread's counters; a refill; a flush) moves `base`
+/// with it; `publish_all` (thread exit, reset) takes both and sets `pushes = 0, base =
+/// len`. Until then they count in `stats()` through `ThreadCache::pending`.
+///
+/// `top`, `pushes`, `base` and `refill_batch` have one writer (the owner, or a thread
+/// holding the strategy lock while the owner is in no pool call: see `ThreadCache`);
+/// `stats()` may read them from any thread, so they are atomics, used with plain loads
+/// and stores.
+#[repr(C, align(64))]
 struct Magazine {
-    top: *mut *mut u8,
+    top: AtomicPtr<*mut u8>,
     bottom: *mut *mut u8,
     limit: *mut *mut u8,
     block_bytes: usize,
+    pushes: AtomicU64,
+    base: AtomicI64,
+    /// Blocks the next refill takes: 1 at first, doubled by each refill up to half the
+    /// capacity (tcmalloc's slow start): a class used once costs one block, not half a
+    /// magazine carved and left cached.
+    refill_batch: AtomicUsize,
 }
 
 impl Magazine {
     /// Blocks held.
     fn len(&self) -> usize {
-        (self.top as usize - self.bottom as usize) / size_of::<*mut u8>()
+        (self.top.load(Relaxed) as usize - self.bottom as usize) / size_of::<*mut u8>()
     }
 
     /// Blocks it may hold.
     fn capacity(&self) -> usize {
         (self.limit as usize - self.bottom as usize) / size_of::<*mut u8>()
     }
-}
 
-/// Owner-only part of a thread cache.
-struct Magazines {
-    classes: Box<[Magazine]>,
-    /// Per class: blocks the next refill takes, 1 at first, doubled by each refill up to
-    /// half the capacity (tcmalloc's slow start): a class used once costs one block, not
-    /// half a magazine carved and left cached. Apart from the magazines, which the fast
-    /// paths use, to keep those at 32 bytes.
-    refill_batch: Box<[usize]>,
-    /// Backing store of every magazine's slots.
-    _storage: Box<[*mut u8]>,
+    /// `base += delta` (by the writer).
+    fn add_base(&self, delta: i64) {
+        self.base.store(self.base.load(Relaxed) + delta, Relaxed);
+    }
+
+    /// Blocks handed out by `pop_counted` since the last `publish_all` (0 if a reader in
+    /// another thread sees the fields from different moments and they do not add up).
+    fn fast_pops(&self) -> u64 {
+        let pops = self.pushes.load(Relaxed) as i64 + self.base.load(Relaxed) - self.len() as i64;
+        u64::try_from(pops).unwrap_or(0)
+    }
 }
 
 /// One thread's cache for one pool. Shared (`Arc`) by the thread's TLS map and the pool's
 /// registry.
 ///
-/// Invariant (who touches `magazines`): the owning thread inside a pool call, or a
-/// thread holding the pool's strategy lock while the owner is in no pool call: the owner
-/// itself on thread exit (`retire`), or `reset`, whose contract excludes concurrent calls.
-/// The counters have one writer under the same rule; anyone may read them.
+/// Invariant (who changes the magazines and their slots): the owning thread inside a pool
+/// call, or a thread holding the pool's strategy lock while the owner is in no pool call:
+/// the owner itself on thread exit (`retire`), or `reset`, whose contract excludes
+/// concurrent calls. The counters have one writer under the same rule; anyone may read
+/// them.
 ///
 /// Aligned to 128 bytes (two lines: adjacent-line prefetch): the caches of two threads
 /// are written on every operation and must not share a line.
 #[repr(align(128))]
 pub(crate) struct ThreadCache {
-    magazines: UnsafeCell<Magazines>,
+    magazines: Box<[Magazine]>,
+    /// Backing store of every magazine's slots (written only through the magazines'
+    /// pointers).
+    _storage: Box<[*mut u8]>,
+    /// Counts of the slow paths (and of reallocations kept in place); the fast paths'
+    /// are in the magazines.
     allocation_count: AtomicU64,
     free_count: AtomicU64,
     total_allocated_bytes: AtomicU64,
@@ -240,19 +263,19 @@ impl ThreadCache {
                 let (bottom, limit) = unsafe { (base.add(offset), base.add(offset + capacity)) };
                 offset += capacity;
                 Magazine {
-                    top: bottom,
+                    top: AtomicPtr::new(bottom),
                     bottom,
                     limit,
                     block_bytes: classes.class_bytes[c],
+                    pushes: AtomicU64::new(0),
+                    base: AtomicI64::new(0),
+                    refill_batch: AtomicUsize::new(1),
                 }
             })
             .collect();
         ThreadCache {
-            magazines: UnsafeCell::new(Magazines {
-                classes: magazines,
-                refill_batch: vec![1; classes.class_count()].into_boxed_slice(),
-                _storage: storage,
-            }),
+            magazines,
+            _storage: storage,
             allocation_count: AtomicU64::new(0),
             free_count: AtomicU64::new(0),
             total_allocated_bytes: AtomicU64::new(0),
@@ -265,13 +288,14 @@ impl ThreadCache {
         }
     }
 
+    /// The magazine of `class`.
+    ///
     /// # Safety
-    /// The caller may touch the magazines (type invariant) and holds no other reference.
+    /// `class` is a class of the pool.
     #[inline(always)]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn magazines(&self) -> &mut Magazines {
-        // SAFETY: forwarded contract.
-        unsafe { &mut *self.magazines.get() }
+    unsafe fn magazine(&self, class: usize) -> &Magazine {
+        // SAFETY: the caller's contract.
+        unsafe { self.magazines.get_unchecked(class) }
     }
 
     /// Count a reallocation that kept its block and its usable size (one free and one
@@ -288,18 +312,21 @@ impl ThreadCache {
     /// bytes. The caller counts the cached bytes' change (`pop`, `pop_counted`).
     ///
     /// # Safety
-    /// As for `magazines`; `class` is a class of the pool.
+    /// The caller may change the magazines (type invariant); `class` is a class of the
+    /// pool.
     #[inline(always)]
     unsafe fn take_top(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
-        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
-        if magazine.top == magazine.bottom {
+        let magazine = unsafe { self.magazine(class) };
+        let top = magazine.top.load(Relaxed);
+        if top == magazine.bottom {
             return None;
         }
         // SAFETY: `bottom < top`: the slot below `top` is the magazine's and holds a block.
         let block = unsafe {
-            magazine.top = magazine.top.sub(1);
-            *magazine.top
+            let top = top.sub(1);
+            magazine.top.store(top, Relaxed);
+            *top
         };
         // SAFETY: magazine blocks are non-null (magazine invariant).
         Some((
@@ -316,6 +343,8 @@ impl ThreadCache {
     unsafe fn pop(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
         let (block, bytes) = unsafe { self.take_top(class)? };
+        // SAFETY: as above.
+        unsafe { self.magazine(class) }.add_base(-1);
         self.add_gap(-(bytes as i64));
         Some((block, bytes))
     }
@@ -330,8 +359,6 @@ impl ThreadCache {
     unsafe fn pop_counted(&self, class: usize) -> Option<(NonNull<u8>, bool)> {
         // SAFETY: forwarded contract.
         let (block, bytes) = unsafe { self.take_top(class)? };
-        bump(&self.allocation_count, 1);
-        bump(&self.total_allocated_bytes, bytes as u64);
         let room = self.room.load(Relaxed) - bytes as i64;
         self.room.store(room, Relaxed);
         Some((block, room < 0))
@@ -355,14 +382,7 @@ impl ThreadCache {
     fn update_room_limit(&self) {
         #[cfg(debug_assertions)]
         {
-            // SAFETY: the owner (or the lock holder while the owner is in no pool call),
-            // with no other reference to the magazines alive.
-            let magazines = unsafe { self.magazines() };
-            let held: usize = magazines
-                .classes
-                .iter()
-                .map(|m| m.len() * m.block_bytes)
-                .sum();
+            let held: usize = self.magazines.iter().map(|m| m.len() * m.block_bytes).sum();
             debug_assert_eq!(
                 self.cached_bytes(),
                 held,
@@ -383,17 +403,19 @@ impl ThreadCache {
     /// `class_bytes[class]` usable bytes that nobody uses any more.
     unsafe fn push(&self, class: usize, block: NonNull<u8>) -> Option<usize> {
         // SAFETY: forwarded contract.
-        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
+        let magazine = unsafe { self.magazine(class) };
         let bytes = magazine.block_bytes;
         let cached = self.cached_bytes() + bytes;
-        if magazine.top == magazine.limit || cached as i64 > self.max_thread_bytes {
+        let top = magazine.top.load(Relaxed);
+        if top == magazine.limit || cached as i64 > self.max_thread_bytes {
             return None;
         }
         // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
         unsafe {
-            *magazine.top = block.as_ptr();
-            magazine.top = magazine.top.add(1);
+            *top = block.as_ptr();
+            magazine.top.store(top.add(1), Relaxed);
         }
+        magazine.add_base(1);
         self.add_gap(bytes as i64);
         Some(bytes)
     }
@@ -409,17 +431,18 @@ impl ThreadCache {
     #[inline(always)]
     pub(crate) unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
-        let magazine = unsafe { self.magazines().classes.get_unchecked_mut(class) };
+        let magazine = unsafe { self.magazine(class) };
         let room = self.room.load(Relaxed) + magazine.block_bytes as i64;
-        if magazine.top == magazine.limit || room > self.room_limit.load(Relaxed) {
+        let top = magazine.top.load(Relaxed);
+        if top == magazine.limit || room > self.room_limit.load(Relaxed) {
             return false;
         }
         // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
         unsafe {
-            *magazine.top = block.as_ptr();
-            magazine.top = magazine.top.add(1);
+            *top = block.as_ptr();
+            magazine.top.store(top.add(1), Relaxed);
         }
-        bump(&self.free_count, 1);
+        bump(&magazine.pushes, 1);
         self.room.store(room, Relaxed);
         true
     }
@@ -428,14 +451,15 @@ impl ThreadCache {
     /// after, up to half the capacity).
     ///
     /// # Safety
-    /// As for `magazines`.
+    /// As for `take_top`.
     unsafe fn next_refill_batch(&self, class: usize) -> usize {
         // SAFETY: forwarded contract.
-        let magazines = unsafe { self.magazines() };
-        let half = magazines.classes[class].capacity() / 2;
-        let next = &mut magazines.refill_batch[class];
-        let batch = (*next).min(half);
-        *next = (batch * 2).clamp(1, half.max(1));
+        let magazine = unsafe { self.magazine(class) };
+        let half = magazine.capacity() / 2;
+        let batch = magazine.refill_batch.load(Relaxed).min(half);
+        magazine
+            .refill_batch
+            .store((batch * 2).clamp(1, half.max(1)), Relaxed);
         batch
     }
 
@@ -448,15 +472,17 @@ impl ThreadCache {
     unsafe fn fill(&self, class: usize, want: usize, take: impl FnOnce(&mut [*mut u8]) -> usize) {
         let cached = self.cached_bytes();
         // SAFETY: forwarded contract.
-        let magazine = unsafe { &mut self.magazines().classes[class] };
+        let magazine = unsafe { self.magazine(class) };
         let budget =
             (self.max_thread_bytes as usize).saturating_sub(cached) / magazine.block_bytes.max(1);
         let room = want.min(magazine.capacity() - magazine.len()).min(budget);
+        let top = magazine.top.load(Relaxed);
         // SAFETY: the `room` slots from `top` are below `limit`: the magazine's, and free.
-        let slots = unsafe { std::slice::from_raw_parts_mut(magazine.top, room) };
+        let slots = unsafe { std::slice::from_raw_parts_mut(top, room) };
         let taken = take(slots).min(room);
         // SAFETY: `taken <= room`: still within the magazine.
-        magazine.top = unsafe { magazine.top.add(taken) };
+        magazine.top.store(unsafe { top.add(taken) }, Relaxed);
+        magazine.add_base(taken as i64);
         let bytes = taken * magazine.block_bytes;
         self.add_gap(bytes as i64);
     }
@@ -529,8 +555,21 @@ impl ThreadCache {
         block
     }
 
-    /// The counts not yet published (for readers).
+    /// The counts not yet published (for readers): the thread's counters and its
+    /// magazines' fast-path counts.
     fn pending(&self) -> CountBatch {
+        let mut batch = self.pending_counters();
+        for magazine in self.magazines.iter() {
+            let pops = magazine.fast_pops();
+            batch.allocation_count += pops;
+            batch.total_allocated_bytes += pops * magazine.block_bytes as u64;
+            batch.free_count += magazine.pushes.load(Relaxed);
+        }
+        batch
+    }
+
+    /// The thread's own counters not yet published, without the magazines' counts.
+    fn pending_counters(&self) -> CountBatch {
         CountBatch {
             allocation_count: self.allocation_count.load(Relaxed),
             free_count: self.free_count.load(Relaxed),
@@ -539,13 +578,31 @@ impl ThreadCache {
         }
     }
 
-    /// Move the batched counts into `stats` (by the writer of the counters).
+    /// Move the thread's counters and used bytes into `stats` (by the writer of the
+    /// counters): the used bytes' threshold publish. The magazines' counts stay where
+    /// they are (readers add them, `pending`), so this costs the same whatever the number
+    /// of classes; `publish_all` moves them too.
     #[cold]
     fn publish(&self, stats: &StatsCounters) {
+        stats.publish_batch(&self.pending_counters());
+        self.allocation_count.store(0, Relaxed);
+        self.free_count.store(0, Relaxed);
+        self.total_allocated_bytes.store(0, Relaxed);
+        self.reset_trigger(stats, 0);
+    }
+
+    /// `publish`, with the magazines' counts: for a cache that is going away or being
+    /// emptied (thread exit, reset).
+    #[cold]
+    fn publish_all(&self, stats: &StatsCounters) {
         stats.publish_batch(&self.pending());
         self.allocation_count.store(0, Relaxed);
         self.free_count.store(0, Relaxed);
         self.total_allocated_bytes.store(0, Relaxed);
+        for magazine in self.magazines.iter() {
+            magazine.pushes.store(0, Relaxed);
+            magazine.base.store(magazine.len() as i64, Relaxed);
+        }
         self.reset_trigger(stats, 0);
     }
 }
@@ -667,14 +724,16 @@ impl CacheShared {
     }
 
     /// `try_free` into `cache`, this thread's cache of this pool (from
-    /// `tls::last_used`, in this pool call).
+    /// `tls::last_used`, in this pool call), with the class from the sizer alone:
+    /// `CpuPool` serves size-classed caches (`segment_class`) inline before it comes here,
+    /// so this path does not test for them again (they would be served right anyway).
     ///
     /// # Safety
     /// As for `try_free`.
     #[inline(always)]
     pub(crate) unsafe fn try_free_in(&self, cache: &ThreadCache, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
-        let Some(class) = (unsafe { self.cache_class(ptr) }) else {
+        let Some(class) = (unsafe { self.sizer.class_of(ptr, &self.classes) }).0 else {
             return false;
         };
         // SAFETY: the cache is this thread's, in a pool call; the block has exactly the
@@ -898,9 +957,9 @@ impl CacheShared {
             (Some(class), Some(cache)) => {
                 // SAFETY: this thread owns the cache and is inside a pool call.
                 unsafe {
-                    let magazine = &cache.magazines().classes[class];
+                    let magazine = cache.magazine(class);
                     let over_budget = cache.cached_bytes() + usable > self.max_thread_bytes;
-                    if magazine.top == magazine.limit {
+                    if magazine.top.load(Relaxed) == magazine.limit {
                         Self::trim(strategy.as_mut(), cache, class, magazine.capacity() / 2);
                     } else if over_budget {
                         Self::drain(strategy.as_mut(), cache, 2);
@@ -927,7 +986,7 @@ impl CacheShared {
     /// (`strategy` is the locked strategy).
     unsafe fn trim(strategy: &mut dyn Strategy, cache: &ThreadCache, class: usize, keep: usize) {
         // SAFETY: forwarded contract.
-        let magazine = unsafe { &mut cache.magazines().classes[class] };
+        let magazine = unsafe { cache.magazine(class) };
         let len = magazine.len();
         if len <= keep {
             return;
@@ -940,8 +999,9 @@ impl CacheShared {
                 strategy.deallocate(NonNull::new_unchecked(*magazine.bottom.add(i)));
             }
             ptr::copy(magazine.bottom.add(give), magazine.bottom, keep);
-            magazine.top = magazine.bottom.add(keep);
+            magazine.top.store(magazine.bottom.add(keep), Relaxed);
         }
+        magazine.add_base(-(give as i64));
         let bytes = give * magazine.block_bytes;
         cache.add_gap(-(bytes as i64));
     }
@@ -955,9 +1015,8 @@ impl CacheShared {
         let mut given = 0;
         // SAFETY: forwarded contract (each `trim` reborrows the magazines afresh).
         unsafe {
-            let count = cache.magazines().classes.len();
-            for class in 0..count {
-                let len = cache.magazines().classes[class].len();
+            for class in 0..cache.magazines.len() {
+                let len = cache.magazine(class).len();
                 let keep = len.checked_div(divisor).unwrap_or(0);
                 given += len - keep;
                 Self::trim(strategy, cache, class, keep);
@@ -974,7 +1033,7 @@ impl CacheShared {
             // SAFETY: the owner is exiting (in no pool call) and we hold the lock.
             unsafe { Self::drain(strategy.as_mut(), cache, 0) };
         }
-        cache.publish(&self.stats);
+        cache.publish_all(&self.stats);
         self.registry().retain(|c| !Arc::ptr_eq(c, cache));
     }
 
@@ -986,16 +1045,15 @@ impl CacheShared {
     /// caller holds the strategy's lock.
     pub(crate) unsafe fn forget_all(&self) {
         for cache in self.registry().iter() {
-            // SAFETY: no owner is in a pool call (contract); exiting owners wait for the
-            // strategy lock we hold.
-            unsafe {
-                for magazine in cache.magazines().classes.iter_mut() {
-                    magazine.top = magazine.bottom;
-                }
+            // The magazines may be changed here: no owner is in a pool call (contract);
+            // exiting owners wait for the strategy lock we hold.
+            for magazine in cache.magazines.iter() {
+                magazine.add_base(-(magazine.len() as i64));
+                magazine.top.store(magazine.bottom, Relaxed);
             }
             // Nothing cached: `room + gap == 0`.
             cache.gap.store(-cache.room.load(Relaxed), Relaxed);
-            cache.publish(&self.stats);
+            cache.publish_all(&self.stats);
         }
     }
 
