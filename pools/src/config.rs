@@ -142,7 +142,7 @@ impl Default for ThreadCacheConfig {
             max_block_bytes: 4 * 1024,
             max_class_bytes: 16 * 1024,
             max_class_blocks: 64,
-            max_thread_bytes: 128 * 1024,
+            max_thread_bytes: 256 * 1024,
         }
     }
 }

@@ -200,7 +200,10 @@ fn many_threads_hammer_one_pool_without_overlap() {
         // running threads may be read mid-update, but never wildly off.
         while !handles.iter().all(|h| h.is_finished()) {
             let stats = pool.stats();
-            assert!(stats.allocation_count <= threads as u64 * 20_000, "{kind:?}");
+            assert!(
+                stats.allocation_count <= threads as u64 * 20_000,
+                "{kind:?}"
+            );
             assert!(stats.free_count <= threads as u64 * 20_000, "{kind:?}");
             std::thread::yield_now();
         }
