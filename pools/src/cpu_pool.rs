@@ -101,15 +101,15 @@ pub struct CpuPool {
     /// and the thread's cache for it is at hand, so they make no separate `Option` test.
     /// Invariant: set with `fast_cache` at construction; neither changes after.
     fast_id: u64,
-    /// The free fast path of a size-classed `fast_cache` (`BlockSizer::SegmentClass`),
-    /// inline: a free whose thread used this pool last finds the block's class from
+    /// The free fast path of a `fast_cache` whose span owners are its classes (the
+    /// size-classed and fixed-size strategies: `CacheShared::segment_class`), inline: a free whose thread used this pool last finds the block's class from
     /// these fields and the block alone, without reading `fast_cache`.
     fast_segment: FastSegment,
 }
 
-/// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` is a
-/// `SegmentClass` cache, whose geometry and class count are the other fields; otherwise
-/// `id` is `NO_FAST_CACHE` and the other fields are unused.
+/// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` has a
+/// `segment_class` geometry, and the other fields are that geometry and the class count;
+/// otherwise `id` is `NO_FAST_CACHE` and the other fields are unused.
 #[derive(Debug, Clone, Copy)]
 struct FastSegment {
     id: u64,
@@ -188,7 +188,7 @@ impl CpuPool {
                 let stride = fixed.block_stride_bytes();
                 let cache = (
                     CacheClasses::uniform(stride, &config),
-                    BlockSizer::Uniform(stride),
+                    BlockSizer::Uniform(stride, fixed.geometry()),
                 );
                 (Box::new(fixed), cache)
             }

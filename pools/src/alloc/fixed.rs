@@ -298,6 +298,12 @@ impl FixedSizeAllocator {
     pub fn segment_bytes(&self) -> usize {
         self.heap.segment_bytes()
     }
+
+    /// What the thread cache needs to find a live block's class (always 0: the one class
+    /// is span owner 0) without this allocator (see `SegmentGeometry::owner_of`).
+    pub(crate) fn geometry(&self) -> crate::alloc::segment::SegmentGeometry {
+        self.heap.geometry()
+    }
 }
 
 impl Strategy for FixedSizeAllocator {

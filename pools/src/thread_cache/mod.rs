@@ -44,8 +44,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// How the layer learns a live block's usable size without the strategy's lock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum BlockSizer {
-    /// Every block has this many usable bytes (fixed-size strategy).
-    Uniform(usize),
+    /// Every block has this many usable bytes (fixed-size strategy). Its one class owns
+    /// every span of its segment heap (owner 0, cache class 0), so the free fast path
+    /// reads the class from the heap's page-class map with this geometry, as for
+    /// `SegmentClass` (`CacheShared::segment_class`).
+    Uniform(usize, SegmentGeometry),
     /// Segment-heap blocks (size-classed strategy) whose span's owner index is their
     /// cache class (`CacheClasses::matches_table`): a free reads the owner and nothing
     /// else. The first variant: the free fast path tests for it with one compare.
@@ -78,7 +81,7 @@ impl BlockSizer {
     pub(crate) fn resizes_in_place(self, usable_bytes: usize, new_size: usize) -> Option<bool> {
         let keeps = new_size <= usable_bytes && new_size.saturating_mul(2) > usable_bytes;
         match self {
-            BlockSizer::Uniform(bytes) => Some(new_size <= bytes),
+            BlockSizer::Uniform(bytes, _) => Some(new_size <= bytes),
             BlockSizer::SegmentClass(_) | BlockSizer::Segment(_) => Some(keeps),
             BlockSizer::Tlsf => keeps.then_some(true),
         }
@@ -92,7 +95,7 @@ impl BlockSizer {
     #[inline(always)]
     unsafe fn classify(self, ptr: NonNull<u8>) -> (usize, bool) {
         match self {
-            BlockSizer::Uniform(bytes) => (bytes, true),
+            BlockSizer::Uniform(bytes, _) => (bytes, true),
             // SAFETY: forwarded contract.
             BlockSizer::SegmentClass(geometry) | BlockSizer::Segment(geometry) => unsafe {
                 geometry.usable_bytes(ptr)
@@ -616,8 +619,9 @@ pub(crate) struct CacheShared {
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) classes: CacheClasses,
     pub(crate) sizer: BlockSizer,
-    /// The geometry of `BlockSizer::SegmentClass`, apart from the enum: the free fast
-    /// path tests this one field instead of dispatching on the sizer.
+    /// The geometry of a segment heap whose span owners are the cache classes
+    /// (`BlockSizer::SegmentClass`, and `Uniform`'s one class), apart from the enum: the
+    /// free fast path tests this one field instead of dispatching on the sizer.
     segment_class: Option<SegmentGeometry>,
     /// The pool's alignment: every cached block has it.
     align: usize,
@@ -641,7 +645,7 @@ impl CacheShared {
         max_thread_bytes: usize,
     ) -> Self {
         let segment_class = match sizer {
-            BlockSizer::SegmentClass(geometry) => {
+            BlockSizer::SegmentClass(geometry) | BlockSizer::Uniform(_, geometry) => {
                 // `cache_class` takes `NO_CLASS` for "not cached".
                 assert!(classes.class_count() < usize::from(NO_CLASS));
                 Some(geometry)
@@ -758,8 +762,8 @@ impl CacheShared {
         }
     }
 
-    /// The geometry of a `BlockSizer::SegmentClass` pool (whose span owners are its cache
-    /// classes), and its class count, for `CpuPool`'s inline free path.
+    /// The geometry of a pool whose span owners are its cache classes (`segment_class`),
+    /// and its class count, for `CpuPool`'s inline free path.
     pub(crate) fn segment_class(&self) -> Option<(SegmentGeometry, usize)> {
         self.segment_class
             .map(|geometry| (geometry, self.classes.class_count()))
