@@ -895,7 +895,15 @@ impl CpuPool {
         if let Some((ptr, usable)) = allocator.try_allocate_local(size) {
             return Some(self.stats.on_alloc_then(usable, ptr));
         }
-        self.allocate_or_none_slow(size, 0)
+        // Straight to the heap's slow path: nothing to zero, track or check
+        // (`lock_free_fast`), and the alignment is the pool's.
+        match allocator.allocate_local_miss(size) {
+            Ok((ptr, usable)) => Some(self.stats.on_alloc_then(usable, ptr)),
+            Err(_) => {
+                self.stats.on_failure();
+                None
+            }
+        }
     }
 
     /// The hit of `allocate_lock_free` alone (`allocate_with`'s fast path).
@@ -917,6 +925,26 @@ impl CpuPool {
     unsafe fn deallocate_lock_free(&self, allocator: &LockFreeAllocator, ptr: NonNull<u8>) -> bool {
         // SAFETY: the caller's contract: ptr is a live block of this pool; no checks,
         // tracking or poisoning are asked for (`lock_free_fast`).
+        if let Some(usable) = unsafe { allocator.try_free_local(ptr) } {
+            return self.stats.on_free_then_true(usable);
+        }
+        // SAFETY: as above; nothing was done.
+        unsafe { self.deallocate_lock_free_slow(allocator, ptr) }
+    }
+
+    /// `deallocate_lock_free` when its fast path declined (a tail call: the fast path
+    /// keeps no register across it).
+    ///
+    /// # Safety
+    /// As for `deallocate_lock_free`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn deallocate_lock_free_slow(
+        &self,
+        allocator: &LockFreeAllocator,
+        ptr: NonNull<u8>,
+    ) -> bool {
+        // SAFETY: forwarded contract.
         let usable = unsafe { allocator.deallocate(ptr) };
         self.stats.on_free_then_true(usable)
     }

@@ -94,13 +94,17 @@ impl Model {
                 } else {
                     1usize << align_shift
                 };
-                match pool.allocate_with(
-                    size,
-                    AllocFlags {
-                        align,
-                        zeroed: size % 3 == 0,
-                    },
-                ) {
+                // Every other unzeroed allocation through `allocate_or_none` (the replay's
+                // entry point, with its own fast and miss paths); `Err(None)` is its
+                // failure.
+                let zeroed = size % 3 == 0;
+                let result = if !zeroed && self.ops % 2 == 1 {
+                    pool.allocate_or_none(size, align).ok_or(None)
+                } else {
+                    pool.allocate_with(size, AllocFlags { align, zeroed })
+                        .map_err(Some)
+                };
+                match result {
                     Ok(ptr) => {
                         let addr = ptr.as_ptr() as usize;
                         let want_align = align.max(pool.config().alignment);
@@ -122,11 +126,12 @@ impl Model {
                         // SAFETY: the block is live, ours, and at least `fill` bytes.
                         unsafe { ptr.as_ptr().write_bytes(pattern, fill) };
                     }
-                    Err(PoolError::OutOfMemory { .. })
-                    | Err(PoolError::InvalidOperation { .. }) => {
+                    Err(None)
+                    | Err(Some(PoolError::OutOfMemory { .. }))
+                    | Err(Some(PoolError::InvalidOperation { .. })) => {
                         self.failures += 1;
                     }
-                    Err(e) => panic!("unexpected error {e}"),
+                    Err(Some(e)) => panic!("unexpected error {e}"),
                 }
             }
             Op::Free { index } => {
@@ -134,8 +139,17 @@ impl Model {
                 let block = self.live.remove(&addr).unwrap();
                 let ptr = NonNull::new(addr as *mut u8).unwrap();
                 check_pattern(ptr, &block);
-                // SAFETY: the model holds exactly the live blocks; ptr was one of them.
-                unsafe { pool.deallocate(ptr) }.expect("free of a live block");
+                // Every other free through `deallocate_or_false` (the replay's entry point).
+                if self.ops % 2 == 1 {
+                    // SAFETY: the model holds exactly the live blocks; ptr was one of them.
+                    assert!(
+                        unsafe { pool.deallocate_or_false(ptr) },
+                        "free of a live block"
+                    );
+                } else {
+                    // SAFETY: as above.
+                    unsafe { pool.deallocate(ptr) }.expect("free of a live block");
+                }
                 if checked {
                     let again = pool.deallocate_checked(ptr);
                     assert!(

@@ -213,6 +213,31 @@ impl LockFreeAllocator {
         Some((block, bytes))
     }
 
+    /// `try_allocate_local`'s miss (the heap's current slab of the class is empty, or
+    /// this thread used another allocator last): the same request through the heap's
+    /// slow path (a refill), with the class the lookup already gives; requests the lookup
+    /// does not serve take `allocate_sized` at the allocator's alignment.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn allocate_local_miss(
+        &self,
+        size: usize,
+    ) -> Result<(NonNull<u8>, usize), PoolError> {
+        let Some((class, bytes)) = self.lookup.get(size.max(1)) else {
+            return self.allocate_sized(size.max(1), 0);
+        };
+        let heap = tls::current_heap(self.id);
+        let block = if heap.is_null() {
+            self.allocate_without_cached_heap(class)?
+        } else {
+            // SAFETY: as in `allocate`: a heap from this thread's TLS is owned by this
+            // thread and alive; the lookup holds slab classes only.
+            unsafe { (*heap).allocate(&self.core, class)? }
+        };
+        // Slabs of class `c` are formatted with blocks of `class_size(c)` bytes.
+        Ok((block, bytes))
+    }
+
     /// Whether `try_allocate_local` serves this allocator's requests (its alignment is at
     /// most the size classes' quantum, and pointers are not checked).
     pub(crate) fn serves_local(&self) -> bool {
@@ -344,6 +369,33 @@ impl LockFreeAllocator {
         let slab = unsafe { self.core.regions.slab_of(addr) };
         // SAFETY: a live block of `slab` (contract).
         unsafe { self.free_slab_block(slab, ptr) }
+    }
+
+    /// The free fast path of an allocator that does not check pointers: `Some(usable)`
+    /// when the block went back to its slab with nothing else to do (a slab block of this
+    /// thread's last-used heap, whose slab stays listed and in use); `None`, with nothing
+    /// done, otherwise (a large object, another heap's block, a slab that empties or was
+    /// unlisted), for `deallocate` to do it all. No call, so its caller saves no register.
+    ///
+    /// # Safety
+    /// As for `deallocate`, and the allocator does not check pointers.
+    #[inline(always)]
+    pub(crate) unsafe fn try_free_local(&self, ptr: NonNull<u8>) -> Option<usize> {
+        debug_assert!(!self.core.checking);
+        let addr = ptr.as_ptr() as usize;
+        let span = (addr & !(self.core.segment_bytes - 1)) as *const SpanKind;
+        // SAFETY: as in `deallocate`.
+        if unsafe { &*span }.kind.load(Ordering::Relaxed) == SPAN_LARGE {
+            return None;
+        }
+        // SAFETY: as in `deallocate`: a slab block.
+        let slab = unsafe { self.core.regions.slab_of(addr) };
+        if !tls::is_last_heap(slab.owner_heap()) {
+            return None;
+        }
+        // SAFETY: this thread owns the slab's heap (its TLS says so), and the block is
+        // live (contract).
+        unsafe { slab.try_push_local(ptr) }.then(|| slab.block_bytes())
     }
 
     /// # Safety

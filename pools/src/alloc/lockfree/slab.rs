@@ -315,6 +315,28 @@ impl Slab {
         }
     }
 
+    /// `push_local` when the slab stays listed and keeps a used block (nothing else to
+    /// do): `true`; `false`, with nothing done, when the free would empty the slab or the
+    /// slab is unlisted (FULL), which `Heap::free_local` handles.
+    ///
+    /// # Safety
+    /// As for `push_local`.
+    #[inline(always)]
+    pub unsafe fn try_push_local(&self, block: NonNull<u8>) -> bool {
+        // SAFETY: as in `push_local`.
+        unsafe {
+            self.owned(|o| {
+                if o.used_blocks <= 1 || !o.listed {
+                    return false;
+                }
+                block.as_ptr().cast::<*mut u8>().write(o.free);
+                o.free = block.as_ptr();
+                o.used_blocks -= 1;
+                true
+            })
+        }
+    }
+
     /// Push a block freed by a thread that does not own the slab. On `ClearedFull` the
     /// caller must queue the slab on its heap's `reclaimed` stack.
     ///
