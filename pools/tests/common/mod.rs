@@ -142,10 +142,8 @@ impl Model {
                 // Every other free through `deallocate_or_false` (the replay's entry point).
                 if self.ops % 2 == 1 {
                     // SAFETY: the model holds exactly the live blocks; ptr was one of them.
-                    assert!(
-                        unsafe { pool.deallocate_or_false(ptr) },
-                        "free of a live block"
-                    );
+                    let freed = unsafe { pool.deallocate_or_false(ptr) };
+                    assert!(freed, "free of a live block");
                 } else {
                     // SAFETY: as above.
                     unsafe { pool.deallocate(ptr) }.expect("free of a live block");
