@@ -108,28 +108,25 @@ pub struct CpuPool {
 }
 
 /// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` has a
-/// `segment_class` geometry, and the other fields are that geometry and the class count;
-/// otherwise `id` is `NO_FAST_CACHE` and the other fields are unused.
+/// `segment_class` geometry, and `geometry` is that geometry (whose class cap is the
+/// cache's class count); otherwise `id` is `NO_FAST_CACHE` and `geometry` is unused.
 #[derive(Debug, Clone, Copy)]
 struct FastSegment {
     id: u64,
     geometry: Option<SegmentGeometry>,
-    class_count: usize,
 }
 
 impl FastSegment {
     const NONE: FastSegment = FastSegment {
         id: NO_FAST_CACHE,
         geometry: None,
-        class_count: 0,
     };
 
     fn of(shared: Option<&Arc<CacheShared>>) -> FastSegment {
         match shared.and_then(|shared| Some((shared.id, shared.segment_class()?))) {
-            Some((id, (geometry, class_count))) => FastSegment {
+            Some((id, geometry)) => FastSegment {
                 id,
                 geometry: Some(geometry),
-                class_count,
             },
             None => FastSegment::NONE,
         }
@@ -184,8 +181,10 @@ impl CpuPool {
         );
         let (strategy, cache): (Box<dyn Strategy>, _) = match config.allocator {
             AllocatorKind::FixedSize => {
-                let fixed = FixedSizeAllocator::new(upstream, &config)?;
+                let mut fixed = FixedSizeAllocator::new(upstream, &config)?;
                 let stride = fixed.block_stride_bytes();
+                // One cache class: the page-class map says 0 or 1 (none).
+                fixed.set_class_cap(1);
                 let cache = (
                     CacheClasses::uniform(stride, &config),
                     BlockSizer::Uniform(stride, fixed.geometry()),
@@ -193,9 +192,13 @@ impl CpuPool {
                 (Box::new(fixed), cache)
             }
             AllocatorKind::SizeClassed => {
-                let classed = SizeClassedAllocator::new(upstream, &config)?;
+                let mut classed = SizeClassedAllocator::new(upstream, &config)?;
                 let classes = CacheClasses::for_table(&config);
                 let sizer = if classes.matches_table(classed.table()) {
+                    // The page-class map says a cache class, or the class count (none).
+                    let cap = u16::try_from(classes.class_count())
+                        .expect("fewer than 65,535 size classes");
+                    classed.set_class_cap(cap);
                     BlockSizer::SegmentClass(classed.geometry())
                 } else {
                     BlockSizer::Segment(classed.geometry())
@@ -746,12 +749,10 @@ impl CpuPool {
             };
             // SAFETY: the caller's contract: a live block of this pool's segment heap.
             let class = usize::from(unsafe { geometry.owner_of(ptr) });
-            if class >= self.fast_segment.class_count {
-                return false;
-            }
             // SAFETY: the id matched this pool's: `cache` is this thread's cache of it
-            // (`tls::last_used`'s invariant), used only here, in this pool call; the
-            // block is unused from now and has exactly its class's usable size.
+            // (`tls::last_used`'s invariant), used only here, in this pool call; `class`
+            // is the block's class, or the class count (the heap's class cap) for a block
+            // of none, whose magazine declines; the block is unused from now.
             return unsafe { (*cache).push_counted(class, ptr) };
         }
         match self.fast_cache_here() {

@@ -28,7 +28,7 @@
 //! segment below. Otherwise the first word at `base` tells a page segment (then
 //! `spans[first_page[(block - base) / page_bytes]]`) from a large object's header.
 //! The thread cache's free fast path needs only the class, and no branch: each header
-//! also keeps a page-class map at the same offset (a large object's all `NO_CLASS`), read
+//! also keeps a page-class map at the same offset (a large object's all `class_cap`), read
 //! at `(block - 1) & !(segment_bytes - 1)` ([`SegmentGeometry::owner_of`]).
 //!
 //! Taking a span looks for the lowest run of free pages in the segment last used, then in
@@ -73,8 +73,7 @@ pub const MAX_IN_SEGMENT_ALIGN: usize = 4096;
 /// Bytes before the block of a large object aligned below `segment_bytes`.
 const LARGE_HEADER_BYTES: usize = 384;
 
-/// `page_class` entry of a page whose blocks belong to no class: the header page, a large
-/// object's pages (every entry of its header), a page above `u16::MAX - 1` classes.
+/// `page_class` entry of a segment's header page, and the default `class_cap`.
 pub(crate) const NO_CLASS: u16 = u16::MAX;
 
 /// A span's description (in its segment's header), or the first part of a large object's
@@ -106,7 +105,7 @@ struct LargeHeader {
     chunk_base: usize,
     chunk_len: usize,
     block_addr: usize,
-    /// All `NO_CLASS`, at the offset of `SegmentHeader::page_class`, so that
+    /// All the heap's `class_cap`, at the offset of `SegmentHeader::page_class`, so that
     /// `SegmentGeometry::owner_of` reads "no class" here without first telling a large
     /// object from a segment.
     page_class: [u16; PAGES_PER_SEGMENT],
@@ -131,8 +130,8 @@ struct SegmentHeader {
     /// All segments, doubly linked.
     next: *mut SegmentHeader,
     prev: *mut SegmentHeader,
-    /// For every page `p` of a span: the class owning the span (`NO_CLASS` for an owner
-    /// beyond `u16`). Written by `take_span` before any block of the span is handed out;
+    /// For every page `p` of a span: the class owning the span, capped at the heap's
+    /// `class_cap`. Written by `take_span` before any block of the span is handed out;
     /// `NO_CLASS` for page 0; meaningless for free pages. At the same offset as
     /// `LargeHeader::page_class`.
     page_class: [u16; PAGES_PER_SEGMENT],
@@ -227,19 +226,27 @@ pub(crate) struct SegmentGeometry {
     page_shift: u32,
     /// `!(segment_bytes - 1)`: `owner_of` masks with it directly.
     segment_mask: usize,
+    /// The heap's `class_cap`.
+    class_cap: u16,
 }
 
 impl SegmentGeometry {
-    /// The class owning a live block's span, or `NO_CLASS` (a large object, or an owner
-    /// beyond `u16`): `usable_bytes_and_owner` without the size, for the thread cache's
-    /// free fast path (a large object goes to the slow path, which asks the heap).
+    /// The heap's `class_cap` when this was taken: `owner_of` answers at most this.
+    pub(crate) fn class_cap(self) -> u16 {
+        self.class_cap
+    }
+
+    /// The class owning a live block's span, capped at the heap's `class_cap` (which a
+    /// large object also reads): `usable_bytes_and_owner` without the size, for the
+    /// thread cache's free fast path (a large object goes to the slow path, which asks
+    /// the heap). At most `class_cap`, always.
     ///
     /// No branch: `base` is the block's address less one, masked. A block inside a
     /// segment never starts at the segment's base (page 0 is the header), so that is its
     /// segment; a large object's block lies after its header in the same segment-aligned
     /// chunk, or starts one segment after its header when it is over-aligned: either way
     /// `base` is the header. Both headers keep the page-class map at the same offset
-    /// (`PAGE_CLASS_OFFSET`), a large object's all `NO_CLASS`.
+    /// (`PAGE_CLASS_OFFSET`), a large object's all `class_cap`.
     ///
     /// # Safety
     /// As for `usable_bytes`.
@@ -253,7 +260,7 @@ impl SegmentGeometry {
         // happens-before this call). The entry read is `page < PAGES_PER_SEGMENT` of
         // the map at `PAGE_CLASS_OFFSET`, written before the block was handed out and not
         // written while it is live (`take_span` writes only the pages of the span it
-        // takes, which hold no live block); a large object's entries are all `NO_CLASS`.
+        // takes, which hold no live block); a large object's entries are all `class_cap`.
         let class = unsafe {
             *(base as *const u8)
                 .add(PAGE_CLASS_OFFSET)
@@ -264,10 +271,11 @@ impl SegmentGeometry {
         {
             // SAFETY: forwarded contract.
             let (_, owner) = unsafe { self.usable_bytes_and_owner(block) };
+            let cap = self.class_cap;
             let expected = if owner == OWNER_LARGE {
-                NO_CLASS
+                cap
             } else {
-                u16::try_from(owner).unwrap_or(NO_CLASS)
+                u16::try_from(owner).map_or(cap, |c| c.min(cap))
             };
             debug_assert_eq!(class, expected, "page-class map disagrees with the span");
         }
@@ -350,6 +358,9 @@ pub struct SegmentHeap {
     current: *mut SegmentHeader,
     /// Large objects, doubly linked through their headers.
     large: *mut LargeHeader,
+    /// What the page-class map says at most (`set_class_cap`): a span's entries are
+    /// `min(owner, class_cap)`, a large object's all `class_cap`. `NO_CLASS` unless set.
+    class_cap: u16,
     /// Give an emptied span's pages back (`MADV_DONTNEED`), and unmap a segment as soon as
     /// all its pages are free (except initial segments).
     return_when_empty: bool,
@@ -394,6 +405,7 @@ impl SegmentHeap {
             return_when_empty,
             lazy_commit,
             large_cache: [None; LARGE_CACHE_CHUNKS],
+            class_cap: NO_CLASS,
         };
         let mut pages_left = initial_bytes.div_ceil(heap.page_bytes());
         while pages_left > 0 {
@@ -424,7 +436,34 @@ impl SegmentHeap {
             segment_shift: self.segment_shift,
             page_shift: self.page_shift,
             segment_mask: !((1usize << self.segment_shift) - 1),
+            class_cap: self.class_cap,
         }
+    }
+
+    /// Cap the page-class map at `cap`: a span whose owner is `cap` or more, and every
+    /// large object, read as `cap` (`SegmentGeometry::owner_of`), so that a reader with
+    /// `cap + 1` slots indexes them with no bounds check. Before any span or large object
+    /// is taken (the entries are written when they are).
+    pub(crate) fn set_class_cap(&mut self, cap: u16) {
+        assert!(
+            self.large.is_null() && self.all_segments_empty(),
+            "the class cap is set before any block is handed out"
+        );
+        self.class_cap = cap;
+    }
+
+    /// Whether no segment has a span.
+    fn all_segments_empty(&self) -> bool {
+        let mut node = self.segments;
+        while !node.is_null() {
+            // SAFETY: list nodes are headers of our segments.
+            let (free, next) = unsafe { ((*node).free_pages, (*node).next) };
+            if free != ALL_SPAN_PAGES {
+                return false;
+            }
+            node = next;
+        }
+        true
     }
 
     pub fn reserved_bytes(&self) -> usize {
@@ -603,7 +642,7 @@ impl SegmentHeap {
             for entry in &mut map[first..first + pages] {
                 *entry = first as u8;
             }
-            let class = u16::try_from(owner).unwrap_or(NO_CLASS);
+            let class = u16::try_from(owner).map_or(self.class_cap, |c| c.min(self.class_cap));
             let classes = &mut (*segment).page_class;
             for entry in &mut classes[first..first + pages] {
                 *entry = class;
@@ -779,7 +818,7 @@ impl SegmentHeap {
                 chunk_base: chunk.addr(),
                 chunk_len: chunk.len,
                 block_addr,
-                page_class: [NO_CLASS; PAGES_PER_SEGMENT],
+                page_class: [self.class_cap; PAGES_PER_SEGMENT],
                 next: self.large,
                 prev: null_mut(),
             });

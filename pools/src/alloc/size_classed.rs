@@ -78,6 +78,11 @@ impl SizeClassedAllocator {
     pub(crate) fn geometry(&self) -> crate::alloc::segment::SegmentGeometry {
         self.heap.geometry()
     }
+
+    /// `SegmentHeap::set_class_cap`, before the first allocation.
+    pub(crate) fn set_class_cap(&mut self, cap: u16) {
+        self.heap.set_class_cap(cap);
+    }
 }
 
 impl Strategy for SizeClassedAllocator {

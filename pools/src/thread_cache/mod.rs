@@ -32,7 +32,7 @@ mod tls;
 pub(crate) use self::classes::CacheClasses;
 pub(crate) use self::tls::{last_used, last_used_entry};
 
-use crate::alloc::segment::{SegmentGeometry, NO_CLASS};
+use crate::alloc::segment::SegmentGeometry;
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
@@ -258,6 +258,18 @@ impl ThreadCache {
         let mut storage: Box<[*mut u8]> = vec![ptr::null_mut(); total].into_boxed_slice();
         let mut offset = 0;
         let base = storage.as_mut_ptr();
+        // One magazine per class, and one more, of no capacity: a free whose block is of no
+        // cached class (`SegmentGeometry::owner_of` answers the class count) finds it
+        // full, with no bounds check on the way.
+        let none = Magazine {
+            top: AtomicPtr::new(ptr::null_mut()),
+            bottom: ptr::null_mut(),
+            limit: ptr::null_mut(),
+            block_bytes: 0,
+            pushes: AtomicU64::new(0),
+            base: AtomicI64::new(0),
+            refill_batch: AtomicUsize::new(0),
+        };
         let magazines = (0..classes.class_count())
             .map(|c| {
                 let capacity = classes.capacity[c];
@@ -275,6 +287,7 @@ impl ThreadCache {
                     refill_batch: AtomicUsize::new(1),
                 }
             })
+            .chain(std::iter::once(none))
             .collect();
         ThreadCache {
             magazines,
@@ -294,7 +307,8 @@ impl ThreadCache {
     /// The magazine of `class`.
     ///
     /// # Safety
-    /// `class` is a class of the pool.
+    /// `class` is a class of the pool, or the class count (the magazine of no capacity
+    /// past the classes).
     #[inline(always)]
     unsafe fn magazine(&self, class: usize) -> &Magazine {
         // SAFETY: the caller's contract.
@@ -430,7 +444,8 @@ impl ThreadCache {
     /// The cached bytes and `room` rise together: `gap` stays.
     ///
     /// # Safety
-    /// As for `push`.
+    /// As for `push`; or `class` is the class count (the magazine of no capacity past the
+    /// classes), which always declines, whatever the block.
     #[inline(always)]
     pub(crate) unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
@@ -646,8 +661,9 @@ impl CacheShared {
     ) -> Self {
         let segment_class = match sizer {
             BlockSizer::SegmentClass(geometry) | BlockSizer::Uniform(_, geometry) => {
-                // `cache_class` takes `NO_CLASS` for "not cached".
-                assert!(classes.class_count() < usize::from(NO_CLASS));
+                // `owner_of` answers a class or the class count ("not cached"), which the
+                // free path indexes the magazines with (`ThreadCache::new` keeps one more).
+                assert_eq!(usize::from(geometry.class_cap()), classes.class_count());
                 Some(geometry)
             }
             _ => None,
@@ -762,11 +778,10 @@ impl CacheShared {
         }
     }
 
-    /// The geometry of a pool whose span owners are its cache classes (`segment_class`),
-    /// and its class count, for `CpuPool`'s inline free path.
-    pub(crate) fn segment_class(&self) -> Option<(SegmentGeometry, usize)> {
+    /// The geometry of a pool whose span owners are its cache classes (`segment_class`;
+    /// its class cap is the class count), for `CpuPool`'s inline free path.
+    pub(crate) fn segment_class(&self) -> Option<SegmentGeometry> {
         self.segment_class
-            .map(|geometry| (geometry, self.classes.class_count()))
     }
 
     /// Usable bytes of every block of cache class `class`.
