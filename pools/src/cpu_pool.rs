@@ -33,7 +33,7 @@
 //! `InvalidOperation` for the lock-free core, whose threads `&self` cannot exclude.
 
 use crate::alloc::fixed::{with_request, FixedSizeAllocator};
-use crate::alloc::lockfree::LockFreeAllocator;
+use crate::alloc::lockfree::{FreeLocal, Heap, LockFreeAllocator, Slab};
 use crate::alloc::segment::SegmentGeometry;
 use crate::alloc::size_classed::SizeClassedAllocator;
 use crate::alloc::variable::Tlsf;
@@ -926,11 +926,27 @@ impl CpuPool {
     unsafe fn deallocate_lock_free(&self, allocator: &LockFreeAllocator, ptr: NonNull<u8>) -> bool {
         // SAFETY: the caller's contract: ptr is a live block of this pool; no checks,
         // tracking or poisoning are asked for (`lock_free_fast`).
-        if let Some(usable) = unsafe { allocator.try_free_local(ptr) } {
-            return self.stats.on_free_then_true(usable);
+        match unsafe { allocator.try_free_local(ptr) } {
+            FreeLocal::Done(usable) => self.stats.on_free_then_true(usable),
+            // SAFETY: this thread owns the heap (`try_free_local`), and the slab is its.
+            FreeLocal::Emptied { heap, slab, usable } => unsafe {
+                self.lock_free_emptied(heap, slab, usable)
+            },
+            // SAFETY: as above; nothing was done.
+            FreeLocal::Declined => unsafe { self.deallocate_lock_free_slow(allocator, ptr) },
         }
-        // SAFETY: as above; nothing was done.
-        unsafe { self.deallocate_lock_free_slow(allocator, ptr) }
+    }
+
+    /// `deallocate_lock_free` after a free that emptied its slab (a tail call).
+    ///
+    /// # Safety
+    /// As for `Heap::after_local_empty`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn lock_free_emptied(&self, heap: &Heap, slab: &Slab, usable: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { heap.after_local_empty(slab) };
+        self.stats.on_free_then_true(usable)
     }
 
     /// `deallocate_lock_free` when its fast path declined (a tail call: the fast path

@@ -285,6 +285,28 @@ impl Heap {
         }
     }
 
+    /// Whether `slab` (one of this heap's) is its class's current slab: emptied, it then
+    /// stays where it is (`after_local_free` has nothing to do).
+    ///
+    /// # Safety
+    /// The calling thread owns this heap; `slab` is one of its slabs.
+    #[inline(always)]
+    pub unsafe fn is_current(&self, slab: &Slab) -> bool {
+        // SAFETY: forwarded contract; a slab's class is one of the heap's bins.
+        unsafe { self.owned(|heap| ptr::eq(heap.bins.get_unchecked(slab.class()).current, slab)) }
+    }
+
+    /// `free_local`'s rest after a `Slab::try_push_local` that emptied the listed `slab`.
+    ///
+    /// # Safety
+    /// As for `free_local`, the block being pushed already.
+    #[cold]
+    #[inline(never)]
+    pub unsafe fn after_local_empty(&self, slab: &Slab) {
+        // SAFETY: forwarded from the contract.
+        unsafe { self.owned(|heap| self.after_local_free(heap, slab, 0, true)) };
+    }
+
     /// The rare cases of a local free: the slab became empty, or was unlisted as FULL.
     ///
     /// # Safety

@@ -27,10 +27,11 @@ mod slab;
 mod stack;
 mod tls;
 
-use self::heap::Heap;
+pub(crate) use self::heap::Heap;
 use self::large::LargeObjects;
 use self::region::Regions;
-use self::slab::{Slab, SpanKind, MAX_SLAB_ALIGN_BYTES, SPAN_LARGE};
+pub(crate) use self::slab::Slab;
+use self::slab::{SpanKind, MAX_SLAB_ALIGN_BYTES, SPAN_LARGE};
 use self::stack::IntrusiveStack;
 use super::size_class::{ClassLookup, SizeClassTable, QUANTUM_BYTES};
 use super::BlockState;
@@ -87,6 +88,21 @@ pub struct LockFreeAllocator {
     large: LargeObjects,
     /// The slab classes of requests up to 4 KiB by table lookup (`try_allocate_local`).
     lookup: ClassLookup,
+}
+
+/// What `LockFreeAllocator::try_free_local` did.
+pub(crate) enum FreeLocal<'a> {
+    /// The block is back in its slab: its usable bytes.
+    Done(usize),
+    /// The block is back in its slab, which it emptied: `heap.after_local_empty(slab)`
+    /// must follow (by this thread, which owns `heap`).
+    Emptied {
+        heap: &'a Heap,
+        slab: &'a Slab,
+        usable: usize,
+    },
+    /// Nothing done.
+    Declined,
 }
 
 impl LockFreeAllocator {
@@ -371,31 +387,43 @@ impl LockFreeAllocator {
         unsafe { self.free_slab_block(slab, ptr) }
     }
 
-    /// The free fast path of an allocator that does not check pointers: `Some(usable)`
-    /// when the block went back to its slab with nothing else to do (a slab block of this
-    /// thread's last-used heap, whose slab stays listed and in use); `None`, with nothing
-    /// done, otherwise (a large object, another heap's block, a slab that empties or was
-    /// unlisted), for `deallocate` to do it all. No call, so its caller saves no register.
+    /// The free fast path of an allocator that does not check pointers, for a slab block
+    /// of this thread's last-used heap whose slab is listed: the block goes back to its
+    /// slab (`FreeLocal::Done`, or `Emptied` when the slab has no used block left and is
+    /// not its class's current slab, whose rest is `Heap::after_local_empty`). Anything else (a large object, another heap's
+    /// block, an unlisted slab) is `Declined`, with nothing done, for `deallocate` to do
+    /// it all. No call, so its caller saves no register.
     ///
     /// # Safety
     /// As for `deallocate`, and the allocator does not check pointers.
     #[inline(always)]
-    pub(crate) unsafe fn try_free_local(&self, ptr: NonNull<u8>) -> Option<usize> {
+    pub(crate) unsafe fn try_free_local<'a>(&self, ptr: NonNull<u8>) -> FreeLocal<'a> {
         debug_assert!(!self.core.checking);
         let addr = ptr.as_ptr() as usize;
         let span = (addr & !(self.core.segment_bytes - 1)) as *const SpanKind;
         // SAFETY: as in `deallocate`.
         if unsafe { &*span }.kind.load(Ordering::Relaxed) == SPAN_LARGE {
-            return None;
+            return FreeLocal::Declined;
         }
         // SAFETY: as in `deallocate`: a slab block.
         let slab = unsafe { self.core.regions.slab_of(addr) };
-        if !tls::is_last_heap(slab.owner_heap()) {
-            return None;
+        let owner = slab.owner_heap();
+        if !tls::is_last_heap(owner) {
+            return FreeLocal::Declined;
         }
         // SAFETY: this thread owns the slab's heap (its TLS says so), and the block is
         // live (contract).
-        unsafe { slab.try_push_local(ptr) }.then(|| slab.block_bytes())
+        match unsafe { slab.try_push_local(ptr) } {
+            None => FreeLocal::Declined,
+            // SAFETY: as above; the slab is the heap's.
+            Some(0) if !unsafe { (*owner).is_current(slab) } => FreeLocal::Emptied {
+                // SAFETY: the owner heap is registered until the allocator's `Drop`.
+                heap: unsafe { &*owner },
+                slab,
+                usable: slab.block_bytes(),
+            },
+            Some(_) => FreeLocal::Done(slab.block_bytes()),
+        }
     }
 
     /// # Safety

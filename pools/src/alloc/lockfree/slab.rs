@@ -315,24 +315,23 @@ impl Slab {
         }
     }
 
-    /// `push_local` when the slab stays listed and keeps a used block (nothing else to
-    /// do): `true`; `false`, with nothing done, when the free would empty the slab or the
-    /// slab is unlisted (FULL), which `Heap::free_local` handles.
+    /// `push_local` of a listed slab: the slab's used blocks after the push; `None`, with
+    /// nothing done, when the slab is unlisted (FULL), which `Heap::free_local` handles.
     ///
     /// # Safety
     /// As for `push_local`.
     #[inline(always)]
-    pub unsafe fn try_push_local(&self, block: NonNull<u8>) -> bool {
+    pub unsafe fn try_push_local(&self, block: NonNull<u8>) -> Option<usize> {
         // SAFETY: as in `push_local`.
         unsafe {
             self.owned(|o| {
-                if o.used_blocks <= 1 || !o.listed {
-                    return false;
+                if !o.listed {
+                    return None;
                 }
                 block.as_ptr().cast::<*mut u8>().write(o.free);
                 o.free = block.as_ptr();
                 o.used_blocks -= 1;
-                true
+                Some(o.used_blocks)
             })
         }
     }
