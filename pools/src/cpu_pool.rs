@@ -102,8 +102,9 @@ pub struct CpuPool {
     /// Invariant: set with `fast_cache` at construction; neither changes after.
     fast_id: u64,
     /// The free fast path of a `fast_cache` whose span owners are its classes (the
-    /// size-classed and fixed-size strategies: `CacheShared::segment_class`), inline: a free whose thread used this pool last finds the block's class from
-    /// these fields and the block alone, without reading `fast_cache`.
+    /// size-classed and fixed-size strategies: `CacheShared::segment_class`), inline: a
+    /// free whose thread used this pool last finds the block's class from these fields
+    /// and the block alone, without reading `fast_cache`.
     fast_segment: FastSegment,
 }
 

@@ -90,7 +90,8 @@ pub struct LockFreeAllocator {
     lookup: ClassLookup,
 }
 
-/// What `LockFreeAllocator::try_free_local` did.
+/// What `LockFreeAllocator::try_free_local` did (the heap and slab live as long as the
+/// allocator: heaps are registered, and slabs are in its regions, until its `Drop`).
 pub(crate) enum FreeLocal<'a> {
     /// The block is back in its slab: its usable bytes.
     Done(usize),
@@ -390,14 +391,15 @@ impl LockFreeAllocator {
     /// The free fast path of an allocator that does not check pointers, for a slab block
     /// of this thread's last-used heap whose slab is listed: the block goes back to its
     /// slab (`FreeLocal::Done`, or `Emptied` when the slab has no used block left and is
-    /// not its class's current slab, whose rest is `Heap::after_local_empty`). Anything else (a large object, another heap's
-    /// block, an unlisted slab) is `Declined`, with nothing done, for `deallocate` to do
-    /// it all. No call, so its caller saves no register.
+    /// not its class's current slab, whose rest is `Heap::after_local_empty`). Anything
+    /// else (a large object, another heap's block, an unlisted slab) is `Declined`, with
+    /// nothing done, for `deallocate` to do it all. No call, so its caller saves no
+    /// register.
     ///
     /// # Safety
     /// As for `deallocate`, and the allocator does not check pointers.
     #[inline(always)]
-    pub(crate) unsafe fn try_free_local<'a>(&self, ptr: NonNull<u8>) -> FreeLocal<'a> {
+    pub(crate) unsafe fn try_free_local(&self, ptr: NonNull<u8>) -> FreeLocal<'_> {
         debug_assert!(!self.core.checking);
         let addr = ptr.as_ptr() as usize;
         let span = (addr & !(self.core.segment_bytes - 1)) as *const SpanKind;
