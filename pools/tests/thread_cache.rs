@@ -74,6 +74,36 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
 }
 
 #[test]
+fn blocks_of_classes_beyond_the_cache_bypass_it_exactly() {
+    // The size-classed strategy's classes go to 32 KiB, the cache's to 4 KiB: a freed
+    // 8 or 16 KiB block reads as "no cache class" from the page-class map (capped at the
+    // cache's class count) and goes back to the strategy; a large object likewise.
+    let pool = CpuPool::new("beyond", cached(AllocatorKind::SizeClassed)).unwrap();
+    for round in 0..50 {
+        let big = [8 << 10, 16 << 10, 100 << 10].map(|size| pool.allocate(size + round).unwrap());
+        let small = pool.allocate(64).unwrap();
+        // SAFETY: live blocks of this pool, each freed once, through both entry points.
+        unsafe {
+            assert!(pool.deallocate_or_false(big[0]));
+            pool.deallocate(big[1]).unwrap();
+            assert!(pool.deallocate_or_false(big[2]));
+            pool.deallocate(small).unwrap();
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.current_used_bytes, 0);
+        // Only the 64-byte class (and what its refills brought) is cached.
+        assert!(
+            stats.thread_cached_bytes < 8 << 10,
+            "{}",
+            stats.thread_cached_bytes
+        );
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.allocation_count, 200);
+    assert_eq!(stats.free_count, 200);
+}
+
+#[test]
 fn disabled_layer_caches_nothing() {
     for kind in KINDS {
         let mut config = cached(kind);
