@@ -83,12 +83,17 @@ proptest! {
     }
 }
 
-#[test]
-fn large_objects_at_every_alignment_are_told_from_class_blocks() {
+/// A size-classed pool whose classes stop at 4 KiB: larger requests are large objects.
+fn small_classes_pool(name: &str) -> CpuPool {
     let mut c = PoolConfig::default_cpu();
     c.allocator = AllocatorKind::SizeClassed;
     c.size_classes.max_class_bytes = 4096;
-    let pool = CpuPool::new("aligned", c).unwrap();
+    CpuPool::new(name, c).unwrap()
+}
+
+#[test]
+fn large_objects_at_every_alignment_are_told_from_class_blocks() {
+    let pool = small_classes_pool("aligned");
     // Large objects at every alignment from a page to beyond a segment, and small blocks
     // beside them: the free fast path tells them apart by the page-class map (debug
     // builds check it against the span headers on every free).
@@ -114,10 +119,7 @@ fn large_objects_at_every_alignment_are_told_from_class_blocks() {
 
 #[test]
 fn large_objects_are_counted_and_returned() {
-    let mut c = PoolConfig::default_cpu();
-    c.allocator = AllocatorKind::SizeClassed;
-    c.size_classes.max_class_bytes = 4096;
-    let pool = CpuPool::new("large", c).unwrap();
+    let pool = small_classes_pool("large");
     let before = pool.stats().reserved_bytes;
     let p = pool.allocate(100_000).unwrap();
     let q = pool
