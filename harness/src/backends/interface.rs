@@ -30,6 +30,16 @@ pub trait Backend: Send + Sync {
     /// (a dense stream index; 0 for CPU traces). Returns 0 when the allocation fails.
     fn alloc(&self, size: usize, align: usize, stream: u16) -> usize;
 
+    /// `alloc` as a pointer (null on failure): what the counts tier's shim calls
+    /// (`counts::counted_op_alloc`). A backend whose `alloc` is an inlined fast path with
+    /// out-of-line slow paths overrides it to return its pointer unconverted: converting
+    /// a pointer chosen among several paths to an integer keeps LLVM from making the
+    /// slow paths tail calls, which costs the shim a stack adjustment on every call.
+    #[inline(always)]
+    fn alloc_ptr(&self, size: usize, align: usize, stream: u16) -> *mut u8 {
+        self.alloc(size, align, stream) as *mut u8
+    }
+
     /// Free a block returned by `alloc`/`realloc` of this backend. `size` is its requested size.
     ///
     /// # Safety
@@ -52,6 +62,24 @@ pub trait Backend: Send + Sync {
         align: usize,
         stream: u16,
     ) -> usize;
+
+    /// `realloc` as a pointer (null on failure), for the counts tier's shim, as
+    /// [`alloc_ptr`](Self::alloc_ptr) is for `alloc`.
+    ///
+    /// # Safety
+    /// As for [`realloc`](Self::realloc).
+    #[inline(always)]
+    unsafe fn realloc_ptr(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> *mut u8 {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.realloc(addr, old_size, new_size, align, stream) as *mut u8 }
+    }
 
     /// `Host` promises that a block returned by `alloc`/`realloc` is readable and writable
     /// for its requested size until it is freed: the engine writes to it (`--touch`).

@@ -11,7 +11,7 @@
 use super::{BackendFactory, BackendSetup};
 use crate::backends::Backend;
 use pools::{AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
-use std::ptr::NonNull;
+use std::ptr::{self, NonNull};
 
 /// A `CpuPool` as a backend.
 pub struct PoolBackend {
@@ -34,13 +34,20 @@ impl PoolBackend {
 
 impl Backend for PoolBackend {
     #[inline]
-    fn alloc(&self, size: usize, align: usize, _stream: u16) -> usize {
+    fn alloc(&self, size: usize, align: usize, stream: u16) -> usize {
+        self.alloc_ptr(size, align, stream) as usize
+    }
+
+    /// The pool's pointer unconverted, so the fast path's slow calls stay tail calls
+    /// (see `Backend::alloc_ptr`).
+    #[inline]
+    fn alloc_ptr(&self, size: usize, align: usize, _stream: u16) -> *mut u8 {
         // C's `malloc(0)` returns a unique block: so does `CpuPool` for 0 bytes (it serves
-        // them as 1). A failure is 0 (the pool counts it); the error's detail has nowhere
-        // to go.
+        // them as 1). A failure is null (the pool counts it); the error's detail has
+        // nowhere to go.
         self.pool
             .allocate_or_none(size, align)
-            .map_or(0, |p| p.as_ptr() as usize)
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
     }
 
     #[inline]
@@ -62,27 +69,34 @@ impl Backend for PoolBackend {
         align: usize,
         stream: u16,
     ) -> usize {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.realloc_ptr(addr, old_size, new_size, align, stream) as usize }
+    }
+
+    #[inline]
+    unsafe fn realloc_ptr(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> *mut u8 {
         let Some(old) = NonNull::new(addr as *mut u8) else {
-            return self.alloc(new_size, align, stream);
+            return self.alloc_ptr(new_size, align, stream);
         };
         if align <= self.base_align {
             // SAFETY: the caller's contract: addr is a live block of this pool.
             // (`CpuPool` serves a new size of 0 as 1, as it does an allocation.)
             return unsafe { self.pool.reallocate_or_none(old, new_size) }
-                .map_or(0, |p| p.as_ptr() as usize);
+                .map_or(ptr::null_mut(), NonNull::as_ptr);
         }
         // `reallocate` keeps the pool's alignment only: move by hand.
-        let new = self.alloc(new_size, align, stream);
-        if new != 0 {
+        let new = self.alloc_ptr(new_size, align, stream);
+        if !new.is_null() {
             // SAFETY: both are live, distinct host blocks of this pool, each at least
             // `min(old_size, new_size)` bytes long.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    addr as *const u8,
-                    new as *mut u8,
-                    old_size.min(new_size),
-                )
-            };
+            unsafe { ptr::copy_nonoverlapping(addr as *const u8, new, old_size.min(new_size)) };
             // SAFETY: addr is live (the caller's contract) and distinct from `new`.
             unsafe { self.free(addr, old_size, stream) };
         }

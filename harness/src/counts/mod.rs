@@ -100,8 +100,13 @@ impl<'a, B: Backend> CountedBackend<'a, B> {
 
 /// Callgrind collects inside this function only (with its callees): one backend alloc.
 #[inline(never)]
-pub fn counted_op_alloc<B: Backend>(backend: &B, size: usize, align: usize, stream: u16) -> usize {
-    backend.alloc(size, align, stream)
+pub fn counted_op_alloc<B: Backend>(
+    backend: &B,
+    size: usize,
+    align: usize,
+    stream: u16,
+) -> *mut u8 {
+    backend.alloc_ptr(size, align, stream)
 }
 
 /// Callgrind collects inside this function only (with its callees): one backend free.
@@ -126,9 +131,9 @@ pub unsafe fn counted_op_realloc<B: Backend>(
     new_size: usize,
     align: usize,
     stream: u16,
-) -> usize {
+) -> *mut u8 {
     // SAFETY: the caller's contract, forwarded.
-    unsafe { backend.realloc(addr, old_size, new_size, align, stream) }
+    unsafe { backend.realloc_ptr(addr, old_size, new_size, align, stream) }
 }
 
 /// Callgrind dumps and zeroes its counters when this function returns (`--dump-after`): the
@@ -142,7 +147,7 @@ impl<B: Backend> Backend for CountedBackend<'_, B> {
     #[inline(always)]
     fn alloc(&self, size: usize, align: usize, stream: u16) -> usize {
         self.calls.alloc.fetch_add(1, Ordering::Relaxed);
-        counted_op_alloc(self.inner, size, align, stream)
+        counted_op_alloc(self.inner, size, align, stream) as usize
     }
 
     #[inline(always)]
@@ -163,7 +168,7 @@ impl<B: Backend> Backend for CountedBackend<'_, B> {
     ) -> usize {
         self.calls.realloc.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract, forwarded to the inner backend.
-        unsafe { counted_op_realloc(self.inner, addr, old_size, new_size, align, stream) }
+        unsafe { counted_op_realloc(self.inner, addr, old_size, new_size, align, stream) as usize }
     }
 
     fn address_space(&self) -> AddressSpace {
