@@ -34,7 +34,7 @@
 
 use crate::alloc::fixed::{with_request, FixedSizeAllocator};
 use crate::alloc::lockfree::{FreeLocal, Heap, LockFreeAllocator, Slab};
-use crate::alloc::segment::SegmentGeometry;
+use crate::alloc::segment::{SegmentGeometry, MAX_CLASS_CAP};
 use crate::alloc::size_classed::SizeClassedAllocator;
 use crate::alloc::variable::Tlsf;
 use crate::alloc::{BlockState, Strategy, Upstream};
@@ -45,7 +45,8 @@ use crate::os::OsChunks;
 use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
 use crate::thread_cache::{
-    last_used, last_used_entry, BlockSizer, CacheClasses, CacheShared, ThreadCache,
+    last_used_entry, last_used_rack, slot_of_class, BlockSizer, CacheClasses, CacheShared, Rack,
+    RequestSlots,
 };
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -106,6 +107,10 @@ pub struct CpuPool {
     /// free whose thread used this pool last finds the block's class from these fields
     /// and the block alone, without reading `fast_cache`.
     fast_segment: FastSegment,
+    /// `fast_cache`'s request table (`RequestSlots::none()` without one): the allocation
+    /// fast path reads the slot of a request's class from the pool's own fields, without
+    /// loading `fast_cache` first.
+    fast_request: RequestSlots,
 }
 
 /// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` has a
@@ -170,6 +175,7 @@ impl CpuPool {
                 fast_cache: None,
                 fast_id: NO_FAST_CACHE,
                 fast_segment: FastSegment::NONE,
+                fast_request: RequestSlots::none(),
             });
         }
         let upstream = Upstream::new(
@@ -195,14 +201,14 @@ impl CpuPool {
             AllocatorKind::SizeClassed => {
                 let mut classed = SizeClassedAllocator::new(upstream, &config)?;
                 let classes = CacheClasses::for_table(&config);
-                let sizer = if classes.matches_table(classed.table()) {
+                let cap = u16::try_from(classes.class_count()).ok();
+                let sizer = match cap.filter(|&cap| cap <= MAX_CLASS_CAP) {
                     // The page-class map says a cache class, or the class count (none).
-                    let cap = u16::try_from(classes.class_count())
-                        .expect("fewer than 65,535 size classes");
-                    classed.set_class_cap(cap);
-                    BlockSizer::SegmentClass(classed.geometry())
-                } else {
-                    BlockSizer::Segment(classed.geometry())
+                    Some(cap) if classes.matches_table(classed.table()) => {
+                        classed.set_class_cap(cap);
+                        BlockSizer::SegmentClass(classed.geometry())
+                    }
+                    _ => BlockSizer::Segment(classed.geometry()),
                 };
                 (Box::new(classed), (classes, sizer))
             }
@@ -234,6 +240,9 @@ impl CpuPool {
                 .as_ref()
                 .map_or(NO_FAST_CACHE, |shared| shared.id);
             let fast_segment = FastSegment::of(fast_cache.as_ref());
+            let fast_request = fast_cache
+                .as_ref()
+                .map_or_else(RequestSlots::none, |shared| shared.classes.request_slots());
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
@@ -246,6 +255,7 @@ impl CpuPool {
                 fast_cache,
                 fast_id,
                 fast_segment,
+                fast_request,
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -303,6 +313,7 @@ impl CpuPool {
             fast_cache: None,
             fast_id: NO_FAST_CACHE,
             fast_segment: FastSegment::NONE,
+            fast_request: RequestSlots::none(),
         }
     }
 
@@ -721,16 +732,29 @@ impl CpuPool {
     /// The shared part of `fast_cache` and this thread's cache of it, if that is the
     /// cache this thread used last (the fast paths' one compare, `fast_id`).
     #[inline(always)]
-    fn fast_cache_here(&self) -> Option<(&CacheShared, &ThreadCache)> {
-        // SAFETY: the reference is used only by this thread, inside this pool call (the
-        // fast paths that call this), while the pool lives.
-        let cache = unsafe { last_used(self.fast_id)? };
+    fn fast_cache_here(&self) -> Option<(&CacheShared, Rack<'_>)> {
+        // SAFETY: the rack is used only by this thread, inside this pool call (the fast
+        // paths that call this), while the pool lives.
+        let rack = unsafe { last_used_rack(self.fast_id)? };
         match &self.fast_cache {
-            Some(shared) => Some((shared, cache)),
+            Some(shared) => Some((shared, rack)),
             // SAFETY: `fast_id`'s invariant: an id that matched a pool's (`last_used`
             // never answers `NO_FAST_CACHE`) is `fast_cache`'s, so it is `Some`.
             None => unsafe { std::hint::unreachable_unchecked() },
         }
+    }
+
+    /// The allocation fast path of both entry points: a block from `rack`, the rack of
+    /// this thread's cache of `fast_cache` (from `last_used_rack(fast_id)`), or `None`
+    /// with nothing done (too big for the cache, an empty magazine, or a count that needs
+    /// its cold part).
+    #[inline(always)]
+    fn try_allocate_fast(&self, rack: Rack<'_>, size: usize) -> Option<NonNull<u8>> {
+        let slot = self.fast_request.slot_of(size)?;
+        // SAFETY: the rack is this thread's cache's, used only in this pool call (the
+        // caller's contract); `slot` is a class's of that cache (`fast_request` is
+        // `fast_cache`'s table).
+        unsafe { rack.try_pop(slot) }
     }
 
     /// The free fast path of both entry points: `true` when the block went into this
@@ -741,7 +765,7 @@ impl CpuPool {
     /// As for `MemoryPool::deallocate` (and the pool is not in checked mode: `fast_cache`).
     #[inline(always)]
     unsafe fn try_free_fast(&self, ptr: NonNull<u8>) -> bool {
-        let (id, cache) = last_used_entry();
+        let (id, rack) = last_used_entry();
         if id == self.fast_segment.id {
             let Some(geometry) = self.fast_segment.geometry else {
                 // SAFETY: `FastSegment`'s invariant: a matching id (never `NO_FAST_CACHE`,
@@ -749,16 +773,17 @@ impl CpuPool {
                 unsafe { std::hint::unreachable_unchecked() }
             };
             // SAFETY: the caller's contract: a live block of this pool's segment heap.
-            let class = usize::from(unsafe { geometry.owner_of(ptr) });
-            // SAFETY: the id matched this pool's: `cache` is this thread's cache of it
-            // (`tls::last_used`'s invariant), used only here, in this pool call; `class`
-            // is the block's class, or the class count (the heap's class cap) for a block
-            // of none, whose magazine declines; the block is unused from now.
-            return unsafe { (*cache).push_counted(class, ptr) };
+            let slot = usize::from(unsafe { geometry.slot_of(ptr) });
+            // SAFETY: the id matched this pool's: `rack` is the rack of this thread's
+            // cache of it (`tls::LastUsed`'s invariant), used only here, in this pool
+            // call; `slot` is the block's class's, or the class count's (the heap's class
+            // cap) for a block of none, whose magazine declines; the block is unused from
+            // now.
+            return unsafe { Rack::from_raw(rack).push_counted(slot, ptr) };
         }
         match self.fast_cache_here() {
             // SAFETY: the caller's contract, forwarded.
-            Some((shared, cache)) => unsafe { shared.try_free_in(cache, ptr) },
+            Some((shared, rack)) => unsafe { shared.try_free_in(rack, ptr) },
             None => false,
         }
     }
@@ -777,7 +802,7 @@ impl CpuPool {
     unsafe fn reallocate_fast(
         &self,
         shared: &CacheShared,
-        cache: &ThreadCache,
+        rack: Rack<'_>,
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
@@ -788,7 +813,7 @@ impl CpuPool {
             // SAFETY: the caller's contract: ptr is a live block of this pool.
             let usable = unsafe { shared.sizer.usable_bytes(ptr) };
             if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
-                cache.count_same_block(usable);
+                rack.count_same_block(usable);
                 return Some(ptr);
             }
             return None;
@@ -798,16 +823,16 @@ impl CpuPool {
         // SAFETY: `cache_class` answers classes of the pool.
         let usable = unsafe { shared.class_bytes_unchecked(class) };
         if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
-            cache.count_same_block(usable);
+            rack.count_same_block(usable);
             return Some(ptr);
         }
-        let new = shared.try_allocate_in(cache, self.move_target(usable, new_size))?;
+        let new = shared.try_allocate_in(rack, self.move_target(usable, new_size))?;
         // SAFETY: both blocks are live blocks of this pool, distinct, each at least
         // min(usable, new_size) bytes long.
         unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), usable.min(new_size)) };
-        // SAFETY: `cache` is this thread's, in this pool call; ptr is live and unused
-        // from here, and the class is its own.
-        if !unsafe { cache.push_counted(class, ptr) } {
+        // SAFETY: `rack` is this thread's cache's, in this pool call; ptr is live and
+        // unused from here, and the class is its own.
+        if !unsafe { rack.push_counted(slot_of_class(class), ptr) } {
             // SAFETY: as above. Its only failure is a poisoned strategy lock (a strategy
             // call panicked): the pool is unusable, and the old block is lost with it.
             unsafe { self.deallocate_or_false_slow(ptr) };
@@ -1222,8 +1247,9 @@ impl MemoryPool for CpuPool {
             && flags.align & flags.align.wrapping_sub(1) == 0
             && !flags.zeroed
         {
-            if let Some((shared, cache)) = self.fast_cache_here() {
-                if let Some(ptr) = shared.try_allocate_in(cache, size) {
+            // SAFETY: the rack is used only here, in this pool call, while the pool lives.
+            if let Some(rack) = unsafe { last_used_rack(self.fast_id) } {
+                if let Some(ptr) = self.try_allocate_fast(rack, size) {
                     return Ok(ptr);
                 }
             } else if let Core::LockFree(allocator) = &self.core {
@@ -1242,8 +1268,9 @@ impl MemoryPool for CpuPool {
     #[inline]
     fn allocate_or_none(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
-            if let Some((shared, cache)) = self.fast_cache_here() {
-                if let Some(ptr) = shared.try_allocate_in(cache, size) {
+            // SAFETY: the rack is used only here, in this pool call, while the pool lives.
+            if let Some(rack) = unsafe { last_used_rack(self.fast_id) } {
+                if let Some(ptr) = self.try_allocate_fast(rack, size) {
                     return Some(ptr);
                 }
             } else if let Core::LockFree(allocator) = &self.core {
@@ -1259,9 +1286,9 @@ impl MemoryPool for CpuPool {
     /// else.
     #[inline]
     unsafe fn reallocate_or_none(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
-        if let Some((shared, cache)) = self.fast_cache_here() {
+        if let Some((shared, rack)) = self.fast_cache_here() {
             // SAFETY: the caller's contract, forwarded.
-            if let Some(new) = unsafe { self.reallocate_fast(shared, cache, ptr, new_size) } {
+            if let Some(new) = unsafe { self.reallocate_fast(shared, rack, ptr, new_size) } {
                 return Some(new);
             }
         } else if let Core::LockFree(allocator) = &self.core {

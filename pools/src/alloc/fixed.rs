@@ -300,7 +300,7 @@ impl FixedSizeAllocator {
     }
 
     /// What the thread cache needs to find a live block's class (always 0: the one class
-    /// is span owner 0) without this allocator (see `SegmentGeometry::owner_of`).
+    /// is span owner 0) without this allocator (see `SegmentGeometry::slot_of`).
     pub(crate) fn geometry(&self) -> crate::alloc::segment::SegmentGeometry {
         self.heap.geometry()
     }

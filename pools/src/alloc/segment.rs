@@ -29,7 +29,9 @@
 //! `spans[first_page[(block - base) / page_bytes]]`) from a large object's header.
 //! The thread cache's free fast path needs only the class, and no branch: each header
 //! also keeps a page-class map at the same offset (a large object's all `class_cap`), read
-//! at `(block - 1) & !(segment_bytes - 1)` ([`SegmentGeometry::owner_of`]).
+//! at `(block - 1) & !(segment_bytes - 1)` ([`SegmentGeometry::slot_of`]). Its entries are
+//! the classes' slots (`class_slot`): where the class's magazine lies in a thread cache's
+//! rack, so the free adds the entry to the rack's address as it is.
 //!
 //! Taking a span looks for the lowest run of free pages in the segment last used, then in
 //! the others (a few shifts of a 128-bit map per segment; this is the refill slow path,
@@ -73,8 +75,22 @@ pub const MAX_IN_SEGMENT_ALIGN: usize = 4096;
 /// Bytes before the block of a large object aligned below `segment_bytes`.
 const LARGE_HEADER_BYTES: usize = 384;
 
-/// `page_class` entry of a segment's header page, and the default `class_cap`.
+/// `page_class` entry of a segment's header page (which holds no block).
 pub(crate) const NO_CLASS: u16 = u16::MAX;
+
+/// The page-class map's unit: a class's entry is `(class + 1) * CLASS_SLOT_BYTES`
+/// (`class_slot`), the byte offset of its magazine in a thread cache's rack (a 64-byte
+/// head, then one 64-byte magazine per class: `thread_cache/rack.rs`).
+pub(crate) const CLASS_SLOT_BYTES: usize = 64;
+
+/// The largest class cap whose slot fits a map entry (and the default cap).
+pub(crate) const MAX_CLASS_CAP: u16 = (u16::MAX as usize / CLASS_SLOT_BYTES - 1) as u16;
+
+/// The page-class map's entry for `class` (at most `MAX_CLASS_CAP`).
+#[inline(always)]
+pub(crate) const fn class_slot(class: u16) -> u16 {
+    (class + 1) * CLASS_SLOT_BYTES as u16
+}
 
 /// A span's description (in its segment's header), or the first part of a large object's
 /// header. Invariant: while `owner` is a class index, `[span_base, span_base +
@@ -105,9 +121,9 @@ struct LargeHeader {
     chunk_base: usize,
     chunk_len: usize,
     block_addr: usize,
-    /// All the heap's `class_cap`, at the offset of `SegmentHeader::page_class`, so that
-    /// `SegmentGeometry::owner_of` reads "no class" here without first telling a large
-    /// object from a segment.
+    /// All the slot of the heap's `class_cap`, at the offset of
+    /// `SegmentHeader::page_class`, so that `SegmentGeometry::slot_of` reads "no class"
+    /// here without first telling a large object from a segment.
     page_class: [u16; PAGES_PER_SEGMENT],
     /// The large-object list (doubly linked).
     next: *mut LargeHeader,
@@ -130,10 +146,10 @@ struct SegmentHeader {
     /// All segments, doubly linked.
     next: *mut SegmentHeader,
     prev: *mut SegmentHeader,
-    /// For every page `p` of a span: the class owning the span, capped at the heap's
-    /// `class_cap`. Written by `take_span` before any block of the span is handed out;
-    /// `NO_CLASS` for page 0; meaningless for free pages. At the same offset as
-    /// `LargeHeader::page_class`.
+    /// For every page `p` of a span: the slot (`class_slot`) of the class owning the
+    /// span, capped at the heap's `class_cap`. Written by `take_span` before any block of
+    /// the span is handed out; `NO_CLASS` for page 0; meaningless for free pages. At the
+    /// same offset as `LargeHeader::page_class`.
     page_class: [u16; PAGES_PER_SEGMENT],
     /// For every page `p` of a span: the span's first page. Meaningless for free pages.
     first_page: [u8; PAGES_PER_SEGMENT],
@@ -143,7 +159,7 @@ struct SegmentHeader {
 
 const _: () = assert!(size_of::<SegmentHeader>() <= MIN_SEGMENT_BYTES / PAGES_PER_SEGMENT);
 const _: () = assert!(size_of::<LargeHeader>() <= LARGE_HEADER_BYTES);
-/// Where `owner_of` reads the page-class map, in a segment's header and a large object's.
+/// Where `slot_of` reads the page-class map, in a segment's header and a large object's.
 const PAGE_CLASS_OFFSET: usize = std::mem::offset_of!(SegmentHeader, page_class);
 const _: () = assert!(PAGE_CLASS_OFFSET == std::mem::offset_of!(LargeHeader, page_class));
 
@@ -224,34 +240,34 @@ pub(crate) struct ClassLayout {
 pub(crate) struct SegmentGeometry {
     segment_shift: u32,
     page_shift: u32,
-    /// `!(segment_bytes - 1)`: `owner_of` masks with it directly.
+    /// `!(segment_bytes - 1)`: `slot_of` masks with it directly.
     segment_mask: usize,
     /// The heap's `class_cap`.
     class_cap: u16,
 }
 
 impl SegmentGeometry {
-    /// The heap's `class_cap` when this was taken: `owner_of` answers at most this.
+    /// The heap's `class_cap` when this was taken: `slot_of` answers at most its slot.
     pub(crate) fn class_cap(self) -> u16 {
         self.class_cap
     }
 
-    /// The class owning a live block's span, capped at the heap's `class_cap` (which a
-    /// large object also reads): `usable_bytes_and_owner` without the size, for the
-    /// thread cache's free fast path (a large object goes to the slow path, which asks
-    /// the heap). At most `class_cap`, always.
+    /// The slot (`class_slot`) of the class owning a live block's span, capped at the
+    /// heap's `class_cap` (which a large object also reads): `usable_bytes_and_owner`
+    /// without the size, for the thread cache's free fast path (a large object goes to
+    /// the slow path, which asks the heap). At most `class_slot(class_cap)`, always.
     ///
     /// No branch: `base` is the block's address less one, masked. A block inside a
     /// segment never starts at the segment's base (page 0 is the header), so that is its
     /// segment; a large object's block lies after its header in the same segment-aligned
     /// chunk, or starts one segment after its header when it is over-aligned: either way
     /// `base` is the header. Both headers keep the page-class map at the same offset
-    /// (`PAGE_CLASS_OFFSET`), a large object's all `class_cap`.
+    /// (`PAGE_CLASS_OFFSET`), a large object's all `class_cap`'s slot.
     ///
     /// # Safety
     /// As for `usable_bytes`.
     #[inline(always)]
-    pub(crate) unsafe fn owner_of(self, block: NonNull<u8>) -> u16 {
+    pub(crate) unsafe fn slot_of(self, block: NonNull<u8>) -> u16 {
         let addr = block.as_ptr() as usize;
         let base = (addr - 1) & self.segment_mask;
         let page = (addr >> self.page_shift) & (PAGES_PER_SEGMENT - 1);
@@ -260,8 +276,8 @@ impl SegmentGeometry {
         // happens-before this call). The entry read is `page < PAGES_PER_SEGMENT` of
         // the map at `PAGE_CLASS_OFFSET`, written before the block was handed out and not
         // written while it is live (`take_span` writes only the pages of the span it
-        // takes, which hold no live block); a large object's entries are all `class_cap`.
-        let class = unsafe {
+        // takes, which hold no live block); a large object's entries are all `class_cap`'s.
+        let slot = unsafe {
             *(base as *const u8)
                 .add(PAGE_CLASS_OFFSET)
                 .cast::<u16>()
@@ -277,9 +293,13 @@ impl SegmentGeometry {
             } else {
                 u16::try_from(owner).map_or(cap, |c| c.min(cap))
             };
-            debug_assert_eq!(class, expected, "page-class map disagrees with the span");
+            debug_assert_eq!(
+                slot,
+                class_slot(expected),
+                "page-class map disagrees with the span"
+            );
         }
-        class
+        slot
     }
 
     /// Usable bytes of a live block, read the way `header_of` finds its header, and
@@ -358,8 +378,9 @@ pub struct SegmentHeap {
     current: *mut SegmentHeader,
     /// Large objects, doubly linked through their headers.
     large: *mut LargeHeader,
-    /// What the page-class map says at most (`set_class_cap`): a span's entries are
-    /// `min(owner, class_cap)`, a large object's all `class_cap`. `NO_CLASS` unless set.
+    /// What the page-class map says at most (`set_class_cap`): a span's entries are the
+    /// slot of `min(owner, class_cap)`, a large object's all `class_cap`'s. At most
+    /// `MAX_CLASS_CAP` (the default).
     class_cap: u16,
     /// Give an emptied span's pages back (`MADV_DONTNEED`), and unmap a segment as soon as
     /// all its pages are free (except initial segments).
@@ -405,7 +426,7 @@ impl SegmentHeap {
             return_when_empty,
             lazy_commit,
             large_cache: [None; LARGE_CACHE_CHUNKS],
-            class_cap: NO_CLASS,
+            class_cap: MAX_CLASS_CAP,
         };
         let mut pages_left = initial_bytes.div_ceil(heap.page_bytes());
         while pages_left > 0 {
@@ -440,11 +461,16 @@ impl SegmentHeap {
         }
     }
 
-    /// Cap the page-class map at `cap`: a span whose owner is `cap` or more, and every
-    /// large object, read as `cap` (`SegmentGeometry::owner_of`), so that a reader with
-    /// `cap + 1` slots indexes them with no bounds check. Before any span or large object
-    /// is taken (the entries are written when they are).
+    /// Cap the page-class map at `cap` (at most `MAX_CLASS_CAP`): a span whose owner is
+    /// `cap` or more, and every large object, read as `cap`'s slot
+    /// (`SegmentGeometry::slot_of`), so that a reader with `cap + 1` slots uses them with
+    /// no bounds check. Before any span or large object is taken (the entries are written
+    /// when they are).
     pub(crate) fn set_class_cap(&mut self, cap: u16) {
+        assert!(
+            cap <= MAX_CLASS_CAP,
+            "class cap {cap} beyond {MAX_CLASS_CAP}"
+        );
         assert!(
             self.large.is_null() && self.all_segments_empty(),
             "the class cap is set before any block is handed out"
@@ -643,9 +669,9 @@ impl SegmentHeap {
                 *entry = first as u8;
             }
             let class = u16::try_from(owner).map_or(self.class_cap, |c| c.min(self.class_cap));
-            let classes = &mut (*segment).page_class;
-            for entry in &mut classes[first..first + pages] {
-                *entry = class;
+            let slots = &mut (*segment).page_class;
+            for entry in &mut slots[first..first + pages] {
+                *entry = class_slot(class);
             }
             let span = addr_of_mut!((*segment).spans[first]);
             span.write(SpanHeader {
@@ -818,7 +844,7 @@ impl SegmentHeap {
                 chunk_base: chunk.addr(),
                 chunk_len: chunk.len,
                 block_addr,
-                page_class: [self.class_cap; PAGES_PER_SEGMENT],
+                page_class: [class_slot(self.class_cap); PAGES_PER_SEGMENT],
                 next: self.large,
                 prev: null_mut(),
             });

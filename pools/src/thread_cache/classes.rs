@@ -3,10 +3,14 @@
 //!
 //! ```text
 //! request size s (1..=max_cached_bytes)
-//!   class_of_granule[(s + 15) / 16] ──> class c ──> class_bytes[c], capacity[c]
+//!   slot_of_granule[(s + 15) / 16] ──> slot of class c ──> class_bytes[c], capacity[c]
 //! freed block of usable size u
-//!   class_of_granule[u / 16] ──> c, cached only if class_bytes[c] == u
+//!   slot_of_granule[u / 16] ──> c, cached only if class_bytes[c] == u
 //! ```
+//!
+//! The table holds each class's *slot*, `64 * (c + 1)`: where its magazine lies in a
+//! thread cache's rack (`rack.rs`), so the allocation fast path adds the entry to the
+//! rack's address as it is. At most `MAX_CLASS_CAP` classes (1,022) are cached.
 //!
 //! The classes are the strategy's own (the one size-class table of the crate,
 //! `alloc::size_class`, with the pool's alignment applied), so a block the strategy hands
@@ -14,23 +18,70 @@
 //! almost always in TLSF; a block whose usable size is not exactly a class size (a TLSF
 //! block that absorbed a small remainder, a large object) is never cached.
 
+use super::rack::slot_of_class;
+use crate::alloc::segment::{CLASS_SLOT_BYTES, MAX_CLASS_CAP};
 use crate::alloc::size_class::{SizeClassTable, QUANTUM_BYTES};
 use crate::config::PoolConfig;
+use std::sync::Arc;
 
 const GRANULE_SHIFT: u32 = QUANTUM_BYTES.trailing_zeros();
 
 /// The cache's classes for one pool.
 #[derive(Debug, Clone)]
 pub(crate) struct CacheClasses {
-    /// Largest request served from the cache (0: nothing is).
-    max_cached_bytes: usize,
-    /// `class_of_granule[g]`: the class serving requests of `g * 16` bytes (and of every
-    /// size in `((g - 1) * 16, g * 16]`); `g` in `0..=max_cached_bytes / 16`.
-    class_of_granule: Box<[u16]>,
+    /// Request size -> slot (also `CpuPool`'s own copy, for its allocation fast path).
+    request: RequestSlots,
     /// Usable bytes of every block cached in class `c`; a multiple of 16.
     pub(crate) class_bytes: Box<[usize]>,
     /// Most blocks a thread keeps in class `c` (at least 2, so a refill can leave one).
     pub(crate) capacity: Box<[usize]>,
+}
+
+/// Request size -> the slot of the class serving it: the table of `CacheClasses`, shared
+/// with `CpuPool` (its allocation fast path reads it from its own fields).
+///
+/// Invariant: `slot_of_granule` has `max_bytes / 16 + 1` entries or more (`max_bytes` a
+/// multiple of 16), each the slot of a class of its cache.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestSlots {
+    /// Largest request served from the cache (0: nothing but 0 bytes is).
+    max_bytes: usize,
+    /// `slot_of_granule[g]`: the slot (`slot_of_class`) of the class serving requests of
+    /// `g * 16` bytes (and of every size in `((g - 1) * 16, g * 16]`); `g` in
+    /// `0..=max_bytes / 16`.
+    slot_of_granule: Arc<[u16]>,
+}
+
+impl RequestSlots {
+    /// The table of a pool without a thread cache: its one entry (for 0 bytes) is never
+    /// used, since no thread has a rack for such a pool (`CpuPool::fast_id`).
+    pub(crate) fn none() -> RequestSlots {
+        RequestSlots {
+            max_bytes: 0,
+            slot_of_granule: Arc::from([slot16(0)]),
+        }
+    }
+
+    /// The slot of the class serving a request of `size_bytes` (0 is served as 1), or
+    /// `None` when it is too big for the cache.
+    #[inline(always)]
+    pub(crate) fn slot_of(&self, size_bytes: usize) -> Option<usize> {
+        if size_bytes > self.max_bytes {
+            return None;
+        }
+        let granule = (size_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT;
+        debug_assert!(granule < self.slot_of_granule.len());
+        // SAFETY: `size_bytes <= max_bytes`, a multiple of 16, so `granule <= max_bytes /
+        // 16`, within the table (the type's invariant).
+        Some(usize::from(unsafe {
+            *self.slot_of_granule.get_unchecked(granule)
+        }))
+    }
+}
+
+/// `slot_of_class` as a table entry (`class` below `MAX_CLASS_CAP`).
+fn slot16(class: usize) -> u16 {
+    u16::try_from(slot_of_class(class)).expect("class below MAX_CLASS_CAP")
 }
 
 impl CacheClasses {
@@ -47,31 +98,39 @@ impl CacheClasses {
             .min(table.max_class_bytes());
         let granules = max_cached_bytes >> GRANULE_SHIFT;
         let mut classes: Vec<usize> = Vec::new();
-        let class_of_granule: Box<[u16]> = (0..=granules)
-            .map(|g| {
-                let size = (g << GRANULE_SHIFT).max(1);
-                let bytes = table
-                    .aligned_class_of(size, config.alignment)
-                    .map(|c| table.class_size(c))
-                    .unwrap_or(usize::MAX);
-                let index = classes.iter().position(|&b| b == bytes).unwrap_or_else(|| {
+        let mut class_of_granule: Vec<usize> = Vec::with_capacity(granules + 1);
+        for g in 0..=granules {
+            let size = (g << GRANULE_SHIFT).max(1);
+            let bytes = table
+                .aligned_class_of(size, config.alignment)
+                .map(|c| table.class_size(c))
+                .unwrap_or(usize::MAX);
+            let index = match classes.iter().position(|&b| b == bytes) {
+                Some(index) => index,
+                // No more classes than the slots can name: larger requests bypass the
+                // cache (only a table of more than 1,022 classes below
+                // `max_block_bytes` gets here).
+                None if classes.len() == usize::from(MAX_CLASS_CAP) => break,
+                None => {
                     classes.push(bytes);
                     classes.len() - 1
-                });
-                index as u16
-            })
-            .collect();
-        Self::from_parts(max_cached_bytes, class_of_granule, classes, config)
+                }
+            };
+            class_of_granule.push(index);
+        }
+        let max_cached_bytes = max_cached_bytes.min((class_of_granule.len() - 1) << GRANULE_SHIFT);
+        let slot_of_granule = class_of_granule.into_iter().map(slot16).collect();
+        Self::from_parts(max_cached_bytes, slot_of_granule, classes, config)
     }
 
     /// One class: every block of a fixed-size strategy (`block_bytes` usable), serving
     /// every request up to it.
     pub(crate) fn uniform(block_bytes: usize, config: &PoolConfig) -> Self {
         let max_cached_bytes = block_bytes - block_bytes % QUANTUM_BYTES;
-        let class_of_granule = vec![0u16; (max_cached_bytes >> GRANULE_SHIFT) + 1];
+        let slot_of_granule = vec![slot16(0); (max_cached_bytes >> GRANULE_SHIFT) + 1];
         Self::from_parts(
             max_cached_bytes,
-            class_of_granule.into_boxed_slice(),
+            slot_of_granule.into_boxed_slice(),
             vec![block_bytes],
             config,
         )
@@ -79,16 +138,20 @@ impl CacheClasses {
 
     fn from_parts(
         max_cached_bytes: usize,
-        class_of_granule: Box<[u16]>,
+        slot_of_granule: Box<[u16]>,
         class_bytes: Vec<usize>,
         config: &PoolConfig,
     ) -> Self {
-        // `class_of_request` indexes the table without a bounds check: every granule of
+        // `slot_of_request` indexes the table without a bounds check: every granule of
         // a request up to `max_cached_bytes` must be in it.
         assert!(
-            (max_cached_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT < class_of_granule.len(),
+            (max_cached_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT < slot_of_granule.len(),
             "thread-cache class table too short"
         );
+        assert!(class_bytes.len() <= usize::from(MAX_CLASS_CAP));
+        assert!(slot_of_granule
+            .iter()
+            .all(|&slot| usize::from(slot) <= slot_of_class(class_bytes.len() - 1)));
         let limits = &config.thread_cache;
         let capacity = class_bytes
             .iter()
@@ -97,8 +160,10 @@ impl CacheClasses {
             })
             .collect();
         CacheClasses {
-            max_cached_bytes,
-            class_of_granule,
+            request: RequestSlots {
+                max_bytes: max_cached_bytes,
+                slot_of_granule: slot_of_granule.into(),
+            },
             class_bytes: class_bytes.into_boxed_slice(),
             capacity,
         }
@@ -106,32 +171,40 @@ impl CacheClasses {
 
     /// Whether any request size is served from the cache.
     pub(crate) fn serves_requests(&self) -> bool {
-        self.max_cached_bytes > 0
+        self.request.max_bytes > 0
     }
 
     pub(crate) fn class_count(&self) -> usize {
         self.class_bytes.len()
     }
 
-    /// The class serving a request of `size_bytes` (>= 1), or `None` when it is too big
-    /// for the cache.
+    /// The slot (`slot_of_class`) of the class serving a request of `size_bytes` (0 is
+    /// served as 1), or `None` when it is too big for the cache.
     #[inline(always)]
+    pub(crate) fn slot_of_request(&self, size_bytes: usize) -> Option<usize> {
+        self.request.slot_of(size_bytes)
+    }
+
+    /// The request table, for `CpuPool`'s allocation fast path.
+    pub(crate) fn request_slots(&self) -> RequestSlots {
+        self.request.clone()
+    }
+
+    /// The class serving a request of `size_bytes`, or `None` when it is too big for the
+    /// cache.
+    #[inline]
     pub(crate) fn class_of_request(&self, size_bytes: usize) -> Option<usize> {
-        if size_bytes > self.max_cached_bytes {
-            return None;
-        }
-        let granule = (size_bytes + QUANTUM_BYTES - 1) >> GRANULE_SHIFT;
-        debug_assert!(granule < self.class_of_granule.len());
-        // SAFETY: `size_bytes <= max_cached_bytes`, a multiple of 16, so `granule <=
-        // max_cached_bytes / 16`, the table's last index (the constructors build
-        // `max_cached_bytes / 16 + 1` entries).
-        Some(unsafe { *self.class_of_granule.get_unchecked(granule) } as usize)
+        Some(self.slot_of_request(size_bytes)? / CLASS_SLOT_BYTES - 1)
     }
 
     /// The class a freed block of exactly `usable_bytes` belongs to, if any.
     #[inline(always)]
     pub(crate) fn class_of_usable(&self, usable_bytes: usize) -> Option<usize> {
-        let class = *self.class_of_granule.get(usable_bytes >> GRANULE_SHIFT)? as usize;
+        let slot = *self
+            .request
+            .slot_of_granule
+            .get(usable_bytes >> GRANULE_SHIFT)?;
+        let class = usize::from(slot) / CLASS_SLOT_BYTES - 1;
         (self.class_bytes[class] == usable_bytes).then_some(class)
     }
 

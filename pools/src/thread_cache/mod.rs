@@ -27,12 +27,16 @@
 //!   taken while no operation runs is exact.
 
 mod classes;
+mod rack;
 mod tls;
 
-pub(crate) use self::classes::CacheClasses;
-pub(crate) use self::tls::{last_used, last_used_entry};
+pub(crate) use self::classes::{CacheClasses, RequestSlots};
+pub(crate) use self::rack::{slot_of_class, Rack};
+pub(crate) use self::tls::{last_used_entry, last_used_rack};
 
-use crate::alloc::segment::SegmentGeometry;
+use self::rack::{bump, RackBox, RackHead};
+
+use crate::alloc::segment::{SegmentGeometry, CLASS_SLOT_BYTES};
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
@@ -204,20 +208,22 @@ impl Magazine {
 /// are written on every operation and must not share a line.
 #[repr(align(128))]
 pub(crate) struct ThreadCache {
-    magazines: Box<[Magazine]>,
-    /// Backing store of every magazine's slots (written only through the magazines'
-    /// pointers).
-    _storage: Box<[*mut u8]>,
-    /// Counts of the slow paths (and of reallocations kept in place); the fast paths'
-    /// are in the magazines.
-    allocation_count: AtomicU64,
-    free_count: AtomicU64,
-    total_allocated_bytes: AtomicU64,
+    /// The counters both fast paths touch and the magazines, in one allocation
+    /// (`rack.rs`): `room`, `room_limit` and the slow paths' counts are in its head.
+    ///
     /// The used bytes (allocated minus freed usable bytes) not yet published, `used`, are
     /// kept as `trigger - room`, so that an allocation's count is one subtraction and one
     /// sign test. Invariant: `used` within `(-PEAK_PUBLISH_THRESHOLD_BYTES,
     /// PEAK_PUBLISH_THRESHOLD_BYTES)` after each operation.
-    room: AtomicI64,
+    ///
+    /// A free's fast path declines when its `room` would exceed `room_limit`: the lower
+    /// of the budget's bound (`max_thread_bytes - gap`: `cached` at most
+    /// `max_thread_bytes`) and the publish bound (`trigger + PEAK_PUBLISH_THRESHOLD_BYTES
+    /// - 1`: `used` above `-PEAK_PUBLISH_THRESHOLD_BYTES`). One compare for both.
+    rack: RackBox,
+    /// Backing store of every magazine's slots (written only through the magazines'
+    /// pointers).
+    _storage: Box<[*mut u8]>,
     /// An allocation that takes `used` above this (`room` below 0) takes the cold path of
     /// the counts (`alloc_cold`): a publish, or a new pool-wide peak. Invariant: at most
     /// `PEAK_PUBLISH_THRESHOLD_BYTES - 1`, and at most `peak - published` as this thread
@@ -230,26 +236,15 @@ pub(crate) struct ThreadCache {
     /// `room + gap`. Every other change of either (refills, flushes, direct allocations
     /// and frees, a new trigger) updates `gap`, and `room_limit` with it.
     gap: AtomicI64,
-    /// A free's fast path declines when its `room` would exceed this: the lower of the
-    /// budget's bound (`max_thread_bytes - gap`: `cached` at most `max_thread_bytes`) and
-    /// the publish bound (`trigger + PEAK_PUBLISH_THRESHOLD_BYTES - 1`: `used` above
-    /// `-PEAK_PUBLISH_THRESHOLD_BYTES`). One compare for both.
-    room_limit: AtomicI64,
     /// `thread_cache.max_thread_bytes`.
     max_thread_bytes: i64,
 }
 
-// SAFETY: the magazines' raw pointers are addresses of pool blocks and of `_storage`;
-// access follows the type's invariant (one user at a time).
+// SAFETY: `_storage`'s raw pointers are addresses of pool blocks, written only through the
+// magazines (whose access follows the type's invariant: one user at a time).
 unsafe impl Send for ThreadCache {}
 // SAFETY: as above; the counters are atomics.
 unsafe impl Sync for ThreadCache {}
-
-/// `counter = counter + delta` by its single writer: a plain load and store.
-#[inline(always)]
-fn bump(counter: &AtomicU64, delta: u64) {
-    counter.store(counter.load(Relaxed).wrapping_add(delta), Relaxed);
-}
 
 impl ThreadCache {
     fn new(classes: &CacheClasses, max_thread_bytes: usize) -> Self {
@@ -259,7 +254,7 @@ impl ThreadCache {
         let mut offset = 0;
         let base = storage.as_mut_ptr();
         // One magazine per class, and one more, of no capacity: a free whose block is of no
-        // cached class (`SegmentGeometry::owner_of` answers the class count) finds it
+        // cached class (`SegmentGeometry::slot_of` answers the class count's slot) finds it
         // full, with no bounds check on the way.
         let none = Magazine {
             top: AtomicPtr::new(ptr::null_mut()),
@@ -289,19 +284,31 @@ impl ThreadCache {
             })
             .chain(std::iter::once(none))
             .collect();
+        // `used` 0, and the first allocation computes the real trigger.
+        let head = RackHead::new(max_thread_bytes.min(PEAK_PUBLISH_THRESHOLD_BYTES - 1));
         ThreadCache {
-            magazines,
+            rack: RackBox::new(head, magazines),
             _storage: storage,
-            allocation_count: AtomicU64::new(0),
-            free_count: AtomicU64::new(0),
-            total_allocated_bytes: AtomicU64::new(0),
-            // `used` 0, and the first allocation computes the real trigger.
-            room: AtomicI64::new(0),
             trigger: AtomicI64::new(0),
             gap: AtomicI64::new(0),
-            room_limit: AtomicI64::new(max_thread_bytes.min(PEAK_PUBLISH_THRESHOLD_BYTES - 1)),
             max_thread_bytes,
         }
+    }
+
+    /// The rack, for the fast paths.
+    #[inline(always)]
+    pub(crate) fn rack(&self) -> Rack<'_> {
+        self.rack.rack()
+    }
+
+    /// The rack's head: the counters.
+    fn head(&self) -> &RackHead {
+        self.rack.head()
+    }
+
+    /// The rack's address, for the thread's last-used entry.
+    pub(super) fn rack_raw(&self) -> *const RackHead {
+        self.rack.as_raw()
     }
 
     /// The magazine of `class`.
@@ -312,44 +319,7 @@ impl ThreadCache {
     #[inline(always)]
     unsafe fn magazine(&self, class: usize) -> &Magazine {
         // SAFETY: the caller's contract.
-        unsafe { self.magazines.get_unchecked(class) }
-    }
-
-    /// Count a reallocation that kept its block and its usable size (one free and one
-    /// allocation of the same bytes: the used bytes do not change, so no cold part), by
-    /// the owner.
-    #[inline(always)]
-    pub(crate) fn count_same_block(&self, usable: usize) {
-        bump(&self.allocation_count, 1);
-        bump(&self.free_count, 1);
-        bump(&self.total_allocated_bytes, usable as u64);
-    }
-
-    /// Take the top block of `class`'s magazine, with no count: the block and its usable
-    /// bytes. The caller counts the cached bytes' change (`pop`, `pop_counted`).
-    ///
-    /// # Safety
-    /// The caller may change the magazines (type invariant); `class` is a class of the
-    /// pool.
-    #[inline(always)]
-    unsafe fn take_top(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
-        // SAFETY: forwarded contract.
-        let magazine = unsafe { self.magazine(class) };
-        let top = magazine.top.load(Relaxed);
-        if top == magazine.bottom {
-            return None;
-        }
-        // SAFETY: `bottom < top`: the slot below `top` is the magazine's and holds a block.
-        let block = unsafe {
-            let top = top.sub(1);
-            magazine.top.store(top, Relaxed);
-            *top
-        };
-        // SAFETY: magazine blocks are non-null (magazine invariant).
-        Some((
-            unsafe { NonNull::new_unchecked(block) },
-            magazine.block_bytes,
-        ))
+        unsafe { self.rack().magazine(class) }
     }
 
     /// Pop a block of `class`: the block and its usable bytes. The allocation is not
@@ -359,32 +329,17 @@ impl ThreadCache {
     /// As for `take_top`.
     unsafe fn pop(&self, class: usize) -> Option<(NonNull<u8>, usize)> {
         // SAFETY: forwarded contract.
-        let (block, bytes) = unsafe { self.take_top(class)? };
+        let (block, bytes) = unsafe { self.rack().take_top(slot_of_class(class))? };
         // SAFETY: as above.
         unsafe { self.magazine(class) }.add_base(-1);
         self.add_gap(-(bytes as i64));
         Some((block, bytes))
     }
 
-    /// Pop a block of `class` and count the allocation (the fast path): the block, and
-    /// whether the counts' cold part (`counts_cold`) must follow. The cached bytes and
-    /// `room` fall together: `gap` stays.
-    ///
-    /// # Safety
-    /// As for `take_top`.
-    #[inline(always)]
-    unsafe fn pop_counted(&self, class: usize) -> Option<(NonNull<u8>, bool)> {
-        // SAFETY: forwarded contract.
-        let (block, bytes) = unsafe { self.take_top(class)? };
-        let room = self.room.load(Relaxed) - bytes as i64;
-        self.room.store(room, Relaxed);
-        Some((block, room < 0))
-    }
-
     /// Bytes in all magazines (exact for the owner; a reader in another thread may see
     /// `room` and `gap` from different moments).
     fn cached_bytes(&self) -> usize {
-        let cached = self.room.load(Relaxed) + self.gap.load(Relaxed);
+        let cached = self.head().room.load(Relaxed) + self.gap.load(Relaxed);
         usize::try_from(cached).unwrap_or(0)
     }
 
@@ -399,7 +354,12 @@ impl ThreadCache {
     fn update_room_limit(&self) {
         #[cfg(debug_assertions)]
         {
-            let held: usize = self.magazines.iter().map(|m| m.len() * m.block_bytes).sum();
+            let held: usize = self
+                .rack
+                .magazines()
+                .iter()
+                .map(|m| m.len() * m.block_bytes)
+                .sum();
             debug_assert_eq!(
                 self.cached_bytes(),
                 held,
@@ -408,7 +368,9 @@ impl ThreadCache {
         }
         let budget = self.max_thread_bytes - self.gap.load(Relaxed);
         let publish = self.trigger.load(Relaxed) + PEAK_PUBLISH_THRESHOLD_BYTES - 1;
-        self.room_limit.store(budget.min(publish), Relaxed);
+        // SAFETY: this runs for the counters' writer (every caller is a slow path of the
+        // owner, or a thread holding the lock while the owner is in no call).
+        unsafe { self.head().set_room_limit(budget.min(publish)) };
     }
 
     /// Push a free block of `class` unless the magazine or the thread's budget is full:
@@ -435,34 +397,6 @@ impl ThreadCache {
         magazine.add_base(1);
         self.add_gap(bytes as i64);
         Some(bytes)
-    }
-
-    /// `push` and the free's count in one, for the free fast path: `false`, with nothing
-    /// done, when the magazine is full or when `room` would pass `room_limit` (the
-    /// thread's budget is full, or the count needs its cold part, a publish). The slow
-    /// path does all of it then, so the fast path makes no call and saves no register.
-    /// The cached bytes and `room` rise together: `gap` stays.
-    ///
-    /// # Safety
-    /// As for `push`; or `class` is the class count (the magazine of no capacity past the
-    /// classes), which always declines, whatever the block.
-    #[inline(always)]
-    pub(crate) unsafe fn push_counted(&self, class: usize, block: NonNull<u8>) -> bool {
-        // SAFETY: forwarded contract.
-        let magazine = unsafe { self.magazine(class) };
-        let room = self.room.load(Relaxed) + magazine.block_bytes as i64;
-        let top = magazine.top.load(Relaxed);
-        if top == magazine.limit || room > self.room_limit.load(Relaxed) {
-            return false;
-        }
-        // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
-        unsafe {
-            *top = block.as_ptr();
-            magazine.top.store(top.add(1), Relaxed);
-        }
-        bump(&magazine.pushes, 1);
-        self.room.store(room, Relaxed);
-        true
     }
 
     /// How many blocks the next refill of `class` takes (and doubles it for the one
@@ -508,10 +442,10 @@ impl ThreadCache {
     /// Count an allocation of `usable_bytes` (by the writer of the counters), with the
     /// cached bytes unchanged (after a `pop`, which counted their fall).
     fn count_alloc(&self, usable_bytes: usize, stats: &StatsCounters) {
-        bump(&self.allocation_count, 1);
-        bump(&self.total_allocated_bytes, usable_bytes as u64);
-        let room = self.room.load(Relaxed) - usable_bytes as i64;
-        self.room.store(room, Relaxed);
+        bump(&self.head().allocation_count, 1);
+        bump(&self.head().total_allocated_bytes, usable_bytes as u64);
+        let room = self.head().room.load(Relaxed) - usable_bytes as i64;
+        self.head().room.store(room, Relaxed);
         self.add_gap(usable_bytes as i64);
         if room < 0 {
             self.counts_cold(stats);
@@ -521,9 +455,9 @@ impl ThreadCache {
     /// Count a free of `usable_bytes` (by the writer of the counters), with the cached
     /// bytes unchanged (after a `push`, which counted their rise).
     fn count_free(&self, usable_bytes: usize, stats: &StatsCounters) {
-        bump(&self.free_count, 1);
-        let room = self.room.load(Relaxed) + usable_bytes as i64;
-        self.room.store(room, Relaxed);
+        bump(&self.head().free_count, 1);
+        let room = self.head().room.load(Relaxed) + usable_bytes as i64;
+        self.head().room.store(room, Relaxed);
         self.add_gap(-(usable_bytes as i64));
         if room >= self.trigger.load(Relaxed) + PEAK_PUBLISH_THRESHOLD_BYTES {
             self.counts_cold(stats);
@@ -547,37 +481,28 @@ impl ThreadCache {
 
     /// The used bytes not yet published.
     fn used(&self) -> i64 {
-        self.trigger.load(Relaxed) - self.room.load(Relaxed)
+        self.trigger.load(Relaxed) - self.head().room.load(Relaxed)
     }
 
     /// The trigger from the pool's figures now, keeping `used` and the cached bytes (by
     /// the writer of the counters).
     fn reset_trigger(&self, stats: &StatsCounters, used: i64) {
-        let cached = self.room.load(Relaxed) + self.gap.load(Relaxed);
+        let cached = self.head().room.load(Relaxed) + self.gap.load(Relaxed);
         let trigger = stats
             .peak_headroom_bytes()
             .min(PEAK_PUBLISH_THRESHOLD_BYTES - 1);
         let room = trigger - used;
         self.trigger.store(trigger, Relaxed);
-        self.room.store(room, Relaxed);
+        self.head().room.store(room, Relaxed);
         self.gap.store(cached - room, Relaxed);
         self.update_room_limit();
-    }
-
-    /// `counts_cold` for an allocation's fast path, which returns `block` right after
-    /// (a tail call: the fast path keeps no register across a call).
-    #[cold]
-    #[inline(never)]
-    fn alloc_cold(&self, stats: &StatsCounters, block: NonNull<u8>) -> NonNull<u8> {
-        self.counts_cold(stats);
-        block
     }
 
     /// The counts not yet published (for readers): the thread's counters and its
     /// magazines' fast-path counts.
     fn pending(&self) -> CountBatch {
         let mut batch = self.pending_counters();
-        for magazine in self.magazines.iter() {
+        for magazine in self.rack.magazines().iter() {
             let pops = magazine.fast_pops();
             batch.allocation_count += pops;
             batch.total_allocated_bytes += pops * magazine.block_bytes as u64;
@@ -589,9 +514,9 @@ impl ThreadCache {
     /// The thread's own counters not yet published, without the magazines' counts.
     fn pending_counters(&self) -> CountBatch {
         CountBatch {
-            allocation_count: self.allocation_count.load(Relaxed),
-            free_count: self.free_count.load(Relaxed),
-            total_allocated_bytes: self.total_allocated_bytes.load(Relaxed),
+            allocation_count: self.head().allocation_count.load(Relaxed),
+            free_count: self.head().free_count.load(Relaxed),
+            total_allocated_bytes: self.head().total_allocated_bytes.load(Relaxed),
             used_bytes: self.used(),
         }
     }
@@ -603,9 +528,9 @@ impl ThreadCache {
     #[cold]
     fn publish(&self, stats: &StatsCounters) {
         stats.publish_batch(&self.pending_counters());
-        self.allocation_count.store(0, Relaxed);
-        self.free_count.store(0, Relaxed);
-        self.total_allocated_bytes.store(0, Relaxed);
+        self.head().allocation_count.store(0, Relaxed);
+        self.head().free_count.store(0, Relaxed);
+        self.head().total_allocated_bytes.store(0, Relaxed);
         self.reset_trigger(stats, 0);
     }
 
@@ -614,14 +539,124 @@ impl ThreadCache {
     #[cold]
     fn publish_all(&self, stats: &StatsCounters) {
         stats.publish_batch(&self.pending());
-        self.allocation_count.store(0, Relaxed);
-        self.free_count.store(0, Relaxed);
-        self.total_allocated_bytes.store(0, Relaxed);
-        for magazine in self.magazines.iter() {
+        self.head().allocation_count.store(0, Relaxed);
+        self.head().free_count.store(0, Relaxed);
+        self.head().total_allocated_bytes.store(0, Relaxed);
+        for magazine in self.rack.magazines().iter() {
             magazine.pushes.store(0, Relaxed);
             magazine.base.store(magazine.len() as i64, Relaxed);
         }
         self.reset_trigger(stats, 0);
+    }
+}
+
+/// The fast paths' operations on a thread cache's rack (the caller is the cache's owner,
+/// inside a pool call: `ThreadCache`'s invariant).
+impl<'a> Rack<'a> {
+    /// Take the top block of the magazine at `slot`, with no count: the block and its
+    /// usable bytes. The caller counts the cached bytes' change (`pop`, `pop_counted`).
+    ///
+    /// # Safety
+    /// The caller may change the magazines (`ThreadCache`'s invariant); `slot` is the
+    /// slot of a class of the pool (`slot_of_class`).
+    #[inline(always)]
+    unsafe fn take_top(self, slot: usize) -> Option<(NonNull<u8>, usize)> {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazine_at(slot) };
+        let top = magazine.top.load(Relaxed);
+        if top == magazine.bottom {
+            return None;
+        }
+        // SAFETY: `bottom < top`: the slot below `top` is the magazine's and holds a block.
+        let block = unsafe {
+            let top = top.sub(1);
+            magazine.top.store(top, Relaxed);
+            *top
+        };
+        // SAFETY: magazine blocks are non-null (magazine invariant).
+        Some((
+            unsafe { NonNull::new_unchecked(block) },
+            magazine.block_bytes,
+        ))
+    }
+
+    /// Pop a block of the class at `slot` and count the allocation (the fast path): the
+    /// block, and
+    /// whether the counts' cold part (`counts_cold`) must follow. The cached bytes and
+    /// `room` fall together: `gap` stays.
+    ///
+    /// # Safety
+    /// As for `take_top`.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_counted(self, slot: usize) -> Option<(NonNull<u8>, bool)> {
+        // SAFETY: forwarded contract.
+        let (block, bytes) = unsafe { self.take_top(slot)? };
+        let head = self.head();
+        let room = head.room.load(Relaxed) - bytes as i64;
+        head.room.store(room, Relaxed);
+        Some((block, room < 0))
+    }
+
+    /// Pop a block of the class at `slot` and count the allocation, for the allocation
+    /// fast path: `None`, with nothing done, when the magazine is empty or the count needs
+    /// its cold part (`room` would go below 0: a publish, or a new peak). The slow path
+    /// does all of it then, so the fast path makes no call and returns the block in the
+    /// register it loads it into. The cached bytes and `room` fall together: `gap` stays.
+    ///
+    /// # Safety
+    /// As for `take_top`.
+    #[inline(always)]
+    pub(crate) unsafe fn try_pop(self, slot: usize) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazine_at(slot) };
+        let top = magazine.top.load(Relaxed);
+        if top == magazine.bottom {
+            return None;
+        }
+        let head = self.head();
+        let room = head.room.load(Relaxed) - magazine.block_bytes as i64;
+        if room < 0 {
+            return None;
+        }
+        head.room.store(room, Relaxed);
+        // SAFETY: `bottom < top`: the slot below `top` is the magazine's and holds a
+        // block, non-null (magazine invariant).
+        unsafe {
+            let top = top.sub(1);
+            magazine.top.store(top, Relaxed);
+            Some(NonNull::new_unchecked(*top))
+        }
+    }
+
+    /// `push` and the free's count in one, for the free fast path: `false`, with nothing
+    /// done, when the magazine is full or when `room` would pass `room_limit` (the
+    /// thread's budget is full, or the count needs its cold part, a publish). The slow
+    /// path does all of it then, so the fast path makes no call and saves no register.
+    /// The cached bytes and `room` rise together: `gap` stays.
+    ///
+    /// # Safety
+    /// As for `ThreadCache::push`, with `slot` the class's slot (`slot_of_class`); or
+    /// `slot` is the class count's (the magazine of no capacity past the classes), which
+    /// always declines, whatever the block.
+    #[inline(always)]
+    pub(crate) unsafe fn push_counted(self, slot: usize, block: NonNull<u8>) -> bool {
+        // SAFETY: forwarded contract.
+        let magazine = unsafe { self.magazine_at(slot) };
+        let head = self.head();
+        let room = head.room.load(Relaxed) + magazine.block_bytes as i64;
+        let top = magazine.top.load(Relaxed);
+        // SAFETY: the caller's contract: this thread owns the cache, in a pool call.
+        if top == magazine.limit || room > unsafe { head.room_limit() } {
+            return false;
+        }
+        // SAFETY: `top < limit`: the slot at `top` is the magazine's, and free.
+        unsafe {
+            *top = block.as_ptr();
+            magazine.top.store(top.add(1), Relaxed);
+        }
+        bump(&magazine.pushes, 1);
+        head.room.store(room, Relaxed);
+        true
     }
 }
 
@@ -661,8 +696,9 @@ impl CacheShared {
     ) -> Self {
         let segment_class = match sizer {
             BlockSizer::SegmentClass(geometry) | BlockSizer::Uniform(_, geometry) => {
-                // `owner_of` answers a class or the class count ("not cached"), which the
-                // free path indexes the magazines with (`ThreadCache::new` keeps one more).
+                // `slot_of` answers a class's slot or the class count's ("not cached"),
+                // which the free path adds to the rack's address (`ThreadCache::new` keeps
+                // one magazine more).
                 assert_eq!(usize::from(geometry.class_cap()), classes.class_count());
                 Some(geometry)
             }
@@ -703,24 +739,36 @@ impl CacheShared {
     /// alignment, or `None` (not cacheable, no cache yet, or the magazine is empty).
     #[inline(always)]
     pub(crate) fn try_allocate(&self, size: usize) -> Option<NonNull<u8>> {
-        // SAFETY: a non-null cache from this thread's TLS is this thread's, alive (the TLS
-        // map holds an `Arc`), and this thread is inside a pool call.
-        let cache = unsafe { tls::last_used(self.id)? };
-        self.try_allocate_in(cache, size)
+        // SAFETY: a rack from this thread's TLS is this thread's cache's, alive (the TLS
+        // map holds the cache's `Arc`), and this thread is inside a pool call.
+        let rack = unsafe { tls::last_used_rack(self.id)? };
+        self.try_allocate_in(rack, size)
     }
 
-    /// `try_allocate` in `cache`, this thread's cache of this pool (from
-    /// `tls::last_used`, in this pool call).
+    /// `try_allocate` from `rack`, the rack of this thread's cache of this pool (from
+    /// `tls::last_used_rack`, in this pool call).
     #[inline(always)]
-    pub(crate) fn try_allocate_in(&self, cache: &ThreadCache, size: usize) -> Option<NonNull<u8>> {
-        let class = self.classes.class_of_request(size)?;
-        // SAFETY: the cache is this thread's and this thread is inside a pool call (the
-        // caller's contract); `class` is one of the pool's classes.
-        let (block, cold) = unsafe { cache.pop_counted(class)? };
+    pub(crate) fn try_allocate_in(&self, rack: Rack<'_>, size: usize) -> Option<NonNull<u8>> {
+        let slot = self.classes.slot_of_request(size)?;
+        // SAFETY: the rack is this thread's cache's and this thread is inside a pool call
+        // (the caller's contract); `slot` is one of the pool's classes'.
+        let (block, cold) = unsafe { rack.pop_counted(slot)? };
         if cold {
-            return Some(cache.alloc_cold(&self.stats, block));
+            self.counts_cold_here();
         }
         Some(block)
+    }
+
+    /// The counts' cold part for this thread's cache of this pool, after a pop through
+    /// its rack (`try_allocate_in`).
+    #[cold]
+    #[inline(never)]
+    fn counts_cold_here(&self) {
+        // SAFETY: the caller found this thread's cache of this pool last used (its rack),
+        // and nothing since changed that; the reference ends with this call.
+        if let Some(cache) = unsafe { tls::current(self.id) } {
+            cache.counts_cold(&self.stats);
+        }
     }
 
     /// Make this thread's cache for the pool (if it has one) the last used, so that the
@@ -743,22 +791,22 @@ impl CacheShared {
         unsafe { self.try_free_classified(ptr, class) }
     }
 
-    /// `try_free` into `cache`, this thread's cache of this pool (from
-    /// `tls::last_used`, in this pool call), with the class from the sizer alone:
+    /// `try_free` into `rack`, the rack of this thread's cache of this pool (from
+    /// `tls::last_used_rack`, in this pool call), with the class from the sizer alone:
     /// `CpuPool` serves size-classed caches (`segment_class`) inline before it comes here,
     /// so this path does not test for them again (they would be served right anyway).
     ///
     /// # Safety
     /// As for `try_free`.
     #[inline(always)]
-    pub(crate) unsafe fn try_free_in(&self, cache: &ThreadCache, ptr: NonNull<u8>) -> bool {
+    pub(crate) unsafe fn try_free_in(&self, rack: Rack<'_>, ptr: NonNull<u8>) -> bool {
         // SAFETY: forwarded contract.
         let Some(class) = (unsafe { self.sizer.class_of(ptr, &self.classes) }).0 else {
             return false;
         };
-        // SAFETY: the cache is this thread's, in a pool call; the block has exactly the
-        // class's usable size and is unused (forwarded contract).
-        unsafe { cache.push_counted(class, ptr) }
+        // SAFETY: the rack is this thread's cache's, in a pool call; the block has exactly
+        // the class's usable size and is unused (forwarded contract).
+        unsafe { rack.push_counted(slot_of_class(class), ptr) }
     }
 
     /// The cache class of a live block, or `None` when it may not be cached: the free
@@ -769,10 +817,14 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) unsafe fn cache_class(&self, ptr: NonNull<u8>) -> Option<usize> {
         match self.segment_class {
-            // SAFETY: forwarded contract; a large object's `NO_CLASS` is beyond every
-            // class (`CacheShared::new` checks the class count).
-            Some(geometry) => Some(unsafe { geometry.owner_of(ptr) } as usize)
-                .filter(|&class| class < self.classes.class_count()),
+            // A block of no cached class (a large object included) reads as the class
+            // count's slot (`CacheShared::new` checks the cap).
+            Some(geometry) => {
+                // SAFETY: forwarded contract.
+                let slot = usize::from(unsafe { geometry.slot_of(ptr) });
+                Some(slot / CLASS_SLOT_BYTES - 1)
+                    .filter(|&class| class < self.classes.class_count())
+            }
             // SAFETY: forwarded contract.
             None => unsafe { self.sizer.class_of(ptr, &self.classes) }.0,
         }
@@ -818,11 +870,11 @@ impl CacheShared {
             return false;
         };
         // SAFETY: as in `try_allocate`.
-        let Some(cache) = (unsafe { tls::last_used(self.id) }) else {
+        let Some(rack) = (unsafe { tls::last_used_rack(self.id) }) else {
             return false;
         };
         // SAFETY: as above; the block has exactly the class's usable size and is unused.
-        unsafe { cache.push_counted(class, ptr) }
+        unsafe { rack.push_counted(slot_of_class(class), ptr) }
     }
 
     /// Count an in-place reallocation (one free and one allocation) by this thread.
@@ -876,7 +928,7 @@ impl CacheShared {
             // used another pool): no lock.
             // SAFETY: this thread owns the cache and is inside a pool call; `class` is
             // one of the pool's classes.
-            if let Some((block, cold)) = unsafe { cache.pop_counted(class) } {
+            if let Some((block, cold)) = unsafe { cache.rack().pop_counted(slot_of_class(class)) } {
                 if cold {
                     cache.counts_cold(&self.stats);
                 }
@@ -1034,7 +1086,7 @@ impl CacheShared {
         let mut given = 0;
         // SAFETY: forwarded contract (each `trim` reborrows the magazines afresh).
         unsafe {
-            for class in 0..cache.magazines.len() {
+            for class in 0..cache.rack.magazines().len() {
                 let len = cache.magazine(class).len();
                 let keep = len.checked_div(divisor).unwrap_or(0);
                 given += len - keep;
@@ -1066,12 +1118,12 @@ impl CacheShared {
         for cache in self.registry().iter() {
             // The magazines may be changed here: no owner is in a pool call (contract);
             // exiting owners wait for the strategy lock we hold.
-            for magazine in cache.magazines.iter() {
+            for magazine in cache.rack.magazines().iter() {
                 magazine.add_base(-(magazine.len() as i64));
                 magazine.top.store(magazine.bottom, Relaxed);
             }
             // Nothing cached: `room + gap == 0`.
-            cache.gap.store(-cache.room.load(Relaxed), Relaxed);
+            cache.gap.store(-cache.head().room.load(Relaxed), Relaxed);
             cache.publish_all(&self.stats);
         }
     }

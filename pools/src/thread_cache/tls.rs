@@ -5,6 +5,7 @@
 //! thread exit its destructor flushes every cache whose pool is still alive back into that
 //! pool (`CacheShared::retire`).
 
+use super::rack::{Rack, RackHead};
 use super::{CacheShared, ThreadCache};
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -35,9 +36,11 @@ struct ThreadCaches {
 /// has a destructor, so every access to it checks that state first).
 ///
 /// Invariant: `cache` is the cache of pool `id` in this thread's `entries`, so not null
-/// (or null with `id == 0`, never a pool's id). The map's destructor clears it before it drops any entry.
+/// (or null with `id == 0`, never a pool's id), and `rack` is that cache's rack
+/// (`ThreadCache::rack_raw`). The map's destructor clears them before it drops any entry.
 struct LastUsed {
     id: Cell<u64>,
+    rack: Cell<*const RackHead>,
     cache: Cell<*const ThreadCache>,
 }
 
@@ -61,14 +64,19 @@ thread_local! {
     static LAST_USED: LastUsed = const {
         LastUsed {
             id: Cell::new(0),
+            rack: Cell::new(ptr::null()),
             cache: Cell::new(ptr::null()),
         }
     };
 }
 
+/// Make `cache` (null with `id == 0`) the last used, with its rack.
 fn set_last(id: u64, cache: *const ThreadCache) {
+    // SAFETY: a non-null `cache` is an entry's, alive (the map holds its `Arc`).
+    let rack = unsafe { cache.as_ref() }.map_or(ptr::null(), ThreadCache::rack_raw);
     LAST_USED.with(|last| {
         last.id.set(id);
+        last.rack.set(rack);
         last.cache.set(cache);
     });
 }
@@ -103,14 +111,24 @@ pub(crate) unsafe fn last_used<'a>(pool_id: u64) -> Option<&'a ThreadCache> {
     (id == pool_id).then(|| unsafe { &*cache })
 }
 
-/// The id and cache of the last cache this thread used (`(0, null)` before any), for
-/// fast paths that compare the id with more than one pool id.
+/// This thread's rack of pool `pool_id`'s cache if it is the last one used: the fast
+/// paths' lookup, as `last_used`.
 ///
 /// # Safety
-/// As for `last_used`, for the cache once its id has matched a pool's.
+/// As for `last_used`.
 #[inline(always)]
-pub(crate) fn last_used_entry() -> (u64, *const ThreadCache) {
-    LAST_USED.with(|last| (last.id.get(), last.cache.get()))
+pub(crate) unsafe fn last_used_rack<'a>(pool_id: u64) -> Option<Rack<'a>> {
+    let (id, rack) = LAST_USED.with(|last| (last.id.get(), last.rack.get()));
+    // SAFETY: `LastUsed`'s invariant: an id equal to a pool's comes with its cache's
+    // rack, alive while the cache is; the lifetime is the caller's contract.
+    (id == pool_id).then(|| unsafe { Rack::from_raw(rack) })
+}
+
+/// The id of the last cache this thread used and its rack (`(0, null)` before any), for
+/// fast paths that compare the id with more than one pool id.
+#[inline(always)]
+pub(crate) fn last_used_entry() -> (u64, *const RackHead) {
+    LAST_USED.with(|last| (last.id.get(), last.rack.get()))
 }
 
 #[cold]
