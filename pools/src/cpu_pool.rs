@@ -120,23 +120,47 @@ pub struct CpuPool {
 struct FastSegment {
     id: u64,
     geometry: Option<SegmentGeometry>,
+    /// One class of one block size (a fixed-size strategy: `BlockSizer::Uniform`), whose
+    /// blocks keep their place for any new size they hold; else the size-classed rule
+    /// (`BlockSizer::resizes_in_place`).
+    uniform: bool,
 }
 
 impl FastSegment {
     const NONE: FastSegment = FastSegment {
         id: NO_FAST_CACHE,
         geometry: None,
+        uniform: false,
     };
 
     fn of(shared: Option<&Arc<CacheShared>>) -> FastSegment {
-        match shared.and_then(|shared| Some((shared.id, shared.segment_class()?))) {
-            Some((id, geometry)) => FastSegment {
-                id,
+        match shared.and_then(|shared| Some((shared, shared.segment_class()?))) {
+            Some((shared, geometry)) => FastSegment {
+                id: shared.id,
                 geometry: Some(geometry),
+                uniform: matches!(shared.sizer, BlockSizer::Uniform(..)),
             },
             None => FastSegment::NONE,
         }
     }
+
+    /// Whether a block of this segment heap with `usable` bytes keeps its place for
+    /// `new_size` bytes (`BlockSizer::resizes_in_place` of the pool's sizer).
+    #[inline(always)]
+    fn keeps(self, usable: usize, new_size: usize) -> bool {
+        new_size <= usable && (self.uniform || new_size.saturating_mul(2) > usable)
+    }
+}
+
+/// What `CpuPool::reallocate_fast` made of a reallocation.
+enum FastRealloc {
+    /// The block keeps its place (counted).
+    Kept,
+    /// The block must move; it is of the cache class at this slot, with this many usable
+    /// bytes.
+    Move { slot: usize, usable: usize },
+    /// Nothing done: the general path's.
+    Declined,
 }
 
 /// `CpuPool::fast_id` of a pool without a fast cache: never a pool id (ids count up from
@@ -790,11 +814,11 @@ impl CpuPool {
 
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
     /// for blocks whose class the thread cache reads without the lock (fixed-size and
-    /// size-classed strategies): a block kept in place is counted in the thread's cache,
-    /// a move takes the new block from the cache and gives the old one to it. `None`,
-    /// with nothing done, where the thread cache cannot do it all (a TLSF block that does
-    /// not keep its place, a large object, an empty magazine, another pool used last):
-    /// the general path then does.
+    /// size-classed strategies): a block kept in place is counted in the thread's cache
+    /// here; a move is `reallocate_move`'s (out of line: its copy is a call, and the
+    /// registers it needs saved would cost every realloc). `Declined`, with nothing done,
+    /// where the thread cache cannot do it (a TLSF block that does not keep its place, a
+    /// large object): the general path then does.
     ///
     /// # Safety
     /// `ptr` is a live block of this pool.
@@ -805,7 +829,7 @@ impl CpuPool {
         rack: Rack<'_>,
         ptr: NonNull<u8>,
         new_size: usize,
-    ) -> Option<NonNull<u8>> {
+    ) -> FastRealloc {
         let new_size = new_size.max(1);
         if matches!(shared.sizer, BlockSizer::Tlsf) {
             // Kept by its size alone (its boundary tag), or else asked of the strategy
@@ -814,29 +838,124 @@ impl CpuPool {
             let usable = unsafe { shared.sizer.usable_bytes(ptr) };
             if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
                 rack.count_same_block(usable);
-                return Some(ptr);
+                return FastRealloc::Kept;
             }
-            return None;
+            return FastRealloc::Declined;
         }
         // SAFETY: the caller's contract: ptr is a live block of this pool.
-        let class = unsafe { shared.cache_class(ptr) }?;
+        let Some(class) = (unsafe { shared.cache_class(ptr) }) else {
+            return FastRealloc::Declined;
+        };
         // SAFETY: `cache_class` answers classes of the pool.
         let usable = unsafe { shared.class_bytes_unchecked(class) };
         if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
             rack.count_same_block(usable);
-            return Some(ptr);
+            return FastRealloc::Kept;
         }
-        let new = shared.try_allocate_in(rack, self.move_target(usable, new_size))?;
-        // SAFETY: both blocks are live blocks of this pool, distinct, each at least
-        // min(usable, new_size) bytes long.
-        unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), usable.min(new_size)) };
-        // SAFETY: `rack` is this thread's cache's, in this pool call; ptr is live and
-        // unused from here, and the class is its own.
-        if !unsafe { rack.push_counted(slot_of_class(class), ptr) } {
-            // SAFETY: as above. Its only failure is a poisoned strategy lock (a strategy
-            // call panicked): the pool is unusable, and the old block is lost with it.
-            unsafe { self.deallocate_or_false_slow(ptr) };
+        FastRealloc::Move {
+            slot: slot_of_class(class),
+            usable,
         }
+    }
+
+    /// The move of `reallocate_fast`: the new block from this thread's cache, the copy,
+    /// the old block into the cache; or, when the cache has no block for `new_size`, the
+    /// general path (`reallocate_or_none_slow`).
+    ///
+    /// Six arguments, all in registers, so that the fast path's call is a tail call.
+    ///
+    /// # Safety
+    /// `ptr` is a live block of this pool of the cache class at `slot` (`usable` bytes);
+    /// `rack` is this thread's cache's rack of this pool's `fast_cache` (so it is `Some`),
+    /// in this pool call.
+    #[inline(never)]
+    unsafe fn reallocate_move(
+        &self,
+        rack: Rack<'_>,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        slot: usize,
+        usable: usize,
+    ) -> Option<NonNull<u8>> {
+        let Some(shared) = &self.fast_cache else {
+            // SAFETY: the caller's contract: the rack is `fast_cache`'s.
+            unsafe { std::hint::unreachable_unchecked() }
+        };
+        let new_size = new_size.max(1);
+        // No block for the target (or its count needs the cold part): the general path,
+        // with nothing done here. Every other call here is a tail call too, so the function
+        // saves no register.
+        let Some(new) = shared.try_pop_in(rack, self.move_target(usable, new_size)) else {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { self.reallocate_or_none_slow(ptr, new_size) };
+        };
+        let copied = usable.min(new_size);
+        // The old block goes into this thread's cache before its bytes are copied: a push
+        // writes the magazine's slot, not the block, and nothing else can hand the block
+        // out before this call returns (the magazine is this thread's), so the copy can be
+        // the function's last step (a tail call to `memcpy`, which returns `new`: nothing
+        // is kept across it).
+        // SAFETY: `rack` is this thread's cache's, in this pool call; ptr is live, the
+        // class is its own, and only the copy below reads it.
+        if unsafe { rack.push_counted(slot, ptr) } {
+            // SAFETY: both blocks are blocks of this pool, distinct, each at least
+            // `copied` bytes long; the old one is unchanged since the caller's last use.
+            unsafe { std::ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), copied) };
+            return Some(new);
+        }
+        // SAFETY: as above, with the old block still live.
+        unsafe { self.finish_move_slow(ptr, new, copied) }
+    }
+
+    /// `reallocate_or_none` of a cached pool whose blocks' classes come from the sizer
+    /// (TLSF, or cache classes that are not the span owners): `reallocate_fast` and its
+    /// move, or the general path. Out of line, so that its calls cost the segment-class
+    /// path (inline in `reallocate_or_none`) no saved register.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::reallocate`; this thread used `fast_cache`'s cache last.
+    #[inline(never)]
+    unsafe fn reallocate_cached_fast(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        if let Some((shared, rack)) = self.fast_cache_here() {
+            // SAFETY: the caller's contract, forwarded.
+            match unsafe { self.reallocate_fast(shared, rack, ptr, new_size) } {
+                FastRealloc::Kept => return Some(ptr),
+                FastRealloc::Move { slot, usable } => {
+                    // SAFETY: the caller's contract, forwarded; `reallocate_fast`
+                    // classified the block.
+                    return unsafe { self.reallocate_move(rack, ptr, new_size, slot, usable) };
+                }
+                FastRealloc::Declined => {}
+            }
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.reallocate_or_none_slow(ptr, new_size) }
+    }
+
+    /// The end of a move whose old block the thread cache declined: copy, then free the
+    /// old block through the slow path.
+    ///
+    /// # Safety
+    /// `old` and `new` are distinct live blocks of this pool, each at least `copied`
+    /// bytes long; `old` is unused after this call.
+    #[cold]
+    #[inline(never)]
+    unsafe fn finish_move_slow(
+        &self,
+        old: NonNull<u8>,
+        new: NonNull<u8>,
+        copied: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(old.as_ptr(), new.as_ptr(), copied) };
+        // SAFETY: old is live and unused from here. Its only failure is a poisoned
+        // strategy lock (a strategy call panicked): the pool is unusable, and the old
+        // block is lost with it.
+        unsafe { self.deallocate_or_false_slow(old) };
         Some(new)
     }
 
@@ -1286,11 +1405,35 @@ impl MemoryPool for CpuPool {
     /// else.
     #[inline]
     unsafe fn reallocate_or_none(&self, ptr: NonNull<u8>, new_size: usize) -> Option<NonNull<u8>> {
-        if let Some((shared, rack)) = self.fast_cache_here() {
-            // SAFETY: the caller's contract, forwarded.
-            if let Some(new) = unsafe { self.reallocate_fast(shared, rack, ptr, new_size) } {
-                return Some(new);
+        let (id, rack) = last_used_entry();
+        if id == self.fast_segment.id {
+            // As the free fast path (`try_free_fast`): the block's slot from the page-class
+            // map, its usable bytes from the magazine there.
+            let Some(geometry) = self.fast_segment.geometry else {
+                // SAFETY: `FastSegment`'s invariant, as in `try_free_fast`.
+                unsafe { std::hint::unreachable_unchecked() }
+            };
+            // SAFETY: the caller's contract: a live block of this pool's segment heap.
+            let slot = usize::from(unsafe { geometry.slot_of(ptr) });
+            // SAFETY: the id matched this pool's: `rack` is this thread's cache's rack of
+            // it, used only in this pool call; `slot` is a class's or the class count's.
+            let rack = unsafe { Rack::from_raw(rack) };
+            // SAFETY: as above.
+            let usable = unsafe { rack.block_bytes_at(slot) };
+            let new_size = new_size.max(1);
+            // 0: the magazine of no class (a large object or an uncached class): the
+            // general path's.
+            if usable != 0 {
+                if self.fast_segment.keeps(usable, new_size) {
+                    rack.count_same_block(usable);
+                    return Some(ptr);
+                }
+                // SAFETY: the caller's contract; the block is of the class at `slot`.
+                return unsafe { self.reallocate_move(rack, ptr, new_size, slot, usable) };
             }
+        } else if id == self.fast_id {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { self.reallocate_cached_fast(ptr, new_size) };
         } else if let Core::LockFree(allocator) = &self.core {
             if self.lock_free_fast {
                 // SAFETY: the caller's contract, forwarded.

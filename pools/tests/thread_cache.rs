@@ -434,6 +434,47 @@ fn one_thread_never_holds_more_than_its_budget() {
     }
 }
 
+/// A move through the cache whose old block finds its magazine full: the copy and the
+/// free still happen (the slow end of `reallocate_move`), counted exactly.
+#[test]
+fn a_move_into_a_full_magazine_copies_and_frees_the_old_block() {
+    let mut config = cached(AllocatorKind::SizeClassed);
+    config.thread_cache = ThreadCacheConfig {
+        max_class_blocks: 2,
+        ..ThreadCacheConfig::default()
+    };
+    let pool = CpuPool::new("full", config).unwrap();
+    let small: Vec<_> = (0..3).map(|_| pool.allocate(48).unwrap()).collect();
+    let target = pool.allocate(200).unwrap();
+    // SAFETY: live blocks of this pool, given back once: the 48-byte magazine is full (2)
+    // and the 200-byte class has a block cached for the move.
+    unsafe {
+        pool.deallocate(small[0]).unwrap();
+        pool.deallocate(small[1]).unwrap();
+        pool.deallocate(target).unwrap();
+    }
+    let old = small[2];
+    // SAFETY: `old` is live and 48 bytes long.
+    unsafe { old.as_ptr().write_bytes(0x5a, 48) };
+    let before = pool.stats();
+    // SAFETY: `old` is a live block of this pool, not used after a successful move.
+    let new = unsafe { pool.reallocate_or_none(old, 150) }.expect("move");
+    assert_ne!(new, old, "a 48-byte block cannot hold 150 bytes");
+    // SAFETY: the new block is live and at least 150 bytes long.
+    let bytes = unsafe { std::slice::from_raw_parts(new.as_ptr(), 48) };
+    assert!(
+        bytes.iter().all(|&b| b == 0x5a),
+        "contents lost in the move"
+    );
+    let after = pool.stats();
+    assert_eq!(after.allocation_count, before.allocation_count + 1);
+    assert_eq!(after.free_count, before.free_count + 1);
+    assert_eq!(after.live_count(), before.live_count());
+    // SAFETY: the new block is live, given back once.
+    unsafe { pool.deallocate(new) }.unwrap();
+    assert_eq!(pool.stats().current_used_bytes, 0);
+}
+
 #[test]
 fn bad_cache_limits_are_rejected_with_the_field() {
     let mut config = PoolConfig::default_cpu();

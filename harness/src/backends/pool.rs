@@ -85,13 +85,42 @@ impl Backend for PoolBackend {
         let Some(old) = NonNull::new(addr as *mut u8) else {
             return self.alloc_ptr(new_size, align, stream);
         };
-        if align <= self.base_align {
-            // SAFETY: the caller's contract: addr is a live block of this pool.
-            // (`CpuPool` serves a new size of 0 as 1, as it does an allocation.)
-            return unsafe { self.pool.reallocate_or_none(old, new_size) }
-                .map_or(ptr::null_mut(), NonNull::as_ptr);
+        if align > self.base_align {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { self.realloc_over_aligned(addr, old_size, new_size, align, stream) };
         }
-        // `reallocate` keeps the pool's alignment only: move by hand.
+        // SAFETY: the caller's contract: addr is a live block of this pool.
+        // (`CpuPool` serves a new size of 0 as 1, as it does an allocation.)
+        unsafe { self.pool.reallocate_or_none(old, new_size) }
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    fn reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().reserved_bytes)
+    }
+
+    fn peak_reserved_bytes(&self) -> Option<u64> {
+        Some(self.pool.stats().peak_reserved_bytes)
+    }
+}
+
+impl PoolBackend {
+    /// `realloc_ptr` beyond the pool's alignment: `reallocate` keeps the pool's alignment
+    /// only, so move by hand. Out of line: its calls would make every realloc save
+    /// registers.
+    ///
+    /// # Safety
+    /// As for `Backend::realloc`, with `addr` not 0.
+    #[cold]
+    #[inline(never)]
+    unsafe fn realloc_over_aligned(
+        &self,
+        addr: usize,
+        old_size: usize,
+        new_size: usize,
+        align: usize,
+        stream: u16,
+    ) -> *mut u8 {
         let new = self.alloc_ptr(new_size, align, stream);
         if !new.is_null() {
             // SAFETY: both are live, distinct host blocks of this pool, each at least
@@ -101,14 +130,6 @@ impl Backend for PoolBackend {
             unsafe { self.free(addr, old_size, stream) };
         }
         new
-    }
-
-    fn reserved_bytes(&self) -> Option<u64> {
-        Some(self.pool.stats().reserved_bytes)
-    }
-
-    fn peak_reserved_bytes(&self) -> Option<u64> {
-        Some(self.pool.stats().peak_reserved_bytes)
     }
 }
 

@@ -597,6 +597,17 @@ impl<'a> Rack<'a> {
         Some((block, room < 0))
     }
 
+    /// Usable bytes of the blocks of the class at `slot` (0 for the magazine of no
+    /// class).
+    ///
+    /// # Safety
+    /// `slot` is a class's of the rack's cache, or the class count's.
+    #[inline(always)]
+    pub(crate) unsafe fn block_bytes_at(self, slot: usize) -> usize {
+        // SAFETY: forwarded contract.
+        unsafe { self.magazine_at(slot) }.block_bytes
+    }
+
     /// Pop a block of the class at `slot` and count the allocation, for the allocation
     /// fast path: `None`, with nothing done, when the magazine is empty or the count needs
     /// its cold part (`room` would go below 0: a publish, or a new peak). The slow path
@@ -757,6 +768,15 @@ impl CacheShared {
             self.counts_cold_here();
         }
         Some(block)
+    }
+
+    /// `try_allocate_in` that declines (with nothing done) where the count needs its cold
+    /// part, as the allocation fast path does (`Rack::try_pop`).
+    #[inline(always)]
+    pub(crate) fn try_pop_in(&self, rack: Rack<'_>, size: usize) -> Option<NonNull<u8>> {
+        let slot = self.classes.slot_of_request(size)?;
+        // SAFETY: as in `try_allocate_in`.
+        unsafe { rack.try_pop(slot) }
     }
 
     /// The counts' cold part for this thread's cache of this pool, after a pop through
