@@ -111,6 +111,10 @@ pub struct CpuPool {
     /// fast path reads the slot of a request's class from the pool's own fields, without
     /// loading `fast_cache` first.
     fast_request: RequestSlots,
+    /// `fast_cache` is a TLSF strategy's (`BlockSizer::Tlsf`): the free fast path reads
+    /// the block's usable size from its boundary tag and finds the class in
+    /// `fast_request`, inline.
+    fast_tlsf: bool,
 }
 
 /// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` has a
@@ -200,6 +204,7 @@ impl CpuPool {
                 fast_id: NO_FAST_CACHE,
                 fast_segment: FastSegment::NONE,
                 fast_request: RequestSlots::none(),
+                fast_tlsf: false,
             });
         }
         let upstream = Upstream::new(
@@ -267,6 +272,9 @@ impl CpuPool {
             let fast_request = fast_cache
                 .as_ref()
                 .map_or_else(RequestSlots::none, |shared| shared.classes.request_slots());
+            let fast_tlsf = fast_cache
+                .as_ref()
+                .is_some_and(|shared| matches!(shared.sizer, BlockSizer::Tlsf));
             return Ok(CpuPool {
                 live: config.debug.track_live.then(LiveTracker::new),
                 name,
@@ -280,6 +288,7 @@ impl CpuPool {
                 fast_id,
                 fast_segment,
                 fast_request,
+                fast_tlsf,
             });
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
@@ -338,6 +347,7 @@ impl CpuPool {
             fast_id: NO_FAST_CACHE,
             fast_segment: FastSegment::NONE,
             fast_request: RequestSlots::none(),
+            fast_tlsf: false,
         }
     }
 
@@ -805,11 +815,27 @@ impl CpuPool {
             // now.
             return unsafe { Rack::from_raw(rack).push_counted(slot, ptr) };
         }
-        match self.fast_cache_here() {
-            // SAFETY: the caller's contract, forwarded.
-            Some((shared, rack)) => unsafe { shared.try_free_in(rack, ptr) },
-            None => false,
+        if id != self.fast_id {
+            return false;
         }
+        // SAFETY: as above: `rack` is this thread's cache's rack of `fast_cache`.
+        let rack = unsafe { Rack::from_raw(rack) };
+        if self.fast_tlsf {
+            // SAFETY: the caller's contract: a live block of this pool's TLSF strategy.
+            let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
+            let Some(slot) = self.fast_request.slot_of_usable(usable) else {
+                return false;
+            };
+            // SAFETY: `slot` is a class's of `fast_cache` (`fast_request` is its table);
+            // the block has `usable` bytes and is unused from now.
+            return unsafe { rack.push_counted_exact(slot, usable, ptr) };
+        }
+        let Some(shared) = &self.fast_cache else {
+            // SAFETY: `fast_id`'s invariant: a matching id is `fast_cache`'s.
+            unsafe { std::hint::unreachable_unchecked() }
+        };
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { shared.try_free_in(rack, ptr) }
     }
 
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)

@@ -77,6 +77,23 @@ impl RequestSlots {
             *self.slot_of_granule.get_unchecked(granule)
         }))
     }
+
+    /// The slot of the class a freed block of `usable_bytes` would be cached in, if any:
+    /// the class of requests of `usable_bytes`, which holds the block only if its blocks
+    /// have exactly `usable_bytes` (the caller compares with the magazine's).
+    #[inline(always)]
+    pub(crate) fn slot_of_usable(&self, usable_bytes: usize) -> Option<usize> {
+        if usable_bytes > self.max_bytes {
+            return None;
+        }
+        // SAFETY: `usable_bytes / 16 <= max_bytes / 16`, within the table (the type's
+        // invariant).
+        Some(usize::from(unsafe {
+            *self
+                .slot_of_granule
+                .get_unchecked(usable_bytes >> GRANULE_SHIFT)
+        }))
+    }
 }
 
 /// `slot_of_class` as a table entry (`class` below `MAX_CLASS_CAP`).
