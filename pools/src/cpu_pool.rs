@@ -763,21 +763,6 @@ impl CpuPool {
         }
     }
 
-    /// The shared part of `fast_cache` and this thread's cache of it, if that is the
-    /// cache this thread used last (the fast paths' one compare, `fast_id`).
-    #[inline(always)]
-    fn fast_cache_here(&self) -> Option<(&CacheShared, Rack<'_>)> {
-        // SAFETY: the rack is used only by this thread, inside this pool call (the fast
-        // paths that call this), while the pool lives.
-        let rack = unsafe { last_used_rack(self.fast_id)? };
-        match &self.fast_cache {
-            Some(shared) => Some((shared, rack)),
-            // SAFETY: `fast_id`'s invariant: an id that matched a pool's (`last_used`
-            // never answers `NO_FAST_CACHE`) is `fast_cache`'s, so it is `Some`.
-            None => unsafe { std::hint::unreachable_unchecked() },
-        }
-    }
-
     /// The allocation fast path of both entry points: a block from `rack`, the rack of
     /// this thread's cache of `fast_cache` (from `last_used_rack(fast_id)`), or `None`
     /// with nothing done (too big for the cache, an empty magazine, or a count that needs
@@ -939,27 +924,30 @@ impl CpuPool {
     /// path (inline in `reallocate_or_none`) no saved register.
     ///
     /// # Safety
-    /// As for `MemoryPool::reallocate`; this thread used `fast_cache`'s cache last.
+    /// As for `MemoryPool::reallocate`; `rack` is this thread's cache's rack of
+    /// `fast_cache` (so it is `Some`), in this pool call.
     #[inline(never)]
     unsafe fn reallocate_cached_fast(
         &self,
+        rack: Rack<'_>,
         ptr: NonNull<u8>,
         new_size: usize,
     ) -> Option<NonNull<u8>> {
-        if let Some((shared, rack)) = self.fast_cache_here() {
-            // SAFETY: the caller's contract, forwarded.
-            match unsafe { self.reallocate_fast(shared, rack, ptr, new_size) } {
-                FastRealloc::Kept => return Some(ptr),
-                FastRealloc::Move { slot, usable } => {
-                    // SAFETY: the caller's contract, forwarded; `reallocate_fast`
-                    // classified the block.
-                    return unsafe { self.reallocate_move(rack, ptr, new_size, slot, usable) };
-                }
-                FastRealloc::Declined => {}
-            }
-        }
+        let Some(shared) = &self.fast_cache else {
+            // SAFETY: the caller's contract: the rack is `fast_cache`'s.
+            unsafe { std::hint::unreachable_unchecked() }
+        };
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.reallocate_or_none_slow(ptr, new_size) }
+        match unsafe { self.reallocate_fast(shared, rack, ptr, new_size) } {
+            FastRealloc::Kept => Some(ptr),
+            // SAFETY: the caller's contract, forwarded; `reallocate_fast` classified the
+            // block.
+            FastRealloc::Move { slot, usable } => unsafe {
+                self.reallocate_move(rack, ptr, new_size, slot, usable)
+            },
+            // SAFETY: the caller's contract, forwarded.
+            FastRealloc::Declined => unsafe { self.reallocate_or_none_slow(ptr, new_size) },
+        }
     }
 
     /// The end of a move whose old block the thread cache declined: copy, then free the
@@ -1458,8 +1446,9 @@ impl MemoryPool for CpuPool {
                 return unsafe { self.reallocate_move(rack, ptr, new_size, slot, usable) };
             }
         } else if id == self.fast_id {
-            // SAFETY: the caller's contract, forwarded.
-            return unsafe { self.reallocate_cached_fast(ptr, new_size) };
+            // SAFETY: the caller's contract, forwarded; the id matched `fast_cache`'s, so
+            // `rack` is this thread's cache's rack of it.
+            return unsafe { self.reallocate_cached_fast(Rack::from_raw(rack), ptr, new_size) };
         } else if let Core::LockFree(allocator) = &self.core {
             if self.lock_free_fast {
                 // SAFETY: the caller's contract, forwarded.
