@@ -204,8 +204,9 @@ impl Magazine {
 /// concurrent calls. The counters have one writer under the same rule; anyone may read
 /// them.
 ///
-/// Aligned to 128 bytes (two lines: adjacent-line prefetch): the caches of two threads
-/// are written on every operation and must not share a line.
+/// What every operation writes is in the rack, whose allocation is aligned and padded to
+/// 128 bytes (two lines: adjacent-line prefetch), so that the racks of two threads never
+/// share a line; the rest is aligned the same way.
 #[repr(align(128))]
 pub(crate) struct ThreadCache {
     /// The counters both fast paths touch and the magazines, in one allocation

@@ -101,19 +101,27 @@ pub(super) struct RackBox {
     len: usize,
 }
 
-// SAFETY: the rack holds atomics and the magazines' raw pointers (addresses of pool blocks
-// and of the cache's slot storage); access follows `ThreadCache`'s invariant.
+// SAFETY: the rack holds atomics, `room_limit` and the magazines' raw pointers (addresses
+// of pool blocks and of the cache's slot storage); access follows `ThreadCache`'s
+// invariant, and only the counters' writer touches `room_limit` (readers in other threads
+// read the atomics alone).
 unsafe impl Send for RackBox {}
 // SAFETY: as above.
 unsafe impl Sync for RackBox {}
+
+/// A rack's alignment and size unit: two lines (adjacent-line prefetch), so that the racks
+/// of two threads, written on every operation, never share a line pair.
+const RACK_ALIGN: usize = 128;
+const _: () = assert!(RACK_ALIGN.is_multiple_of(align_of::<RackHead>()));
 
 impl RackBox {
     fn layout(len: usize) -> Layout {
         let bytes = size_of::<Magazine>()
             .checked_mul(len)
             .and_then(|m| m.checked_add(size_of::<RackHead>()))
+            .and_then(|b| b.checked_next_multiple_of(RACK_ALIGN))
             .expect("thread-cache rack size overflows");
-        Layout::from_size_align(bytes, align_of::<RackHead>()).expect("thread-cache rack layout")
+        Layout::from_size_align(bytes, RACK_ALIGN).expect("thread-cache rack layout")
     }
 
     pub(super) fn new(head: RackHead, magazines: Vec<Magazine>) -> RackBox {
@@ -126,7 +134,8 @@ impl RackBox {
         };
         let head_ptr = raw.cast::<RackHead>();
         // SAFETY: the allocation holds the head and then `len` magazines, each at its own
-        // alignment (the head's size is the magazines' alignment); nothing is there yet.
+        // alignment (the head's size is the magazines' alignment, and the allocation's is
+        // a multiple of both); nothing is there yet.
         unsafe {
             head_ptr.as_ptr().write(head);
             let first = head_ptr.as_ptr().add(1).cast::<Magazine>();
