@@ -252,3 +252,39 @@ impl<'a> Rack<'a> {
         bump(&head.total_allocated_bytes, usable as u64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CacheClasses, ThreadCache};
+    use super::*;
+    use crate::config::PoolConfig;
+
+    #[test]
+    fn slots_address_the_magazines_and_racks_own_their_line_pairs() {
+        let config = PoolConfig::default_cpu();
+        let classes = CacheClasses::for_table(&config);
+        let caches: Vec<ThreadCache> = (0..4)
+            .map(|_| ThreadCache::new(&classes, 256 << 10))
+            .collect();
+        for cache in &caches {
+            let raw = cache.rack_raw() as usize;
+            assert_eq!(raw % RACK_ALIGN, 0, "rack at {raw:#x}");
+            let rack = cache.rack();
+            let magazines = cache.rack.magazines();
+            // One magazine per class and the one of no capacity past them.
+            assert_eq!(magazines.len(), classes.class_count() + 1);
+            for (class, magazine) in magazines.iter().enumerate() {
+                // SAFETY: `class` is below the rack's magazine count.
+                let at = unsafe { rack.magazine_at(slot_of_class(class)) };
+                assert!(std::ptr::eq(at, magazine), "class {class}");
+                let bytes = classes.class_bytes.get(class).copied().unwrap_or(0);
+                // SAFETY: as above.
+                assert_eq!(unsafe { rack.block_bytes_at(slot_of_class(class)) }, bytes);
+            }
+            // Aligned and padded to whole line pairs: no other allocation shares one.
+            let layout = RackBox::layout(magazines.len());
+            assert_eq!(layout.size() % RACK_ALIGN, 0);
+            assert!(layout.size() >= size_of::<RackHead>() + magazines.len() * CLASS_SLOT_BYTES);
+        }
+    }
+}
