@@ -147,8 +147,8 @@ impl BlockSizer {
 /// bytes (`class_bytes[class]`).
 ///
 /// The fast paths' own counts live here, and a fast allocation keeps none: the blocks
-/// popped by `pop_counted` since the last `publish_all` are `pushes + base - len`. `pushes`
-/// counts `push_counted`'s frees; every other change of `len` (a slow path's push or
+/// popped by `Rack::try_pop` and `Rack::pop_counted` since the last `publish_all` are
+/// `pushes + base - len`. `pushes` counts `Rack::push_counted`'s frees; every other change of `len` (a slow path's push or
 /// pop, which counts itself in the thread's counters; a refill; a flush) moves `base`
 /// with it; `publish_all` (thread exit, reset) takes both and sets `pushes = 0, base =
 /// len`. Until then they count in `stats()` through `ThreadCache::pending`.
@@ -187,8 +187,9 @@ impl Magazine {
         self.base.store(self.base.load(Relaxed) + delta, Relaxed);
     }
 
-    /// Blocks handed out by `pop_counted` since the last `publish_all` (0 if a reader in
-    /// another thread sees the fields from different moments and they do not add up).
+    /// Blocks handed out by `try_pop` / `pop_counted` since the last `publish_all` (0 if a
+    /// reader in another thread sees the fields from different moments and they do not
+    /// add up).
     fn fast_pops(&self) -> u64 {
         let pops = self.pushes.load(Relaxed) as i64 + self.base.load(Relaxed) - self.len() as i64;
         u64::try_from(pops).unwrap_or(0)
@@ -226,7 +227,8 @@ pub(crate) struct ThreadCache {
     /// pointers).
     _storage: Box<[*mut u8]>,
     /// An allocation that takes `used` above this (`room` below 0) takes the cold path of
-    /// the counts (`alloc_cold`): a publish, or a new pool-wide peak. Invariant: at most
+    /// the counts (`counts_cold`, from the slow path or `CacheShared::counts_cold_here`):
+    /// a publish, or a new pool-wide peak. Invariant: at most
     /// `PEAK_PUBLISH_THRESHOLD_BYTES - 1`, and at most `peak - published` as this thread
     /// last read them (so below it, `published + used` cannot be a new peak unless another
     /// thread published since: the error the peak's documented bound allows).
