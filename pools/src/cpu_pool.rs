@@ -91,7 +91,8 @@ pub struct CpuPool {
     external_strategy: bool,
     /// The lock-free core with no debug check, tracking or poisoning, at an alignment its
     /// thread heaps serve directly: `allocate_or_none` / `deallocate_or_false` call it
-    /// without the checked path's serialisation and error plumbing.
+    /// without the checked path's serialisation and error plumbing. Invariant: `true`
+    /// only with `Core::LockFree` (`fast_lock_free` tests this flag alone).
     lock_free_fast: bool,
     /// The cached core's shared part when no debug option needs the slow paths (no live
     /// tracking, no poisoning): the fast paths test this one field instead of decoding
@@ -763,6 +764,20 @@ impl CpuPool {
         }
     }
 
+    /// The lock-free allocator, when the fast paths may call it directly
+    /// (`lock_free_fast`): one flag test, no decoding of `core`.
+    #[inline(always)]
+    fn fast_lock_free(&self) -> Option<&LockFreeAllocator> {
+        if !self.lock_free_fast {
+            return None;
+        }
+        match &self.core {
+            Core::LockFree(allocator) => Some(allocator),
+            // SAFETY: `lock_free_fast`'s invariant: set only with `Core::LockFree`.
+            _ => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
     /// The allocation fast path of both entry points: a block from `rack`, the rack of
     /// this thread's cache of `fast_cache` (from `last_used_rack(fast_id)`), or `None`
     /// with nothing done (too big for the cache, an empty magazine, or a count that needs
@@ -1385,11 +1400,9 @@ impl MemoryPool for CpuPool {
                 if let Some(ptr) = self.try_allocate_fast(rack, size) {
                     return Ok(ptr);
                 }
-            } else if let Core::LockFree(allocator) = &self.core {
-                if self.lock_free_fast {
-                    if let Some(ptr) = self.allocate_lock_free_local(allocator, size) {
-                        return Ok(ptr);
-                    }
+            } else if let Some(allocator) = self.fast_lock_free() {
+                if let Some(ptr) = self.allocate_lock_free_local(allocator, size) {
+                    return Ok(ptr);
                 }
             }
         }
@@ -1406,10 +1419,8 @@ impl MemoryPool for CpuPool {
                 if let Some(ptr) = self.try_allocate_fast(rack, size) {
                     return Some(ptr);
                 }
-            } else if let Core::LockFree(allocator) = &self.core {
-                if self.lock_free_fast {
-                    return self.allocate_lock_free(allocator, size);
-                }
+            } else if let Some(allocator) = self.fast_lock_free() {
+                return self.allocate_lock_free(allocator, size);
             }
         }
         self.allocate_or_none_slow(size, align)
@@ -1449,11 +1460,9 @@ impl MemoryPool for CpuPool {
             // SAFETY: the caller's contract, forwarded; the id matched `fast_cache`'s, so
             // `rack` is this thread's cache's rack of it.
             return unsafe { self.reallocate_cached_fast(Rack::from_raw(rack), ptr, new_size) };
-        } else if let Core::LockFree(allocator) = &self.core {
-            if self.lock_free_fast {
-                // SAFETY: the caller's contract, forwarded.
-                return unsafe { self.reallocate_lock_free(allocator, ptr, new_size) };
-            }
+        } else if let Some(allocator) = self.fast_lock_free() {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { self.reallocate_lock_free(allocator, ptr, new_size) };
         }
         // SAFETY: the caller's contract, forwarded.
         unsafe { self.reallocate_or_none_slow(ptr, new_size) }
@@ -1466,11 +1475,9 @@ impl MemoryPool for CpuPool {
         if unsafe { self.try_free_fast(ptr) } {
             return true;
         }
-        if let Core::LockFree(allocator) = &self.core {
-            if self.lock_free_fast {
-                // SAFETY: the caller's contract, forwarded.
-                return unsafe { self.deallocate_lock_free(allocator, ptr) };
-            }
+        if let Some(allocator) = self.fast_lock_free() {
+            // SAFETY: the caller's contract, forwarded.
+            return unsafe { self.deallocate_lock_free(allocator, ptr) };
         }
         // SAFETY: the caller's contract, forwarded.
         unsafe { self.deallocate_or_false_slow(ptr) }
@@ -1485,12 +1492,10 @@ impl MemoryPool for CpuPool {
         if unsafe { self.try_free_fast(ptr) } {
             return Ok(());
         }
-        if let Core::LockFree(allocator) = &self.core {
-            if self.lock_free_fast {
-                // SAFETY: the caller's contract, forwarded.
-                unsafe { self.deallocate_lock_free(allocator, ptr) };
-                return Ok(());
-            }
+        if let Some(allocator) = self.fast_lock_free() {
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { self.deallocate_lock_free(allocator, ptr) };
+            return Ok(());
         }
         // SAFETY: the caller's contract, forwarded.
         unsafe { self.deallocate_slow(ptr) }

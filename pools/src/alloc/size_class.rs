@@ -168,6 +168,24 @@ impl ClassLookup {
         if size_bytes > self.max_bytes {
             return None;
         }
+        self.get_within(size_bytes)
+    }
+
+    /// `get` for requests of 1 byte or more: `None` for 0 as well, so that an empty
+    /// lookup (`max_bytes` 0) serves nothing, with one compare (`size - 1`, wrapping, at
+    /// least `max_bytes`) and no rounding of 0 up to 1 first.
+    #[inline(always)]
+    pub(crate) fn get_nonzero(&self, size_bytes: usize) -> Option<(usize, usize)> {
+        if size_bytes.wrapping_sub(1) >= self.max_bytes {
+            return None;
+        }
+        self.get_within(size_bytes)
+    }
+
+    /// The table's answer for `size_bytes <= max_bytes`.
+    #[inline(always)]
+    fn get_within(&self, size_bytes: usize) -> Option<(usize, usize)> {
+        debug_assert!(size_bytes <= self.max_bytes);
         let granule = (size_bytes + QUANTUM_BYTES - 1) >> QUANTUM_SHIFT;
         // SAFETY: `size_bytes <= max_bytes`, a multiple of 16, so `granule <= max_bytes /
         // 16`, the last index of `class_of_granule` (built with `max_bytes / 16 + 1`
@@ -307,6 +325,14 @@ mod tests {
                 );
             }
             assert_eq!(lookup.get(4097), None);
+            for size in 1..=4096 {
+                assert_eq!(lookup.get_nonzero(size), lookup.get(size), "{size}");
+            }
+            assert_eq!(lookup.get_nonzero(0), None);
+            assert_eq!(lookup.get_nonzero(4097), None);
+            let empty = ClassLookup::new(&table, 0, usize::MAX);
+            assert_eq!(empty.get_nonzero(0), None);
+            assert_eq!(empty.get_nonzero(1), None);
             // A class limit shrinks the range served.
             let limit = table.class_of(1000).unwrap();
             let limited = ClassLookup::new(&table, 4096, limit);

@@ -221,8 +221,9 @@ impl LockFreeAllocator {
     pub(crate) fn try_allocate_local(&self, size: usize) -> Option<(NonNull<u8>, usize)> {
         // Only slab classes are in the lookup, and only without checking and at most
         // 16-byte alignment (`serves_local`; empty otherwise): `try_pop_unchecked`'s
-        // contract holds. A request is at least 1 byte, so an empty lookup serves none.
-        let (class, bytes) = self.lookup.get(size.max(1))?;
+        // contract holds. `get_nonzero` serves nothing from an empty lookup, and leaves 0
+        // bytes to the miss (which serves it as 1).
+        let (class, bytes) = self.lookup.get_nonzero(size)?;
         // SAFETY: a heap found in this thread's TLS is owned by this thread and alive (the
         // TLS entry holds an `Arc`); the class is a slab class.
         let block = unsafe { tls::last_heap(self.id)?.try_pop_unchecked(&self.core, class)? };
