@@ -45,8 +45,8 @@ use crate::os::OsChunks;
 use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
 use crate::thread_cache::{
-    last_used_entry, last_used_rack, slot_of_class, BlockSizer, CacheClasses, CacheShared, Rack,
-    RequestSlots,
+    last_used_entry, last_used_rack, slot_of_class, BlockSizer, CacheClasses, CacheShared, Central,
+    LockFreeCentral, Rack, RequestSlots,
 };
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -186,7 +186,15 @@ impl CpuPool {
             // The lock-free allocator is shared by design; a mutex around it would only
             // slow it down, so the sync mode follows the allocator (see PoolConfig::validate).
             config.sync = SyncMode::LockFree;
-            let allocator = LockFreeAllocator::new(Arc::clone(&name), &config, Arc::clone(&stats))?;
+            let mut allocator =
+                LockFreeAllocator::new(Arc::clone(&name), &config, Arc::clone(&stats))?;
+            if let Some(classes) = Self::lock_free_cache_classes(&config, &allocator) {
+                let cap = u16::try_from(classes.class_count()).expect("at most MAX_CLASS_CAP");
+                allocator.set_class_cap(cap);
+                let sizer = BlockSizer::LockFree(allocator.geometry());
+                let central = Central::LockFree(Box::new(LockFreeCentral::new(allocator)));
+                return Ok(Self::cached(name, config, stats, central, classes, sizer));
+            }
             let debug = config.debug;
             let lock_free_fast = !debug.check_pointers
                 && !debug.track_live
@@ -254,45 +262,78 @@ impl CpuPool {
             && cache.0.serves_requests();
         if cached {
             let (classes, sizer) = cache;
-            let shared = CacheShared::new(
-                Arc::clone(&name),
-                strategy,
-                Arc::clone(&stats),
-                classes,
-                sizer,
-                config.alignment,
-                config.thread_cache.max_thread_bytes,
-            );
-            let shared = Arc::new(shared);
-            let fast_cache = (!config.debug.track_live && !config.debug.poison_on_free)
-                .then(|| Arc::clone(&shared));
-            let fast_id = fast_cache
-                .as_ref()
-                .map_or(NO_FAST_CACHE, |shared| shared.id);
-            let fast_segment = FastSegment::of(fast_cache.as_ref());
-            let fast_request = fast_cache
-                .as_ref()
-                .map_or_else(RequestSlots::none, |shared| shared.classes.request_slots());
-            let fast_tlsf = fast_cache
-                .as_ref()
-                .is_some_and(|shared| matches!(shared.sizer, BlockSizer::Tlsf));
-            return Ok(CpuPool {
-                live: config.debug.track_live.then(LiveTracker::new),
-                name,
-                config,
-                stats,
-                core: Core::Cached(shared),
-                external_strategy: false,
-                checked: Mutex::new(()),
-                lock_free_fast: false,
-                fast_cache,
-                fast_id,
-                fast_segment,
-                fast_request,
-                fast_tlsf,
-            });
+            let central = Central::Locked(Mutex::new(strategy));
+            return Ok(Self::cached(name, config, stats, central, classes, sizer));
         }
         Ok(Self::assemble(name, config, stats, strategy, false))
+    }
+
+    /// The cache classes of a lock-free pool that gets thread caches in front of its
+    /// allocator, or `None` when it gets none: the layer is off, pointers are checked
+    /// (a cached block looks live to the allocator), or the cache's classes are not the
+    /// allocator's slab classes (an alignment above 16 bytes), on which the free fast
+    /// path's page-class map relies.
+    fn lock_free_cache_classes(
+        config: &PoolConfig,
+        allocator: &LockFreeAllocator,
+    ) -> Option<CacheClasses> {
+        // The model checks exercise the allocator alone; its headers' maps sit elsewhere
+        // under loom's larger atomics.
+        if cfg!(loom) || !config.thread_cache.enabled || config.debug.check_pointers {
+            return None;
+        }
+        let classes = CacheClasses::for_table(config);
+        let fits = classes.class_count() <= usize::from(MAX_CLASS_CAP);
+        (fits && classes.serves_requests() && classes.matches_table(allocator.table()))
+            .then_some(classes)
+    }
+
+    /// A pool whose thread caches refill from and flush into `central`.
+    fn cached(
+        name: Arc<str>,
+        config: PoolConfig,
+        stats: Arc<StatsCounters>,
+        central: Central,
+        classes: CacheClasses,
+        sizer: BlockSizer,
+    ) -> CpuPool {
+        let shared = CacheShared::new(
+            Arc::clone(&name),
+            central,
+            Arc::clone(&stats),
+            classes,
+            sizer,
+            config.alignment,
+            config.thread_cache.max_thread_bytes,
+        );
+        let shared = Arc::new(shared);
+        let fast_cache =
+            (!config.debug.track_live && !config.debug.poison_on_free).then(|| Arc::clone(&shared));
+        let fast_id = fast_cache
+            .as_ref()
+            .map_or(NO_FAST_CACHE, |shared| shared.id);
+        let fast_segment = FastSegment::of(fast_cache.as_ref());
+        let fast_request = fast_cache
+            .as_ref()
+            .map_or_else(RequestSlots::none, |shared| shared.classes.request_slots());
+        let fast_tlsf = fast_cache
+            .as_ref()
+            .is_some_and(|shared| matches!(shared.sizer, BlockSizer::Tlsf));
+        CpuPool {
+            live: config.debug.track_live.then(LiveTracker::new),
+            name,
+            config,
+            stats,
+            core: Core::Cached(shared),
+            external_strategy: false,
+            checked: Mutex::new(()),
+            lock_free_fast: false,
+            fast_cache,
+            fast_id,
+            fast_segment,
+            fast_request,
+            fast_tlsf,
+        }
     }
 
     /// A pool over a user strategy (which brings its own upstream). `config` supplies the
@@ -1333,12 +1374,9 @@ impl CpuPool {
     /// used afterwards.
     unsafe fn reset_cached(&self, shared: &CacheShared) -> Result<(), PoolError> {
         let return_chunks = self.config.return_policy != ReturnPolicy::Keep;
-        let mut strategy = shared.lock()?;
-        // SAFETY: forwarded contract; we hold the strategy's lock.
-        unsafe { shared.forget_all() };
-        strategy.reset(return_chunks);
+        // SAFETY: forwarded contract.
+        unsafe { shared.reset(return_chunks) }?;
         self.stats.on_reset();
-        drop(strategy);
         if let Some(live) = &self.live {
             live.clear();
         }
@@ -1542,16 +1580,21 @@ impl MemoryPool for CpuPool {
     }
 
     unsafe fn reset(&self) -> Result<(), PoolError> {
-        if let Core::Cached(shared) = &self.core {
-            // SAFETY: the caller's contract of `reset`: no other thread is inside a call
-            // on this pool and no block handed out before is used afterwards.
-            return unsafe { self.reset_cached(shared) };
-        }
-        if let Core::LockFree(_) = &self.core {
+        let lock_free = match &self.core {
+            Core::LockFree(_) => true,
+            Core::Cached(shared) => shared.is_lock_free(),
+            _ => false,
+        };
+        if lock_free {
             return Err(PoolError::invalid_op(
                 &self.name,
                 "reset of a lock-free pool needs exclusive access: use CpuPool::reset_exclusive(&mut self)",
             ));
+        }
+        if let Core::Cached(shared) = &self.core {
+            // SAFETY: the caller's contract of `reset`: no other thread is inside a call
+            // on this pool and no block handed out before is used afterwards.
+            return unsafe { self.reset_cached(shared) };
         }
         self.reset_strategy()
     }

@@ -418,10 +418,15 @@ fn cross_thread_frees(base: PoolConfig) {
 
 macro_rules! cpu_conformance {
     ($name:ident, $allocator:expr, $sync:expr) => {
+        cpu_conformance!($name, $allocator, $sync, true);
+    };
+    ($name:ident, $allocator:expr, $sync:expr, $thread_cache:expr) => {
         mod $name {
             use super::*;
             fn base() -> PoolConfig {
-                variant($allocator, $sync)
+                let mut c = variant($allocator, $sync);
+                c.thread_cache.enabled = $thread_cache;
+                c
             }
             #[test]
             fn random_program_unchecked() {
@@ -490,3 +495,16 @@ cpu_conformance!(
     SyncMode::SingleThreaded
 );
 cpu_conformance!(lock_free, AllocatorKind::LockFree, SyncMode::LockFree);
+// The lock-free allocator's own heaps serve every call (no thread cache in front).
+cpu_conformance!(
+    lock_free_uncached,
+    AllocatorKind::LockFree,
+    SyncMode::LockFree,
+    false
+);
+cpu_conformance!(
+    size_classed_uncached,
+    AllocatorKind::SizeClassed,
+    SyncMode::Mutex,
+    false
+);

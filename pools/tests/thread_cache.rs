@@ -18,10 +18,11 @@ use std::ptr::NonNull;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 
-const KINDS: [AllocatorKind; 3] = [
+const KINDS: [AllocatorKind; 4] = [
     AllocatorKind::FixedSize,
     AllocatorKind::SizeClassed,
     AllocatorKind::VariableSize,
+    AllocatorKind::LockFree,
 ];
 
 fn cached(kind: AllocatorKind) -> PoolConfig {
@@ -255,8 +256,8 @@ fn reset_forgets_every_threads_cache() {
     for kind in KINDS {
         let mut config = cached(kind);
         config.return_policy = ReturnPolicy::OnReset;
-        let pool = Arc::new(CpuPool::new("reset", config).unwrap());
-        let (go, wait) = mpsc::channel::<()>();
+        let mut pool = Arc::new(CpuPool::new("reset", config).unwrap());
+        let (give, take) = mpsc::channel::<Arc<CpuPool>>();
         let (done, filled) = mpsc::channel::<Vec<usize>>();
         let idle_pool = Arc::clone(&pool);
         let idle = std::thread::spawn(move || {
@@ -265,18 +266,25 @@ fn reset_forgets_every_threads_cache() {
                 // SAFETY: a live block of this pool, given back once.
                 unsafe { idle_pool.deallocate(b) }.unwrap();
             }
+            // Let go of the pool but stay alive, its cache still registered, while the
+            // main thread resets.
+            drop(idle_pool);
             done.send(Vec::new()).unwrap();
-            // Wait (inside no pool call) while the main thread resets.
-            wait.recv().unwrap();
+            let idle_pool = take.recv().unwrap();
             let fresh: Vec<_> = (0..50).map(|_| idle_pool.allocate(32).unwrap()).collect();
             done.send(addrs(&fresh)).unwrap();
         });
         filled.recv().unwrap();
         let mine: Vec<_> = (0..100).map(|_| pool.allocate(32).unwrap()).collect();
         assert!(pool.stats().thread_cached_bytes > 0);
-        // SAFETY: the other thread is in no pool call, and no block handed out before is
-        // used after the reset.
-        unsafe { pool.reset() }.unwrap();
+        if kind == AllocatorKind::LockFree {
+            // `&self` cannot exclude a lock-free pool's threads: the `&mut` form.
+            Arc::get_mut(&mut pool).unwrap().reset_exclusive().unwrap();
+        } else {
+            // SAFETY: the other thread is in no pool call, and no block handed out before
+            // is used after the reset.
+            unsafe { pool.reset() }.unwrap();
+        }
         let stats = pool.stats();
         assert_eq!(stats.thread_cached_bytes, 0, "{kind:?}");
         assert_eq!(stats.current_used_bytes, 0);
@@ -284,7 +292,7 @@ fn reset_forgets_every_threads_cache() {
         drop(mine);
         // After the reset both threads get blocks again, none handed out twice.
         let after: Vec<_> = (0..50).map(|_| pool.allocate(32).unwrap()).collect();
-        go.send(()).unwrap();
+        give.send(Arc::clone(&pool)).unwrap();
         let theirs = filled.recv().unwrap();
         idle.join().unwrap();
         let mut all = addrs(&after);
@@ -538,7 +546,10 @@ proptest! {
         };
         let pool = CpuPool::new("model", config).unwrap();
         let mut model = Model::default();
-        for op in &ops {
+        // A lock-free pool resets only through `reset_exclusive`
+        // (`reset_forgets_every_threads_cache`); `MemoryPool::reset` refuses it.
+        let resets = kind != AllocatorKind::LockFree;
+        for op in ops.iter().filter(|op| resets || !matches!(op, Op::Reset)) {
             model.step(&pool, op, false);
             prop_assert!(pool.stats().thread_cached_bytes <= 8192);
         }

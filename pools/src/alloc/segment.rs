@@ -159,8 +159,9 @@ struct SegmentHeader {
 
 const _: () = assert!(size_of::<SegmentHeader>() <= MIN_SEGMENT_BYTES / PAGES_PER_SEGMENT);
 const _: () = assert!(size_of::<LargeHeader>() <= LARGE_HEADER_BYTES);
-/// Where `slot_of` reads the page-class map, in a segment's header and a large object's.
-const PAGE_CLASS_OFFSET: usize = std::mem::offset_of!(SegmentHeader, page_class);
+/// Where `slot_of` reads the page-class map, in a segment's header and a large object's
+/// (and in the lock-free allocator's region and large headers, which keep one there too).
+pub(crate) const PAGE_CLASS_OFFSET: usize = std::mem::offset_of!(SegmentHeader, page_class);
 const _: () = assert!(PAGE_CLASS_OFFSET == std::mem::offset_of!(LargeHeader, page_class));
 
 impl SpanHeader {
@@ -244,12 +245,35 @@ pub(crate) struct SegmentGeometry {
     segment_mask: usize,
     /// The heap's `class_cap`.
     class_cap: u16,
+    /// The map is a lock-free allocator's (`lockfree::LockFreeAllocator::geometry`), not a
+    /// segment heap's: only the debug check of `slot_of` reads its spans differently.
+    lock_free: bool,
 }
 
 impl SegmentGeometry {
     /// The heap's `class_cap` when this was taken: `slot_of` answers at most its slot.
     pub(crate) fn class_cap(self) -> u16 {
         self.class_cap
+    }
+
+    /// The geometry of a lock-free allocator's regions (`segment_bytes` each, pages of
+    /// `1 << page_shift`), whose region and large headers keep a page-class map capped at
+    /// `class_cap` at `PAGE_CLASS_OFFSET`, as segments do.
+    pub(crate) fn lock_free(segment_bytes: usize, page_shift: u32, class_cap: u16) -> Self {
+        debug_assert!(segment_bytes.is_power_of_two());
+        debug_assert_eq!(segment_bytes >> page_shift, PAGES_PER_SEGMENT);
+        SegmentGeometry {
+            segment_shift: segment_bytes.trailing_zeros(),
+            page_shift,
+            segment_mask: !(segment_bytes - 1),
+            class_cap,
+            lock_free: true,
+        }
+    }
+
+    /// `!(segment_bytes - 1)`.
+    pub(crate) fn segment_mask(self) -> usize {
+        self.segment_mask
     }
 
     /// The slot (`class_slot`) of the class owning a live block's span, capped at the
@@ -284,7 +308,13 @@ impl SegmentGeometry {
                 .add(page)
         };
         #[cfg(debug_assertions)]
-        {
+        if self.lock_free {
+            // SAFETY: forwarded contract.
+            let expected = unsafe {
+                crate::alloc::lockfree::expected_slot(block, self.segment_mask, self.class_cap)
+            };
+            debug_assert_eq!(slot, expected, "page-class map disagrees with the slab");
+        } else {
             // SAFETY: forwarded contract.
             let (_, owner) = unsafe { self.usable_bytes_and_owner(block) };
             let cap = self.class_cap;
@@ -331,6 +361,10 @@ impl SegmentGeometry {
     /// As for `usable_bytes`.
     #[inline]
     pub(crate) unsafe fn usable_bytes_and_owner(self, block: NonNull<u8>) -> (usize, u32) {
+        debug_assert!(
+            !self.lock_free,
+            "a lock-free allocator's block has no span header"
+        );
         let addr = block.as_ptr() as usize;
         let segment_bytes = 1usize << self.segment_shift;
         let base = addr & !(segment_bytes - 1);
@@ -458,6 +492,7 @@ impl SegmentHeap {
             page_shift: self.page_shift,
             segment_mask: !((1usize << self.segment_shift) - 1),
             class_cap: self.class_cap,
+            lock_free: false,
         }
     }
 

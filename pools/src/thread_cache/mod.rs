@@ -26,10 +26,12 @@
 //!   retires or the pool resets; `stats()` adds the unpublished batches, so a snapshot
 //!   taken while no operation runs is exact.
 
+mod central;
 mod classes;
 mod rack;
 mod tls;
 
+pub(crate) use self::central::{Central, CentralGuard, LockFreeCentral};
 pub(crate) use self::classes::{CacheClasses, RequestSlots};
 pub(crate) use self::rack::{slot_of_class, Rack};
 pub(crate) use self::tls::{last_used_entry, last_used_rack};
@@ -61,6 +63,11 @@ pub(crate) enum BlockSizer {
     Segment(SegmentGeometry),
     /// TLSF blocks: the boundary tag in front of the payload.
     Tlsf,
+    /// The lock-free allocator's blocks: its region and large headers keep a page-class
+    /// map at the segment heaps' offset, capped at the class count as theirs are
+    /// (`LockFreeAllocator::set_class_cap`), so the free fast path reads it as for
+    /// `SegmentClass`; the usable size comes from the slab's or large header.
+    LockFree(SegmentGeometry),
 }
 
 impl BlockSizer {
@@ -86,7 +93,9 @@ impl BlockSizer {
         let keeps = new_size <= usable_bytes && new_size.saturating_mul(2) > usable_bytes;
         match self {
             BlockSizer::Uniform(bytes, _) => Some(new_size <= bytes),
-            BlockSizer::SegmentClass(_) | BlockSizer::Segment(_) => Some(keeps),
+            BlockSizer::SegmentClass(_) | BlockSizer::Segment(_) | BlockSizer::LockFree(_) => {
+                Some(keeps)
+            }
             BlockSizer::Tlsf => keeps.then_some(true),
         }
     }
@@ -109,6 +118,11 @@ impl BlockSizer {
                 let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
                 (usable, true)
             }
+            // SAFETY: forwarded contract: a live block of the lock-free allocator this
+            // geometry is of.
+            BlockSizer::LockFree(geometry) => unsafe {
+                crate::alloc::lockfree::usable_bytes_unlocked(ptr, geometry.segment_mask())
+            },
         }
     }
 
@@ -696,12 +710,13 @@ impl<'a> Rack<'a> {
     }
 }
 
-/// What `CpuPool` shares with its threads' caches: the locked strategy and the registry.
+/// What `CpuPool` shares with its threads' caches: the central layer and the registry.
 pub(crate) struct CacheShared {
     /// Process-unique: keys this pool's caches in every thread's TLS.
     pub(crate) id: u64,
     name: Arc<str>,
-    pub(crate) strategy: Mutex<Box<dyn Strategy>>,
+    /// Where refills come from and flushes go (`central.rs`).
+    central: Central,
     pub(crate) stats: Arc<StatsCounters>,
     pub(crate) classes: CacheClasses,
     pub(crate) sizer: BlockSizer,
@@ -713,17 +728,14 @@ pub(crate) struct CacheShared {
     align: usize,
     max_thread_bytes: usize,
     /// The caches of every thread that used the pool and has not exited. Lock order:
-    /// `strategy` before `registry`.
+    /// `central` before `registry`.
     registry: Mutex<Vec<Arc<ThreadCache>>>,
 }
-
-/// The message of a poisoned strategy lock (a strategy call panicked).
-const POISONED: &str = "pool unusable: a strategy call panicked";
 
 impl CacheShared {
     pub(crate) fn new(
         name: Arc<str>,
-        strategy: Box<dyn Strategy>,
+        central: Central,
         stats: Arc<StatsCounters>,
         classes: CacheClasses,
         sizer: BlockSizer,
@@ -731,7 +743,9 @@ impl CacheShared {
         max_thread_bytes: usize,
     ) -> Self {
         let segment_class = match sizer {
-            BlockSizer::SegmentClass(geometry) | BlockSizer::Uniform(_, geometry) => {
+            BlockSizer::SegmentClass(geometry)
+            | BlockSizer::Uniform(_, geometry)
+            | BlockSizer::LockFree(geometry) => {
                 // `slot_of` answers a class's slot or the class count's ("not cached"),
                 // which the free path adds to the rack's address (`ThreadCache::new` keeps
                 // one magazine more).
@@ -743,7 +757,7 @@ impl CacheShared {
         CacheShared {
             id: tls::next_pool_id(),
             name,
-            strategy: Mutex::new(strategy),
+            central,
             stats,
             classes,
             sizer,
@@ -754,10 +768,29 @@ impl CacheShared {
         }
     }
 
-    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Box<dyn Strategy>>, PoolError> {
-        self.strategy
-            .lock()
-            .map_err(|_| PoolError::invalid_op(&self.name, POISONED))
+    /// The central layer, for a slow path (the strategy's mutex, or the lock-free
+    /// allocator with no lock).
+    pub(crate) fn lock(&self) -> Result<CentralGuard<'_>, PoolError> {
+        self.central.access(&self.name)
+    }
+
+    /// Whether the central layer is the lock-free allocator.
+    pub(crate) fn is_lock_free(&self) -> bool {
+        self.central.is_lock_free()
+    }
+
+    /// Forget every thread's cached blocks and reset the central layer, both under its
+    /// exclusive access.
+    ///
+    /// # Safety
+    /// No other thread is inside a call on this pool, and no block handed out before is
+    /// used afterwards.
+    pub(crate) unsafe fn reset(&self, return_chunks: bool) -> Result<(), PoolError> {
+        self.central.reset(&self.name, return_chunks, || {
+            // SAFETY: the caller's contract; `Central::reset` runs this under the central
+            // layer's exclusive access.
+            unsafe { self.forget_all() }
+        })
     }
 
     fn registry(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {
@@ -837,14 +870,20 @@ impl CacheShared {
     }
 
     /// `try_free` into `rack`, the rack of this thread's cache of this pool (from
-    /// `tls::last_used_rack`, in this pool call), with the class from the sizer alone:
-    /// `CpuPool` serves size-classed caches (`segment_class`) inline before it comes here,
-    /// so this path does not test for them again (they would be served right anyway).
+    /// `tls::last_used_rack`, in this pool call), for a `BlockSizer::Segment` pool, with
+    /// the class from the sizer alone: `CpuPool` serves the others inline before it comes
+    /// here (`segment_class` and TLSF caches), and this path declines them.
     ///
     /// # Safety
     /// As for `try_free`.
     #[inline(always)]
     pub(crate) unsafe fn try_free_in(&self, rack: Rack<'_>, ptr: NonNull<u8>) -> bool {
+        // The one sizer `CpuPool` does not serve inline (`fast_segment`, `fast_tlsf`); any
+        // other declines to the slow path, which serves it right, and the dispatch below
+        // inlines this one arm alone (no register for the others' code).
+        if !matches!(self.sizer, BlockSizer::Segment(_)) {
+            return false;
+        }
         // SAFETY: forwarded contract.
         let Some(class) = (unsafe { self.sizer.class_of(ptr, &self.classes) }).0 else {
             return false;
@@ -1145,7 +1184,7 @@ impl CacheShared {
     fn retire(&self, cache: &Arc<ThreadCache>) {
         // A poisoned lock: the strategy may be inconsistent; leave the blocks where they
         // are (the pool is unusable anyway) but keep the counts.
-        if let Ok(mut strategy) = self.strategy.lock() {
+        if let Ok(mut strategy) = self.lock() {
             // SAFETY: the owner is exiting (in no pool call) and we hold the lock.
             unsafe { Self::drain(strategy.as_mut(), cache, 0) };
         }
@@ -1158,7 +1197,7 @@ impl CacheShared {
     ///
     /// # Safety
     /// No other thread is inside a call on this pool (their caches are touched), and the
-    /// caller holds the strategy's lock.
+    /// caller has the central layer's exclusive access (`Central::reset`).
     pub(crate) unsafe fn forget_all(&self) {
         for cache in self.registry().iter() {
             // The magazines may be changed here: no owner is in a pool call (contract);

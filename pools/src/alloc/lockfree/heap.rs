@@ -222,6 +222,10 @@ impl Heap {
                 self,
                 core.checking,
             );
+            // This thread formats the slab at `base`: none of its blocks is live
+            // (`set_page_class`'s contract).
+            core.regions
+                .set_page_class(base.as_ptr() as usize, pages, core.class_slot(class));
             link(&mut heap.bins[class], slab);
             heap.bins[class].current = slab as *const Slab as *mut Slab;
             Ok(slab

@@ -7,7 +7,7 @@
 //! slots are claimed with a CAS and cleared with a store), so `block_state` can recognise
 //! one without reading memory that might be unmapped, and `reset`/`Drop` can free them all.
 
-use super::region::Regions;
+use super::region::{PageClassMap, Regions, PAGE_CLASS_PAD};
 use super::slab::{SpanKind, SPAN_LARGE};
 use super::stack::{IntrusiveStack, Linked};
 use crate::alloc::fixed::with_request;
@@ -17,8 +17,9 @@ use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::mem::size_of;
 use std::ptr::{self, NonNull};
 
-/// Bytes before the block in a large mapping when the alignment asks for less.
-const LARGE_HEADER_BYTES: usize = 128;
+/// Bytes before the block in a large mapping when the alignment asks for less (the
+/// header, page-class map included).
+const LARGE_HEADER_BYTES: usize = 512;
 const SLOTS_PER_BLOCK: usize = 64;
 /// A slot being filled in (claimed, block address not yet published).
 const CLAIMED: usize = 1;
@@ -26,10 +27,19 @@ const CLAIMED: usize = 1;
 #[repr(C)]
 struct LargeHeader {
     span: SpanKind,
+    _pad: [u8; PAGE_CLASS_PAD],
+    /// All the class cap's slot: a thread cache's free path reads "no class" here
+    /// (`PageClassMap`), at the offset of the region header's map.
+    page_class: PageClassMap,
     chunk: Chunk,
     usable_bytes: usize,
     slot: *const LargeSlot,
 }
+
+#[cfg(not(loom))]
+const _: () = assert!(
+    std::mem::offset_of!(LargeHeader, page_class) == crate::alloc::segment::PAGE_CLASS_OFFSET
+);
 
 /// Invariant: `block` is 0 (free), `CLAIMED`, or the address of a live large block whose
 /// usable size is `usable_bytes` (stored before `block` is published with Release).
@@ -182,6 +192,7 @@ impl LargeObjects {
         segment_bytes: usize,
         size: usize,
         align: usize,
+        no_class_slot: u16,
     ) -> Result<NonNull<u8>, PoolError> {
         debug_assert!(align <= segment_bytes / 2);
         let offset = LARGE_HEADER_BYTES.max(align);
@@ -211,6 +222,8 @@ impl LargeObjects {
                 span: SpanKind {
                     kind: AtomicUsize::new(SPAN_LARGE),
                 },
+                _pad: [0; PAGE_CLASS_PAD],
+                page_class: PageClassMap::filled(no_class_slot),
                 chunk,
                 usable_bytes,
                 slot,
@@ -256,6 +269,7 @@ impl LargeObjects {
     ///
     /// # Safety
     /// `block` is a live large block of this allocator.
+    #[inline(always)]
     unsafe fn header<'a>(block: NonNull<u8>, segment_bytes: usize) -> &'a LargeHeader {
         // SAFETY: large blocks start within the first `segment_bytes / 2` of their mapping,
         // whose base is segment-aligned and holds the header (contract).
@@ -264,6 +278,7 @@ impl LargeObjects {
 
     /// # Safety
     /// `block` is a live large block of this allocator.
+    #[inline(always)]
     pub unsafe fn usable_size(block: NonNull<u8>, segment_bytes: usize) -> usize {
         // SAFETY: forwarded.
         unsafe { Self::header(block, segment_bytes) }.usable_bytes

@@ -29,10 +29,11 @@ mod tls;
 
 pub(crate) use self::heap::Heap;
 use self::large::LargeObjects;
-use self::region::Regions;
+use self::region::{Regions, PAGES_PER_REGION};
 pub(crate) use self::slab::Slab;
 use self::slab::{SpanKind, MAX_SLAB_ALIGN_BYTES, SPAN_LARGE};
 use self::stack::IntrusiveStack;
+use super::segment::{class_slot, SegmentGeometry, MAX_CLASS_CAP};
 use super::size_class::{ClassLookup, SizeClassTable, QUANTUM_BYTES};
 use super::BlockState;
 use crate::config::PoolConfig;
@@ -74,6 +75,18 @@ pub(crate) struct Core {
     min_align_bytes: usize,
     /// `debug.check_pointers`: slabs keep a live bitmap, double frees are ignored.
     checking: bool,
+    /// The page-class maps' cap (`LockFreeAllocator::set_class_cap`): slab classes from it
+    /// on, and large objects, read as its slot.
+    class_cap: u16,
+}
+
+impl Core {
+    /// The page-class map's entry for slabs of `class`.
+    #[inline]
+    pub(crate) fn class_slot(&self, class: usize) -> u16 {
+        let class = u16::try_from(class).map_or(self.class_cap, |c| c.min(self.class_cap));
+        class_slot(class)
+    }
 }
 
 /// A size-classed allocator with per-thread heaps and no lock on its hot paths (see the
@@ -173,6 +186,7 @@ impl LockFreeAllocator {
                 segment_bytes,
                 min_align_bytes,
                 checking: config.debug.check_pointers,
+                class_cap: 0,
             },
             id: tls::next_allocator_id(),
             heaps: IntrusiveStack::new(),
@@ -325,6 +339,7 @@ impl LockFreeAllocator {
             self.core.segment_bytes,
             size.max(1),
             align,
+            class_slot(self.core.class_cap),
         )
     }
 
@@ -593,6 +608,80 @@ impl LockFreeAllocator {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Cap the page-class maps at `cap` (at most `MAX_CLASS_CAP`): slabs of a class below
+    /// it read as its slot, every other slab and every large object as `cap`'s, so that a
+    /// thread cache with `cap + 1` slots (`CacheShared`) uses them with no bounds check.
+    /// Before any block is allocated (the entries are written when slabs are formatted).
+    pub(crate) fn set_class_cap(&mut self, cap: u16) {
+        assert!(cap <= MAX_CLASS_CAP, "class cap {cap} over {MAX_CLASS_CAP}");
+        self.core.class_cap = cap;
+    }
+
+    /// The size-class table of the slab classes (class `c` of it is slab class `c`).
+    pub(crate) fn table(&self) -> &SizeClassTable {
+        &self.core.classes
+    }
+
+    /// Where a thread cache finds the class slot of a block (`SegmentGeometry::slot_of`):
+    /// the region and large headers' page-class maps, capped as `set_class_cap` said.
+    pub(crate) fn geometry(&self) -> SegmentGeometry {
+        SegmentGeometry::lock_free(
+            self.core.segment_bytes,
+            self.core.regions.page_shift(),
+            self.core.class_cap,
+        )
+    }
+}
+
+/// Usable bytes of a live block of a lock-free allocator whose regions are
+/// `!segment_mask + 1` bytes, read from its slab's or large header alone (a thread cache's
+/// slow paths, `thread_cache::BlockSizer::LockFree`), and whether it is a slab block (a
+/// large object is not cached: its mapping goes back when it is freed).
+///
+/// # Safety
+/// `block` is a live block of such an allocator, and its allocation happens-before this
+/// call.
+#[inline(always)]
+pub(crate) unsafe fn usable_bytes_unlocked(
+    block: NonNull<u8>,
+    segment_mask: usize,
+) -> (usize, bool) {
+    let addr = block.as_ptr() as usize;
+    let base = addr & segment_mask;
+    let segment_bytes = !segment_mask + 1;
+    // SAFETY: as in `LockFreeAllocator::usable_size` (the caller's contract).
+    unsafe {
+        if (*(base as *const SpanKind)).kind.load(Ordering::Relaxed) == SPAN_LARGE {
+            (LargeObjects::usable_size(block, segment_bytes), false)
+        } else {
+            let page_shift = segment_bytes.trailing_zeros() - PAGES_PER_REGION.trailing_zeros();
+            (region::slab_at(base, addr, page_shift).block_bytes(), true)
+        }
+    }
+}
+
+/// What the page-class map must say of a live block (`SegmentGeometry::slot_of`'s debug
+/// check): its slab's class slot, capped at `cap`, or `cap`'s for a large object.
+///
+/// # Safety
+/// `block` is a live block of a lock-free allocator whose regions are
+/// `!segment_mask + 1` bytes, and its allocation happens-before this call.
+#[cfg(debug_assertions)]
+pub(crate) unsafe fn expected_slot(block: NonNull<u8>, segment_mask: usize, cap: u16) -> u16 {
+    let addr = block.as_ptr() as usize;
+    let base = addr & segment_mask;
+    let page_shift = (!segment_mask + 1).trailing_zeros() - PAGES_PER_REGION.trailing_zeros();
+    // SAFETY: as in `LockFreeAllocator::deallocate`: the base holds a region or large
+    // header; a slab block's page map entry leads to its formatted slab.
+    unsafe {
+        if (*(base as *const SpanKind)).kind.load(Ordering::Relaxed) == SPAN_LARGE {
+            return class_slot(cap);
+        }
+        let slab = region::slab_at(base, addr, page_shift);
+        let class = u16::try_from(slab.class()).map_or(cap, |c| c.min(cap));
+        class_slot(class)
     }
 }
 

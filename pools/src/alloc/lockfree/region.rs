@@ -3,6 +3,7 @@
 
 use super::slab::{Slab, SpanKind, SPAN_REGION};
 use super::stack::{IntrusiveStack, Linked};
+use crate::alloc::segment::PAGE_CLASS_OFFSET;
 use crate::alloc::{Chunk, ChunkSource};
 use crate::config::HugePages;
 use crate::error::PoolError;
@@ -122,10 +123,14 @@ impl SlabBump {
 }
 
 /// Page 0 of every region: the span-kind word (a masked pointer tells a region from a
-/// large object by it) and the page map.
+/// large object by it), the page-class map and the page map.
 #[repr(C)]
 pub struct RegionHeader {
     pub span: SpanKind,
+    _pad: [u8; PAGE_CLASS_PAD],
+    /// For each page of a formatted slab, the slot of its class for a thread cache in
+    /// front of the allocator (`PageClassMap`), at `PAGE_CLASS_OFFSET`.
+    pub page_class: PageClassMap,
     /// For each page of a carved slab, 1 + the slab's first page; 0 while not carved.
     /// Written (Relaxed) by the carver before it formats the slab, so every thread that
     /// holds a block of the slab got it after these stores (the block's hand-off); checked
@@ -134,9 +139,70 @@ pub struct RegionHeader {
 }
 
 const _: () = assert!(std::mem::size_of::<RegionHeader>() <= MIN_PAGE_BYTES);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(RegionHeader, page_class) == PAGE_CLASS_OFFSET);
+
+/// Bytes between the span-kind word and the page-class map in region and large headers.
+pub(crate) const PAGE_CLASS_PAD: usize =
+    PAGE_CLASS_OFFSET.saturating_sub(std::mem::size_of::<SpanKind>());
+
+/// The page-class map of a region or large header: what `SegmentGeometry::slot_of` reads
+/// for a block (the thread cache's free fast path; `alloc::segment` keeps the same map at
+/// the same offset). For each page of a formatted slab, `class_slot(min(class, cap))`, with
+/// `cap` the allocator's `class_cap`; all `cap`'s slot in a large header.
+///
+/// Written only by the thread formatting a slab, for that slab's pages, while no block of
+/// the slab is live (before any is handed out), and read only for a live block by a
+/// thread that received it after that (the hand-off orders the read after the write);
+/// different slabs' entries are different memory locations. Plain `u16`s behind
+/// `UnsafeCell`: the reader is the cache's free path, which loads the entry by address.
+#[repr(transparent)]
+pub struct PageClassMap(std::cell::UnsafeCell<[u16; PAGES_PER_REGION]>);
+
+impl PageClassMap {
+    /// Every entry `slot` (a fresh large header).
+    pub fn filled(slot: u16) -> Self {
+        PageClassMap(std::cell::UnsafeCell::new([slot; PAGES_PER_REGION]))
+    }
+
+    /// Set the entries of pages `first..first + pages` to `slot`.
+    ///
+    /// # Safety
+    /// The caller formats the slab of those pages (see the type's doc): no block of it is
+    /// live and no other thread writes these entries.
+    pub unsafe fn set(&self, first: usize, pages: usize, slot: u16) {
+        debug_assert!(first + pages <= PAGES_PER_REGION);
+        let entries = self.0.get().cast::<u16>();
+        for page in first..first + pages {
+            // SAFETY: `page < PAGES_PER_REGION`; the caller's contract excludes other
+            // accesses to these entries.
+            unsafe { entries.add(page).write(slot) };
+        }
+    }
+}
 
 /// Pages per region; page 0 is the `RegionHeader`.
 pub const PAGES_PER_REGION: usize = 128;
+
+/// `Regions::slab_of` for the region at `base` with pages of `1 << page_shift`.
+///
+/// # Safety
+/// As for `slab_of`; `base` is `addr`'s region.
+#[inline(always)]
+pub(crate) unsafe fn slab_at<'a>(base: usize, addr: usize, page_shift: u32) -> &'a Slab {
+    // SAFETY: the region base holds its header; the page map entry of a carved slab's page
+    // was stored before the slab was formatted (see `RegionHeader::page_map`).
+    unsafe {
+        let header = &*(base as *const RegionHeader);
+        let page = (addr - base) >> page_shift;
+        debug_assert!(page < PAGES_PER_REGION);
+        // Unchecked: the block lies in its region, which is `PAGES_PER_REGION` pages (the
+        // bounds check would cost the free path two instructions).
+        let first = header.page_map.get_unchecked(page).load(Ordering::Relaxed) as usize - 1;
+        &*((base + (first << page_shift)) as *const Slab)
+    }
+}
+
 /// The smallest page (of the smallest region, 1 MiB).
 pub const MIN_PAGE_BYTES: usize = 8 * 1024;
 
@@ -388,17 +454,23 @@ impl Regions {
     /// `addr` is inside a carved slab of one of our regions.
     #[inline]
     pub unsafe fn slab_of<'a>(&self, addr: usize) -> &'a Slab {
-        let base = addr & !(self.segment_bytes - 1);
-        // SAFETY: the region base holds its header; the page map entry of a carved slab's
-        // page was stored before the slab was formatted (see `RegionHeader::page_map`).
+        // SAFETY: forwarded contract.
+        unsafe { slab_at(addr & !(self.segment_bytes - 1), addr, self.page_shift) }
+    }
+
+    /// Enter a slab's class slot (`PageClassMap`) for its `pages` pages, starting at `base`.
+    ///
+    /// # Safety
+    /// `base` is a carved slab of one of our regions that the caller is formatting (no
+    /// block of it is live, nobody else writes its entries).
+    pub unsafe fn set_page_class(&self, base: usize, pages: usize, slot: u16) {
+        let region = base & !(self.segment_bytes - 1);
+        // SAFETY: the region base holds its header; the caller's contract is `set`'s.
         unsafe {
-            let header = &*(base as *const RegionHeader);
-            let page = (addr - base) >> self.page_shift;
-            debug_assert!(page < PAGES_PER_REGION);
-            // Unchecked: the block lies in its region, which is `PAGES_PER_REGION` pages
-            // (the bounds check would cost the free path two instructions).
-            let first = header.page_map.get_unchecked(page).load(Ordering::Relaxed) as usize - 1;
-            &*((base + (first << self.page_shift)) as *const Slab)
+            let header = &*(region as *const RegionHeader);
+            header
+                .page_class
+                .set((base - region) >> self.page_shift, pages, slot);
         }
     }
 
