@@ -4,6 +4,8 @@
 //! ```text
 //! CpuPool::allocate_with ──> Core::Cached(thread caches ─> Mutex<Box<dyn Strategy>>)
 //!                                          (sync = mutex, thread_cache on: the default)
+//!                        ──> Core::Cached(thread caches ─> LockFreeAllocator)
+//!                                          (lock-free, thread_cache on: the default)
 //!                        ──> Core::Locked(Mutex<Box<dyn Strategy>>)      (sync = mutex)
 //!                        ──> Core::Single(busy flag + Box<dyn Strategy>)  (single-threaded)
 //!                        ──> Core::LockFree(LockFreeAllocator)            (lock-free)
@@ -12,9 +14,11 @@
 //! The cached core (`thread_cache`, `docs/thread-cache.md`) serves the common allocate
 //! and free from the calling thread's cache: a table lookup, a stack pop or push and
 //! batched counters, no lock and no atomic read-modify-write. It is used for the built-in
-//! strategies under `sync = "mutex"` unless `thread_cache.enabled` is off or
+//! strategies under `sync = "mutex"` and for the lock-free allocator (then the central
+//! layer, called with no lock) unless `thread_cache.enabled` is off or
 //! `debug.check_pointers` is on (a block in a thread cache looks live to the strategy,
-//! and checked mode promises to catch double frees even under concurrency).
+//! and checked mode promises to catch double frees even under concurrency), or, for the
+//! lock-free allocator, its alignment is above 16 bytes.
 //!
 //! Statistics count usable bytes (the block size that served a request). Under a lock or
 //! the busy flag every counter writer is serialised, so the cheap single-writer counter

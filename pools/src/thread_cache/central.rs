@@ -173,18 +173,7 @@ impl Strategy for SharedLockFree<'_> {
         usable: usize,
         out: &mut [*mut u8],
     ) -> usize {
-        for (taken, slot) in out.iter_mut().enumerate() {
-            let Ok((block, bytes)) = self.0.allocate_sized(size, align) else {
-                return taken;
-            };
-            if bytes != usable {
-                // SAFETY: just handed out by this allocator, and nobody else knows it.
-                unsafe { self.0.deallocate(block) };
-                return taken;
-            }
-            *slot = block.as_ptr();
-        }
-        out.len()
+        self.0.allocate_batch(size, align, usable, out)
     }
 
     unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {

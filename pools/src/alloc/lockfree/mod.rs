@@ -305,6 +305,45 @@ impl LockFreeAllocator {
         }
     }
 
+    /// Up to `out.len()` blocks for requests of `size` bytes at `align`, written to the
+    /// front of `out`, if their class's blocks have exactly `usable` bytes (a thread
+    /// cache's refill: `Strategy::allocate_batch`'s contract); returns how many. The class
+    /// and this thread's heap are found once for the whole batch. Stops early, keeping
+    /// what it has, at the first failure; takes none for a large object, another usable
+    /// size, or while this thread's TLS is being torn down (the caller then allocates one
+    /// block directly).
+    pub(crate) fn allocate_batch(
+        &self,
+        size: usize,
+        align: usize,
+        usable: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
+        let align = align.max(self.core.min_align_bytes);
+        let Some(class) = self.slab_class(size, align) else {
+            return 0;
+        };
+        if self.core.classes.class_size(class) != usable {
+            return 0;
+        }
+        let mut heap = tls::current_heap(self.id);
+        if heap.is_null() {
+            match tls::heap_for(self) {
+                Some(found) => heap = found,
+                None => return 0,
+            }
+        }
+        for (taken, slot) in out.iter_mut().enumerate() {
+            // SAFETY: a heap from this thread's TLS is owned by this thread and alive (the
+            // TLS entry holds an `Arc`); the class is a slab class.
+            match unsafe { (*heap).allocate(&self.core, class) } {
+                Ok(block) => *slot = block.as_ptr(),
+                Err(_) => return taken,
+            }
+        }
+        out.len()
+    }
+
     #[cold]
     fn allocate_without_cached_heap(&self, class: usize) -> Result<NonNull<u8>, PoolError> {
         match tls::heap_for(self) {
