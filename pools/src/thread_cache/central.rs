@@ -4,21 +4,22 @@
 //!
 //! ```text
 //!  thread caches ── refill / flush ──> Central::Locked(Mutex<Box<dyn Strategy>>)
-//!                                  └─> Central::LockFree(LockFreeAllocator + reset lock)
+//!                                  └─> Central::LockFree(LockFreeAllocator)
 //! ```
 //!
-//! The lock-free central's `reset` lock is a reader-writer lock that only a reset takes for
-//! writing (`CpuPool::reset_exclusive`, `&mut self`): refills, flushes and a thread's exit
-//! take it for reading, so they never wait for one another; they wait only for a reset,
-//! which excludes every other pool call anyway. It keeps an exiting thread (whose TLS
-//! holds the pool alive) from flushing into the allocator while a reset rebuilds it.
+//! The lock-free allocator needs `&mut` once: to reset. `CpuPool::reset_exclusive` has
+//! `&mut self`, so no pool call runs meanwhile; the one other user is a thread that is
+//! exiting (its TLS holds the pool's shared part alive) and flushes its cache. Exits hold
+//! the pool's registry mutex while they flush, and a reset holds it throughout
+//! (`CacheShared::retire`, `CacheShared::reset`), so the two never overlap, and refills
+//! and flushes of live threads take no lock.
 
 use crate::alloc::lockfree::LockFreeAllocator;
 use crate::alloc::{BlockState, Strategy};
 use crate::error::PoolError;
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard};
 
 /// The message of a poisoned strategy lock (a strategy call panicked).
 pub(crate) const POISONED: &str = "pool unusable: a strategy call panicked";
@@ -34,35 +35,41 @@ pub(crate) enum Central {
 
 /// The lock-free allocator as a central layer.
 ///
-/// Invariant: `allocator` is read (`&`) only by a holder of a read guard of `reset`, and
-/// written (`&mut`) only by the holder of its write guard.
+/// Invariant: `allocator` is borrowed mutably only by `reset`, whose caller excludes every
+/// shared borrow (see its contract); shared borrows are made by `Central::access`.
 pub(crate) struct LockFreeCentral {
-    reset: RwLock<()>,
     allocator: UnsafeCell<LockFreeAllocator>,
 }
 
 // SAFETY: `LockFreeAllocator` is `Send + Sync` (every method but `reset` takes `&self` and
-// is safe to call concurrently); the one `&mut` access, `reset`, holds `reset`'s write
-// guard, which excludes every shared access (the type's invariant).
+// is safe to call concurrently); the one `&mut` borrow, in `reset`, excludes every shared
+// one by its contract (the type's invariant).
 unsafe impl Sync for LockFreeCentral {}
 
 impl LockFreeCentral {
     pub(crate) fn new(allocator: LockFreeAllocator) -> Self {
         LockFreeCentral {
-            reset: RwLock::new(()),
             allocator: UnsafeCell::new(allocator),
         }
+    }
+
+    /// Reset the allocator (`LockFreeAllocator::reset`).
+    ///
+    /// # Safety
+    /// No other thread is inside a call on the pool, and the caller holds the pool's
+    /// registry lock, which an exiting thread holds while it flushes into the allocator
+    /// (`CacheShared::retire`): nothing borrows the allocator meanwhile.
+    pub(crate) unsafe fn reset(&self, return_chunks: bool) {
+        // SAFETY: the contract excludes every other borrow.
+        unsafe { (*self.allocator.get()).reset(return_chunks) }
     }
 }
 
 /// Access to a pool's central layer for one slow path: the mutex held, or the lock-free
-/// allocator borrowed under a read guard of its reset lock.
+/// allocator borrowed (no lock).
 pub(crate) enum CentralGuard<'a> {
     Locked(MutexGuard<'a, Box<dyn Strategy>>),
-    LockFree {
-        _reset: RwLockReadGuard<'a, ()>,
-        allocator: SharedLockFree<'a>,
-    },
+    LockFree(SharedLockFree<'a>),
 }
 
 impl<'a> std::ops::Deref for CentralGuard<'a> {
@@ -71,7 +78,7 @@ impl<'a> std::ops::Deref for CentralGuard<'a> {
     fn deref(&self) -> &Self::Target {
         match self {
             CentralGuard::Locked(strategy) => strategy.as_ref(),
-            CentralGuard::LockFree { allocator, .. } => allocator,
+            CentralGuard::LockFree(allocator) => allocator,
         }
     }
 }
@@ -80,7 +87,7 @@ impl std::ops::DerefMut for CentralGuard<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
             CentralGuard::Locked(strategy) => strategy.as_mut(),
-            CentralGuard::LockFree { allocator, .. } => allocator,
+            CentralGuard::LockFree(allocator) => allocator,
         }
     }
 }
@@ -105,51 +112,19 @@ impl Central {
                 .lock()
                 .map(CentralGuard::Locked)
                 .map_err(poisoned(pool)),
-            Central::LockFree(central) => {
-                let guard = central.reset.read().map_err(poisoned(pool))?;
-                // SAFETY: a read guard of `reset` is held for as long as the borrow (the
-                // guard and the borrow live and die together in `CentralGuard`).
-                let allocator = unsafe { &*central.allocator.get() };
-                Ok(CentralGuard::LockFree {
-                    _reset: guard,
-                    allocator: SharedLockFree(allocator),
-                })
-            }
+            // SAFETY: a shared borrow; the one `&mut` borrow (`LockFreeCentral::reset`)
+            // runs only while no pool call and no exiting thread's flush can (its
+            // contract), and this borrow ends with such a call.
+            Central::LockFree(central) => Ok(CentralGuard::LockFree(SharedLockFree(unsafe {
+                &*central.allocator.get()
+            }))),
         }
-    }
-
-    /// Run `reset` on the central layer with exclusive access, after `before` (which
-    /// forgets the cached blocks) under the same exclusion.
-    pub(crate) fn reset(
-        &self,
-        pool: &str,
-        return_chunks: bool,
-        before: impl FnOnce(),
-    ) -> Result<(), PoolError> {
-        match self {
-            Central::Locked(strategy) => {
-                let mut strategy = strategy.lock().map_err(poisoned(pool))?;
-                before();
-                strategy.reset(return_chunks);
-            }
-            Central::LockFree(central) => {
-                let _guard = central.reset.write().map_err(poisoned(pool))?;
-                before();
-                // SAFETY: the write guard excludes every other access (the invariant).
-                unsafe { (*central.allocator.get()).reset(return_chunks) };
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether this is the lock-free allocator.
-    pub(crate) fn is_lock_free(&self) -> bool {
-        matches!(self, Central::LockFree(_))
     }
 }
 
 /// The lock-free allocator seen as a `Strategy` by the thread-cache layer: every call goes
-/// straight to the allocator's `&self` methods (no lock). `reset` is `Central::reset`'s.
+/// straight to the allocator's `&self` methods (no lock). `reset` is
+/// `LockFreeCentral::reset`'s.
 pub(crate) struct SharedLockFree<'a>(&'a LockFreeAllocator);
 
 impl Strategy for SharedLockFree<'_> {
@@ -186,7 +161,7 @@ impl Strategy for SharedLockFree<'_> {
     }
 
     fn reset(&mut self, _return_chunks: bool) {
-        unreachable!("the lock-free central is reset by Central::reset, under its write lock")
+        unreachable!("the lock-free central is reset by LockFreeCentral::reset, under &mut")
     }
 
     fn reserved_bytes(&self) -> usize {

@@ -776,21 +776,36 @@ impl CacheShared {
 
     /// Whether the central layer is the lock-free allocator.
     pub(crate) fn is_lock_free(&self) -> bool {
-        self.central.is_lock_free()
+        matches!(self.central, Central::LockFree(_))
     }
 
-    /// Forget every thread's cached blocks and reset the central layer, both under its
-    /// exclusive access.
+    /// Forget every thread's cached blocks and reset the central layer: under the
+    /// strategy's lock, or for the lock-free allocator under the registry's lock, which
+    /// exiting threads hold while they flush (`retire`).
     ///
     /// # Safety
     /// No other thread is inside a call on this pool, and no block handed out before is
     /// used afterwards.
     pub(crate) unsafe fn reset(&self, return_chunks: bool) -> Result<(), PoolError> {
-        self.central.reset(&self.name, return_chunks, || {
-            // SAFETY: the caller's contract; `Central::reset` runs this under the central
-            // layer's exclusive access.
-            unsafe { self.forget_all() }
-        })
+        match &self.central {
+            Central::Locked(_) => {
+                let mut strategy = self.lock()?;
+                // SAFETY: the caller's contract; we hold the strategy's lock, which exiting
+                // threads take before they flush.
+                unsafe { self.forget_all(&self.registry()) };
+                strategy.reset(return_chunks);
+            }
+            Central::LockFree(central) => {
+                let registry = self.registry();
+                // SAFETY: the caller's contract; we hold the registry's lock, which exiting
+                // threads hold while they flush.
+                unsafe {
+                    self.forget_all(&registry);
+                    central.reset(return_chunks);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn registry(&self) -> MutexGuard<'_, Vec<Arc<ThreadCache>>> {
@@ -1182,26 +1197,32 @@ impl CacheShared {
 
     /// Thread exit: give every cached block back, publish the counts, unregister.
     fn retire(&self, cache: &Arc<ThreadCache>) {
+        // The lock-free allocator is reset under the registry's lock (`reset`): hold it
+        // while flushing into it. The strategy's lock does that for the others (lock
+        // order: strategy, then registry).
+        let registry = self.is_lock_free().then(|| self.registry());
         // A poisoned lock: the strategy may be inconsistent; leave the blocks where they
         // are (the pool is unusable anyway) but keep the counts.
         if let Ok(mut strategy) = self.lock() {
-            // SAFETY: the owner is exiting (in no pool call) and we hold the lock.
+            // SAFETY: the owner is exiting (in no pool call); we hold the strategy's lock,
+            // or the registry's for the lock-free allocator.
             unsafe { Self::drain(strategy.as_mut(), cache, 0) };
         }
         cache.publish_all(&self.stats);
-        self.registry().retain(|c| !Arc::ptr_eq(c, cache));
+        let mut registry = registry.unwrap_or_else(|| self.registry());
+        registry.retain(|c| !Arc::ptr_eq(c, cache));
     }
 
-    /// Forget every cached block of every thread, and publish every thread's counts
-    /// (before the strategy's `reset`, while its lock is held).
+    /// Forget every cached block of every thread in `registry` (the registry's contents,
+    /// locked), and publish every thread's counts (before the central layer's reset).
     ///
     /// # Safety
     /// No other thread is inside a call on this pool (their caches are touched), and the
-    /// caller has the central layer's exclusive access (`Central::reset`).
-    pub(crate) unsafe fn forget_all(&self) {
-        for cache in self.registry().iter() {
+    /// caller holds the lock exiting threads take before they flush (`reset`).
+    unsafe fn forget_all(&self, registry: &[Arc<ThreadCache>]) {
+        for cache in registry {
             // The magazines may be changed here: no owner is in a pool call (contract);
-            // exiting owners wait for the strategy lock we hold.
+            // exiting owners wait for the lock the caller holds.
             for magazine in cache.rack.magazines().iter() {
                 magazine.add_base(-(magazine.len() as i64));
                 magazine.top.store(magazine.bottom, Relaxed);
