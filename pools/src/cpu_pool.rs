@@ -1321,7 +1321,8 @@ impl CpuPool {
             Some(true) => Some(old_usable),
             Some(false) => None,
             None => {
-                let mut strategy = shared.lock()?;
+                // Only TLSF asks (a locked strategy).
+                let mut strategy = shared.lock_strategy()?;
                 // SAFETY: as above.
                 unsafe { strategy.resize_in_place(ptr, new_size) }
                     // SAFETY: still live after an in-place resize.

@@ -75,6 +75,7 @@ pub(crate) enum CentralGuard<'a> {
 impl<'a> std::ops::Deref for CentralGuard<'a> {
     type Target = dyn Strategy + 'a;
 
+    #[inline(always)]
     fn deref(&self) -> &Self::Target {
         match self {
             CentralGuard::Locked(strategy) => strategy.as_ref(),
@@ -84,6 +85,7 @@ impl<'a> std::ops::Deref for CentralGuard<'a> {
 }
 
 impl std::ops::DerefMut for CentralGuard<'_> {
+    #[inline(always)]
     fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
             CentralGuard::Locked(strategy) => strategy.as_mut(),
@@ -94,6 +96,7 @@ impl std::ops::DerefMut for CentralGuard<'_> {
 
 impl CentralGuard<'_> {
     /// The central layer as a strategy.
+    #[inline(always)]
     pub(crate) fn as_mut(&mut self) -> &mut dyn Strategy {
         &mut **self
     }
@@ -106,6 +109,7 @@ fn poisoned<T>(pool: &str) -> impl FnOnce(T) -> PoolError + '_ {
 
 impl Central {
     /// Access for a refill, a flush, a thread's exit or any other slow path.
+    #[inline(always)]
     pub(crate) fn access(&self, pool: &str) -> Result<CentralGuard<'_>, PoolError> {
         match self {
             Central::Locked(strategy) => strategy

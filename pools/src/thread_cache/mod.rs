@@ -770,8 +770,24 @@ impl CacheShared {
 
     /// The central layer, for a slow path (the strategy's mutex, or the lock-free
     /// allocator with no lock).
+    #[inline]
     pub(crate) fn lock(&self) -> Result<CentralGuard<'_>, PoolError> {
         self.central.access(&self.name)
+    }
+
+    /// The strategy's lock, for what only a locked strategy is asked (TLSF's in-place
+    /// resize: `BlockSizer::resizes_in_place` answers every other sizer itself); the
+    /// lock-free allocator has no such question.
+    pub(crate) fn lock_strategy(&self) -> Result<MutexGuard<'_, Box<dyn Strategy>>, PoolError> {
+        match &self.central {
+            Central::Locked(strategy) => strategy
+                .lock()
+                .map_err(|_| PoolError::invalid_op(&self.name, central::POISONED)),
+            Central::LockFree(_) => Err(PoolError::invalid_op(
+                &self.name,
+                "the lock-free allocator has no strategy lock",
+            )),
+        }
     }
 
     /// Whether the central layer is the lock-free allocator.
