@@ -50,7 +50,7 @@ use crate::pool::{AllocFlags, MemoryPool};
 use crate::stats::{MemoryStats, StatsCounters};
 use crate::thread_cache::{
     last_used_entry, last_used_rack, slot_of_class, BlockSizer, CacheClasses, CacheShared, Central,
-    LockFreeCentral, Rack, RequestSlots,
+    LockFreeCentral, Rack, RackHead, RequestSlots,
 };
 use std::cell::UnsafeCell;
 use std::ptr::NonNull;
@@ -846,41 +846,68 @@ impl CpuPool {
     unsafe fn try_free_fast(&self, ptr: NonNull<u8>) -> bool {
         let (id, rack) = last_used_entry();
         if id == self.fast_segment.id {
-            let Some(geometry) = self.fast_segment.geometry else {
-                // SAFETY: `FastSegment`'s invariant: a matching id (never `NO_FAST_CACHE`,
-                // which `last_used_entry` never answers) comes with the geometry.
-                unsafe { std::hint::unreachable_unchecked() }
-            };
-            // SAFETY: the caller's contract: a live block of this pool's segment heap.
-            let slot = usize::from(unsafe { geometry.slot_of(ptr) });
-            // SAFETY: the id matched this pool's: `rack` is the rack of this thread's
-            // cache of it (`tls::LastUsed`'s invariant), used only here, in this pool
-            // call; `slot` is the block's class's, or the class count's (the heap's class
-            // cap) for a block of none, whose magazine declines; the block is unused from
-            // now.
-            return unsafe { Rack::from_raw(rack).push_counted(slot, ptr) };
+            // SAFETY: the caller's contract; the id is `fast_segment`'s.
+            return unsafe { self.free_fast_segment(rack, ptr) };
         }
         if id != self.fast_id {
             return false;
         }
+        if self.fast_tlsf {
+            // SAFETY: the caller's contract; the id is `fast_cache`'s.
+            return unsafe { self.free_fast_tlsf(rack, ptr) };
+        }
         // SAFETY: as above: `rack` is this thread's cache's rack of `fast_cache`.
         let rack = unsafe { Rack::from_raw(rack) };
-        if self.fast_tlsf {
-            // SAFETY: the caller's contract: a live block of this pool's TLSF strategy.
-            let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
-            let Some(slot) = self.fast_request.slot_of_usable(usable) else {
-                return false;
-            };
-            // SAFETY: `slot` is a class's of `fast_cache` (`fast_request` is its table);
-            // the block has `usable` bytes and is unused from now.
-            return unsafe { rack.push_counted_exact(slot, usable, ptr) };
-        }
         let Some(shared) = &self.fast_cache else {
             // SAFETY: `fast_id`'s invariant: a matching id is `fast_cache`'s.
             unsafe { std::hint::unreachable_unchecked() }
         };
         // SAFETY: the caller's contract, forwarded.
         unsafe { shared.try_free_in(rack, ptr) }
+    }
+
+    /// `try_free_fast` of a pool whose cache reads a block's class from its heap's
+    /// page-class map (`fast_segment`), when this thread's last-used cache is that one:
+    /// `rack` is what `last_used_entry` gave with `fast_segment.id`.
+    ///
+    /// # Safety
+    /// As for `try_free_fast`, and `last_used_entry` answered `(fast_segment.id, rack)`.
+    #[inline(always)]
+    unsafe fn free_fast_segment(&self, rack: *const RackHead, ptr: NonNull<u8>) -> bool {
+        let Some(geometry) = self.fast_segment.geometry else {
+            // SAFETY: `FastSegment`'s invariant: a matching id (never `NO_FAST_CACHE`,
+            // which `last_used_entry` never answers) comes with the geometry.
+            unsafe { std::hint::unreachable_unchecked() }
+        };
+        // SAFETY: the caller's contract: a live block of this pool's segment heap (or the
+        // lock-free allocator's regions, which keep the same map).
+        let slot = usize::from(unsafe { geometry.slot_of(ptr) });
+        // SAFETY: the id matched this pool's: `rack` is the rack of this thread's cache of
+        // it (`tls::LastUsed`'s invariant), used only here, in this pool call; `slot` is
+        // the block's class's, or the class count's (the heap's class cap) for a block of
+        // none, whose magazine declines; the block is unused from now.
+        unsafe { Rack::from_raw(rack).push_counted(slot, ptr) }
+    }
+
+    /// `try_free_fast` of a TLSF pool's cache (`fast_tlsf`), when this thread's last-used
+    /// cache is that one: `rack` is what `last_used_entry` gave with `fast_id`.
+    ///
+    /// # Safety
+    /// As for `try_free_fast`, `fast_tlsf` is set and `last_used_entry` answered
+    /// `(fast_id, rack)`.
+    #[inline(always)]
+    unsafe fn free_fast_tlsf(&self, rack: *const RackHead, ptr: NonNull<u8>) -> bool {
+        // SAFETY: the id matched `fast_cache`'s: `rack` is this thread's cache's rack of
+        // it, used only in this pool call.
+        let rack = unsafe { Rack::from_raw(rack) };
+        // SAFETY: the caller's contract: a live block of this pool's TLSF strategy.
+        let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
+        let Some(slot) = self.fast_request.slot_of_usable(usable) else {
+            return false;
+        };
+        // SAFETY: `slot` is a class's of `fast_cache` (`fast_request` is its table); the
+        // block has `usable` bytes and is unused from now.
+        unsafe { rack.push_counted_exact(slot, usable, ptr) }
     }
 
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
@@ -1201,6 +1228,29 @@ impl CpuPool {
         }
         self.allocate_with_slow(size, AllocFlags::aligned(align))
             .ok()
+    }
+
+    /// `MemoryPool::deallocate` past its inline segment-class path: the other caches'
+    /// fast paths (TLSF, and a segment-class cache this thread did not use last), the
+    /// lock-free allocator's own, else the slow path.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::deallocate`.
+    #[inline(never)]
+    unsafe fn deallocate_general(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
+        // SAFETY: the caller's contract: ptr is a live block of this pool (checked mode
+        // never uses the cached core), handed to us by the caller, so its allocation
+        // happens-before this call.
+        if unsafe { self.try_free_fast(ptr) } {
+            return Ok(());
+        }
+        if let Some(allocator) = self.fast_lock_free() {
+            // SAFETY: the caller's contract, forwarded.
+            unsafe { self.deallocate_lock_free(allocator, ptr) };
+            return Ok(());
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate_slow(ptr) }
     }
 
     /// # Safety
@@ -1526,22 +1576,27 @@ impl MemoryPool for CpuPool {
         unsafe { self.deallocate_or_false_slow(ptr) }
     }
 
-    /// The fast path is a thread-cache hit; everything else is one out-of-line call.
-    #[inline]
+    /// The fast paths of the segment-class caches (fixed-size, size-classed and lock-free
+    /// pools) and of TLSF's are inline in the caller; everything else is one out-of-line
+    /// call.
+    #[inline(always)]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        // SAFETY: the caller's contract: ptr is a live block of this pool (checked mode
-        // never uses the cached core), handed to us by the caller, so its allocation
-        // happens-before this call.
-        if unsafe { self.try_free_fast(ptr) } {
-            return Ok(());
-        }
-        if let Some(allocator) = self.fast_lock_free() {
-            // SAFETY: the caller's contract, forwarded.
-            unsafe { self.deallocate_lock_free(allocator, ptr) };
-            return Ok(());
+        let (id, rack) = last_used_entry();
+        if id == self.fast_segment.id {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call; the id is `fast_segment`'s.
+            if unsafe { self.free_fast_segment(rack, ptr) } {
+                return Ok(());
+            }
+        } else if id == self.fast_id && self.fast_tlsf {
+            // SAFETY: as above; the id is `fast_cache`'s, a TLSF cache.
+            if unsafe { self.free_fast_tlsf(rack, ptr) } {
+                return Ok(());
+            }
         }
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.deallocate_slow(ptr) }
+        unsafe { self.deallocate_general(ptr) }
     }
 
     unsafe fn reallocate(

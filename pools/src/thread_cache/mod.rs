@@ -33,10 +33,10 @@ mod tls;
 
 pub(crate) use self::central::{Central, CentralGuard, LockFreeCentral};
 pub(crate) use self::classes::{CacheClasses, RequestSlots};
-pub(crate) use self::rack::{slot_of_class, Rack};
+pub(crate) use self::rack::{slot_of_class, Rack, RackHead};
 pub(crate) use self::tls::{last_used_entry, last_used_rack};
 
-use self::rack::{bump, RackBox, RackHead};
+use self::rack::{bump, RackBox};
 
 use crate::alloc::segment::{SegmentGeometry, CLASS_SLOT_BYTES};
 use crate::alloc::Strategy;
