@@ -111,14 +111,16 @@ pub struct DebugChecks {
     pub leak_report: bool,
 }
 
-/// The per-thread cache layer of `CpuPool` in front of a locked strategy (see
-/// `docs/thread-cache.md`): each thread keeps a bounded stack of free blocks per size class,
-/// so the common allocate and free take no lock. Cached blocks are reserved (they are in
-/// the strategy's chunks) and reported in `MemoryStats::thread_cached_bytes`.
+/// The per-thread cache layer of `CpuPool` in front of a locked strategy or the lock-free
+/// allocator (see `docs/thread-cache.md`): each thread keeps a bounded stack of free blocks
+/// per size class, so the common allocate and free take no lock and touch no shared
+/// memory. Cached blocks are reserved (they are in the strategy's chunks) and reported in
+/// `MemoryStats::thread_cached_bytes`.
 ///
 /// Used by the `fixed-size`, `size-classed` and `variable-size` strategies under
-/// `sync = "mutex"`; bypassed under `debug.check_pointers` (a cached block would look live
-/// to the strategy), for `sync = "single-threaded"` and for user strategies.
+/// `sync = "mutex"` and by the `lock-free` allocator (at alignments up to 16 bytes);
+/// bypassed under `debug.check_pointers` (a cached block would look live to the
+/// strategy), for `sync = "single-threaded"` and for user strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThreadCacheConfig {
