@@ -314,6 +314,27 @@ fn reset_forgets_every_threads_cache() {
 }
 
 #[test]
+fn lock_free_pools_above_16_byte_alignment_run_without_the_layer() {
+    // The cache's classes at 64-byte alignment are not the allocator's slab classes, on
+    // which the free fast path's page-class map relies: the heaps serve every call.
+    let mut config = cached(AllocatorKind::LockFree);
+    config.alignment = 64;
+    let pool = CpuPool::new("lf64", config).unwrap();
+    let blocks: Vec<_> = (0..200)
+        .map(|i| pool.allocate(16 + i % 300).unwrap())
+        .collect();
+    for &b in &blocks {
+        assert_eq!(b.as_ptr() as usize % 64, 0);
+        // SAFETY: a live block of this pool, given back once.
+        unsafe { pool.deallocate(b) }.unwrap();
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.thread_cached_bytes, 0);
+    assert_eq!(stats.live_count(), 0);
+    assert_eq!(stats.allocation_count, 200);
+}
+
+#[test]
 fn out_of_memory_is_an_error_and_the_pool_stays_usable() {
     for kind in KINDS {
         let mut config = cached(kind);
