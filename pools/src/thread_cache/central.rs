@@ -29,7 +29,7 @@ pub(crate) enum Central {
     /// A strategy under the pool's mutex.
     Locked(Mutex<Box<dyn Strategy>>),
     /// The lock-free allocator, shared by every thread (boxed: only the slow paths reach
-    /// it, and the mutex variant is a tenth of its size).
+    /// it, and the mutex variant is far smaller).
     LockFree(Box<LockFreeCentral>),
 }
 
