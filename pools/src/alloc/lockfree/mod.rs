@@ -674,29 +674,46 @@ impl LockFreeAllocator {
     }
 }
 
+/// The slab holding a live block of a lock-free allocator whose regions are
+/// `!segment_mask + 1` bytes, or `None` for a large object: found from the block's
+/// address alone, as `LockFreeAllocator::deallocate` finds it.
+///
+/// # Safety
+/// `block` is a live block of such an allocator, and its allocation happens-before this
+/// call.
+#[inline(always)]
+unsafe fn slab_of_block<'a>(block: NonNull<u8>, segment_mask: usize) -> Option<&'a Slab> {
+    let addr = block.as_ptr() as usize;
+    let base = addr & segment_mask;
+    // SAFETY: as in `LockFreeAllocator::deallocate`: the base holds a region or large
+    // header, both starting with `SpanKind`; a slab block's page map entry leads to its
+    // formatted slab (the caller's contract).
+    unsafe {
+        if (*(base as *const SpanKind)).kind.load(Ordering::Relaxed) == SPAN_LARGE {
+            return None;
+        }
+        let page_shift = (!segment_mask + 1).trailing_zeros() - PAGES_PER_REGION.trailing_zeros();
+        Some(region::slab_at(base, addr, page_shift))
+    }
+}
+
 /// Usable bytes of a live block of a lock-free allocator whose regions are
 /// `!segment_mask + 1` bytes, read from its slab's or large header alone (a thread cache's
 /// slow paths, `thread_cache::BlockSizer::LockFree`), and whether it is a slab block (a
 /// large object is not cached: its mapping goes back when it is freed).
 ///
 /// # Safety
-/// `block` is a live block of such an allocator, and its allocation happens-before this
-/// call.
+/// As for `slab_of_block`.
 #[inline(always)]
 pub(crate) unsafe fn usable_bytes_unlocked(
     block: NonNull<u8>,
     segment_mask: usize,
 ) -> (usize, bool) {
-    let addr = block.as_ptr() as usize;
-    let base = addr & segment_mask;
-    let segment_bytes = !segment_mask + 1;
-    // SAFETY: as in `LockFreeAllocator::usable_size` (the caller's contract).
+    // SAFETY: forwarded contract; a large block's header is at the same masked base.
     unsafe {
-        if (*(base as *const SpanKind)).kind.load(Ordering::Relaxed) == SPAN_LARGE {
-            (LargeObjects::usable_size(block, segment_bytes), false)
-        } else {
-            let page_shift = segment_bytes.trailing_zeros() - PAGES_PER_REGION.trailing_zeros();
-            (region::slab_at(base, addr, page_shift).block_bytes(), true)
+        match slab_of_block(block, segment_mask) {
+            Some(slab) => (slab.block_bytes(), true),
+            None => (LargeObjects::usable_size(block, !segment_mask + 1), false),
         }
     }
 }
@@ -705,23 +722,15 @@ pub(crate) unsafe fn usable_bytes_unlocked(
 /// check): its slab's class slot, capped at `cap`, or `cap`'s for a large object.
 ///
 /// # Safety
-/// `block` is a live block of a lock-free allocator whose regions are
-/// `!segment_mask + 1` bytes, and its allocation happens-before this call.
+/// As for `slab_of_block`.
 #[cfg(debug_assertions)]
 pub(crate) unsafe fn expected_slot(block: NonNull<u8>, segment_mask: usize, cap: u16) -> u16 {
-    let addr = block.as_ptr() as usize;
-    let base = addr & segment_mask;
-    let page_shift = (!segment_mask + 1).trailing_zeros() - PAGES_PER_REGION.trailing_zeros();
-    // SAFETY: as in `LockFreeAllocator::deallocate`: the base holds a region or large
-    // header; a slab block's page map entry leads to its formatted slab.
-    unsafe {
-        if (*(base as *const SpanKind)).kind.load(Ordering::Relaxed) == SPAN_LARGE {
-            return class_slot(cap);
-        }
-        let slab = region::slab_at(base, addr, page_shift);
-        let class = u16::try_from(slab.class()).map_or(cap, |c| c.min(cap));
-        class_slot(class)
-    }
+    // SAFETY: forwarded contract.
+    let class = match unsafe { slab_of_block(block, segment_mask) } {
+        Some(slab) => u16::try_from(slab.class()).map_or(cap, |c| c.min(cap)),
+        None => cap,
+    };
+    class_slot(class)
 }
 
 /// Pages of a slab for blocks of `block_bytes` (aligned to `block_align_bytes`): the fewest
