@@ -230,6 +230,64 @@ fn reset_releases_everything(base: PoolConfig) {
     unsafe { pool.deallocate(p) }.unwrap();
 }
 
+/// Large objects freed and allocated again in a steady state reuse their memory (no new
+/// mapping per object), a much smaller request does not hold a big freed mapping, and the
+/// kept mappings are bounded once everything is freed (a quarter of the most live large
+/// bytes, or a couple of segments).
+fn freed_large_objects_are_reused(base: PoolConfig) {
+    const MIB: usize = 1 << 20;
+    let summary = base.summary();
+    let tlsf = base.allocator == AllocatorKind::VariableSize;
+    let fixed = base.allocator == AllocatorKind::FixedSize;
+    let pool = CpuPool::new("large", base).unwrap();
+    if fixed {
+        // One block size only: a large request is refused, not served.
+        let refused = pool.allocate(48 * MIB);
+        assert!(
+            matches!(refused, Err(PoolError::InvalidOperation { .. })),
+            "{summary}"
+        );
+        return;
+    }
+    let initial = pool.stats().reserved_bytes;
+    let mut blocks: Vec<_> = (0..6).map(|_| pool.allocate(48 * MIB).unwrap()).collect();
+    let reserved = pool.stats().reserved_bytes;
+    for round in 0..20 {
+        let p = blocks.remove(round % blocks.len());
+        // SAFETY: p is a live block of this pool, freed once.
+        unsafe { pool.deallocate(p) }.unwrap();
+        // Within a quarter of the freed object's size: served by its memory.
+        let size = if round % 2 == 0 { 48 * MIB } else { 40 * MIB };
+        blocks.push(pool.allocate(size).unwrap());
+        assert_eq!(
+            pool.stats().reserved_bytes,
+            reserved,
+            "{summary}: round {round}"
+        );
+    }
+    if !tlsf {
+        // A sixth of a freed mapping's size: a mapping of its own, the big one kept.
+        let p = blocks.pop().unwrap();
+        // SAFETY: as above.
+        unsafe { pool.deallocate(p) }.unwrap();
+        blocks.push(pool.allocate(8 * MIB).unwrap());
+        assert!(pool.stats().reserved_bytes > reserved, "{summary}");
+    }
+    let most_live = pool.stats().reserved_bytes - initial;
+    for p in blocks {
+        // SAFETY: as above.
+        unsafe { pool.deallocate(p) }.unwrap();
+    }
+    assert_eq!(pool.stats().current_used_bytes, 0, "{summary}");
+    if !tlsf {
+        let kept = pool.stats().reserved_bytes - initial;
+        assert!(
+            kept <= 8 * MIB as u64 + most_live / 4,
+            "{summary}: {kept} bytes kept after freeing every large object"
+        );
+    }
+}
+
 fn oom_at_the_limit_reports_numbers_and_recovers(base: PoolConfig) {
     let limit = 4 << 20;
     let mut c = base;
@@ -451,6 +509,10 @@ macro_rules! cpu_conformance {
             #[test]
             fn reset_releases_everything() {
                 super::reset_releases_everything(base())
+            }
+            #[test]
+            fn freed_large_objects_are_reused() {
+                super::freed_large_objects_are_reused(base())
             }
             #[test]
             fn oom_at_the_limit_reports_numbers_and_recovers() {

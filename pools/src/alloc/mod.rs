@@ -42,6 +42,29 @@ impl Chunk {
     }
 }
 
+/// Whether a cached large-object mapping of `len` bytes may serve a request of `want`
+/// bytes (header included), in a heap of `segment_bytes` segments: it holds the request,
+/// and what it holds beyond it is at most the request itself and at most a quarter of it
+/// or a segment, whichever is more. Up to a few segments the cache serves anything up to
+/// twice the request; past that the bytes a reuse leaves unused stay below 25%, so that a
+/// program whose large objects change size does not hold half its memory unused.
+#[inline]
+pub(crate) fn large_reuse_fits(len: usize, want: usize, segment_bytes: usize) -> bool {
+    len >= want && len / 2 <= want && len - want <= (want / 4).max(segment_bytes)
+}
+
+/// The most bytes of freed large-object mappings a heap keeps for reuse while
+/// `live_bytes` of large objects are live: `floor_bytes` (a few segments, for programs
+/// whose large objects are few and small) or a quarter of the live large bytes, whichever
+/// is more. A program that allocates and frees large buffers in a steady state keeps
+/// reusing them (each new one otherwise costs an `mmap`, the alignment trim's two
+/// `munmap`s and a page fault per page written, and its free an `munmap`), while the held
+/// bytes stay a fixed fraction of what the program itself holds.
+#[inline]
+pub(crate) fn large_cache_limit(live_bytes: usize, floor_bytes: usize) -> usize {
+    floor_bytes.max(live_bytes / 4)
+}
+
 /// Where chunks come from: the OS (`os::OsChunks`) or, in tests, anything else.
 pub trait ChunkSource: Send {
     /// A chunk of at least `min_bytes` bytes aligned to at least `align` (a power of two;
@@ -386,4 +409,33 @@ pub trait Strategy: Send {
 
     /// Bytes held from the upstream now.
     fn reserved_bytes(&self) -> usize;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn large_reuse_takes_up_to_twice_within_a_segment_and_a_quarter_beyond() {
+        let segment = 4 * MIB;
+        // Small large objects: anything from the request to twice it.
+        assert!(large_reuse_fits(MIB, MIB, segment));
+        assert!(large_reuse_fits(2 * MIB, MIB, segment));
+        assert!(!large_reuse_fits(2 * MIB + 4096, MIB, segment));
+        assert!(!large_reuse_fits(MIB - 1, MIB, segment));
+        // Big ones: at most a quarter (or a segment) unused.
+        assert!(large_reuse_fits(160 * MIB, 128 * MIB, segment));
+        assert!(!large_reuse_fits(160 * MIB + 4096, 128 * MIB, segment));
+        assert!(large_reuse_fits(12 * MIB, 8 * MIB, segment));
+        assert!(!large_reuse_fits(12 * MIB + 4096, 8 * MIB, segment));
+    }
+
+    #[test]
+    fn large_cache_limit_follows_the_live_bytes_above_its_floor() {
+        assert_eq!(large_cache_limit(0, 8 * MIB), 8 * MIB);
+        assert_eq!(large_cache_limit(16 * MIB, 8 * MIB), 8 * MIB);
+        assert_eq!(large_cache_limit(1024 * MIB, 8 * MIB), 256 * MIB);
+    }
 }

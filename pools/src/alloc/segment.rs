@@ -48,7 +48,7 @@
 //! The heap never uses the Rust global heap after construction: its lists are intrusive
 //! (through the headers), so a pool on it can serve as the global allocator.
 
-use crate::alloc::{Chunk, Upstream};
+use crate::alloc::{large_cache_limit, large_reuse_fits, Chunk, Upstream};
 use crate::error::PoolError;
 use std::mem::size_of;
 use std::ptr::{addr_of, addr_of_mut, null_mut, NonNull};
@@ -422,16 +422,20 @@ pub struct SegmentHeap {
     /// Count pages as they are first used (normal pages); otherwise whole segments.
     lazy_commit: bool,
     /// Chunks of freed large objects kept for the next large allocations (not with
-    /// `return_when_empty` nor under a size limit): a large object costs an `mmap` and two `munmap`s (the
-    /// alignment trim) to make and one `munmap` to free, where a reuse costs nothing.
-    /// At most `LARGE_CACHE_CHUNKS` chunks and `segment_bytes` bytes; released by
-    /// `reset(true)` and on drop. Still counted as reserved (they are held). A fixed
-    /// array: the heap may serve the process's global allocator, so it never allocates.
+    /// `return_when_empty` nor under a size limit): a large object costs an `mmap` and
+    /// two `munmap`s (the alignment trim) to make and one `munmap` to free, where a reuse
+    /// costs nothing. At most `LARGE_CACHE_CHUNKS` chunks and `large_cache_limit` bytes
+    /// (a segment, or a quarter of the live large objects' bytes); a chunk serves a
+    /// request that `large_reuse_fits`. Released by `reset(true)` and on drop. Still
+    /// counted as reserved (they are held). A fixed array: the heap may serve the
+    /// process's global allocator, so it never allocates.
     large_cache: [Option<Chunk>; LARGE_CACHE_CHUNKS],
+    /// Bytes of the chunks of the live large objects (the cache's limit follows them).
+    large_live_bytes: usize,
 }
 
 /// Most freed large-object chunks a heap keeps (see `SegmentHeap::large_cache`).
-const LARGE_CACHE_CHUNKS: usize = 8;
+const LARGE_CACHE_CHUNKS: usize = 32;
 
 // SAFETY: the raw pointers all point into chunks this heap owns exclusively; moving the
 // heap to another thread moves that ownership with it.
@@ -460,6 +464,7 @@ impl SegmentHeap {
             return_when_empty,
             lazy_commit,
             large_cache: [None; LARGE_CACHE_CHUNKS],
+            large_live_bytes: 0,
             class_cap: MAX_CLASS_CAP,
         };
         let mut pages_left = initial_bytes.div_ceil(heap.page_bytes());
@@ -888,6 +893,7 @@ impl SegmentHeap {
             }
         }
         self.large = header;
+        self.large_live_bytes += chunk.len;
         // SAFETY: block_addr is inside a chunk, hence non-null.
         let block = unsafe { NonNull::new_unchecked(block_addr as *mut u8) };
         // SAFETY: the header was just written.
@@ -928,15 +934,16 @@ impl SegmentHeap {
                 ptr: NonNull::new_unchecked((*h).chunk_base as *mut u8),
                 len: (*h).chunk_len,
             };
+            self.large_live_bytes -= chunk.len;
             self.cache_or_release(chunk);
             usable
         }
     }
 
     /// A cached chunk for a large object of `bytes` (block offset included) at `align`:
-    /// the smallest that holds it and is at most twice its size (a bigger one would hold
-    /// memory the object does not use). Chunks are segment-aligned, so only alignments
-    /// below a segment are served.
+    /// the smallest that holds it within `large_reuse_fits`'s bounds (a bigger one would
+    /// hold memory the object does not use). Chunks are segment-aligned, so only
+    /// alignments below a segment are served.
     fn take_cached_chunk(&mut self, bytes: usize, align: usize) -> Option<Chunk> {
         if align >= self.segment_bytes() {
             return None;
@@ -946,7 +953,7 @@ impl SegmentHeap {
             .iter()
             .enumerate()
             .filter_map(|(i, c)| c.map(|c| (i, c.len)))
-            .filter(|&(_, len)| len >= bytes && len / 2 <= bytes)
+            .filter(|&(_, len)| large_reuse_fits(len, bytes, self.segment_bytes()))
             .min_by_key(|&(_, len)| len)
             .map(|(i, _)| i)?;
         self.large_cache[best].take()
@@ -955,7 +962,7 @@ impl SegmentHeap {
     /// A freed large object's chunk: into the cache when it fits the cache's bounds, else
     /// back to the upstream.
     fn cache_or_release(&mut self, chunk: Chunk) {
-        let limit = self.segment_bytes();
+        let limit = large_cache_limit(self.large_live_bytes, self.segment_bytes());
         // Under a size limit a cached chunk would count against it and could make a
         // later segment fail where it would not without the cache: none kept then.
         if self.return_when_empty || self.upstream.is_limited() || chunk.len > limit {

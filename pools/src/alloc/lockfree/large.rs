@@ -11,7 +11,7 @@ use super::region::{PageClassMap, Regions, PAGE_CLASS_PAD};
 use super::slab::{SpanKind, SPAN_LARGE};
 use super::stack::{IntrusiveStack, Linked};
 use crate::alloc::fixed::with_request;
-use crate::alloc::Chunk;
+use crate::alloc::{large_cache_limit, large_reuse_fits, Chunk};
 use crate::error::PoolError;
 use crate::sync::{AtomicUsize, Ordering, UnsafeCell};
 use std::mem::size_of;
@@ -73,7 +73,7 @@ impl SlotBlock {
 }
 
 /// Freed mappings kept for reuse (see `LargeObjects::cache`).
-const CACHE_SLOTS: usize = 8;
+const CACHE_SLOTS: usize = 32;
 /// The page size the cache's length encoding counts in.
 const CACHE_PAGE_BYTES: usize = 4096;
 
@@ -84,12 +84,16 @@ pub struct LargeObjects {
     /// Mappings of freed large objects, kept for the next ones: a large object otherwise
     /// costs an `mmap` and two `munmap`s (the alignment trim) to make and one `munmap` to
     /// free. Each slot is 0 or a mapping's base (segment-aligned) plus its length in
-    /// 4 KiB pages (at most `segment_bytes`, so the count fits below the alignment): one
-    /// word, taken with a compare-exchange, so two threads never take the same mapping.
-    /// At most `2 * segment_bytes` in all (`cached_bytes`); still counted as reserved.
-    /// Nothing is cached under a size limit (`max_size_bytes`).
+    /// 4 KiB pages (below `segment_bytes` pages, so the count fits below the alignment):
+    /// one word, taken with a compare-exchange, so two threads never take the same
+    /// mapping. At most `large_cache_limit` bytes in all (`cached_bytes`: two segments,
+    /// or a quarter of `live_bytes`); a mapping serves a request that `large_reuse_fits`.
+    /// Still counted as reserved. Nothing is cached under a size limit
+    /// (`max_size_bytes`).
     cache: [AtomicUsize; CACHE_SLOTS],
     cached_bytes: AtomicUsize,
+    /// Bytes of the mappings of the live large objects.
+    live_bytes: AtomicUsize,
 }
 
 impl LargeObjects {
@@ -98,6 +102,7 @@ impl LargeObjects {
             table: IntrusiveStack::new(),
             cache: std::array::from_fn(|_| AtomicUsize::new(0)),
             cached_bytes: AtomicUsize::new(0),
+            live_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -106,7 +111,8 @@ impl LargeObjects {
         self.cached_bytes.load(Ordering::Relaxed)
     }
 
-    /// A cached mapping of at least `want` bytes and at most twice that, if one is there.
+    /// A cached mapping that `large_reuse_fits` `want` bytes, if one is there (the first
+    /// found: the slots are few and a program's large sizes seldom many).
     fn take_cached(&self, want: usize, segment_bytes: usize) -> Option<Chunk> {
         if self.cached_bytes.load(Ordering::Relaxed) == 0 {
             return None;
@@ -117,7 +123,7 @@ impl LargeObjects {
                 continue;
             }
             let len = (word & (segment_bytes - 1)) * CACHE_PAGE_BYTES;
-            if len < want || len / 2 > want {
+            if !large_reuse_fits(len, want, segment_bytes) {
                 continue;
             }
             // Acquire: pairs with the Release that cached it (the mapping's last user's
@@ -141,13 +147,13 @@ impl LargeObjects {
     fn put_cached(&self, chunk: Chunk, segment_bytes: usize) -> bool {
         let base = chunk.ptr.as_ptr() as usize;
         let pages = chunk.len / CACHE_PAGE_BYTES;
-        if chunk.len > segment_bytes
+        if pages >= segment_bytes
             || !chunk.len.is_multiple_of(CACHE_PAGE_BYTES)
             || base & (segment_bytes - 1) != 0
         {
             return false;
         }
-        let limit = 2 * segment_bytes;
+        let limit = large_cache_limit(self.live_bytes.load(Ordering::Relaxed), 2 * segment_bytes);
         if self.cached_bytes.fetch_add(chunk.len, Ordering::Relaxed) + chunk.len > limit {
             self.cached_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
             return false;
@@ -214,6 +220,7 @@ impl LargeObjects {
         // Report the caller's request, not the mapping size.
         let chunk = mapped.map_err(|e| with_request(e, size))?;
         let usable_bytes = chunk.len - offset;
+        self.live_bytes.fetch_add(chunk.len, Ordering::Relaxed);
         let slot = self.claim_slot();
         // SAFETY: the chunk is a fresh mapping of `chunk.len >= offset + size` bytes,
         // segment-aligned; the header fits before `offset`.
@@ -335,6 +342,7 @@ impl LargeObjects {
         if clear_slot {
             slot.block.store(0, Ordering::Release);
         }
+        self.live_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
         // Under a size limit a cached mapping would count against it and could make a
         // later region fail where it would not without the cache: none kept then.
         let unlimited = regions.budget().limit_bytes() == usize::MAX;
