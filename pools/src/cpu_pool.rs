@@ -1270,13 +1270,21 @@ impl CpuPool {
     #[inline(never)]
     fn allocate_with_slow(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
         if let Core::Cached(shared) = &self.core {
-            if flags.align <= self.config.alignment
-                && flags.align & flags.align.wrapping_sub(1) == 0
-            {
+            if flags.align & flags.align.wrapping_sub(1) == 0 {
                 // A hit that needs zeroing or live tracking, or this thread last used
-                // another pool.
-                shared.make_last_used();
-                if let Some(ptr) = shared.try_allocate(size) {
+                // another pool; or a request aligned beyond the pool's alignment, from a
+                // class whose blocks all have that alignment.
+                let hit = if flags.align <= self.config.alignment {
+                    shared.make_last_used();
+                    shared.try_allocate(size)
+                } else {
+                    shared.aligned_class(size, flags.align).and_then(|class| {
+                        shared.make_last_used();
+                        shared.try_allocate_class(class)
+                    })
+                };
+                if let Some(ptr) = hit {
+                    debug_assert!(ptr.as_ptr() as usize & flags.align.saturating_sub(1) == 0);
                     self.after_cached_alloc(ptr, size.max(1), flags);
                     return Ok(ptr);
                 }

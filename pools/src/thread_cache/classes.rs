@@ -195,6 +195,26 @@ impl CacheClasses {
         self.class_bytes.len()
     }
 
+    /// The class of a request of `size_bytes` aligned to `align` (a power of two), for a
+    /// strategy whose class blocks are aligned to their size's lowest set bit: the
+    /// smallest class of at least `max(size_bytes, align)` bytes that is a multiple of
+    /// `align`, within twice that size (the size-class table has every power of two, so
+    /// one is), or `None` when the cache holds no such class. Scans at most one doubling
+    /// of classes: a slow path's, not the fast path's.
+    pub(crate) fn class_of_aligned_request(
+        &self,
+        size_bytes: usize,
+        align: usize,
+    ) -> Option<usize> {
+        let need = size_bytes.max(align);
+        let first = self.class_of_request(need)?;
+        self.class_bytes[first..]
+            .iter()
+            .take_while(|&&bytes| bytes <= need.saturating_mul(2))
+            .position(|&bytes| bytes.is_multiple_of(align))
+            .map(|offset| first + offset)
+    }
+
     /// The slot (`slot_of_class`) of the class serving a request of `size_bytes` (0 is
     /// served as 1), or `None` when it is too big for the cache.
     #[inline(always)]
@@ -278,6 +298,29 @@ mod tests {
                 bytes >= size && bytes.is_multiple_of(64),
                 "size {size}: {bytes}"
             );
+        }
+    }
+
+    #[test]
+    fn aligned_requests_take_the_smallest_class_of_a_multiple_of_the_alignment() {
+        let config = PoolConfig::default_cpu();
+        let classes = CacheClasses::for_table(&config);
+        let max = classes.class_bytes[classes.class_count() - 1];
+        for shift in 5..=12 {
+            let align = 1usize << shift;
+            for size in 0..=max {
+                let got = classes.class_of_aligned_request(size, align);
+                let need = size.max(align);
+                let best = (0..classes.class_count()).find(|&c| {
+                    classes.class_bytes[c] >= need && classes.class_bytes[c].is_multiple_of(align)
+                });
+                match best {
+                    // Every power of two up to the largest class is one, so a class
+                    // within twice the need always qualifies.
+                    Some(best) if need <= max => assert_eq!(got, Some(best), "{size} at {align}"),
+                    _ => assert_eq!(got, None, "{size} at {align}"),
+                }
+            }
         }
     }
 

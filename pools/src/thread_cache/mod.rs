@@ -38,7 +38,8 @@ pub(crate) use self::tls::{last_used_entry, last_used_rack};
 
 use self::rack::{bump, RackBox};
 
-use crate::alloc::segment::{SegmentGeometry, CLASS_SLOT_BYTES};
+use crate::alloc::lockfree::MAX_SLAB_ALIGN_BYTES;
+use crate::alloc::segment::{SegmentGeometry, CLASS_SLOT_BYTES, MAX_IN_SEGMENT_ALIGN};
 use crate::alloc::Strategy;
 use crate::error::PoolError;
 use crate::stats::{CountBatch, StatsCounters, PEAK_PUBLISH_THRESHOLD_BYTES};
@@ -46,6 +47,11 @@ use std::mem::size_of;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Largest alignment a class's blocks have by their layout alone (`natural_alignment`):
+/// the segment heap's spans and the lock-free allocator's slabs both stop at 4 KiB.
+const MAX_NATURAL_ALIGN: usize = MAX_IN_SEGMENT_ALIGN;
+const _: () = assert!(MAX_SLAB_ALIGN_BYTES == MAX_NATURAL_ALIGN);
 
 /// How the layer learns a live block's usable size without the strategy's lock.
 #[derive(Debug, Clone, Copy)]
@@ -726,6 +732,12 @@ pub(crate) struct CacheShared {
     segment_class: Option<SegmentGeometry>,
     /// The pool's alignment: every cached block has it.
     align: usize,
+    /// Whether a class's blocks are aligned to its size's lowest set bit (up to
+    /// `MAX_NATURAL_ALIGN`), so that a request aligned beyond the pool's alignment can
+    /// be served from a class whose size is a multiple of it (`aligned_class`): the
+    /// size-classed strategy's spans and the lock-free allocator's slabs lay their
+    /// blocks out so, when the cache classes are theirs.
+    natural_alignment: bool,
     max_thread_bytes: usize,
     /// The caches of every thread that used the pool and has not exited. Lock order:
     /// `central` before `registry`.
@@ -754,6 +766,8 @@ impl CacheShared {
             }
             _ => None,
         };
+        let natural_alignment =
+            matches!(sizer, BlockSizer::SegmentClass(_) | BlockSizer::LockFree(_));
         CacheShared {
             id: tls::next_pool_id(),
             name,
@@ -763,6 +777,7 @@ impl CacheShared {
             sizer,
             segment_class,
             align,
+            natural_alignment,
             max_thread_bytes,
             registry: Mutex::new(Vec::new()),
         }
@@ -853,6 +868,30 @@ impl CacheShared {
         // SAFETY: the rack is this thread's cache's and this thread is inside a pool call
         // (the caller's contract); `slot` is one of the pool's classes'.
         let (block, cold) = unsafe { rack.pop_counted(slot)? };
+        if cold {
+            self.counts_cold_here();
+        }
+        Some(block)
+    }
+
+    /// The cache class serving a request of `size` bytes aligned to `align`, a power of
+    /// two above the pool's alignment, if blocks of a cached class have that alignment
+    /// (see `natural_alignment`).
+    pub(crate) fn aligned_class(&self, size: usize, align: usize) -> Option<usize> {
+        if !self.natural_alignment || align > MAX_NATURAL_ALIGN {
+            return None;
+        }
+        self.classes.class_of_aligned_request(size, align)
+    }
+
+    /// A cached block of `class` (a class of the pool), or `None` (no cache yet, or the
+    /// magazine is empty): the fast path of `aligned_class`'s requests.
+    pub(crate) fn try_allocate_class(&self, class: usize) -> Option<NonNull<u8>> {
+        // SAFETY: as in `try_allocate`.
+        let rack = unsafe { tls::last_used_rack(self.id)? };
+        // SAFETY: the rack is this thread's cache's and this thread is inside a pool call;
+        // `class` is one of the pool's classes (the caller's contract).
+        let (block, cold) = unsafe { rack.pop_counted(slot_of_class(class))? };
         if cold {
             self.counts_cold_here();
         }
@@ -1034,7 +1073,7 @@ impl CacheShared {
         let class = if align <= self.align {
             self.classes.class_of_request(size)
         } else {
-            None
+            self.aligned_class(size, align)
         };
         // SAFETY: as in `try_allocate`.
         let cache = unsafe { tls::current_or_create(self).as_ref() };
