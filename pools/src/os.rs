@@ -197,8 +197,15 @@ impl OsChunks {
     }
 
     /// Map `len` bytes (a multiple of the page size) aligned to `align` (a power of two, at
-    /// least a page) with normal pages.
+    /// least a page) with normal pages: at an aligned address hint first (one `mmap`
+    /// where the kernel takes the hint, as it does where the range is free), else by
+    /// over-mapping and trimming (an `mmap` and up to two `munmap`s).
     fn map_aligned(&self, len: usize, align: usize) -> Option<NonNull<u8>> {
+        if align > self.page_bytes {
+            if let Some(ptr) = map_at_hint(len, align) {
+                return Some(ptr);
+            }
+        }
         let extra = align - self.page_bytes;
         let map_len = len.checked_add(extra)?;
         let raw = map_anonymous(map_len, 0)?;
@@ -249,13 +256,81 @@ impl Default for OsChunks {
     }
 }
 
+/// Where aligned mappings are asked for first (`map_at_hint`): an area of the address
+/// space that programs seldom use (from 2 TiB, as mimalloc's hints), at an offset drawn
+/// from this process's randomised layout so that the pools' addresses stay unpredictable,
+/// moving up by each mapping's size and wrapping within `HINT_AREA_BYTES`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod hint {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    const HINT_BASE: usize = 2 << 40;
+    const HINT_AREA_BYTES: usize = 4 << 40;
+    /// Offset in the area of the next hint (`usize::MAX`: not drawn yet).
+    static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+    /// An address aligned to `align` for a mapping of `len` bytes, inside the area.
+    pub(super) fn next(len: usize, align: usize) -> Option<usize> {
+        let span = len.checked_next_multiple_of(align)?;
+        if span > HINT_AREA_BYTES / 4 || align > HINT_AREA_BYTES / 4 {
+            return None;
+        }
+        let mut current = NEXT.load(Relaxed);
+        loop {
+            let offset = if current == usize::MAX {
+                // The address of a static moves with the binary's load address (ASLR):
+                // 16 bits of it pick the start, in steps of 16 GiB.
+                let seed = std::ptr::addr_of!(NEXT) as usize >> 12;
+                ((seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) << 34) % (HINT_AREA_BYTES / 2)
+            } else {
+                current
+            };
+            let at = offset.next_multiple_of(align);
+            let (at, end) = if at + span > HINT_AREA_BYTES {
+                (0, span)
+            } else {
+                (at, at + span)
+            };
+            match NEXT.compare_exchange_weak(current, end, Relaxed, Relaxed) {
+                Ok(_) => return Some(HINT_BASE + at),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+/// `len` bytes aligned to `align` in one `mmap`, at `hint::next`'s address if the kernel
+/// takes it; `None` (nothing left mapped) where it does not.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn map_at_hint(len: usize, align: usize) -> Option<NonNull<u8>> {
+    let hint = hint::next(len, align)?;
+    let ptr = map_anonymous_at(hint, len, 0)?;
+    if ptr.as_ptr() as usize & (align - 1) == 0 {
+        return Some(ptr);
+    }
+    // SAFETY: the mapping was just made by this call and nobody else knows it.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+    None
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn map_at_hint(_len: usize, _align: usize) -> Option<NonNull<u8>> {
+    None
+}
+
 /// `mmap(NULL, len, RW, PRIVATE | ANONYMOUS | extra_flags)`, `None` on failure.
 fn map_anonymous(len: usize, extra_flags: libc::c_int) -> Option<NonNull<u8>> {
-    // SAFETY: an anonymous mapping at a kernel-chosen address cannot alias anything we own;
-    // the result is checked against MAP_FAILED before use.
+    map_anonymous_at(0, len, extra_flags)
+}
+
+/// `map_anonymous` at address `hint` if the kernel takes it (without `MAP_FIXED`: never
+/// over an existing mapping), else where the kernel chooses.
+fn map_anonymous_at(hint: usize, len: usize, extra_flags: libc::c_int) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous mapping without MAP_FIXED goes where nothing is mapped, so it
+    // cannot alias anything we own; the result is checked against MAP_FAILED before use.
     let raw = unsafe {
         libc::mmap(
-            std::ptr::null_mut(),
+            hint as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
@@ -335,6 +410,60 @@ impl ChunkSource for OsChunks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_chunks_are_aligned_writable_and_disjoint() {
+        let mut os = OsChunks::new(HugePages::Off);
+        let mut chunks = Vec::new();
+        for (i, align) in [1usize << 16, 1 << 20, 4 << 20, 32 << 20]
+            .iter()
+            .cycle()
+            .take(24)
+            .enumerate()
+        {
+            let len = (i + 1) * 3 * page_bytes();
+            let chunk = os.alloc_chunk(len, *align).unwrap();
+            assert_eq!(chunk.addr() % align, 0, "{len} bytes at {align}");
+            assert!(chunk.len >= len);
+            // SAFETY: a fresh chunk of ours: its first and last bytes are writable.
+            unsafe {
+                chunk.ptr.as_ptr().write(1);
+                chunk.ptr.as_ptr().add(chunk.len - 1).write(1);
+            }
+            chunks.push(chunk);
+        }
+        for (i, a) in chunks.iter().enumerate() {
+            for b in &chunks[i + 1..] {
+                assert!(a.addr() + a.len <= b.addr() || b.addr() + b.len <= a.addr());
+            }
+        }
+        for chunk in chunks {
+            // SAFETY: ours, unused from now.
+            unsafe { os.free_chunk(chunk) };
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn hints_are_aligned_successive_and_inside_their_area() {
+        let mut last_end = 0;
+        for align in [1usize << 16, 4 << 20, 1 << 30] {
+            let at = hint::next(5 << 20, align).unwrap();
+            assert_eq!(at % align, 0);
+            assert!(at >= 2 << 40 && at + (5 << 20) <= 6 << 40);
+            // Other tests map at hints too: later hints only move up (or wrap to the base).
+            assert!(
+                at >= last_end || at == 2 << 40,
+                "{at:#x} after {last_end:#x}"
+            );
+            last_end = at + (5 << 20);
+        }
+        assert_eq!(
+            hint::next(2 << 40, 4096),
+            None,
+            "more than a quarter of the area"
+        );
+    }
 
     #[test]
     fn recycled_chunks_read_as_zeros() {

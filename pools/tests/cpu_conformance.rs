@@ -288,6 +288,42 @@ fn freed_large_objects_are_reused(base: PoolConfig) {
     }
 }
 
+/// A cache full of older freed large objects makes room for the newest: a program's next
+/// iteration asks for what its last one freed.
+fn the_newest_freed_large_object_is_kept(base: PoolConfig) {
+    const MIB: usize = 1 << 20;
+    if matches!(
+        base.allocator,
+        AllocatorKind::FixedSize | AllocatorKind::VariableSize
+    ) {
+        // No large-object cache: one block size, or TLSF's own chunks.
+        return;
+    }
+    let summary = base.summary();
+    let pool = CpuPool::new("newest", base).unwrap();
+    // Live large objects let the cache hold a quarter of their bytes (128 MiB).
+    let ballast: Vec<_> = (0..8).map(|_| pool.allocate(64 * MIB).unwrap()).collect();
+    let mut last = None;
+    for size_mib in 9..40 {
+        let p = pool.allocate(size_mib * MIB).unwrap();
+        // SAFETY: a live block of this pool, freed once.
+        unsafe { pool.deallocate(p) }.unwrap();
+        last = Some((p, size_mib * MIB));
+    }
+    let (freed, size) = last.unwrap();
+    let again = pool.allocate(size).unwrap();
+    assert_eq!(
+        again, freed,
+        "{summary}: the newest freed mapping serves the same size"
+    );
+    // SAFETY: as above.
+    unsafe { pool.deallocate(again) }.unwrap();
+    for p in ballast {
+        // SAFETY: as above.
+        unsafe { pool.deallocate(p) }.unwrap();
+    }
+}
+
 fn oom_at_the_limit_reports_numbers_and_recovers(base: PoolConfig) {
     let limit = 4 << 20;
     let mut c = base;
@@ -513,6 +549,10 @@ macro_rules! cpu_conformance {
             #[test]
             fn freed_large_objects_are_reused() {
                 super::freed_large_objects_are_reused(base())
+            }
+            #[test]
+            fn the_newest_freed_large_object_is_kept() {
+                super::the_newest_freed_large_object_is_kept(base())
             }
             #[test]
             fn oom_at_the_limit_reports_numbers_and_recovers() {

@@ -430,6 +430,10 @@ pub struct SegmentHeap {
     /// counted as reserved (they are held). A fixed array: the heap may serve the
     /// process's global allocator, so it never allocates.
     large_cache: [Option<Chunk>; LARGE_CACHE_CHUNKS],
+    /// When each cached chunk came in (`large_cache_clock` then): the oldest goes first
+    /// when a newer one needs room.
+    large_cache_age: [u64; LARGE_CACHE_CHUNKS],
+    large_cache_clock: u64,
     /// Bytes of the chunks of the live large objects (the cache's limit follows them).
     large_live_bytes: usize,
 }
@@ -464,6 +468,8 @@ impl SegmentHeap {
             return_when_empty,
             lazy_commit,
             large_cache: [None; LARGE_CACHE_CHUNKS],
+            large_cache_age: [0; LARGE_CACHE_CHUNKS],
+            large_cache_clock: 0,
             large_live_bytes: 0,
             class_cap: MAX_CLASS_CAP,
         };
@@ -959,8 +965,9 @@ impl SegmentHeap {
         self.large_cache[best].take()
     }
 
-    /// A freed large object's chunk: into the cache when it fits the cache's bounds, else
-    /// back to the upstream.
+    /// A freed large object's chunk: into the cache, the oldest cached chunks given back
+    /// to make room, unless the chunk alone exceeds the cache's bounds (then it goes back
+    /// to the upstream).
     fn cache_or_release(&mut self, chunk: Chunk) {
         let limit = large_cache_limit(self.large_live_bytes, self.segment_bytes());
         // Under a size limit a cached chunk would count against it and could make a
@@ -970,12 +977,27 @@ impl SegmentHeap {
             unsafe { self.upstream.release(chunk) };
             return;
         }
-        let cached: usize = self.large_cache.iter().flatten().map(|c| c.len).sum();
-        let free_slot = self.large_cache.iter().position(Option::is_none);
-        match free_slot {
-            Some(slot) if cached + chunk.len <= limit => self.large_cache[slot] = Some(chunk),
-            // SAFETY: the chunk came from this upstream and its object is freed.
-            _ => unsafe { self.upstream.release(chunk) },
+        // The newest freed chunk is the likeliest to be asked for again (a program's
+        // next iteration allocates what its last one freed): the oldest cached chunks
+        // make room for it.
+        self.large_cache_clock += 1;
+        loop {
+            let cached: usize = self.large_cache.iter().flatten().map(|c| c.len).sum();
+            let free_slot = self.large_cache.iter().position(Option::is_none);
+            if let Some(slot) = free_slot.filter(|_| cached + chunk.len <= limit) {
+                self.large_cache[slot] = Some(chunk);
+                self.large_cache_age[slot] = self.large_cache_clock;
+                return;
+            }
+            // Not empty (an empty cache has a free slot and room: `chunk.len <= limit`).
+            let oldest = (0..LARGE_CACHE_CHUNKS)
+                .filter(|&slot| self.large_cache[slot].is_some())
+                .min_by_key(|&slot| self.large_cache_age[slot])
+                .expect("a full cache holds a chunk");
+            if let Some(evicted) = self.large_cache[oldest].take() {
+                // SAFETY: cached chunks came from this upstream and hold no live object.
+                unsafe { self.upstream.release(evicted) };
+            }
         }
     }
 

@@ -92,6 +92,9 @@ pub struct LargeObjects {
     /// (`max_size_bytes`).
     cache: [AtomicUsize; CACHE_SLOTS],
     cached_bytes: AtomicUsize,
+    /// Where the next freed mapping goes (modulo `CACHE_SLOTS`): the slots form a ring,
+    /// oldest mapping next.
+    cursor: AtomicUsize,
     /// Bytes of the mappings of the live large objects.
     live_bytes: AtomicUsize,
 }
@@ -102,6 +105,7 @@ impl LargeObjects {
             table: IntrusiveStack::new(),
             cache: std::array::from_fn(|_| AtomicUsize::new(0)),
             cached_bytes: AtomicUsize::new(0),
+            cursor: AtomicUsize::new(0),
             live_bytes: AtomicUsize::new(0),
         }
     }
@@ -142,9 +146,13 @@ impl LargeObjects {
         None
     }
 
-    /// Keep a dead mapping for reuse; `false` when the cache is full or the mapping does
-    /// not fit its encoding (then the caller unmaps it).
-    fn put_cached(&self, chunk: Chunk, segment_bytes: usize) -> bool {
+    /// Keep a dead mapping for reuse, in the slot after the last one filled (a ring:
+    /// that slot holds the oldest mapping, which is unmapped to make room, as are the
+    /// next oldest while the cache is over its byte limit). The newest freed mapping is
+    /// the likeliest to be asked for again: a program's next iteration allocates what its
+    /// last one freed. `false` when the mapping alone exceeds the limit or does not fit
+    /// the encoding (then the caller unmaps it).
+    fn put_cached(&self, regions: &Regions, chunk: Chunk, segment_bytes: usize) -> bool {
         let base = chunk.ptr.as_ptr() as usize;
         let pages = chunk.len / CACHE_PAGE_BYTES;
         if pages >= segment_bytes
@@ -154,40 +162,46 @@ impl LargeObjects {
             return false;
         }
         let limit = large_cache_limit(self.live_bytes.load(Ordering::Relaxed), 2 * segment_bytes);
-        if self.cached_bytes.fetch_add(chunk.len, Ordering::Relaxed) + chunk.len > limit {
-            self.cached_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
+        if chunk.len > limit {
             return false;
         }
-        for slot in &self.cache {
-            // Release: this thread's last writes to the mapping happen-before its reuse.
-            if slot
-                .compare_exchange(0, base | pages, Ordering::Release, Ordering::Relaxed)
-                .is_ok()
-            {
-                return true;
+        let at = self.cursor.fetch_add(1, Ordering::Relaxed) % CACHE_SLOTS;
+        self.cached_bytes.fetch_add(chunk.len, Ordering::Relaxed);
+        // Release: this thread's last writes to the mapping happen-before its reuse;
+        // Acquire: the evicted mapping's last writes happen-before its unmap.
+        let evicted = self.cache[at].swap(base | pages, Ordering::AcqRel);
+        self.evict(regions, evicted, segment_bytes);
+        for step in 1..CACHE_SLOTS {
+            if self.cached_bytes.load(Ordering::Relaxed) <= limit {
+                break;
             }
+            let word = self.cache[(at + step) % CACHE_SLOTS].swap(0, Ordering::Acquire);
+            self.evict(regions, word, segment_bytes);
         }
-        self.cached_bytes.fetch_sub(chunk.len, Ordering::Relaxed);
-        false
+        true
+    }
+
+    /// Unmap the mapping of a cache word taken out of its slot (nothing for 0).
+    fn evict(&self, regions: &Regions, word: usize, segment_bytes: usize) {
+        if word == 0 {
+            return;
+        }
+        let len = (word & (segment_bytes - 1)) * CACHE_PAGE_BYTES;
+        self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
+        let chunk = Chunk {
+            // SAFETY: a cached word holds a mapping's (non-zero) base.
+            ptr: unsafe { NonNull::new_unchecked((word & !(segment_bytes - 1)) as *mut u8) },
+            len,
+        };
+        // SAFETY: a cached mapping came from `regions.map_chunk` and holds no live object;
+        // taking its word out of the slot made it this call's alone.
+        unsafe { regions.unmap_chunk(chunk) };
     }
 
     /// Unmap every cached mapping.
     fn release_cache(&self, regions: &Regions, segment_bytes: usize) {
         for slot in &self.cache {
-            let word = slot.swap(0, Ordering::Acquire);
-            if word != 0 {
-                let len = (word & (segment_bytes - 1)) * CACHE_PAGE_BYTES;
-                self.cached_bytes.fetch_sub(len, Ordering::Relaxed);
-                let base = word & !(segment_bytes - 1);
-                let chunk = Chunk {
-                    // SAFETY: a cached word holds a mapping's (non-zero) base.
-                    ptr: unsafe { NonNull::new_unchecked(base as *mut u8) },
-                    len,
-                };
-                // SAFETY: a cached mapping came from `regions.map_chunk` and holds no
-                // live object; taking it out of the slot made it this call's alone.
-                unsafe { regions.unmap_chunk(chunk) };
-            }
+            self.evict(regions, slot.swap(0, Ordering::Acquire), segment_bytes);
         }
     }
 
@@ -346,7 +360,7 @@ impl LargeObjects {
         // Under a size limit a cached mapping would count against it and could make a
         // later region fail where it would not without the cache: none kept then.
         let unlimited = regions.budget().limit_bytes() == usize::MAX;
-        if !(unlimited && self.put_cached(chunk, segment_bytes)) {
+        if !(unlimited && self.put_cached(regions, chunk, segment_bytes)) {
             // SAFETY: the mapping came from `regions.map_chunk` and its one block is dead.
             unsafe { regions.unmap_chunk(chunk) };
         }
