@@ -3,9 +3,13 @@
 //! Nothing here touches the Rust global heap, so a pool built on it can itself serve as the
 //! global allocator (`adapters::PoolGlobalAlloc`).
 //!
-//! Alignment above the page size is had by over-mapping `len + align - page` bytes and
-//! unmapping the misaligned head and the unused tail, so the chunk handed out is exactly
-//! the aligned range and `free_chunk` can `munmap` it as one piece.
+//! Alignment above the page size is asked of the kernel first as an address hint, an
+//! aligned address in an area from 2 TiB that moves up with each mapping (x86-64 Linux;
+//! the kernel takes a hint where the range is free, and never maps over anything without
+//! `MAP_FIXED`): one `mmap`. Where it is not taken, over-mapping `len + align - page`
+//! bytes and unmapping the misaligned head and the unused tail does it. Either way the
+//! chunk handed out is exactly the aligned range and `free_chunk` can `munmap` it as one
+//! piece.
 //!
 //! Chunks given back by a pool being dropped or reset (`retire_chunk`) are kept, zeroed, in a
 //! process-wide recycle list of at most [`recycle_limit_bytes`] (32 MiB by default) and
