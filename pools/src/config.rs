@@ -41,7 +41,11 @@ pub enum SyncMode {
     Mutex,
     /// Lock-free strategy: no mutex on allocate/free.
     LockFree,
-    /// No synchronisation: the pool is `!Sync` in spirit; use from one thread only.
+    /// Meant for one thread at a time. With the thread cache (the default) it is the
+    /// mutex mode: a hit takes no lock and no atomic read-modify-write, so nothing is
+    /// faster for one thread, and other threads are served correctly. With the cache off,
+    /// a busy flag (one compare-exchange per call) detects use from two threads at once
+    /// and refuses it with `InvalidOperation` instead of racing.
     SingleThreaded,
 }
 
@@ -118,9 +122,9 @@ pub struct DebugChecks {
 /// `MemoryStats::thread_cached_bytes`.
 ///
 /// Used by the `fixed-size`, `size-classed` and `variable-size` strategies under
-/// `sync = "mutex"` and by the `lock-free` allocator (at alignments up to 16 bytes);
-/// bypassed under `debug.check_pointers` (a cached block would look live to the
-/// strategy), for `sync = "single-threaded"` and for user strategies.
+/// `sync = "mutex"` and `"single-threaded"`, and by the `lock-free` allocator (at
+/// alignments up to 16 bytes); bypassed under `debug.check_pointers` (a cached block
+/// would look live to the strategy) and for user strategies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThreadCacheConfig {

@@ -3,18 +3,22 @@
 //!
 //! ```text
 //! CpuPool::allocate_with ──> Core::Cached(thread caches ─> Mutex<Box<dyn Strategy>>)
-//!                                          (sync = mutex, thread_cache on: the default)
+//!                                          (sync = mutex or single-threaded, thread_cache
+//!                                          on: the default)
 //!                        ──> Core::Cached(thread caches ─> LockFreeAllocator)
 //!                                          (lock-free, thread_cache on: the default)
 //!                        ──> Core::Locked(Mutex<Box<dyn Strategy>>)      (sync = mutex)
-//!                        ──> Core::Single(busy flag + Box<dyn Strategy>)  (single-threaded)
+//!                        ──> Core::Single(busy flag + Box<dyn Strategy>)
+//!                                          (single-threaded, thread_cache off)
 //!                        ──> Core::LockFree(LockFreeAllocator)            (lock-free)
 //! ```
 //!
 //! The cached core (`thread_cache`, `docs/thread-cache.md`) serves the common allocate
 //! and free from the calling thread's cache: a table lookup, a stack pop or push and
 //! batched counters, no lock and no atomic read-modify-write. It is used for the built-in
-//! strategies under `sync = "mutex"` and for the lock-free allocator (then the central
+//! strategies under `sync = "mutex"` and `"single-threaded"` (the busy flag's
+//! compare-exchange per call would cost a single-threaded pool four times a cache hit),
+//! and for the lock-free allocator (then the central
 //! layer, called with no lock) unless `thread_cache.enabled` is off or
 //! `debug.check_pointers` is on (a block in a thread cache looks live to the strategy,
 //! and checked mode promises to catch double frees even under concurrency), or, for the
@@ -260,8 +264,10 @@ impl CpuPool {
             ),
             AllocatorKind::LockFree => unreachable!("handled above"),
         };
+        // A single-threaded pool gets the layer too: its hits take no atomic
+        // read-modify-write, where the busy flag that detects misuse takes one per call.
         let cached = config.thread_cache.enabled
-            && config.sync == SyncMode::Mutex
+            && matches!(config.sync, SyncMode::Mutex | SyncMode::SingleThreaded)
             && !config.debug.check_pointers
             && cache.0.serves_requests();
         if cached {

@@ -610,3 +610,16 @@ cpu_conformance!(
     SyncMode::Mutex,
     false
 );
+// The busy-flag core: single-threaded pools without the thread cache.
+cpu_conformance!(
+    fixed_single_uncached,
+    AllocatorKind::FixedSize,
+    SyncMode::SingleThreaded,
+    false
+);
+cpu_conformance!(
+    variable_single_uncached,
+    AllocatorKind::VariableSize,
+    SyncMode::SingleThreaded,
+    false
+);

@@ -57,9 +57,11 @@ fn leak_report_lists_live_blocks_sorted() {
 
 #[test]
 fn single_threaded_pool_detects_concurrent_use_instead_of_racing() {
+    // The busy-flag core: a single-threaded pool without the thread cache.
     let mut c = PoolConfig::default_cpu();
     c.allocator = AllocatorKind::SizeClassed;
     c.sync = SyncMode::SingleThreaded;
+    c.thread_cache.enabled = false;
     let pool = Arc::new(CpuPool::new("single", c).unwrap());
     let misuse_errors: usize = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
@@ -93,6 +95,45 @@ fn single_threaded_pool_detects_concurrent_use_instead_of_racing() {
     // On two cores the threads collide; on one they may not: the count is reported, the
     // invariant (no corruption, everything freed) is what is asserted.
     eprintln!("single-threaded misuse detected {misuse_errors} times");
+}
+
+#[test]
+fn single_threaded_pools_serve_from_the_thread_cache() {
+    // With the cache (the default) a single-threaded pool takes no busy flag: a freed
+    // block stays in this thread's cache and comes straight back, and a second thread is
+    // served correctly instead of refused.
+    for allocator in [
+        AllocatorKind::FixedSize,
+        AllocatorKind::SizeClassed,
+        AllocatorKind::VariableSize,
+    ] {
+        let mut c = PoolConfig::default_cpu();
+        c.allocator = allocator;
+        c.block_size_bytes = 64;
+        c.sync = SyncMode::SingleThreaded;
+        let pool = Arc::new(CpuPool::new("single-cached", c).unwrap());
+        let a = pool.allocate(48).unwrap();
+        // SAFETY: a live block of this pool, freed once.
+        unsafe { pool.deallocate(a) }.unwrap();
+        assert!(pool.stats().thread_cached_bytes > 0, "{allocator:?}");
+        let b = pool.allocate(48).unwrap();
+        assert_eq!(a, b, "{allocator:?}");
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                let pool = Arc::clone(&pool);
+                s.spawn(move || {
+                    for _ in 0..20_000 {
+                        let p = pool.allocate(48).expect("no refusal with the cache");
+                        // SAFETY: as above.
+                        unsafe { pool.deallocate(p) }.expect("no refusal with the cache");
+                    }
+                });
+            }
+        });
+        // SAFETY: as above.
+        unsafe { pool.deallocate(b) }.unwrap();
+        assert_eq!(pool.stats().live_count(), 0, "{allocator:?}");
+    }
 }
 
 #[test]

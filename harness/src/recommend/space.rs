@@ -1,6 +1,9 @@
 //! The candidate space: which configurations are worth replaying for a trace's shape.
 
-use pools::{AllocatorKind, FitPolicy, HugePages, PoolConfig, ReturnPolicy, SizeClasses, SyncMode};
+use pools::{
+    AllocatorKind, FitPolicy, HugePages, PoolConfig, ReturnPolicy, SizeClasses, SyncMode,
+    ThreadCacheConfig,
+};
 use workloads::{CompiledTrace, OpKind};
 
 /// Shape of a trace that decides which candidates make sense.
@@ -47,8 +50,8 @@ const MIB: usize = 1024 * 1024;
 /// and one-axis variations of it. Deterministic; every candidate validates.
 pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
     // The mutex mode carries the per-thread caches, whose hits take no lock: it is the
-    // base for every thread count. A one-thread trace also tries `single-threaded` (no
-    // lock and no cache) as a variation of each kind.
+    // base for every thread count. A one-thread trace also tries `single-threaded` without
+    // the cache (no lock, no magazines, a busy flag) as a variation of each kind.
     let single = shape.threads <= 1;
     let base = PoolConfig {
         sync: SyncMode::Mutex,
@@ -100,8 +103,14 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
             });
         }
         if single {
+            // With the thread cache a single-threaded pool is the mutex mode; without it,
+            // the busy-flag core: no magazines holding blocks, one compare-exchange a call.
             v.push(PoolConfig {
                 sync: SyncMode::SingleThreaded,
+                thread_cache: ThreadCacheConfig {
+                    enabled: false,
+                    ..c.thread_cache
+                },
                 ..c.clone()
             });
         }
