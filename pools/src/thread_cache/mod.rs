@@ -865,8 +865,20 @@ impl CacheShared {
     #[inline(always)]
     pub(crate) fn try_allocate_in(&self, rack: Rack<'_>, size: usize) -> Option<NonNull<u8>> {
         let slot = self.classes.slot_of_request(size)?;
-        // SAFETY: the rack is this thread's cache's and this thread is inside a pool call
-        // (the caller's contract); `slot` is one of the pool's classes'.
+        // SAFETY: the caller's contract (this thread's rack, in a pool call); `slot` is one
+        // of the pool's classes'.
+        unsafe { self.pop_in(rack, slot) }
+    }
+
+    /// A block from `rack`'s magazine at `slot`, counted (the cold part of the count
+    /// here), or `None` when it is empty.
+    ///
+    /// # Safety
+    /// `rack` is this thread's cache's rack of this pool, in a pool call, and `slot` is
+    /// the slot of one of the pool's classes.
+    #[inline(always)]
+    unsafe fn pop_in(&self, rack: Rack<'_>, slot: usize) -> Option<NonNull<u8>> {
+        // SAFETY: forwarded contract.
         let (block, cold) = unsafe { rack.pop_counted(slot)? };
         if cold {
             self.counts_cold_here();
@@ -884,18 +896,17 @@ impl CacheShared {
         self.classes.class_of_aligned_request(size, align)
     }
 
-    /// A cached block of `class` (a class of the pool), or `None` (no cache yet, or the
-    /// magazine is empty): the fast path of `aligned_class`'s requests.
+    /// A cached block of `class`, or `None` (not a class of the pool, no cache yet, or
+    /// the magazine is empty): the fast path of `aligned_class`'s requests.
     pub(crate) fn try_allocate_class(&self, class: usize) -> Option<NonNull<u8>> {
+        if class >= self.classes.class_count() {
+            return None;
+        }
         // SAFETY: as in `try_allocate`.
         let rack = unsafe { tls::last_used_rack(self.id)? };
-        // SAFETY: the rack is this thread's cache's and this thread is inside a pool call;
-        // `class` is one of the pool's classes (the caller's contract).
-        let (block, cold) = unsafe { rack.pop_counted(slot_of_class(class))? };
-        if cold {
-            self.counts_cold_here();
-        }
-        Some(block)
+        // SAFETY: this thread's rack of this pool, in a pool call; `class` is one of the
+        // pool's classes (checked above).
+        unsafe { self.pop_in(rack, slot_of_class(class)) }
     }
 
     /// `try_allocate_in` that declines (with nothing done) where the count needs its cold
