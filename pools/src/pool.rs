@@ -41,9 +41,10 @@ impl Default for AllocFlags {
     }
 }
 
-/// A memory pool. Implementations are thread-safe unless their config says
-/// `SyncMode::SingleThreaded` (then the caller promises one thread at a time; a second
-/// thread inside the pool at once is detected and answered with `InvalidOperation`).
+/// A memory pool. Implementations are thread-safe. `SyncMode::SingleThreaded` asks for
+/// one thread at a time: with the thread cache (the default) other threads are served
+/// anyway; with it off, a second thread inside the pool at once is detected and answered
+/// with `InvalidOperation`.
 ///
 /// Pointers are addresses in the pool's memory type: host pointers for host pools,
 /// device addresses (not dereferenceable on the host) for device pools.
