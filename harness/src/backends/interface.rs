@@ -28,6 +28,8 @@ impl fmt::Display for Unavailable {
 pub trait Backend: Send + Sync {
     /// A block of `size` bytes aligned to `align` (0 = the backend's default), on `stream`
     /// (a dense stream index; 0 for CPU traces). Returns 0 when the allocation fails.
+    /// `align` is 0 or a power of two: a compiled trace can hold no other
+    /// (`CompiledOp::align`), and backends may rely on it.
     fn alloc(&self, size: usize, align: usize, stream: u16) -> usize;
 
     /// `alloc` as a pointer (null on failure): what the counts tier's shim calls

@@ -45,9 +45,16 @@ impl Backend for PoolBackend {
         // C's `malloc(0)` returns a unique block: so does `CpuPool` for 0 bytes (it serves
         // them as 1). A failure is null (the pool counts it); the error's detail has
         // nowhere to go.
-        self.pool
-            .allocate_or_none(size, align)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
+        if align <= self.base_align {
+            // Every block has the pool's alignment, so the request asks for none of its
+            // own (`align` is a power of two: `Backend::alloc`), as `mi_malloc` serves
+            // mimalloc's backend: the pool's check of the alignment folds away.
+            return self
+                .pool
+                .allocate_or_none(size, 0)
+                .map_or(ptr::null_mut(), NonNull::as_ptr);
+        }
+        self.alloc_over_aligned(size, align)
     }
 
     #[inline]
@@ -105,6 +112,16 @@ impl Backend for PoolBackend {
 }
 
 impl PoolBackend {
+    /// `alloc_ptr` beyond the pool's alignment. Out of line: the common request keeps
+    /// one copy of the pool's fast path.
+    #[cold]
+    #[inline(never)]
+    fn alloc_over_aligned(&self, size: usize, align: usize) -> *mut u8 {
+        self.pool
+            .allocate_or_none(size, align)
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
     /// `realloc_ptr` beyond the pool's alignment: `reallocate` keeps the pool's alignment
     /// only, so move by hand. Out of line: its calls would make every realloc save
     /// registers.
