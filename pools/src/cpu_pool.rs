@@ -842,6 +842,17 @@ impl CpuPool {
         unsafe { rack.try_pop(slot) }
     }
 
+    /// The counts' cold part after a fast-path pop from this thread's cache of
+    /// `fast_cache` (`allocate_or_none`), then the block.
+    #[cold]
+    #[inline(never)]
+    fn counted_cold(&self, block: NonNull<u8>) -> Option<NonNull<u8>> {
+        if let Some(shared) = &self.fast_cache {
+            shared.counts_cold_here();
+        }
+        Some(block)
+    }
+
     /// The free fast path of both entry points: `true` when the block went into this
     /// thread's cache. A size-classed cache (`fast_segment`) is served from `CpuPool`'s
     /// own fields; other caches through `fast_cache`.
@@ -1523,8 +1534,19 @@ impl MemoryPool for CpuPool {
         if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
             // SAFETY: the rack is used only here, in this pool call, while the pool lives.
             if let Some(rack) = unsafe { last_used_rack(self.fast_id) } {
-                if let Some(ptr) = self.try_allocate_fast(rack, size) {
-                    return Some(ptr);
+                if let Some(slot) = self.fast_request.slot_of(size) {
+                    // A hit whose count needs its cold part (a publish, or a new peak:
+                    // the program's live bytes at their high-water mark) is served here
+                    // too, the cold part in a tail call instead of the whole slow path.
+                    // SAFETY: the rack is this thread's cache's, used only in this pool
+                    // call; `slot` is a class's of that cache (`fast_request` is
+                    // `fast_cache`'s table).
+                    if let Some((block, cold)) = unsafe { rack.pop_counted(slot) } {
+                        if cold {
+                            return self.counted_cold(block);
+                        }
+                        return Some(block);
+                    }
                 }
             } else if let Some(allocator) = self.fast_lock_free() {
                 return self.allocate_lock_free(allocator, size);

@@ -74,6 +74,53 @@ fn default_config_caches_and_counts_exactly_in_one_thread() {
     }
 }
 
+/// `allocate_or_none` serves a cached block whose count needs its cold part (a new peak,
+/// a publish) on its fast path, the cold part in a tail call: the figures stay exact.
+/// The walk keeps the live bytes near their high-water mark, so that many allocations
+/// make a new peak.
+#[test]
+fn register_entry_points_count_exactly_at_new_peaks() {
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+    for kind in KINDS {
+        let pool = CpuPool::new("tc", cached(kind)).unwrap();
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut live: Vec<(NonNull<u8>, u64)> = Vec::new();
+        let (mut used, mut peak, mut allocations, mut bytes) = (0u64, 0u64, 0u64, 0u64);
+        for _ in 0..20_000 {
+            if live.is_empty() || rng.gen_bool(0.52) {
+                let max = if kind == AllocatorKind::FixedSize {
+                    256
+                } else {
+                    2000
+                };
+                let size = rng.gen_range(1..=max);
+                let p = pool.allocate_or_none(size, 0).expect("allocate");
+                // SAFETY: a live block of this pool.
+                let usable = unsafe { pool.usable_size(p) }.unwrap() as u64;
+                used += usable;
+                peak = peak.max(used);
+                allocations += 1;
+                bytes += usable;
+                live.push((p, usable));
+            } else {
+                let (p, usable) = live.swap_remove(rng.gen_range(0..live.len()));
+                // SAFETY: a live block of this pool, given back once.
+                assert!(unsafe { pool.deallocate_or_false(p) });
+                used -= usable;
+            }
+        }
+        let stats = pool.stats();
+        assert_eq!(stats.peak_used_bytes, peak, "{kind:?}");
+        assert_eq!(stats.current_used_bytes, used, "{kind:?}");
+        assert_eq!(stats.allocation_count, allocations, "{kind:?}");
+        assert_eq!(stats.total_allocated_bytes, bytes, "{kind:?}");
+        for (p, _) in live {
+            // SAFETY: a live block of this pool, given back once.
+            assert!(unsafe { pool.deallocate_or_false(p) });
+        }
+    }
+}
+
 #[test]
 fn blocks_of_classes_beyond_the_cache_bypass_it_exactly() {
     // The size-classed strategy's classes go to 32 KiB, the cache's to 4 KiB: a freed

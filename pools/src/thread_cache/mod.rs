@@ -919,10 +919,10 @@ impl CacheShared {
     }
 
     /// The counts' cold part for this thread's cache of this pool, after a pop through
-    /// its rack (`try_allocate_in`).
+    /// its rack (`try_allocate_in`, `CpuPool::try_allocate_fast_or_cold`).
     #[cold]
     #[inline(never)]
-    fn counts_cold_here(&self) {
+    pub(crate) fn counts_cold_here(&self) {
         // SAFETY: the caller found this thread's cache of this pool last used (its rack),
         // and nothing since changed that; the reference ends with this call.
         if let Some(cache) = unsafe { tls::current(self.id) } {
