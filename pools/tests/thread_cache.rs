@@ -547,7 +547,14 @@ fn one_thread_never_holds_more_than_its_budget() {
 /// free still happen (the slow end of `reallocate_move`), counted exactly.
 #[test]
 fn a_move_into_a_full_magazine_copies_and_frees_the_old_block() {
-    let mut config = cached(AllocatorKind::SizeClassed);
+    // TLSF blocks of up to 256 bytes move through the cache as size-classed ones do.
+    for kind in [AllocatorKind::SizeClassed, AllocatorKind::VariableSize] {
+        a_move_into_a_full_magazine(kind);
+    }
+}
+
+fn a_move_into_a_full_magazine(kind: AllocatorKind) {
+    let mut config = cached(kind);
     config.thread_cache = ThreadCacheConfig {
         max_class_blocks: 2,
         ..ThreadCacheConfig::default()
@@ -568,12 +575,12 @@ fn a_move_into_a_full_magazine_copies_and_frees_the_old_block() {
     let before = pool.stats();
     // SAFETY: `old` is a live block of this pool, not used after a successful move.
     let new = unsafe { pool.reallocate_or_none(old, 150) }.expect("move");
-    assert_ne!(new, old, "a 48-byte block cannot hold 150 bytes");
+    assert_ne!(new, old, "{kind:?}: a 48-byte block cannot hold 150 bytes");
     // SAFETY: the new block is live and at least 150 bytes long.
     let bytes = unsafe { std::slice::from_raw_parts(new.as_ptr(), 48) };
     assert!(
         bytes.iter().all(|&b| b == 0x5a),
-        "contents lost in the move"
+        "{kind:?}: contents lost in the move"
     );
     let after = pool.stats();
     assert_eq!(after.allocation_count, before.allocation_count + 1);
