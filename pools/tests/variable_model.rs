@@ -348,10 +348,15 @@ fn run_program(params: Params, program: &[u8]) -> usize {
     while !bytes.0.is_empty() {
         ops += 1;
         match bytes.u8() % 32 {
-            0..=13 => {
+            0..=11 => {
                 let size = bytes.size(params.max_request_bytes);
                 let align = bytes.align(params.alignment);
                 alloc(&mut h, &mut shadow, size, align);
+            }
+            12..=13 => {
+                let size = bytes.size(params.max_request_bytes);
+                let count = 1 + usize::from(bytes.u8() % 24);
+                alloc_batch(&mut h, &mut shadow, size, count);
             }
             14..=24 if !shadow.addrs.is_empty() => {
                 let index = usize::from(bytes.u16()) % shadow.addrs.len();
@@ -453,6 +458,49 @@ fn alloc(h: &mut Harness, shadow: &mut Shadow, size: usize, align: usize) {
             );
         }
         Err(other) => panic!("allocate({size}, {align}): {other}"),
+    }
+}
+
+/// Bytes of a block's header (a used block's usable bytes are its size less these).
+const HDR_BYTES: usize = 16;
+
+/// `allocate_batch` of `count` blocks of `size` bytes at the allocator's granularity, as
+/// a thread cache's refill asks: every block it hands out has exactly the usable size
+/// asked for and is checked as `alloc` checks one.
+fn alloc_batch(h: &mut Harness, shadow: &mut Shadow, size: usize, count: usize) {
+    let granularity = h.tlsf.granularity_bytes();
+    let size = size.max(2 * HDR_BYTES);
+    let usable = (size + HDR_BYTES).next_multiple_of(granularity) - HDR_BYTES;
+    let mut out = vec![std::ptr::null_mut(); count];
+    let taken = h.tlsf.allocate_batch(size, granularity, usable, &mut out);
+    assert!(taken <= count);
+    for &p in &out[..taken] {
+        let p = NonNull::new(p).expect("a batch block is non-null");
+        let addr = p.as_ptr() as usize;
+        assert_eq!(
+            addr % granularity,
+            0,
+            "{addr:#x} not aligned to {granularity}"
+        );
+        // SAFETY: just allocated.
+        assert_eq!(unsafe { h.tlsf.usable_size(p) }, usable);
+        assert_eq!(h.tlsf.block_state(p), BlockState::Live(usable));
+        let pattern = shadow.insert(addr, usable);
+        fill(addr, usable, pattern);
+    }
+    if taken < count && h.params.max_size_bytes.is_none() {
+        // Without a byte limit a batch stops early only at a block of another usable
+        // size (a remainder absorbed), which then went back: the allocator still
+        // serves the size.
+        let mut one = [std::ptr::null_mut()];
+        let again = h.tlsf.allocate_batch(size, granularity, usable, &mut one);
+        if again == 1 {
+            let p = NonNull::new(one[0]).expect("non-null");
+            // SAFETY: just allocated.
+            assert_eq!(unsafe { h.tlsf.usable_size(p) }, usable);
+            let pattern = shadow.insert(p.as_ptr() as usize, usable);
+            fill(p.as_ptr() as usize, usable, pattern);
+        }
     }
 }
 

@@ -271,6 +271,59 @@ impl Tlsf {
         }
     }
 
+    /// Split as many `need`-byte blocks off the front of the free `block` as `out` takes
+    /// and the block holds, in one `carve_linked`, and write their payloads to `out`:
+    /// the blocks (and the remainder left in the lists) that as many `allocate`s of `need`
+    /// bytes in a row would carve from it, since each would find the remainder again.
+    /// Returns how many were written and whether all of them are exactly `need` bytes;
+    /// a last block that absorbed a remainder too small to be free is given back instead
+    /// (as `allocate_each` gives back a block of another usable size).
+    ///
+    /// # Safety
+    /// `block` is a free block of this allocator in list `list`, at least `need` bytes;
+    /// `need` is a multiple of `granularity_bytes` and at least `min_block_bytes`.
+    unsafe fn carve_run(
+        &mut self,
+        block: *mut BlockHdr,
+        list: (usize, usize),
+        need: usize,
+        out: &mut [*mut u8],
+    ) -> (usize, bool) {
+        // SAFETY: the caller's contract: `block` is a free block of ours of at least `need`
+        // bytes; `count * need` is at most its size, so every header written below lies
+        // inside the carved run, whose successor's header `header_at(first, total)` is.
+        unsafe {
+            let count = out.len().min((*block).size() / need);
+            let first = self.carve_linked(block, list, count * need).as_ptr();
+            let first = first.sub(HDR_BYTES).cast::<BlockHdr>();
+            // `carve_linked` wrote the run's header and made the run's successor (the
+            // remainder, or the block after it) point back at the run.
+            let total = (*first).size();
+            let flags = (*first).word() & PREV_FREE;
+            let mut prev = first;
+            (*first).set_word(need | flags);
+            out[0] = payload_of(first);
+            for slot in out.iter_mut().take(count).skip(1) {
+                let hdr = header_at(prev, need);
+                // Its predecessor is used: `PREV_FREE` clear.
+                (*hdr).set_word(need);
+                (*hdr).prev_phys = prev;
+                *slot = payload_of(hdr);
+                prev = hdr;
+            }
+            let last_bytes = total - (count - 1) * need;
+            (*prev).set_word(last_bytes | ((*prev).word() & PREV_FREE));
+            (*header_at(prev, last_bytes)).prev_phys = prev;
+            if last_bytes == need {
+                return (count, true);
+            }
+            // The last block absorbed a remainder too small to be a block: not the class's
+            // size. Back to the allocator (the cache or the lists), as a used block.
+            self.deallocate(NonNull::new_unchecked(payload_of(prev)));
+            (count - 1, false)
+        }
+    }
+
     /// A free, unlinked block of at least `need_bytes`: from the free lists, else from a
     /// new chunk. `request_bytes` is what the caller asked for (for the error).
     #[inline(always)]
@@ -459,6 +512,46 @@ impl Strategy for Tlsf {
             return self.allocate_from_lists(size, need);
         }
         self.allocate_unusual(size, align)
+    }
+
+    /// A refill's blocks (the thread cache's): front-cache hits first, then runs split
+    /// off the best-fitting free block in one carve each (`carve_run`) instead of one
+    /// search and one carve per block; the blocks are the ones that many `allocate`s in
+    /// a row would give.
+    fn allocate_batch(
+        &mut self,
+        size: usize,
+        align: usize,
+        usable: usize,
+        out: &mut [*mut u8],
+    ) -> usize {
+        let plain =
+            size <= MAX_REQUEST_BYTES && align.is_power_of_two() && align <= self.granularity_bytes;
+        if !plain || self.block_bytes_for(size) != usable + HDR_BYTES {
+            return super::allocate_each(self, size, align, usable, out);
+        }
+        let need = usable + HDR_BYTES;
+        let mut taken = 0;
+        while taken < out.len() {
+            if let Some(block) = self.front_cache.pop(need) {
+                out[taken] = payload_of(block);
+                taken += 1;
+                continue;
+            }
+            let Some((block, list)) = self.find_fitting(need) else {
+                // Nothing fits: one block at a time, which flushes the front cache and
+                // grows exactly as an allocation would.
+                return taken + super::allocate_each(self, size, align, usable, &mut out[taken..]);
+            };
+            // SAFETY: `find_fitting` returns a free block of at least `need` bytes in
+            // `list`; `need` is a block size (`block_bytes_for`).
+            let (carved, whole) = unsafe { self.carve_run(block, list, need, &mut out[taken..]) };
+            taken += carved;
+            if !whole {
+                break;
+            }
+        }
+        taken
     }
 
     #[inline]
