@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Real-GPU check (issue 14): the CUDA tests and a replay of the PyTorch snapshot and a
-# generated gpu-training trace on cuda-malloc, cuda-async and gpu-pool, with the device named.
+# Device-machine check. Issue 13: every CPU backend from 16 threads (a generated larson
+# trace on as many workers; python-threads on 4), on the machine's 16 cores. Issue 14 (real
+# GPU): the CUDA tests and a replay of the PyTorch snapshot and a generated gpu-training
+# trace on cuda-malloc, cuda-async and gpu-pool, with the device named.
 #
 # A GPU machine may have no Rust toolchain, so the work is split in two:
 #
@@ -15,7 +17,7 @@
 # (default 5), SNAPSHOT (default ../shared/traces/pytorch/gpt_train.pickle.gz, else the sample
 # workloads/traces/pytorch-sample.pickle.gz), EVENTS (gpu-training events, default 100000).
 # Exit code: 0 when every step ran and the GPU tests passed, 1 otherwise; a machine without a
-# CUDA driver exits 3 ("skipped") after saying so.
+# CUDA driver exits 3 ("skipped") after the CPU part, saying so.
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,13 +54,6 @@ summary="$out/summary.txt"
 : >"$summary"
 say() { echo "$*" | tee -a "$summary"; }
 
-if ! nvidia-smi -L >"$out/nvidia-smi.txt" 2>&1; then
-  say "device-check: skipped: no NVIDIA driver here (nvidia-smi failed: $(head -n 1 "$out/nvidia-smi.txt"))"
-  exit 3
-fi
-say "device: $(head -n 1 "$out/nvidia-smi.txt")"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$summary" 2>&1
-
 if [[ ! -x "$bin_dir/replay" ]]; then
   if command -v cargo >/dev/null; then
     prepare || exit 1
@@ -69,6 +64,45 @@ if [[ ! -x "$bin_dir/replay" ]]; then
 fi
 
 status=0
+
+# Issue 13: the pools from many threads, on this machine's cores (16 on the device
+# machines), with the same release binary: a generated larson trace of 16 threads on as
+# many workers, and the 5-thread python sample on 4 workers. CPU only: it runs with or
+# without a GPU driver.
+cores=$(nproc)
+workers=$((cores < 16 ? cores : 16))
+say "cpu: $cores cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))"
+larson="$out/larson16.csv"
+if "$bin_dir/replay" gen larson --threads 16 --events 1000000 -o "$larson" >>"$out/gen.log" 2>&1; then
+  for run in "larson16.csv:$larson:$workers" \
+      "python-threads.csv.zst:$repo/workloads/traces/python-threads.csv.zst:$((workers < 4 ? workers : 4))"; do
+    IFS=: read -r name trace w <<<"$run"
+    say ""
+    say "== $name, $w workers (issue 13)"
+    if "$bin_dir/replay" "$trace" --threads "$w" --runs "$runs" \
+        --backends pool-fixed,pool-variable,pool-lockfree,system,mimalloc \
+        --out "$out/scaling-$name" >"$out/scaling-$name.txt" 2>"$out/scaling-$name.err"; then
+      cat "$out/scaling-$name.txt" >>"$summary"
+      cat "$out/scaling-$name.txt"
+    else
+      say "replay failed: $(tail -n 3 "$out/scaling-$name.err")"
+      status=1
+    fi
+  done
+else
+  say "replay gen larson failed: $(tail -n 3 "$out/gen.log")"
+  status=1
+fi
+rm -f "$larson"
+say ""
+
+if ! nvidia-smi -L >"$out/nvidia-smi.txt" 2>&1; then
+  say "device-check: GPU part skipped: no NVIDIA driver here (nvidia-smi failed: $(head -n 1 "$out/nvidia-smi.txt"))"
+  exit 3
+fi
+say "device: $(head -n 1 "$out/nvidia-smi.txt")"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$summary" 2>&1
+
 for t in gpu_device gpu_conformance gpu_growth; do
   if "$bin_dir/$t" --nocapture >"$out/$t.log" 2>&1; then
     result="ok"
