@@ -919,7 +919,8 @@ impl CacheShared {
     }
 
     /// The counts' cold part for this thread's cache of this pool, after a pop through
-    /// its rack (`try_allocate_in`, `CpuPool::try_allocate_fast_or_cold`).
+    /// its rack (`try_allocate_in`; `CpuPool::counted_cold`, after `allocate_or_none`'s
+    /// pop).
     #[cold]
     #[inline(never)]
     pub(crate) fn counts_cold_here(&self) {

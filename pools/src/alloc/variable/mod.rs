@@ -290,8 +290,10 @@ impl Tlsf {
         out: &mut [*mut u8],
     ) -> (usize, bool) {
         // SAFETY: the caller's contract: `block` is a free block of ours of at least `need`
-        // bytes; `count * need` is at most its size, so every header written below lies
-        // inside the carved run, whose successor's header `header_at(first, total)` is.
+        // bytes; `count * need` is at most its size, so the run `carve_linked` carves is
+        // at least that long and every header written below lies inside it, except the
+        // last, `header_at(prev, last_bytes)`: the run's physical successor (a block or
+        // the sentinel) in the same chunk.
         unsafe {
             let count = out.len().min((*block).size() / need);
             let first = self.carve_linked(block, list, count * need).as_ptr();
