@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Device-machine check. Issue 13: every CPU backend from 16 threads (a generated larson
-# trace on as many workers; python-threads on 4), on the machine's 16 cores. Issue 14 (real
-# GPU): the CUDA tests and a replay of the PyTorch snapshot and a generated gpu-training
+# Device-machine check. Issue 13: every CPU backend on each sample trace from one thread, and
+# from 16 threads (a generated larson trace on as many workers; python-threads on 4), on the
+# machine's 16 cores. Issue 14 (real GPU): the CUDA tests and a replay of the PyTorch snapshot and a generated gpu-training
 # trace on cuda-malloc, cuda-async and gpu-pool, with the device named.
 #
 # A GPU machine may have no Rust toolchain, so the work is split in two:
@@ -36,6 +36,9 @@ prepare() {
     [[ -n "$exe" ]] || { echo "device-check: could not build test $t" >&2; exit 1; }
     cp "$exe" "$bin_dir/$t"
   done
+  # The release profile keeps debug info for valgrind; the copies do not need it, and
+  # stripped they are a seventh of the size to send to the device machine.
+  if command -v strip >/dev/null; then strip "$bin_dir"/replay "$bin_dir"/gpu_*; fi
   echo "device-check: binaries in $bin_dir (copy them with the checkout to the GPU machine)"
 }
 
@@ -64,6 +67,23 @@ if [[ ! -x "$bin_dir/replay" ]]; then
 fi
 
 status=0
+
+# Issue 13: one thread, on a quiet machine (the issue's own reference setting): every sample
+# trace against every CPU backend.
+for trace in "$repo"/workloads/traces/*.csv*; do
+  name=$(basename "$trace")
+  say ""
+  say "== $name, one thread (issue 13)"
+  if "$bin_dir/replay" "$trace" --threads 1 --runs "$runs" \
+      --backends pool-fixed,pool-variable,pool-lockfree,system,mimalloc \
+      --out "$out/one-$name" >"$out/one-$name.txt" 2>"$out/one-$name.err"; then
+    cat "$out/one-$name.txt" >>"$summary"
+    cat "$out/one-$name.txt"
+  else
+    say "replay failed: $(tail -n 3 "$out/one-$name.err")"
+    status=1
+  fi
+done
 
 # Issue 13: the pools from many threads, on this machine's cores (16 on the device
 # machines), with the same release binary: a generated larson trace of 16 threads on as
