@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Device-machine check. Issue 13: every CPU backend on each sample trace from one thread, and
 # from 16 threads (a generated larson trace on as many workers; python-threads on 4), on the
-# machine's 16 cores. Issue 14 (real GPU): the CUDA tests and a replay of the PyTorch snapshot and a generated gpu-training
-# trace on cuda-malloc, cuda-async and gpu-pool, with the device named.
+# machine's 16 cores; the criterion benches on demand. Issue 14 (real GPU): the CUDA tests
+# and a replay of the PyTorch snapshot and a generated gpu-training trace on cuda-malloc,
+# cuda-async and gpu-pool, with the device named.
 #
 # A GPU machine may have no Rust toolchain, so the work is split in two:
 #
-#   ci/device-check.sh prepare      on the development machine: build the release `replay`
-#                                   and the GPU test binaries into target/device-check/
-#                                   (copy that folder, or the whole checkout, to the GPU host)
+#   ci/device-check.sh prepare      on the development machine: build the release `replay`,
+#                                   the GPU test binaries and the `alloc` bench into
+#                                   target/device-check/, stripped (copy that folder, or
+#                                   the whole checkout, to the GPU host)
 #   ci/device-check.sh [OUT_DIR]    on the GPU machine (default OUT_DIR: $OUT, else
 #                                   target/device-check/out): run everything, write
 #                                   results.json per trace, logs and summary.txt there
+#   ci/device-check.sh bench [OUT]  on the device machine: issue 13's criterion benches only
 #
 # With cargo on the GPU machine, `run` builds what is missing itself. Environment: RUNS
-# (default 5), SNAPSHOT (default ../shared/traces/pytorch/gpt_train.pickle.gz, else the sample
+# (default 5), SNAPSHOT (default ../shared/traces/pytorch/gpt_train.pickle.gz, else the
+# copy `prepare` put beside the binaries, else the sample
 # workloads/traces/pytorch-sample.pickle.gz), EVENTS (gpu-training events, default 100000).
 # Exit code: 0 when every step ran and the GPU tests passed, 1 otherwise; a machine without a
 # CUDA driver exits 3 ("skipped") after the CPU part, saying so.
@@ -36,9 +40,18 @@ prepare() {
     [[ -n "$exe" ]] || { echo "device-check: could not build test $t" >&2; exit 1; }
     cp "$exe" "$bin_dir/$t"
   done
+  # The criterion benches (`ci/device-check.sh bench`).
+  exe=$(cargo bench -p pools --bench alloc --locked --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [[ -n "$exe" ]] || { echo "device-check: could not build bench alloc" >&2; exit 1; }
+  cp "$exe" "$bin_dir/bench-alloc"
+  # The real PyTorch snapshot, where this checkout sits beside ../shared: the device machine
+  # gets only the checkout and the folders it is sent.
+  snap="$repo/../shared/traces/pytorch/gpt_train.pickle.gz"
+  if [[ -f "$snap" ]]; then install -m 0644 "$snap" "$bin_dir/"; fi
   # The release profile keeps debug info for valgrind; the copies do not need it, and
   # stripped they are a seventh of the size to send to the device machine.
-  if command -v strip >/dev/null; then strip "$bin_dir"/replay "$bin_dir"/gpu_*; fi
+  if command -v strip >/dev/null; then strip "$bin_dir"/replay "$bin_dir"/gpu_* "$bin_dir"/bench-alloc; fi
   echo "device-check: binaries in $bin_dir (copy them with the checkout to the GPU machine)"
 }
 
@@ -47,11 +60,29 @@ if [[ "${1:-}" == "prepare" ]]; then
   exit $?
 fi
 
+# `ci/device-check.sh bench [OUT_DIR]`: only issue 13's criterion benches (pair/64 and churn
+# through CpuPool, mutex and lock-free, against glibc and mimalloc), twice, on a quiet machine.
+if [[ "${1:-}" == "bench" ]]; then
+  out="${2:-${OUT:-$bin_dir/out}}"
+  mkdir -p "$out"
+  [[ -x "$bin_dir/bench-alloc" ]] || { echo "device-check: run 'ci/device-check.sh prepare' first"; exit 1; }
+  echo "cpu: $(nproc) cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))" |
+    tee "$out/bench.txt"
+  filter='pair/64/(fixed|size-classed|variable)/pool-mutex$|pair/64/(lock-free|glibc|mimalloc)|churn/(size-classed|variable)/pool-mutex$|churn/(lock-free|glibc|mimalloc)'
+  for pass in 1 2; do
+    echo "== criterion pass $pass" | tee -a "$out/bench.txt"
+    "$bin_dir/bench-alloc" --bench "$filter" --warm-up-time 1 --measurement-time 3 --noplot 2>&1 |
+      grep -E '^(pair|churn)|time:' | tee -a "$out/bench.txt" || exit 1
+  done
+  exit 0
+fi
+
 out="${1:-${OUT:-$bin_dir/out}}"
 mkdir -p "$out"
 runs="${RUNS:-5}"
 events="${EVENTS:-100000}"
 snapshot="${SNAPSHOT:-$repo/../shared/traces/pytorch/gpt_train.pickle.gz}"
+[[ -f "$snapshot" ]] || snapshot="$bin_dir/gpt_train.pickle.gz"
 [[ -f "$snapshot" ]] || snapshot="$repo/workloads/traces/pytorch-sample.pickle.gz"
 summary="$out/summary.txt"
 : >"$summary"
@@ -144,7 +175,7 @@ gen_trace="$out/gpu-training.csv"
 for trace in "$snapshot" "$gen_trace" "$repo/workloads/traces/sqlite.csv.zst"; do
   [[ -f "$trace" ]] || continue
   name=$(basename "$trace")
-  dir="$out/$name"
+  dir="$out/gpu-$name"
   say ""
   say "== $name"
   if "$bin_dir/replay" "$trace" --backends cuda-malloc,cuda-async,gpu-pool \
