@@ -1,0 +1,93 @@
+//! The criterion `churn` bench's loop on its own, for valgrind and for long interleaved
+//! timings (`docs/performance.md`, issue 13's eighth and ninth rounds): 1,024 live blocks
+//! of 16 B - 4 KiB (log-uniform), each step frees the oldest and allocates a new one.
+//! Two passes of `STEPS` steps; the second is timed.
+//!
+//! `cargo run --release -p pools --example churn_loop -- SUBJECT STEPS`, where SUBJECT is
+//! `variable` (TLSF, mutex, thread cache), `classed` (size-classed, mutex, thread cache),
+//! `lockfree` (`high_performance_cpu`) or `mimalloc`. `MAX_CLASS_BYTES`,
+//! `MAX_CLASS_BLOCKS` and `MAX_THREAD_BYTES` in the environment override the mutex pools'
+//! thread-cache bounds.
+
+use pools::{AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use std::ptr::NonNull;
+use std::time::Instant;
+
+const LIVE: usize = 1024;
+
+fn config(subject: &str) -> Option<PoolConfig> {
+    let allocator = match subject {
+        "variable" => AllocatorKind::VariableSize,
+        "classed" => AllocatorKind::SizeClassed,
+        "lockfree" => return Some(PoolConfig::high_performance_cpu()),
+        _ => return None,
+    };
+    let mut config = PoolConfig {
+        allocator,
+        sync: SyncMode::Mutex,
+        ..PoolConfig::default_cpu()
+    };
+    let env = |name: &str| std::env::var(name).ok().map(|v| v.parse::<usize>());
+    if let Some(bytes) = env("MAX_CLASS_BYTES") {
+        config.thread_cache.max_class_bytes = bytes.expect("MAX_CLASS_BYTES: a byte count");
+    }
+    if let Some(blocks) = env("MAX_CLASS_BLOCKS") {
+        config.thread_cache.max_class_blocks = blocks.expect("MAX_CLASS_BLOCKS: a count");
+    }
+    if let Some(bytes) = env("MAX_THREAD_BYTES") {
+        config.thread_cache.max_thread_bytes = bytes.expect("MAX_THREAD_BYTES: a byte count");
+    }
+    Some(config)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (subject, steps) = match args.as_slice() {
+        [_, subject, steps] => (subject.as_str(), steps.parse::<usize>().ok()),
+        _ => ("", None),
+    };
+    let Some(steps) =
+        steps.filter(|_| matches!(subject, "variable" | "classed" | "lockfree" | "mimalloc"))
+    else {
+        eprintln!("usage: churn_loop variable|classed|lockfree|mimalloc STEPS");
+        std::process::exit(2);
+    };
+    let pool = config(subject).map(|c| CpuPool::new("churn", c).expect("pool config"));
+    let mut rng = SmallRng::seed_from_u64(1);
+    let sizes: Vec<usize> = (0..4096)
+        .map(|_| (16.0f64 * 256f64.powf(rng.gen::<f64>())) as usize)
+        .collect();
+    let alloc = |size: usize| -> NonNull<u8> {
+        match &pool {
+            Some(pool) => pool.allocate(size).expect("allocate"),
+            None => {
+                // SAFETY: a plain mi_malloc; the block is freed with mi_free below.
+                let ptr = unsafe { libmimalloc_sys::mi_malloc(size) };
+                NonNull::new(ptr.cast()).expect("mi_malloc")
+            }
+        }
+    };
+    let free = |ptr: NonNull<u8>| match &pool {
+        // SAFETY: `ptr` came from this pool's `allocate` and is freed once.
+        Some(pool) => unsafe { pool.deallocate(ptr) }.expect("deallocate"),
+        // SAFETY: `ptr` came from mi_malloc and is freed once.
+        None => unsafe { libmimalloc_sys::mi_free(ptr.as_ptr().cast()) },
+    };
+    let mut live: Vec<NonNull<u8>> = (0..LIVE).map(|i| alloc(sizes[i])).collect();
+    for pass in 0..2 {
+        let started = Instant::now();
+        for i in 0..steps {
+            let slot = i % LIVE;
+            free(std::hint::black_box(live[slot]));
+            live[slot] = alloc(std::hint::black_box(sizes[i % sizes.len()]));
+        }
+        if pass == 1 {
+            let ns = started.elapsed().as_nanos() as f64 / steps.max(1) as f64;
+            println!("{subject}: {ns:.2} ns per step");
+        }
+    }
+    for ptr in live {
+        free(ptr);
+    }
+}
