@@ -471,7 +471,9 @@ impl PoolConfig {
         )
     }
 
-    /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`.
+    /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`, with
+    /// a host pool's per-thread cache bounds when they are not the defaults (`cache 32 KiB
+    /// a class, 512 KiB a thread`, or `no thread cache`).
     pub fn summary(&self) -> String {
         let alloc = match self.allocator {
             AllocatorKind::FixedSize => format!("fixed-size {} B", self.block_size_bytes),
@@ -499,7 +501,7 @@ impl PoolConfig {
             SyncMode::SingleThreaded => "single-threaded",
         };
         format!(
-            "{alloc}, {sync}, chunk {} x{}, align {}{}{}",
+            "{alloc}, {sync}, chunk {} x{}, align {}{}{}{}",
             human_bytes(self.chunk_size_bytes as u64),
             self.growth_factor,
             self.alignment,
@@ -512,12 +514,41 @@ impl PoolConfig {
                 ReturnPolicy::Keep => ", keep",
                 ReturnPolicy::OnReset => "",
                 ReturnPolicy::WhenEmpty => ", return-empty",
-            }
+            },
+            // Device pools have no per-thread cache.
+            if self.memory_type == MemoryType::Device {
+                String::new()
+            } else {
+                self.thread_cache.summary()
+            },
         )
     }
 }
 
 impl ThreadCacheConfig {
+    /// `PoolConfig::summary`'s part: empty for the defaults.
+    fn summary(&self) -> String {
+        if !self.enabled {
+            return ", no thread cache".to_owned();
+        }
+        if *self == ThreadCacheConfig::default() {
+            return String::new();
+        }
+        let mut out = format!(
+            ", cache {} a class, {} a thread",
+            human_bytes(self.max_class_bytes as u64),
+            human_bytes(self.max_thread_bytes as u64)
+        );
+        let defaults = ThreadCacheConfig::default();
+        if self.max_block_bytes != defaults.max_block_bytes {
+            out += &format!(", blocks <= {}", human_bytes(self.max_block_bytes as u64));
+        }
+        if self.max_class_blocks != defaults.max_class_blocks {
+            out += &format!(", {} blocks a class", self.max_class_blocks);
+        }
+        out
+    }
+
     /// Check the limits; the error names the field, the value and the rule.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field: &'static str, value: usize, reason: &str| ConfigError::Invalid {

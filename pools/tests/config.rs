@@ -78,3 +78,30 @@ fn malformed_toml_is_an_error_not_a_panic() {
         PoolConfig::from_toml("allocator = \"size-classed\"\nblock_size_bytes = 32").unwrap();
     assert_eq!(partial.block_size_bytes, 32);
 }
+
+#[test]
+fn summary_names_thread_cache_bounds_only_when_they_differ() {
+    let base = PoolConfig::default_cpu();
+    let plain = base.summary();
+    assert!(!plain.contains("cache"), "{plain}");
+    let mut deep = base.clone();
+    deep.thread_cache.max_class_bytes = 32 * 1024;
+    deep.thread_cache.max_thread_bytes = 512 * 1024;
+    assert_eq!(
+        deep.summary(),
+        format!("{plain}, cache 32 KiB a class, 512 KiB a thread")
+    );
+    deep.thread_cache.max_class_blocks = 128;
+    assert!(
+        deep.summary().ends_with(", 128 blocks a class"),
+        "{}",
+        deep.summary()
+    );
+    let mut off = base.clone();
+    off.thread_cache.enabled = false;
+    assert_eq!(off.summary(), format!("{plain}, no thread cache"));
+    // Device pools have no thread cache to name.
+    let mut gpu = PoolConfig::default_gpu();
+    gpu.thread_cache.enabled = false;
+    assert!(!gpu.summary().contains("cache"), "{}", gpu.summary());
+}

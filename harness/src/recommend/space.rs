@@ -102,6 +102,7 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
                 ..c.clone()
             });
         }
+        v.extend(thread_cache_depths(c, single));
         if single {
             // With the thread cache a single-threaded pool is the mutex mode; without it,
             // the busy-flag core: no magazines holding blocks, one compare-exchange a call.
@@ -172,6 +173,9 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
         initial_size_bytes: 0,
         ..lockfree.clone()
     });
+    for c in thread_cache_depths(&lockfree, single) {
+        push(c);
+    }
     push(PoolConfig {
         size_classes: SizeClasses {
             classes_per_doubling: 8,
@@ -179,6 +183,31 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
         },
         ..lockfree
     });
+    out
+}
+
+/// The per-thread cache's depth as an axis (`docs/thread-cache.md`, "Bounds and memory"):
+/// deeper magazines (32 KiB a class, 512 KiB a thread) take the lock about a quarter as
+/// often when a program churns many classes at random; a leaner cache (8 KiB a class,
+/// 64 KiB a thread), tried when the trace has several threads, keeps many threads sharing
+/// a small heap near its live bytes, where each thread's cache may otherwise hold
+/// `max_thread_bytes`. None where `c` has no cache.
+fn thread_cache_depths(c: &PoolConfig, single: bool) -> Vec<PoolConfig> {
+    if !c.thread_cache.enabled {
+        return Vec::new();
+    }
+    let with = |max_class_bytes: usize, max_thread_bytes: usize| PoolConfig {
+        thread_cache: ThreadCacheConfig {
+            max_class_bytes,
+            max_thread_bytes,
+            ..c.thread_cache
+        },
+        ..c.clone()
+    };
+    let mut out = vec![with(32 * KIB, 512 * KIB)];
+    if !single {
+        out.push(with(8 * KIB, 64 * KIB));
+    }
     out
 }
 
@@ -268,6 +297,57 @@ mod tests {
             .unwrap();
         assert!(fixed.block_size_bytes >= 64);
         assert!(cs.iter().all(|c| c.sync != SyncMode::SingleThreaded));
+    }
+
+    #[test]
+    fn thread_cache_depth_is_an_axis_of_every_cached_kind() {
+        let default_cache = PoolConfig::default_cpu().thread_cache;
+        let depths = |cs: &[PoolConfig], kind: AllocatorKind| -> Vec<(usize, usize)> {
+            let mut d: Vec<(usize, usize)> = cs
+                .iter()
+                .filter(|c| c.allocator == kind && c.thread_cache.enabled)
+                .map(|c| {
+                    (
+                        c.thread_cache.max_class_bytes,
+                        c.thread_cache.max_thread_bytes,
+                    )
+                })
+                .collect();
+            d.sort_unstable();
+            d.dedup();
+            d
+        };
+        let defaults = (
+            default_cache.max_class_bytes,
+            default_cache.max_thread_bytes,
+        );
+        let kinds = [
+            AllocatorKind::FixedSize,
+            AllocatorKind::SizeClassed,
+            AllocatorKind::VariableSize,
+            AllocatorKind::LockFree,
+        ];
+        // Several threads: the default, a deeper and a leaner cache for every kind.
+        let threaded = candidates(&shape(64, 64, 4));
+        for kind in kinds {
+            assert_eq!(
+                depths(&threaded, kind),
+                vec![(8 * KIB, 64 * KIB), defaults, (32 * KIB, 512 * KIB)],
+                "{kind:?}"
+            );
+        }
+        // One thread: no leaner cache (one thread's cache is bounded by its own budget).
+        let single = candidates(&shape(64, 64, 1));
+        for kind in kinds {
+            assert_eq!(
+                depths(&single, kind),
+                vec![defaults, (32 * KIB, 512 * KIB)],
+                "{kind:?}"
+            );
+        }
+        for c in threaded.iter().chain(&single) {
+            c.validate().unwrap();
+        }
     }
 
     #[test]
