@@ -197,7 +197,7 @@ impl LockFreeAllocator {
 
     /// The slab class serving `size` bytes at `align` (already raised to the minimum), or
     /// `None` for the large-object path.
-    #[inline]
+    #[inline(always)]
     fn slab_class(&self, size: usize, align: usize) -> Option<usize> {
         let class = if align <= QUANTUM_BYTES {
             self.core.classes.class_of(size)
