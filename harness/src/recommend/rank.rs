@@ -94,7 +94,10 @@ fn simplicity(c: &PoolConfig) -> (u8, usize, u8) {
         + (c.return_policy != ReturnPolicy::Keep) as u8
         + (c.alignment != PoolConfig::default_cpu().alignment) as u8
         // A single-threaded pool adds a contract (one thread at a time) to the default.
-        + (c.sync == pools::SyncMode::SingleThreaded) as u8;
+        + (c.sync == pools::SyncMode::SingleThreaded) as u8
+        // Thread-cache bounds other than the defaults.
+        + (c.thread_cache.enabled
+            && c.thread_cache != PoolConfig::default_cpu().thread_cache) as u8;
     (kind, c.chunk_size_bytes, extras)
 }
 
@@ -222,6 +225,15 @@ mod tests {
             cand(AllocatorKind::FixedSize, 1e7, 100, 1 << 20, 0),
         ];
         assert_eq!(rank(&cs, Objective::Balanced)[0], 0);
+        // Non-default thread-cache bounds are an extra, as the other knobs are.
+        let mut deep = cand(AllocatorKind::SizeClassed, 1.01e7, 100, 1 << 20, 0);
+        deep.config.thread_cache.max_class_bytes = 32 * 1024;
+        deep.config.thread_cache.max_thread_bytes = 512 * 1024;
+        let cs = vec![
+            deep,
+            cand(AllocatorKind::SizeClassed, 1.00e7, 100, 1 << 20, 0),
+        ];
+        assert_eq!(rank(&cs, Objective::Balanced)[0], 1);
     }
 
     #[test]

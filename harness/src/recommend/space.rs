@@ -102,7 +102,7 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
                 ..c.clone()
             });
         }
-        v.extend(thread_cache_depths(c, single));
+        v.extend(thread_cache_depths(c, shape));
         if single {
             // With the thread cache a single-threaded pool is the mutex mode; without it,
             // the busy-flag core: no magazines holding blocks, one compare-exchange a call.
@@ -173,7 +173,7 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
         initial_size_bytes: 0,
         ..lockfree.clone()
     });
-    for c in thread_cache_depths(&lockfree, single) {
+    for c in thread_cache_depths(&lockfree, shape) {
         push(c);
     }
     push(PoolConfig {
@@ -191,9 +191,10 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
 /// often when a program churns many classes at random; a leaner cache (8 KiB a class,
 /// 64 KiB a thread), tried when the trace has several threads, keeps many threads sharing
 /// a small heap near its live bytes, where each thread's cache may otherwise hold
-/// `max_thread_bytes`. None where `c` has no cache.
-fn thread_cache_depths(c: &PoolConfig, single: bool) -> Vec<PoolConfig> {
-    if !c.thread_cache.enabled {
+/// `max_thread_bytes`. None where `c` has no cache, or where every request of the trace
+/// is too big for it (`max_block_bytes`).
+fn thread_cache_depths(c: &PoolConfig, shape: &TraceShape) -> Vec<PoolConfig> {
+    if !c.thread_cache.enabled || shape.min_size_bytes > c.thread_cache.max_block_bytes as u64 {
         return Vec::new();
     }
     let with = |max_class_bytes: usize, max_thread_bytes: usize| PoolConfig {
@@ -205,7 +206,7 @@ fn thread_cache_depths(c: &PoolConfig, single: bool) -> Vec<PoolConfig> {
         ..c.clone()
     };
     let mut out = vec![with(32 * KIB, 512 * KIB)];
-    if !single {
+    if shape.threads > 1 {
         out.push(with(8 * KIB, 64 * KIB));
     }
     out
@@ -348,6 +349,12 @@ mod tests {
         for c in threaded.iter().chain(&single) {
             c.validate().unwrap();
         }
+        // Requests the cache never serves: no depth to vary.
+        let big = candidates(&shape(64 * KIB as u64, 128 * KIB as u64, 4));
+        let cache = PoolConfig::default_cpu().thread_cache;
+        assert!(big
+            .iter()
+            .all(|c| !c.thread_cache.enabled || c.thread_cache == cache));
     }
 
     #[test]
