@@ -472,8 +472,9 @@ impl PoolConfig {
     }
 
     /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`, with
-    /// a host pool's per-thread cache bounds when they are not the defaults (`cache 32 KiB
-    /// a class, 512 KiB a thread`, or `no thread cache`).
+    /// `no initial reservation` when `initial_size_bytes` is 0, and a host pool's per-thread
+    /// cache bounds when they are not the defaults (`cache 32 KiB a class, 512 KiB a
+    /// thread`, or `no thread cache`).
     pub fn summary(&self) -> String {
         let alloc = match self.allocator {
             AllocatorKind::FixedSize => format!("fixed-size {} B", self.block_size_bytes),
@@ -501,7 +502,7 @@ impl PoolConfig {
             SyncMode::SingleThreaded => "single-threaded",
         };
         format!(
-            "{alloc}, {sync}, chunk {} x{}, align {}{}{}{}",
+            "{alloc}, {sync}, chunk {} x{}, align {}{}{}{}{}",
             human_bytes(self.chunk_size_bytes as u64),
             self.growth_factor,
             self.alignment,
@@ -514,6 +515,11 @@ impl PoolConfig {
                 ReturnPolicy::Keep => ", keep",
                 ReturnPolicy::OnReset => "",
                 ReturnPolicy::WhenEmpty => ", return-empty",
+            },
+            if self.initial_size_bytes == 0 {
+                ", no initial reservation"
+            } else {
+                ""
             },
             // Device pools have no per-thread cache.
             if self.memory_type == MemoryType::Device {

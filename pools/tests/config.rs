@@ -80,7 +80,7 @@ fn malformed_toml_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn summary_names_thread_cache_bounds_only_when_they_differ() {
+fn summary_names_initial_size_and_thread_cache_bounds_only_when_they_differ() {
     let base = PoolConfig::default_cpu();
     let plain = base.summary();
     assert!(!plain.contains("cache"), "{plain}");
@@ -100,6 +100,9 @@ fn summary_names_thread_cache_bounds_only_when_they_differ() {
     let mut off = base.clone();
     off.thread_cache.enabled = false;
     assert_eq!(off.summary(), format!("{plain}, no thread cache"));
+    let mut lazy = base.clone();
+    lazy.initial_size_bytes = 0;
+    assert_eq!(lazy.summary(), format!("{plain}, no initial reservation"));
     // Device pools have no thread cache to name.
     let mut gpu = PoolConfig::default_gpu();
     gpu.thread_cache.enabled = false;
