@@ -21,14 +21,15 @@
 # copy `prepare` put beside the binaries, else the sample
 # workloads/traces/pytorch-sample.pickle.gz), EVENTS (gpu-training events, default 100000).
 # Exit code: 0 when every step ran and the GPU tests passed, 1 otherwise; a machine without a
-# CUDA driver exits 3 ("skipped") after the CPU part, saying so.
+# CUDA driver exits 3 ("skipped") after a successful CPU part, saying so.
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 bin_dir="$repo/target/device-check"
 
-prepare() {
+# A subshell, so that its `set -e` stays in it.
+prepare() (
   set -e
   mkdir -p "$bin_dir"
   cargo build --release --locked --bin replay
@@ -50,10 +51,11 @@ prepare() {
   snap="$repo/../shared/traces/pytorch/gpt_train.pickle.gz"
   if [[ -f "$snap" ]]; then install -m 0644 "$snap" "$bin_dir/"; fi
   # The release profile keeps debug info for valgrind; the copies do not need it, and
-  # stripped they are a seventh of the size to send to the device machine.
+  # stripped they are several times smaller to send to the device machine (about 14 MiB
+  # in all).
   if command -v strip >/dev/null; then strip "$bin_dir"/replay "$bin_dir"/gpu_* "$bin_dir"/bench-alloc; fi
   echo "device-check: binaries in $bin_dir (copy them with the checkout to the GPU machine)"
-}
+)
 
 if [[ "${1:-}" == "prepare" ]]; then
   prepare
@@ -65,7 +67,16 @@ fi
 if [[ "${1:-}" == "bench" ]]; then
   out="${2:-${OUT:-$bin_dir/out}}"
   mkdir -p "$out"
-  [[ -x "$bin_dir/bench-alloc" ]] || { echo "device-check: run 'ci/device-check.sh prepare' first"; exit 1; }
+  if [[ ! -x "$bin_dir/bench-alloc" ]]; then
+    if command -v cargo >/dev/null; then
+      prepare; [[ $? -eq 0 ]] || exit 1  # not `prepare || ...`: that would turn its set -e off
+    else
+      echo "device-check: no bench binary in $bin_dir and no cargo: run 'ci/device-check.sh prepare' first" >&2
+      exit 1
+    fi
+  fi
+  # criterion's own estimates come back with the figures.
+  export CRITERION_HOME="$out/criterion"
   echo "cpu: $(nproc) cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))" |
     tee "$out/bench.txt"
   filter='pair/64/(fixed|size-classed|variable)/pool-mutex$|pair/64/(lock-free|glibc|mimalloc)|churn/(size-classed|variable)/pool-mutex$|churn/(lock-free|glibc|mimalloc)'
@@ -81,6 +92,9 @@ out="${1:-${OUT:-$bin_dir/out}}"
 mkdir -p "$out"
 runs="${RUNS:-5}"
 events="${EVENTS:-100000}"
+if [[ -n "${SNAPSHOT:-}" && ! -f "$SNAPSHOT" ]]; then
+  echo "device-check: SNAPSHOT=$SNAPSHOT does not exist; using the default" >&2
+fi
 snapshot="${SNAPSHOT:-$repo/../shared/traces/pytorch/gpt_train.pickle.gz}"
 [[ -f "$snapshot" ]] || snapshot="$bin_dir/gpt_train.pickle.gz"
 [[ -f "$snapshot" ]] || snapshot="$repo/workloads/traces/pytorch-sample.pickle.gz"
@@ -90,7 +104,7 @@ say() { echo "$*" | tee -a "$summary"; }
 
 if [[ ! -x "$bin_dir/replay" ]]; then
   if command -v cargo >/dev/null; then
-    prepare || exit 1
+    prepare; [[ $? -eq 0 ]] || exit 1  # not `prepare || ...`: that would turn its set -e off
   else
     say "device-check: no binaries in $bin_dir and no cargo: run 'ci/device-check.sh prepare' first"
     exit 1
@@ -98,6 +112,8 @@ if [[ ! -x "$bin_dir/replay" ]]; then
 fi
 
 status=0
+
+say "cpu: $(nproc) cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))"
 
 # Issue 13: one thread, on a quiet machine (the issue's own reference setting): every sample
 # trace against every CPU backend.
@@ -122,7 +138,6 @@ done
 # without a GPU driver.
 cores=$(nproc)
 workers=$((cores < 16 ? cores : 16))
-say "cpu: $cores cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))"
 larson="$out/larson16.csv"
 if "$bin_dir/replay" gen larson --threads 16 --events 1000000 -o "$larson" >>"$out/gen.log" 2>&1; then
   for run in "larson16.csv:$larson:$workers" \
@@ -149,7 +164,8 @@ say ""
 
 if ! nvidia-smi -L >"$out/nvidia-smi.txt" 2>&1; then
   say "device-check: GPU part skipped: no NVIDIA driver here (nvidia-smi failed: $(head -n 1 "$out/nvidia-smi.txt"))"
-  exit 3
+  # 3 ("skipped") only when the CPU part succeeded; its failure wins.
+  exit $((status ? 1 : 3))
 fi
 say "device: $(head -n 1 "$out/nvidia-smi.txt")"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >>"$summary" 2>&1

@@ -471,10 +471,11 @@ impl PoolConfig {
         )
     }
 
-    /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`, with
-    /// `no initial reservation` when `initial_size_bytes` is 0, and a host pool's per-thread
-    /// cache bounds when they are not the defaults (`cache 32 KiB a class, 512 KiB a
-    /// thread`, or `no thread cache`).
+    /// One line for tables: `variable-size best-fit, mutex, chunk 1 MiB x2, align 16`; for
+    /// a host pool also `no initial reservation` when `initial_size_bytes` is 0, and the
+    /// per-thread cache's bounds when they are not the defaults (`cache 32 KiB a class,
+    /// 512 KiB a thread`, or `no thread cache`). The presets' defaults print nothing extra
+    /// (`low_memory_cpu` names its smaller cache).
     pub fn summary(&self) -> String {
         let alloc = match self.allocator {
             AllocatorKind::FixedSize => format!("fixed-size {} B", self.block_size_bytes),
@@ -516,16 +517,17 @@ impl PoolConfig {
                 ReturnPolicy::OnReset => "",
                 ReturnPolicy::WhenEmpty => ", return-empty",
             },
-            if self.initial_size_bytes == 0 {
+            // Host pools only: a device pool reserves nothing up front by default
+            // (`default_gpu`), and has no per-thread cache.
+            if self.memory_type == MemoryType::Host && self.initial_size_bytes == 0 {
                 ", no initial reservation"
             } else {
                 ""
             },
-            // Device pools have no per-thread cache.
-            if self.memory_type == MemoryType::Device {
-                String::new()
-            } else {
+            if self.memory_type == MemoryType::Host {
                 self.thread_cache.summary()
+            } else {
+                String::new()
             },
         )
     }

@@ -191,10 +191,18 @@ pub fn candidates(shape: &TraceShape) -> Vec<PoolConfig> {
 /// often when a program churns many classes at random; a leaner cache (8 KiB a class,
 /// 64 KiB a thread), tried when the trace has several threads, keeps many threads sharing
 /// a small heap near its live bytes, where each thread's cache may otherwise hold
-/// `max_thread_bytes`. None where `c` has no cache, or where every request of the trace
-/// is too big for it (`max_block_bytes`).
+/// `max_thread_bytes`. None where `c` has no cache, or where the cache serves none of the
+/// trace's requests: a fixed-size pool's cache serves every request, the other kinds'
+/// requests of at most `thread_cache.max_block_bytes` and `size_classes.max_class_bytes`.
 fn thread_cache_depths(c: &PoolConfig, shape: &TraceShape) -> Vec<PoolConfig> {
-    if !c.thread_cache.enabled || shape.min_size_bytes > c.thread_cache.max_block_bytes as u64 {
+    let cached_up_to = match c.allocator {
+        AllocatorKind::FixedSize => usize::MAX,
+        _ => c
+            .thread_cache
+            .max_block_bytes
+            .min(c.size_classes.max_class_bytes),
+    };
+    if !c.thread_cache.enabled || shape.min_size_bytes > cached_up_to as u64 {
         return Vec::new();
     }
     let with = |max_class_bytes: usize, max_thread_bytes: usize| PoolConfig {
@@ -349,12 +357,17 @@ mod tests {
         for c in threaded.iter().chain(&single) {
             c.validate().unwrap();
         }
-        // Requests the cache never serves: no depth to vary.
+        // Requests only a fixed-size pool's cache serves (it caches its one block size,
+        // whatever `max_block_bytes` says): no depth to vary for the other kinds.
         let big = candidates(&shape(64 * KIB as u64, 128 * KIB as u64, 4));
-        let cache = PoolConfig::default_cpu().thread_cache;
-        assert!(big
-            .iter()
-            .all(|c| !c.thread_cache.enabled || c.thread_cache == cache));
+        for kind in kinds {
+            let expected = if kind == AllocatorKind::FixedSize {
+                vec![(8 * KIB, 64 * KIB), defaults, (32 * KIB, 512 * KIB)]
+            } else {
+                vec![defaults]
+            };
+            assert_eq!(depths(&big, kind), expected, "{kind:?}");
+        }
     }
 
     #[test]
