@@ -113,23 +113,32 @@ fi
 
 status=0
 
+# One replay of the check: `replay_step DIR TITLE REPLAY-ARGS...` replays into DIR (its
+# table in DIR.txt, its errors in DIR.err) and puts the table into the summary, or says
+# that it failed and sets status 1.
+replay_step() {
+  local dir="$1" title="$2"
+  shift 2
+  say ""
+  say "== $title"
+  if "$bin_dir/replay" "$@" --runs "$runs" --out "$dir" >"$dir.txt" 2>"$dir.err"; then
+    cat "$dir.txt" >>"$summary"
+    cat "$dir.txt"
+  else
+    say "replay failed: $(tail -n 3 "$dir.err")"
+    status=1
+  fi
+}
+cpu_backends=pool-fixed,pool-variable,pool-lockfree,system,mimalloc
+
 say "cpu: $(nproc) cores ($(grep -m 1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //'))"
 
 # Issue 13: one thread, on a quiet machine (the issue's own reference setting): every sample
 # trace against every CPU backend.
 for trace in "$repo"/workloads/traces/*.csv*; do
   name=$(basename "$trace")
-  say ""
-  say "== $name, one thread (issue 13)"
-  if "$bin_dir/replay" "$trace" --threads 1 --runs "$runs" \
-      --backends pool-fixed,pool-variable,pool-lockfree,system,mimalloc \
-      --out "$out/one-$name" >"$out/one-$name.txt" 2>"$out/one-$name.err"; then
-    cat "$out/one-$name.txt" >>"$summary"
-    cat "$out/one-$name.txt"
-  else
-    say "replay failed: $(tail -n 3 "$out/one-$name.err")"
-    status=1
-  fi
+  replay_step "$out/one-$name" "$name, one thread (issue 13)" \
+    "$trace" --threads 1 --backends "$cpu_backends"
 done
 
 # Issue 13: the pools from many threads, on this machine's cores (16 on the device
@@ -143,17 +152,8 @@ if "$bin_dir/replay" gen larson --threads 16 --events 1000000 -o "$larson" >>"$o
   for run in "larson16.csv:$larson:$workers" \
       "python-threads.csv.zst:$repo/workloads/traces/python-threads.csv.zst:$((workers < 4 ? workers : 4))"; do
     IFS=: read -r name trace w <<<"$run"
-    say ""
-    say "== $name, $w workers (issue 13)"
-    if "$bin_dir/replay" "$trace" --threads "$w" --runs "$runs" \
-        --backends pool-fixed,pool-variable,pool-lockfree,system,mimalloc \
-        --out "$out/scaling-$name" >"$out/scaling-$name.txt" 2>"$out/scaling-$name.err"; then
-      cat "$out/scaling-$name.txt" >>"$summary"
-      cat "$out/scaling-$name.txt"
-    else
-      say "replay failed: $(tail -n 3 "$out/scaling-$name.err")"
-      status=1
-    fi
+    replay_step "$out/scaling-$name" "$name, $w workers (issue 13)" \
+      "$trace" --threads "$w" --backends "$cpu_backends"
   done
 else
   say "replay gen larson failed: $(tail -n 3 "$out/gen.log")"
@@ -191,17 +191,8 @@ gen_trace="$out/gpu-training.csv"
 for trace in "$snapshot" "$gen_trace" "$repo/workloads/traces/sqlite.csv.zst"; do
   [[ -f "$trace" ]] || continue
   name=$(basename "$trace")
-  dir="$out/gpu-$name"
-  say ""
-  say "== $name"
-  if "$bin_dir/replay" "$trace" --backends cuda-malloc,cuda-async,gpu-pool \
-      --simulate-gpu 80GiB --runs "$runs" --out "$dir" >"$dir.txt" 2>"$dir.err"; then
-    cat "$dir.txt" >>"$summary"
-    cat "$dir.txt"
-  else
-    say "replay failed: $(tail -n 3 "$dir.err")"
-    status=1
-  fi
+  replay_step "$out/gpu-$name" "$name" \
+    "$trace" --backends cuda-malloc,cuda-async,gpu-pool --simulate-gpu 80GiB
 done
 
 say ""
