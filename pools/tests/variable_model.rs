@@ -858,6 +858,8 @@ fn best_fit_picks_the_smallest_fitting_block_of_the_list() {
     // 2096-byte block, freed last) under first fit.
     for (fit, expect_smaller) in [(FitPolicy::BestFit, true), (FitPolicy::FirstFit, false)] {
         let mut h = Harness::new(Params { fit, ..base() });
+        // The lists' policy alone: the front cache would serve the exact size first.
+        h.tlsf.set_front_cache(false);
         let mut take = |size| h.tlsf.allocate(size, 16).unwrap();
         // Payload sizes giving blocks of 2096 and 2080 bytes, separated by guards.
         let big = take(2096 - 16);
@@ -902,7 +904,7 @@ fn front_cache_is_bounded_without_a_flush() {
         initial_size_bytes: 16 * MIB,
         ..base()
     });
-    // One size (128-byte blocks): at most 16 of them (2 KiB) are cached, the rest coalesce.
+    // One size (128-byte blocks): at most 32 of them are cached, the rest coalesce.
     let blocks: Vec<_> = (0..100)
         .map(|_| h.tlsf.allocate(100, 16).unwrap())
         .collect();
@@ -911,11 +913,12 @@ fn front_cache_is_bounded_without_a_flush() {
         unsafe { h.tlsf.deallocate(p) };
     }
     h.check();
-    assert_eq!(h.tlsf.cached_block_count(), 16);
-    // Every cached size, many blocks each: the byte bound holds (the walker checks the
-    // per-size bound).
+    assert_eq!(h.tlsf.cached_block_count(), 32);
+    // Every cached size (payloads of 16 B to 4 KiB), more blocks each than a bin holds:
+    // each bin fills to exactly its bound, 32 blocks and at most 64 KiB (the walker
+    // checks the per-size bound too). Larger blocks are not cached.
     let mut blocks = Vec::new();
-    for size in (16..2048 - 16).step_by(16) {
+    for size in (16..=4096 + 64).step_by(16) {
         for _ in 0..40 {
             blocks.push(h.tlsf.allocate(size, 16).unwrap());
         }
@@ -925,16 +928,14 @@ fn front_cache_is_bounded_without_a_flush() {
         unsafe { h.tlsf.deallocate(p) };
     }
     h.check();
-    assert!(
-        h.tlsf.cached_bytes() <= 256 * KIB,
-        "{}",
-        h.tlsf.cached_bytes()
-    );
-    assert!(
-        h.tlsf.cached_bytes() > 200 * KIB,
-        "{}",
-        h.tlsf.cached_bytes()
-    );
+    let bound: usize = (16..=4096)
+        .step_by(16)
+        .map(|size| {
+            let block = size + 16;
+            (64 * KIB / block).clamp(1, 32) * block
+        })
+        .sum();
+    assert_eq!(h.tlsf.cached_bytes(), bound);
     assert!(h.tlsf.free_block_count() > h.tlsf.chunk_count());
     h.tlsf.flush_cache();
     h.check();

@@ -16,45 +16,66 @@
 //! TLSF core a cached block is a used block: it does not coalesce, and its neighbours see
 //! it as used. The price is memory that cannot merge while cached, hence a static bound per
 //! size: a bin of `b`-byte blocks holds at most `bin_limit(b) = clamp(BIN_BUDGET_BYTES / b,
-//! 1, BLOCKS_PER_BIN)` blocks, so at most `max(b, BIN_BUDGET_BYTES) = BIN_BUDGET_BYTES`
-//! bytes (`b <= MAX_BLOCK_BYTES = BIN_BUDGET_BYTES`), and the whole cache, over the 127
-//! sizes a block can have, at most `ENABLED_MAX_BYTES` (254 KiB). The bound needs no byte
-//! counter on the hot path: push compares one count with one limit.
+//! 1, BLOCKS_PER_BIN)` blocks: 32 blocks of every size up to 2 KiB, 16 to 31 of the sizes
+//! up to `MAX_BLOCK_BYTES` (4 KiB of payload, the thread cache's largest class by
+//! default), so at most `BIN_BUDGET_BYTES` (64 KiB) a size. The bound needs no byte
+//! counter on the hot path: push compares one count with one limit. Over all 256 sizes
+//! the cache could hold `ENABLED_MAX_BYTES` (about 12 MiB), but only sizes a program
+//! frees fill, a few dozen in practice.
 //!
-//! The cache never makes the allocator grow or fail: when the free lists cannot serve a
-//! request, the cache is flushed (its blocks freed to the lists, coalescing) before a new
-//! chunk is asked for. Each flushed block was pushed once, so flushing is amortised O(1).
+//! The depth is for the thread caches in front (`CpuPool`'s default). A thread whose
+//! magazine of a class is full gives half of it back here, and a thread whose magazine is
+//! empty takes a batch, both in blocks of the class's exact size: with deep bins those
+//! are pointer moves, not splits and coalescing (issue 13: a churn of 1,024 blocks of
+//! 16 B - 4 KiB went from 12.1 to 9.2 ns a step when the bins went from 2 KiB to 64 KiB
+//! a size; `docs/performance.md`).
+//!
+//! The cache never makes the allocator grow or fail, so its depth costs no reserved
+//! memory: when the free lists cannot serve a request, the cache is flushed (its blocks
+//! freed to the lists, coalescing) before a new chunk is asked for. Each flushed block was
+//! pushed once, so flushing is amortised O(1); one flush is at most every bin's blocks.
 //!
 //! `ReturnPolicy::WhenEmpty`: only blocks of the initial chunk (which is never returned)
 //! are cached, so a cached block never keeps a grown chunk alive: grown chunks free their
 //! blocks straight to the lists and go back the moment they are empty, as without the
 //! cache. The choice costs the cache nothing but blocks of grown chunks.
 
-use super::block::{payload_of, BlockHdr, FREE_HDR_BYTES};
+use super::block::{payload_of, BlockHdr, FREE_HDR_BYTES, HDR_BYTES};
 use super::mapping::GRANULE_LOG2;
 use super::Tlsf;
 use std::ptr;
 
-/// Largest block (bytes, header included) the cache holds: requests of up to 2 KiB less
-/// the header.
-pub(super) const MAX_BLOCK_BYTES: usize = 2048;
+/// Largest block (bytes, header included) the cache holds: requests of up to 4 KiB, the
+/// default thread cache's largest class.
+pub(super) const MAX_BLOCK_BYTES: usize = 4096 + HDR_BYTES;
 /// One stack per block size that is a multiple of the granule, up to `MAX_BLOCK_BYTES`.
 const BIN_COUNT: usize = (MAX_BLOCK_BYTES >> GRANULE_LOG2) + 1;
-/// Blocks one stack holds at most (the stacks of blocks of up to 64 bytes).
+/// Blocks one stack holds at most (the stacks of blocks of up to 2 KiB).
 pub(super) const BLOCKS_PER_BIN: u32 = 32;
 /// Bytes (block sizes, headers included) one stack holds at most.
-pub(super) const BIN_BUDGET_BYTES: usize = MAX_BLOCK_BYTES;
-/// Bins below this index are of blocks smaller than any block (`FREE_HDR_BYTES`): limit 0.
-const FIRST_BIN: usize = FREE_HDR_BYTES >> GRANULE_LOG2;
-/// Bytes (block sizes, headers included) the enabled cache holds at most: every stack that
-/// can hold blocks at its budget (254 KiB).
-pub(super) const ENABLED_MAX_BYTES: usize = (BIN_COUNT - FIRST_BIN) * BIN_BUDGET_BYTES;
-const _: () = assert!(ENABLED_MAX_BYTES <= 256 * 1024);
+pub(super) const BIN_BUDGET_BYTES: usize = 64 * 1024;
+/// Bytes (block sizes, headers included) the enabled cache holds at most: every stack
+/// full to its limit (about 12 MiB; reached only by a program that frees blocks of all
+/// 256 sizes and allocates none of them again).
+pub(super) const ENABLED_MAX_BYTES: usize = enabled_max_bytes();
+const _: () = assert!(ENABLED_MAX_BYTES <= 16 * 1024 * 1024);
+
+const fn enabled_max_bytes() -> usize {
+    let mut total = 0;
+    let mut index = 0;
+    while index < BIN_COUNT {
+        let block_bytes = index << GRANULE_LOG2;
+        total += bin_limit(block_bytes) as usize * block_bytes;
+        index += 1;
+    }
+    total
+}
 
 /// Blocks the stack of `block_bytes`-byte blocks holds at most when the cache is on:
 /// `clamp(BIN_BUDGET_BYTES / block_bytes, 1, BLOCKS_PER_BIN)`, so that
-/// `bin_limit(b) * b <= BIN_BUDGET_BYTES` for every `b <= MAX_BLOCK_BYTES`; 0 for sizes
-/// below `FREE_HDR_BYTES`, which no block has.
+/// `bin_limit(b) * b <= BIN_BUDGET_BYTES` for every `b <= MAX_BLOCK_BYTES` (the clamp to 1
+/// never binds: `MAX_BLOCK_BYTES <= BIN_BUDGET_BYTES`); 0 for sizes below
+/// `FREE_HDR_BYTES`, which no block has.
 pub(super) const fn bin_limit(block_bytes: usize) -> u32 {
     if block_bytes < FREE_HDR_BYTES {
         return 0;
@@ -243,8 +264,8 @@ impl Tlsf {
     }
 
     /// Bytes (block sizes, headers included) held by the front cache now; never more
-    /// than `ENABLED_MAX_BYTES` (254 KiB: 2 KiB per block size). O(sizes): computed from
-    /// the per-size counts, so the hot path keeps no byte counter.
+    /// than `ENABLED_MAX_BYTES` (64 KiB per block size). O(sizes): computed from the
+    /// per-size counts, so the hot path keeps no byte counter.
     pub fn cached_bytes(&self) -> usize {
         self.front_cache
             .bins
