@@ -1286,6 +1286,11 @@ impl CpuPool {
             unsafe { self.deallocate_lock_free(allocator, ptr) };
             return Ok(());
         }
+        if let Some(shared) = &self.fast_cache {
+            // Nothing to check or poison (`fast_cache`): the cache's slow path directly,
+            // as `deallocate_or_false_slow`. SAFETY: the caller's contract, forwarded.
+            return unsafe { shared.free_slow(ptr) };
+        }
         // SAFETY: the caller's contract, forwarded.
         unsafe { self.deallocate_slow(ptr) }
     }
@@ -1306,6 +1311,23 @@ impl CpuPool {
     /// Every allocation the inlined fast path of `allocate_with` did not serve.
     #[inline(never)]
     fn allocate_with_slow(&self, size: usize, flags: AllocFlags) -> Result<NonNull<u8>, PoolError> {
+        if let Some(shared) = &self.fast_cache {
+            if !flags.zeroed
+                && flags.align <= self.config.alignment
+                && flags.align & flags.align.wrapping_sub(1) == 0
+            {
+                // Nothing to zero or track (`fast_cache`): the cache's slow path directly,
+                // as `allocate_or_none_slow` (it tries the magazine again itself, for a
+                // thread that last used another pool).
+                let size = size.max(1);
+                return shared
+                    .allocate_slow(size, self.config.alignment)
+                    .map_err(|e| {
+                        self.stats.on_failure();
+                        with_request(e, size)
+                    });
+            }
+        }
         if let Core::Cached(shared) = &self.core {
             if flags.align & flags.align.wrapping_sub(1) == 0 {
                 // A hit that needs zeroing or live tracking, or this thread last used
