@@ -7,7 +7,7 @@
 //! `variable` (TLSF, mutex, thread cache), `classed` (size-classed, mutex, thread cache),
 //! `lockfree` (`high_performance_cpu`) or `mimalloc`. `MAX_CLASS_BYTES`,
 //! `MAX_CLASS_BLOCKS` and `MAX_THREAD_BYTES` in the environment override the mutex pools'
-//! thread-cache bounds.
+//! thread-cache bounds; `TOUCH=1` writes each block's first byte when it is allocated.
 
 use pools::{AllocatorKind, CpuPool, MemoryPool, PoolConfig, SyncMode};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -74,13 +74,21 @@ fn main() {
         // SAFETY: `ptr` came from mi_malloc and is freed once.
         None => unsafe { libmimalloc_sys::mi_free(ptr.as_ptr().cast()) },
     };
+    // TOUCH=1: write each block's first byte when it is allocated, as a program does (and
+    // as `replay` does by default, `--touch first`); the criterion bench does not.
+    let touch = std::env::var("TOUCH").is_ok_and(|v| v == "1");
     let mut live: Vec<NonNull<u8>> = (0..LIVE).map(|i| alloc(sizes[i])).collect();
     for pass in 0..2 {
         let started = Instant::now();
         for i in 0..steps {
             let slot = i % LIVE;
             free(std::hint::black_box(live[slot]));
-            live[slot] = alloc(std::hint::black_box(sizes[i % sizes.len()]));
+            let block = alloc(std::hint::black_box(sizes[i % sizes.len()]));
+            if touch {
+                // SAFETY: a live block of at least 16 bytes, ours until freed.
+                unsafe { block.as_ptr().write_volatile(1) };
+            }
+            live[slot] = block;
         }
         if pass == 1 {
             let ns = started.elapsed().as_nanos() as f64 / steps.max(1) as f64;
