@@ -16,7 +16,7 @@
 //! TLSF core a cached block is a used block: it does not coalesce, and its neighbours see
 //! it as used. The price is memory that cannot merge while cached, hence a static bound per
 //! size: a bin of `b`-byte blocks holds at most `bin_limit(b) = clamp(BIN_BUDGET_BYTES / b,
-//! 1, BLOCKS_PER_BIN)` blocks: 32 blocks of every size up to 2 KiB, 16 to 31 of the sizes
+//! 1, BLOCKS_PER_BIN)` blocks: 32 blocks of every size up to 2 KiB, 15 to 31 of the sizes
 //! up to `MAX_BLOCK_BYTES` (4 KiB of payload, the thread cache's largest class by
 //! default), so at most `BIN_BUDGET_BYTES` (64 KiB) a size. The bound needs no byte
 //! counter on the hot path: push compares one count with one limit. Over all 256 sizes
