@@ -1249,18 +1249,30 @@ impl CpuPool {
         self.stats.on_free_then_true(usable)
     }
 
+    /// A request at the pool's alignment that the fast path did not serve, in a pool with
+    /// `fast_cache` (nothing to zero or track): the thread cache's slow path directly (it
+    /// tries the magazine again itself, for a thread that last used another pool). A
+    /// failure is counted.
+    #[inline(always)]
+    fn allocate_fast_cache_slow(
+        &self,
+        shared: &Arc<CacheShared>,
+        size: usize,
+    ) -> Result<NonNull<u8>, PoolError> {
+        let size = size.max(1);
+        shared
+            .allocate_slow(size, self.config.alignment)
+            .map_err(|e| {
+                self.stats.on_failure();
+                with_request(e, size)
+            })
+    }
+
     #[inline(never)]
     fn allocate_or_none_slow(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if let Some(shared) = &self.fast_cache {
             if align <= self.config.alignment && align & align.wrapping_sub(1) == 0 {
-                // Nothing to zero or track (`fast_cache`): the cache's slow path directly.
-                return match shared.allocate_slow(size.max(1), self.config.alignment) {
-                    Ok(ptr) => Some(ptr),
-                    Err(_) => {
-                        self.stats.on_failure();
-                        None
-                    }
-                };
+                return self.allocate_fast_cache_slow(shared, size).ok();
             }
         }
         self.allocate_with_slow(size, AllocFlags::aligned(align))
@@ -1316,16 +1328,7 @@ impl CpuPool {
                 && flags.align <= self.config.alignment
                 && flags.align & flags.align.wrapping_sub(1) == 0
             {
-                // Nothing to zero or track (`fast_cache`): the cache's slow path directly,
-                // as `allocate_or_none_slow` (it tries the magazine again itself, for a
-                // thread that last used another pool).
-                let size = size.max(1);
-                return shared
-                    .allocate_slow(size, self.config.alignment)
-                    .map_err(|e| {
-                        self.stats.on_failure();
-                        with_request(e, size)
-                    });
+                return self.allocate_fast_cache_slow(shared, size);
             }
         }
         if let Core::Cached(shared) = &self.core {
