@@ -128,10 +128,12 @@ pub struct CpuPool {
     /// fast path reads the slot of a request's class from the pool's own fields, without
     /// loading `fast_cache` first.
     fast_request: RequestSlots,
-    /// `fast_cache` is a TLSF strategy's (`BlockSizer::Tlsf`): the free fast path reads
-    /// the block's usable size from its boundary tag and finds the class in
-    /// `fast_request`, inline.
-    fast_tlsf: bool,
+    /// `fast_id` when `fast_cache` is a TLSF strategy's (`BlockSizer::Tlsf`), else
+    /// `NO_FAST_CACHE`: the free fast path compares this thread's last-used cache id with
+    /// it (one compare, as with `fast_segment.id`), reads the block's usable size from
+    /// its boundary tag and finds the class of exactly that size in `fast_request`,
+    /// inline.
+    fast_tlsf_id: u64,
 }
 
 /// `CpuPool::fast_segment`. Invariant: `id` is `fast_id` when `fast_cache` has a
@@ -229,7 +231,7 @@ impl CpuPool {
                 fast_id: NO_FAST_CACHE,
                 fast_segment: FastSegment::NONE,
                 fast_request: RequestSlots::none(),
-                fast_tlsf: false,
+                fast_tlsf_id: NO_FAST_CACHE,
             });
         }
         let upstream = Upstream::new(
@@ -334,9 +336,10 @@ impl CpuPool {
         let fast_request = fast_cache
             .as_ref()
             .map_or_else(RequestSlots::none, |shared| shared.classes.request_slots());
-        let fast_tlsf = fast_cache
-            .as_ref()
-            .is_some_and(|shared| matches!(shared.sizer, BlockSizer::Tlsf));
+        let fast_tlsf_id = match &fast_cache {
+            Some(shared) if matches!(shared.sizer, BlockSizer::Tlsf) => fast_id,
+            _ => NO_FAST_CACHE,
+        };
         CpuPool {
             live: config.debug.track_live.then(LiveTracker::new),
             name,
@@ -350,7 +353,7 @@ impl CpuPool {
             fast_id,
             fast_segment,
             fast_request,
-            fast_tlsf,
+            fast_tlsf_id,
         }
     }
 
@@ -407,7 +410,7 @@ impl CpuPool {
             fast_id: NO_FAST_CACHE,
             fast_segment: FastSegment::NONE,
             fast_request: RequestSlots::none(),
-            fast_tlsf: false,
+            fast_tlsf_id: NO_FAST_CACHE,
         }
     }
 
@@ -874,12 +877,12 @@ impl CpuPool {
             // SAFETY: the caller's contract; the id is `fast_segment`'s.
             return unsafe { self.free_fast_segment(rack, ptr) };
         }
+        if id == self.fast_tlsf_id {
+            // SAFETY: the caller's contract; the id is `fast_cache`'s, a TLSF cache.
+            return unsafe { self.free_fast_tlsf(rack, ptr) };
+        }
         if id != self.fast_id {
             return false;
-        }
-        if self.fast_tlsf {
-            // SAFETY: the caller's contract; the id is `fast_cache`'s.
-            return unsafe { self.free_fast_tlsf(rack, ptr) };
         }
         // SAFETY: as above: `rack` is this thread's cache's rack of `fast_cache`.
         let rack = unsafe { Rack::from_raw(rack) };
@@ -914,12 +917,12 @@ impl CpuPool {
         unsafe { Rack::from_raw(rack).push_counted(slot, ptr) }
     }
 
-    /// `try_free_fast` of a TLSF pool's cache (`fast_tlsf`), when this thread's last-used
+    /// `try_free_fast` of a TLSF pool's cache (`fast_tlsf_id`), when this thread's last-used
     /// cache is that one: `rack` is what `last_used_entry` gave with `fast_id`.
     ///
     /// # Safety
-    /// As for `try_free_fast`, `fast_tlsf` is set and `last_used_entry` answered
-    /// `(fast_id, rack)`.
+    /// As for `try_free_fast`, and `last_used_entry` answered `(fast_tlsf_id, rack)`
+    /// (so `fast_tlsf_id` is `fast_id`).
     #[inline(always)]
     unsafe fn free_fast_tlsf(&self, rack: *const RackHead, ptr: NonNull<u8>) -> bool {
         // SAFETY: the id matched `fast_cache`'s: `rack` is this thread's cache's rack of
@@ -927,12 +930,15 @@ impl CpuPool {
         let rack = unsafe { Rack::from_raw(rack) };
         // SAFETY: the caller's contract: a live block of this pool's TLSF strategy.
         let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
-        let Some(slot) = self.fast_request.slot_of_usable(usable) else {
+        // A TLSF block's usable size is a multiple of 16 (`usable_bytes_unlocked`), as
+        // `exact_slot_of_usable` needs.
+        let Some(slot) = self.fast_request.exact_slot_of_usable(usable) else {
             return false;
         };
-        // SAFETY: `slot` is a class's of `fast_cache` (`fast_request` is its table); the
-        // block has `usable` bytes and is unused from now.
-        unsafe { rack.push_counted_exact(slot, usable, ptr) }
+        // SAFETY: `slot` is the slot of `fast_cache`'s class of blocks of exactly `usable`
+        // bytes, the block's, or the class count's, whose magazine declines (`fast_request`
+        // is that cache's table); the block is unused from now.
+        unsafe { rack.push_counted(slot, ptr) }
     }
 
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
@@ -967,9 +973,10 @@ impl CpuPool {
             // A small block of exactly its cache class moves through the cache, as in the
             // size-classed pools, without the lock: see `TLSF_MOVE_MAX_BYTES`.
             if usable <= TLSF_MOVE_MAX_BYTES {
-                if let Some(slot) = self.fast_request.slot_of_usable(usable) {
-                    // SAFETY: `slot` is a class's of `fast_cache` (`fast_request` is its
-                    // table).
+                if let Some(slot) = self.fast_request.exact_slot_of_usable(usable) {
+                    // SAFETY: `slot` is a class's of `fast_cache`, or the class count's
+                    // (`fast_request` is its table), whose block size, 0, is no usable
+                    // size.
                     if unsafe { rack.block_bytes_at(slot) } == usable {
                         return FastRealloc::Move { slot, usable };
                     }
@@ -1670,7 +1677,7 @@ impl MemoryPool for CpuPool {
             if unsafe { self.free_fast_segment(rack, ptr) } {
                 return Ok(());
             }
-        } else if id == self.fast_id && self.fast_tlsf {
+        } else if id == self.fast_tlsf_id {
             // SAFETY: as above; the id is `fast_cache`'s, a TLSF cache.
             if unsafe { self.free_fast_tlsf(rack, ptr) } {
                 return Ok(());

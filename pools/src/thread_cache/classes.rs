@@ -41,7 +41,8 @@ pub(crate) struct CacheClasses {
 /// with `CpuPool` (its allocation fast path reads it from its own fields).
 ///
 /// Invariant: `slot_of_granule` has `max_bytes / 16 + 1` entries or more (`max_bytes` a
-/// multiple of 16), each the slot of a class of its cache.
+/// multiple of 16), each the slot of a class of its cache; `exact_slot_of_granule` has
+/// as many, each a class's slot or the class count's (the magazine of no capacity).
 #[derive(Debug, Clone)]
 pub(crate) struct RequestSlots {
     /// Largest request served from the cache (0: nothing but 0 bytes is).
@@ -50,6 +51,11 @@ pub(crate) struct RequestSlots {
     /// `g * 16` bytes (and of every size in `((g - 1) * 16, g * 16]`); `g` in
     /// `0..=max_bytes / 16`.
     slot_of_granule: Arc<[u16]>,
+    /// `exact_slot_of_granule[g]`: the slot of the class whose blocks have exactly
+    /// `g * 16` usable bytes, or the slot past the classes (whose magazine has no
+    /// capacity, so it declines every push) when no class has; `g` in
+    /// `0..=max_bytes / 16`, as `slot_of_granule`.
+    exact_slot_of_granule: Arc<[u16]>,
 }
 
 impl RequestSlots {
@@ -59,6 +65,7 @@ impl RequestSlots {
         RequestSlots {
             max_bytes: 0,
             slot_of_granule: Arc::from([slot16(0)]),
+            exact_slot_of_granule: Arc::from([slot16(0)]),
         }
     }
 
@@ -78,11 +85,16 @@ impl RequestSlots {
         }))
     }
 
-    /// The slot of the class a freed block of `usable_bytes` would be cached in, if any:
-    /// the class of requests of `usable_bytes`, which holds the block only if its blocks
-    /// have exactly `usable_bytes` (the caller compares with the magazine's).
+    /// The slot of the class whose blocks have exactly `usable_bytes`, for a freed block
+    /// of that size (a TLSF block: its usable size is a multiple of 16): the slot past
+    /// the classes when no class has, whose magazine declines every push; `None` above
+    /// `max_bytes`. One load, and no compare with the magazine's block size.
+    ///
+    /// `usable_bytes` must be a multiple of 16 for the answer to be exact (a smaller
+    /// remainder would be dropped by the index); `debug_assert`ed.
     #[inline(always)]
-    pub(crate) fn slot_of_usable(&self, usable_bytes: usize) -> Option<usize> {
+    pub(crate) fn exact_slot_of_usable(&self, usable_bytes: usize) -> Option<usize> {
+        debug_assert_eq!(usable_bytes % QUANTUM_BYTES, 0);
         if usable_bytes > self.max_bytes {
             return None;
         }
@@ -90,15 +102,16 @@ impl RequestSlots {
         // invariant).
         Some(usize::from(unsafe {
             *self
-                .slot_of_granule
+                .exact_slot_of_granule
                 .get_unchecked(usable_bytes >> GRANULE_SHIFT)
         }))
     }
 }
 
-/// `slot_of_class` as a table entry (`class` below `MAX_CLASS_CAP`).
+/// `slot_of_class` as a table entry (`class` up to `MAX_CLASS_CAP`: the class count's is
+/// the slot of the magazine of no capacity past the classes).
 fn slot16(class: usize) -> u16 {
-    u16::try_from(slot_of_class(class)).expect("class below MAX_CLASS_CAP")
+    u16::try_from(slot_of_class(class)).expect("class up to MAX_CLASS_CAP")
 }
 
 impl CacheClasses {
@@ -176,10 +189,17 @@ impl CacheClasses {
                 (limits.max_class_bytes / bytes.max(1)).clamp(2, limits.max_class_blocks.max(2))
             })
             .collect();
+        let mut exact_slot_of_granule = vec![slot16(class_bytes.len()); slot_of_granule.len()];
+        for (class, &bytes) in class_bytes.iter().enumerate() {
+            if bytes.is_multiple_of(QUANTUM_BYTES) && bytes <= max_cached_bytes {
+                exact_slot_of_granule[bytes >> GRANULE_SHIFT] = slot16(class);
+            }
+        }
         CacheClasses {
             request: RequestSlots {
                 max_bytes: max_cached_bytes,
                 slot_of_granule: slot_of_granule.into(),
+                exact_slot_of_granule: exact_slot_of_granule.into(),
             },
             class_bytes: class_bytes.into_boxed_slice(),
             capacity,
@@ -283,6 +303,31 @@ mod tests {
         );
         assert_eq!(classes.class_of_usable(24), None);
         assert_eq!(classes.class_of_usable(1 << 20), None);
+    }
+
+    #[test]
+    fn exact_slots_name_only_the_class_of_exactly_that_size() {
+        for alignment in [16, 64] {
+            let config = PoolConfig {
+                alignment,
+                ..PoolConfig::default_cpu()
+            };
+            let classes = CacheClasses::for_table(&config);
+            let slots = classes.request_slots();
+            let none = slot_of_class(classes.class_count());
+            for usable in (16..=config.thread_cache.max_block_bytes + 64).step_by(16) {
+                let expected = match classes.class_of_usable(usable) {
+                    Some(class) => Some(slot_of_class(class)),
+                    None if usable <= slots.max_bytes => Some(none),
+                    None => None,
+                };
+                assert_eq!(
+                    slots.exact_slot_of_usable(usable),
+                    expected,
+                    "usable {usable}, alignment {alignment}"
+                );
+            }
+        }
     }
 
     #[test]

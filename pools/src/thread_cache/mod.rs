@@ -631,28 +631,6 @@ impl<'a> Rack<'a> {
         unsafe { self.magazine_at(slot) }.block_bytes
     }
 
-    /// `push_counted` of a block whose usable size was read from the block (a TLSF
-    /// boundary tag): `false`, with nothing done, unless the class at `slot` holds blocks
-    /// of exactly `usable` bytes.
-    ///
-    /// # Safety
-    /// As for `push_counted`, except that the block's usable size is `usable`, which need
-    /// not be its class's; `slot` is a class's of the rack's cache.
-    #[inline(always)]
-    pub(crate) unsafe fn push_counted_exact(
-        self,
-        slot: usize,
-        usable: usize,
-        block: NonNull<u8>,
-    ) -> bool {
-        // SAFETY: forwarded contract.
-        if unsafe { self.block_bytes_at(slot) } != usable {
-            return false;
-        }
-        // SAFETY: forwarded contract; the block has exactly the class's usable size.
-        unsafe { self.push_counted(slot, block) }
-    }
-
     /// Pop a block of the class at `slot` and count the allocation, for the allocation
     /// fast path: `None`, with nothing done, when the magazine is empty or the count needs
     /// its cold part (`room` would go below 0: a publish, or a new peak). The slow path

@@ -28,6 +28,8 @@ pub(super) const FREE_HDR_BYTES: usize = std::mem::size_of::<FreeBlockHdr>();
 const _: () =
     assert!(FREE < GRANULE_BYTES && PREV_FREE < GRANULE_BYTES && SENTINEL < GRANULE_BYTES);
 const _: () = assert!(HDR_BYTES <= GRANULE_BYTES && HDR_BYTES.is_power_of_two());
+// Usable sizes (size - HDR_BYTES) are multiples of 16 (`usable_bytes_unlocked`).
+const _: () = assert!(GRANULE_BYTES.is_multiple_of(16) && HDR_BYTES.is_multiple_of(16));
 
 /// The boundary tag at the start of every block.
 #[repr(C)]
@@ -105,6 +107,8 @@ impl BlockHdr {
 
 /// Usable bytes of a live block of any `Tlsf`, without the allocator: a relaxed load of
 /// its size word, whose size bits do not change while the block is live (see the field).
+/// Always a multiple of 16 (`GRANULE_BYTES`, `HDR_BYTES`): the thread cache's free fast
+/// path finds the class of exactly that size by it (`RequestSlots::exact_slot_of_usable`).
 ///
 /// # Safety
 /// `payload` is a live block handed out by a `Tlsf`, whose allocation happens-before this
