@@ -277,8 +277,8 @@ impl ThreadCache {
         let mut offset = 0;
         let base = storage.as_mut_ptr();
         // One magazine per class, and one more, of no capacity: a free whose block is of no
-        // cached class (`SegmentGeometry::slot_of` answers the class count's slot) finds it
-        // full, with no bounds check on the way.
+        // cached class (`SegmentGeometry::slot_of` and `RequestSlots::exact_slot_of_usable`
+        // answer the class count's slot) finds it full, with no bounds check on the way.
         let none = Magazine {
             top: AtomicPtr::new(ptr::null_mut()),
             bottom: ptr::null_mut(),
