@@ -1,7 +1,8 @@
 //! Allocator micro-benchmarks, all in one run so ratios are comparable:
 //! - `pair/<size>`: one allocate + free pair (single thread, L1-hot) for every pool
 //!   variant (`pool-mutex`: the default, thread caches in front of the mutex;
-//!   `pool-mutex-uncached`: `thread_cache.enabled = false`), glibc malloc and mimalloc;
+//!   `pool-mutex-uncached`: `thread_cache.enabled = false`; `pool-mutex-sized`: freed with
+//!   the block's size, `MemoryPool::deallocate_sized`), glibc malloc and mimalloc;
 //! - `churn`: random sizes (16 B..4 KiB, log-uniform) replacing one of 1024 live blocks;
 //! - `cross_thread`: blocks allocated on one thread and freed on another (2 threads).
 //!
@@ -56,6 +57,9 @@ enum Subject {
     /// A strategy behind `dyn Strategy` (what `CpuPool` calls).
     Raw(Box<dyn Strategy>),
     Pool(Arc<CpuPool>),
+    /// A pool freed with the block's size (`MemoryPool::deallocate_sized`, as
+    /// `GlobalAlloc::dealloc` frees); the other subjects ignore the size.
+    PoolSized(Arc<CpuPool>),
     Glibc,
     Mimalloc,
 }
@@ -68,7 +72,7 @@ impl Subject {
             Subject::Classed(s) => s.allocate(size, 16).unwrap(),
             Subject::Variable(s) => s.allocate(size, 16).unwrap(),
             Subject::Raw(s) => s.allocate(size, 16).unwrap(),
-            Subject::Pool(p) => p.allocate(size).unwrap(),
+            Subject::Pool(p) | Subject::PoolSized(p) => p.allocate(size).unwrap(),
             // SAFETY: plain malloc calls; the result is checked for null.
             Subject::Glibc => NonNull::new(unsafe { libc::malloc(size) }.cast()).unwrap(),
             // SAFETY: as above.
@@ -79,10 +83,13 @@ impl Subject {
         }
     }
 
+    /// `size` gives the size `ptr` was allocated with, called only by `PoolSized`, so the
+    /// other subjects' loops do not compute it.
+    ///
     /// # Safety
     /// `ptr` came from `alloc` of this subject and is not freed yet.
     #[inline(always)]
-    unsafe fn free(&mut self, ptr: NonNull<u8>) {
+    unsafe fn free(&mut self, ptr: NonNull<u8>, size: impl FnOnce() -> usize) {
         match self {
             // SAFETY: forwarded contract.
             Subject::Fixed(s) => unsafe {
@@ -102,6 +109,8 @@ impl Subject {
             },
             // SAFETY: forwarded contract.
             Subject::Pool(p) => unsafe { p.deallocate(ptr) }.unwrap(),
+            // SAFETY: forwarded contract (the size is only a hint).
+            Subject::PoolSized(p) => unsafe { p.deallocate_sized(ptr, size()) }.unwrap(),
             // SAFETY: forwarded contract.
             Subject::Glibc => unsafe { libc::free(ptr.as_ptr().cast()) },
             // SAFETY: forwarded contract.
@@ -141,7 +150,11 @@ fn pair_subjects(size: usize) -> Vec<(&'static str, Subject)> {
             "variable/raw-dyn",
             Subject::Raw(Box::new(Tlsf::new(upstream(&variable), &variable).unwrap())),
         ),
-        ("variable/pool-mutex", pool(variable)),
+        ("variable/pool-mutex", pool(variable.clone())),
+        (
+            "variable/pool-mutex-sized",
+            Subject::PoolSized(Arc::new(CpuPool::new("bench", variable).unwrap())),
+        ),
         (
             "variable/pool-mutex-uncached",
             pool(uncached(VariableSize, size)),
@@ -160,7 +173,7 @@ fn bench_pairs(c: &mut Criterion) {
                 b.iter(|| {
                     let p = subject.alloc(black_box(size));
                     // SAFETY: p was just allocated by this subject.
-                    unsafe { subject.free(black_box(p)) };
+                    unsafe { subject.free(black_box(p), || size) };
                 })
             });
         }
@@ -193,6 +206,16 @@ fn bench_churn(c: &mut Criterion) {
             )),
         ),
         (
+            "variable/pool-mutex-sized",
+            Subject::PoolSized(Arc::new(
+                CpuPool::new(
+                    "b",
+                    config(AllocatorKind::VariableSize, SyncMode::Mutex, 64),
+                )
+                .unwrap(),
+            )),
+        ),
+        (
             "size-classed/pool-mutex-uncached",
             Subject::Pool(Arc::new(
                 CpuPool::new("b", uncached(AllocatorKind::SizeClassed, 64)).unwrap(),
@@ -208,23 +231,58 @@ fn bench_churn(c: &mut Criterion) {
         ("mimalloc", Subject::Mimalloc),
     ];
     for (name, mut subject) in subjects {
+        if let Subject::PoolSized(pool) = &subject {
+            churn_sized(&mut group, name, pool, &sizes);
+            continue;
+        }
         let mut live: Vec<NonNull<u8>> = (0..LIVE).map(|i| subject.alloc(sizes[i])).collect();
         let mut i = 0usize;
         group.bench_function(name, |b| {
             b.iter(|| {
                 let slot = i % LIVE;
                 // SAFETY: live[slot] is a live block of this subject.
-                unsafe { subject.free(live[slot]) };
+                unsafe { subject.free(live[slot], || unreachable!("not a sized subject")) };
                 live[slot] = subject.alloc(sizes[i % sizes.len()]);
                 i = i.wrapping_add(1);
             })
         });
         for p in live {
             // SAFETY: every remaining block is live.
-            unsafe { subject.free(p) };
+            unsafe { subject.free(p, || unreachable!("not a sized subject")) };
         }
     }
     group.finish();
+}
+
+/// `churn` for a pool freed with each block's size (`deallocate_sized`): the program keeps
+/// each live block's size beside it, as a `Vec` or a `Box` knows its layout.
+fn churn_sized(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    pool: &CpuPool,
+    sizes: &[usize],
+) {
+    const LIVE: usize = 1024;
+    let mut live: Vec<(NonNull<u8>, usize)> = sizes[..LIVE]
+        .iter()
+        .map(|&size| (pool.allocate(size).unwrap(), size))
+        .collect();
+    let mut i = 0usize;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let slot = i % LIVE;
+            let (ptr, size) = live[slot];
+            // SAFETY: live[slot] is a live block of this pool (the size is a hint).
+            unsafe { pool.deallocate_sized(black_box(ptr), size) }.unwrap();
+            let size = sizes[i % sizes.len()];
+            live[slot] = (pool.allocate(black_box(size)).unwrap(), size);
+            i = i.wrapping_add(1);
+        })
+    });
+    for (ptr, size) in live {
+        // SAFETY: every remaining block is live.
+        unsafe { pool.deallocate_sized(ptr, size) }.unwrap();
+    }
 }
 
 /// Blocks allocated on this thread, freed on a second one; time per block.

@@ -127,6 +127,21 @@ pub trait MemoryPool: Send + Sync {
     /// variants promise that.
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError>;
 
+    /// [`deallocate`](Self::deallocate) with the size the block was allocated with (or last
+    /// reallocated to), as Rust's `GlobalAlloc::dealloc` and C++'s sized `delete` know it:
+    /// a pool may use it to find the block's size class without waiting for the block's
+    /// own header. `size` is only a hint: any other value is not undefined behaviour, and
+    /// the pool then frees the block as `deallocate` does. The default ignores it.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate) (`size` is unconstrained).
+    #[inline]
+    unsafe fn deallocate_sized(&self, ptr: NonNull<u8>, size: usize) -> Result<(), PoolError> {
+        let _ = size;
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate(ptr) }
+    }
+
     /// `deallocate` without the error's detail: `false` where it reported one. See
     /// [`allocate_or_none`](Self::allocate_or_none).
     ///

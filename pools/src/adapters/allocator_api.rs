@@ -26,14 +26,15 @@ fn allocate_in(
     Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
 }
 
-/// Give a block back. A pool error here means the caller broke the `Allocator` contract
-/// (the pointer was not from this allocator); checked pools report it in debug builds.
+/// Give a block back, with the layout's size as the pool's hint (`deallocate_sized`). A
+/// pool error here means the caller broke the `Allocator` contract (the pointer was not
+/// from this allocator); checked pools report it in debug builds.
 ///
 /// # Safety
 /// `ptr` is a block currently allocated by `pool` (the `Allocator::deallocate` contract).
-unsafe fn deallocate_in(pool: &dyn MemoryPool, ptr: NonNull<u8>) {
-    // SAFETY: the caller's contract: ptr is a live block of this pool.
-    let result = unsafe { pool.deallocate(ptr) };
+unsafe fn deallocate_in(pool: &dyn MemoryPool, ptr: NonNull<u8>, layout: Layout) {
+    // SAFETY: the caller's contract: ptr is a live block of this pool (the size is a hint).
+    let result = unsafe { pool.deallocate_sized(ptr, layout.size()) };
     debug_assert!(result.is_ok(), "{result:?}");
 }
 
@@ -52,10 +53,10 @@ unsafe impl Allocator for &CpuPool {
         allocate_in(*self, layout, true)
     }
 
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `Allocator::deallocate`'s contract: ptr is currently allocated by this
         // allocator, i.e. a live block of this pool.
-        unsafe { deallocate_in(*self, ptr) };
+        unsafe { deallocate_in(*self, ptr, layout) };
     }
 }
 
@@ -89,9 +90,9 @@ unsafe impl Allocator for PoolAllocator {
         allocate_in(&*self.pool, layout, true)
     }
 
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, _layout: Layout) {
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: `Allocator::deallocate`'s contract: ptr is currently allocated by this
         // allocator (a clone of it), i.e. a live block of the shared pool.
-        unsafe { deallocate_in(&*self.pool, ptr) };
+        unsafe { deallocate_in(&*self.pool, ptr, layout) };
     }
 }

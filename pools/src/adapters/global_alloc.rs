@@ -368,7 +368,7 @@ unsafe impl GlobalAlloc for PoolGlobalAlloc {
     }
 
     #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if is_inside_pool_block(ptr) {
             return;
         }
@@ -377,8 +377,9 @@ unsafe impl GlobalAlloc for PoolGlobalAlloc {
         };
         let _guard = InPool::call();
         // SAFETY: `GlobalAlloc::dealloc`'s contract: ptr was allocated by this allocator,
-        // and it is not an arena block (checked above), so it is a live block of the pool.
-        if unsafe { pool.deallocate(ptr) }.is_err() {
+        // and it is not an arena block (checked above), so it is a live block of the pool;
+        // the layout's size is the pool's hint (`deallocate_sized`).
+        if unsafe { pool.deallocate_sized(ptr, layout.size()) }.is_err() {
             write_stderr("PoolGlobalAlloc: free of a pointer the pool does not own (ignored)");
         }
     }

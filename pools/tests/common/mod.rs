@@ -139,14 +139,31 @@ impl Model {
                 let block = self.live.remove(&addr).unwrap();
                 let ptr = NonNull::new(addr as *mut u8).unwrap();
                 check_pattern(ptr, &block);
-                // Every other free through `deallocate_or_false` (the replay's entry point).
-                if self.ops % 2 == 1 {
-                    // SAFETY: the model holds exactly the live blocks; ptr was one of them.
-                    let freed = unsafe { pool.deallocate_or_false(ptr) };
-                    assert!(freed, "free of a live block");
-                } else {
-                    // SAFETY: as above.
-                    unsafe { pool.deallocate(ptr) }.expect("free of a live block");
+                // The frees rotate over the entry points: `deallocate`,
+                // `deallocate_or_false` (the replay's), and `deallocate_sized` with the
+                // block's size (`GlobalAlloc`'s) and with a wrong size, which is only a
+                // hint and must change nothing but the speed.
+                match self.ops % 4 {
+                    0 => {
+                        // SAFETY: the model holds exactly the live blocks; ptr was one.
+                        unsafe { pool.deallocate(ptr) }.expect("free of a live block");
+                    }
+                    1 => {
+                        // SAFETY: as above.
+                        let freed = unsafe { pool.deallocate_or_false(ptr) };
+                        assert!(freed, "free of a live block");
+                    }
+                    2 => {
+                        // SAFETY: as above.
+                        unsafe { pool.deallocate_sized(ptr, block.len) }
+                            .expect("sized free of a live block");
+                    }
+                    _ => {
+                        let wrong = block.len.wrapping_mul(7).wrapping_add(index) % 70_000;
+                        // SAFETY: as above; the size is a hint, any value allowed.
+                        unsafe { pool.deallocate_sized(ptr, wrong) }
+                            .expect("sized free of a live block, wrong size");
+                    }
                 }
                 if checked {
                     let again = pool.deallocate_checked(ptr);
