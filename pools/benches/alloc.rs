@@ -188,6 +188,10 @@ fn bench_churn(c: &mut Criterion) {
         .map(|_| (16.0f64 * 256f64.powf(rng.gen::<f64>())) as usize)
         .collect();
     let mut group = c.benchmark_group("churn");
+    let variable = || {
+        let config = config(AllocatorKind::VariableSize, SyncMode::Mutex, 64);
+        Arc::new(CpuPool::new("b", config).unwrap())
+    };
     let subjects: Vec<(&str, Subject)> = vec![
         (
             "size-classed/pool-mutex",
@@ -195,26 +199,8 @@ fn bench_churn(c: &mut Criterion) {
                 CpuPool::new("b", config(AllocatorKind::SizeClassed, SyncMode::Mutex, 64)).unwrap(),
             )),
         ),
-        (
-            "variable/pool-mutex",
-            Subject::Pool(Arc::new(
-                CpuPool::new(
-                    "b",
-                    config(AllocatorKind::VariableSize, SyncMode::Mutex, 64),
-                )
-                .unwrap(),
-            )),
-        ),
-        (
-            "variable/pool-mutex-sized",
-            Subject::PoolSized(Arc::new(
-                CpuPool::new(
-                    "b",
-                    config(AllocatorKind::VariableSize, SyncMode::Mutex, 64),
-                )
-                .unwrap(),
-            )),
-        ),
+        ("variable/pool-mutex", Subject::Pool(variable())),
+        ("variable/pool-mutex-sized", Subject::PoolSized(variable())),
         (
             "size-classed/pool-mutex-uncached",
             Subject::Pool(Arc::new(
