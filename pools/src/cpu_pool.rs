@@ -980,6 +980,45 @@ impl CpuPool {
         unsafe { self.free_fast_tlsf(rack, ptr) }
     }
 
+    /// `deallocate` and `deallocate_sized`: the fast paths of the segment-class caches
+    /// (fixed-size, size-classed and lock-free pools) and of TLSF's are inline in the
+    /// caller; everything else is one out-of-line call. `size`, where the caller knows
+    /// it, is the TLSF cache's hint (`free_fast_tlsf_sized`); the other kinds read their
+    /// class from the segment's page map, which is as quick. Inlined with a constant
+    /// `size`, so `deallocate` carries no test of it.
+    ///
+    /// # Safety
+    /// As for `MemoryPool::deallocate` (`size` is unconstrained).
+    #[inline(always)]
+    unsafe fn deallocate_hinted(
+        &self,
+        ptr: NonNull<u8>,
+        size: Option<usize>,
+    ) -> Result<(), PoolError> {
+        let (id, rack) = last_used_entry();
+        if id == self.fast_segment.id {
+            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
+            // mode never uses the cached core), handed to us by the caller, so its
+            // allocation happens-before this call; the id is `fast_segment`'s.
+            if unsafe { self.free_fast_segment(rack, ptr) } {
+                return Ok(());
+            }
+        } else if id == self.fast_tlsf_id {
+            // SAFETY: as above; the id is `fast_cache`'s, a TLSF cache.
+            let cached = unsafe {
+                match size {
+                    Some(size) => self.free_fast_tlsf_sized(rack, ptr, size),
+                    None => self.free_fast_tlsf(rack, ptr),
+                }
+            };
+            if cached {
+                return Ok(());
+            }
+        }
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.deallocate_general(ptr) }
+    }
+
     /// `reallocate_or_none`'s fast path (`fast_cache`: no live tracking, no poisoning)
     /// for blocks whose class the thread cache reads without the lock (fixed-size and
     /// size-classed strategies): a block kept in place is counted in the thread's cache
@@ -1703,47 +1742,16 @@ impl MemoryPool for CpuPool {
         unsafe { self.deallocate_or_false_slow(ptr) }
     }
 
-    /// The fast paths of the segment-class caches (fixed-size, size-classed and lock-free
-    /// pools) and of TLSF's are inline in the caller; everything else is one out-of-line
-    /// call.
     #[inline(always)]
     unsafe fn deallocate(&self, ptr: NonNull<u8>) -> Result<(), PoolError> {
-        let (id, rack) = last_used_entry();
-        if id == self.fast_segment.id {
-            // SAFETY: the caller's contract: ptr is a live block of this pool (checked
-            // mode never uses the cached core), handed to us by the caller, so its
-            // allocation happens-before this call; the id is `fast_segment`'s.
-            if unsafe { self.free_fast_segment(rack, ptr) } {
-                return Ok(());
-            }
-        } else if id == self.fast_tlsf_id {
-            // SAFETY: as above; the id is `fast_cache`'s, a TLSF cache.
-            if unsafe { self.free_fast_tlsf(rack, ptr) } {
-                return Ok(());
-            }
-        }
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.deallocate_general(ptr) }
+        unsafe { self.deallocate_hinted(ptr, None) }
     }
 
-    /// `deallocate`, with `size` as the TLSF cache's hint (`free_fast_tlsf_sized`); the
-    /// other kinds read their class from the segment's page map, which is as quick.
     #[inline(always)]
     unsafe fn deallocate_sized(&self, ptr: NonNull<u8>, size: usize) -> Result<(), PoolError> {
-        let (id, rack) = last_used_entry();
-        if id == self.fast_segment.id {
-            // SAFETY: as in `deallocate`.
-            if unsafe { self.free_fast_segment(rack, ptr) } {
-                return Ok(());
-            }
-        } else if id == self.fast_tlsf_id {
-            // SAFETY: as in `deallocate`; the id is `fast_cache`'s, a TLSF cache.
-            if unsafe { self.free_fast_tlsf_sized(rack, ptr, size) } {
-                return Ok(());
-            }
-        }
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { self.deallocate_general(ptr) }
+        // SAFETY: the caller's contract, forwarded (the size is a hint).
+        unsafe { self.deallocate_hinted(ptr, Some(size)) }
     }
 
     unsafe fn reallocate(
