@@ -268,10 +268,14 @@ impl CpuPool {
                 };
                 (Box::new(classed), (classes, sizer))
             }
-            AllocatorKind::VariableSize => (
-                Box::new(Tlsf::new(upstream, &config)?),
-                (CacheClasses::for_table(&config), BlockSizer::Tlsf),
-            ),
+            AllocatorKind::VariableSize => {
+                let mut tlsf = Tlsf::new(upstream, &config)?;
+                let classes = CacheClasses::for_table(&config);
+                // The refills' blocks carry their class's slot: the free's fast path
+                // (`free_fast_tlsf`).
+                tlsf.set_free_hints(classes.exact_slots());
+                (Box::new(tlsf), (classes, BlockSizer::Tlsf))
+            }
             AllocatorKind::LockFree => unreachable!("handled above"),
         };
         // A single-threaded pool gets the layer too: its hits take no atomic
@@ -920,6 +924,16 @@ impl CpuPool {
     /// `try_free_fast` of a TLSF pool's cache (`fast_tlsf_id`), when this thread's last-used
     /// cache is that one: `rack` is what `last_used_entry` gave with `fast_id`.
     ///
+    /// The block's size word carries a free hint: the slot of its class's magazine, which
+    /// TLSF wrote when it carved the block for a refill (`Tlsf::allocate_batch`). So the
+    /// magazine's address is one shift from the word the free loads anyway, with no
+    /// table load between the tag's (possibly missing) load and the push's addresses.
+    /// The hint is trusted only when that magazine's blocks have exactly the block's
+    /// usable size. A block without one (allocated past the cache, or resized in place
+    /// under the lock) declines, and the slow path (`CacheShared::free_slow`) finds its
+    /// class from the request table and caches it without the lock: out of line, so that
+    /// the inline free keeps no register for it.
+    ///
     /// # Safety
     /// As for `try_free_fast`, and `last_used_entry` answered `(fast_tlsf_id, rack)`
     /// (so `fast_tlsf_id` is `fast_id`).
@@ -927,18 +941,20 @@ impl CpuPool {
     unsafe fn free_fast_tlsf(&self, rack: *const RackHead, ptr: NonNull<u8>) -> bool {
         // SAFETY: the id matched `fast_cache`'s: `rack` is this thread's cache's rack of
         // it, used only in this pool call.
-        let rack = unsafe { Rack::from_raw(rack) };
+        let cache = unsafe { Rack::from_raw(rack) };
         // SAFETY: the caller's contract: a live block of this pool's TLSF strategy.
-        let usable = unsafe { crate::alloc::variable::usable_bytes_unlocked(ptr) };
-        // A TLSF block's usable size is a multiple of 16 (`usable_bytes_unlocked`), as
-        // `exact_slot_of_usable` needs.
-        let Some(slot) = self.fast_request.exact_slot_of_usable(usable) else {
+        let (hint, usable) = unsafe { crate::alloc::variable::free_hint_and_usable(ptr) };
+        // SAFETY: a hint is 0 or an entry of this cache's `exact_slot_of_granule` (a
+        // class's slot or the class count's, in every thread's rack of this cache): the
+        // only hints this pool's TLSF writes (`Tlsf::set_free_hints`, given that table
+        // when the pool was made).
+        if unsafe { cache.hinted_block_bytes(hint) } != usable {
             return false;
-        };
-        // SAFETY: `slot` is the slot of `fast_cache`'s class of blocks of exactly `usable`
-        // bytes, the block's, or the class count's, whose magazine declines (`fast_request`
-        // is that cache's table); the block is unused from now.
-        unsafe { rack.push_counted(slot, ptr) }
+        }
+        // SAFETY: the magazine at `hint` holds blocks of exactly `usable` bytes, the
+        // block's (so `hint` is not 0: no block has 0 usable bytes); the block is unused
+        // from now.
+        unsafe { cache.push_counted(hint, ptr) }
     }
 
     /// `free_fast_tlsf` with the size the block was allocated with as a hint
@@ -1042,15 +1058,23 @@ impl CpuPool {
             // Kept by its size alone (its boundary tag); else a small block moves through
             // the cache; else the strategy is asked under the lock (a growing TLSF block
             // may grow into its neighbour).
-            // SAFETY: the caller's contract: ptr is a live block of this pool.
-            let usable = unsafe { shared.sizer.usable_bytes(ptr) };
+            // SAFETY: the caller's contract: ptr is a live block of this pool's TLSF
+            // strategy.
+            let (hint, usable) = unsafe { crate::alloc::variable::free_hint_and_usable(ptr) };
             if shared.sizer.resizes_in_place(usable, new_size) == Some(true) {
                 rack.count_same_block(usable);
                 return FastRealloc::Kept;
             }
             // A small block of exactly its cache class moves through the cache, as in the
-            // size-classed pools, without the lock: see `TLSF_MOVE_MAX_BYTES`.
+            // size-classed pools, without the lock: see `TLSF_MOVE_MAX_BYTES`. Its class
+            // is the free hint's when that magazine's blocks have its size
+            // (`free_fast_tlsf`), else the request table's class of exactly its size.
             if usable <= TLSF_MOVE_MAX_BYTES {
+                // SAFETY: a hint is 0 or an entry of this cache's `exact_slot_of_granule`
+                // (as in `free_fast_tlsf`).
+                if unsafe { rack.hinted_block_bytes(hint) } == usable {
+                    return FastRealloc::Move { slot: hint, usable };
+                }
                 if let Some(slot) = self.fast_request.exact_slot_of_usable(usable) {
                     // SAFETY: `slot` is a class's of `fast_cache`, or the class count's
                     // (`fast_request` is its table), whose block size, 0, is no usable

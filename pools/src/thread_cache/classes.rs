@@ -243,6 +243,14 @@ impl CacheClasses {
     }
 
     /// The request table, for `CpuPool`'s allocation fast path.
+    /// `exact_slot_of_granule` (`RequestSlots`): for every usable size `g * 16` up to
+    /// the largest cached request, the slot of the class of exactly that size, or the
+    /// class count's. TLSF writes these into its blocks as their free hints
+    /// (`Tlsf::set_free_hints`).
+    pub(crate) fn exact_slots(&self) -> &[u16] {
+        &self.request.exact_slot_of_granule
+    }
+
     pub(crate) fn request_slots(&self) -> RequestSlots {
         self.request.clone()
     }

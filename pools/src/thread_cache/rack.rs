@@ -37,6 +37,10 @@ pub(crate) struct RackHead {
     /// Counts of the slow paths (and of reallocations kept in place); the fast paths'
     /// are in the magazines.
     pub(super) allocation_count: AtomicU64,
+    /// Always 0, at a magazine's `block_bytes` offset: a free hint of 0 (none written,
+    /// `Rack::hinted_block_bytes`) names the head, whose "block size" then matches no
+    /// block.
+    no_block_bytes: usize,
     pub(super) free_count: AtomicU64,
     pub(super) total_allocated_bytes: AtomicU64,
 }
@@ -47,6 +51,7 @@ impl RackHead {
             room: AtomicI64::new(0),
             room_limit: UnsafeCell::new(room_limit),
             allocation_count: AtomicU64::new(0),
+            no_block_bytes: 0,
             free_count: AtomicU64::new(0),
             total_allocated_bytes: AtomicU64::new(0),
         }
@@ -73,6 +78,11 @@ impl RackHead {
         unsafe { *self.room_limit.get() = limit };
     }
 }
+
+// A hint of 0 reads the head's `no_block_bytes` where a magazine's `block_bytes` is.
+const _: () = assert!(
+    std::mem::offset_of!(RackHead, no_block_bytes) == std::mem::offset_of!(Magazine, block_bytes)
+);
 
 // The magazines start right after the head, each on its own line, one slot apart.
 const _: () = assert!(size_of::<RackHead>() == align_of::<Magazine>());
@@ -241,6 +251,24 @@ impl<'a> Rack<'a> {
         unsafe { &*self.head.cast::<u8>().add(slot).cast::<Magazine>() }
     }
 
+    /// The usable bytes of the blocks of the magazine at `hint`, a TLSF block's free hint
+    /// (`alloc::variable::free_hint_and_usable`): for the slot of a class, that class's
+    /// block size; for 0 (no hint), 0. A plain read of that word, not a reference to a
+    /// magazine, since 0 is the head's address.
+    ///
+    /// # Safety
+    /// `hint` is 0 or a slot of a class below the rack's magazine count (`slot_of_class`),
+    /// as the pool's thread cache writes them.
+    #[inline(always)]
+    pub(crate) unsafe fn hinted_block_bytes(self, hint: usize) -> usize {
+        let at = hint + std::mem::offset_of!(Magazine, block_bytes);
+        // SAFETY: the caller's contract and `RackBox`'s invariant: `hint` bytes from the
+        // head is the head or a magazine of this allocation, and `at` is its
+        // `no_block_bytes` or `block_bytes` (the same offset, asserted above), an
+        // initialised `usize` that nothing writes after the rack is made.
+        unsafe { self.head.cast::<u8>().add(at).cast::<usize>().read() }
+    }
+
     /// Count a reallocation that kept its block and its usable size (one free and one
     /// allocation of the same bytes: the used bytes do not change, so no cold part), by
     /// the owner.
@@ -280,6 +308,19 @@ mod tests {
                 let bytes = classes.class_bytes.get(class).copied().unwrap_or(0);
                 // SAFETY: as above.
                 assert_eq!(unsafe { rack.block_bytes_at(slot_of_class(class)) }, bytes);
+                // A free hint naming the slot reads the same size.
+                // SAFETY: as above.
+                let hinted = unsafe { rack.hinted_block_bytes(slot_of_class(class)) };
+                assert_eq!(hinted, bytes);
+            }
+            // No hint (0) reads the head's zero: no block's size.
+            // SAFETY: 0 is a hint the cache may meet.
+            assert_eq!(unsafe { rack.hinted_block_bytes(0) }, 0);
+            // Every entry of the exact table (the hints TLSF writes) is a magazine's slot.
+            for &hint in classes.exact_slots() {
+                let hint = usize::from(hint);
+                assert!(hint >= slot_of_class(0) && hint <= slot_of_class(classes.class_count()));
+                assert_eq!(hint % CLASS_SLOT_BYTES, 0);
             }
             // Aligned and padded to whole line pairs: no other allocation shares one.
             let layout = RackBox::layout(magazines.len());

@@ -18,7 +18,26 @@ pub(super) const PREV_FREE: usize = 2;
 pub(super) const SENTINEL: usize = 4;
 /// The low bits of `size_and_flags` that hold flags; block sizes are multiples of
 /// `GRANULE_BYTES`, so these bits of the size are always zero.
-pub(super) const FLAGS_MASK: usize = GRANULE_BYTES - 1;
+const FLAGS_MASK: usize = GRANULE_BYTES - 1;
+
+/// Where the free hint starts in `size_and_flags` (64-bit targets): the top 16 bits, above
+/// every block size (`MAX_BLOCK_BYTES`).
+#[cfg(target_pointer_width = "64")]
+const HINT_SHIFT: u32 = 48;
+/// Largest block (header included): sizes stay below the free hint's bits.
+#[cfg(target_pointer_width = "64")]
+pub(super) const MAX_BLOCK_BYTES: usize = (1 << HINT_SHIFT) - GRANULE_BYTES;
+#[cfg(not(target_pointer_width = "64"))]
+pub(super) const MAX_BLOCK_BYTES: usize = usize::MAX - FLAGS_MASK;
+/// The bits of `size_and_flags` that hold the size (`MAX_BLOCK_BYTES` is all of them).
+const SIZE_MASK: usize = MAX_BLOCK_BYTES;
+const _: () = assert!(MAX_BLOCK_BYTES.is_multiple_of(GRANULE_BYTES));
+
+/// The size bits of a size word.
+#[inline(always)]
+pub(super) const fn size_of_word(word: usize) -> usize {
+    word & SIZE_MASK
+}
 
 /// Bytes of the header in front of every block (and of every payload).
 pub(super) const HDR_BYTES: usize = std::mem::size_of::<BlockHdr>();
@@ -35,7 +54,11 @@ const _: () = assert!(GRANULE_BYTES.is_multiple_of(16) && HDR_BYTES.is_multiple_
 #[repr(C)]
 pub(super) struct BlockHdr {
     /// The block's size in bytes, header included (a multiple of the allocator's
-    /// granularity; 0 for a sentinel), or-ed with `FREE`, `PREV_FREE` and `SENTINEL`.
+    /// granularity, at most `MAX_BLOCK_BYTES`; 0 for a sentinel), or-ed with `FREE`,
+    /// `PREV_FREE` and `SENTINEL`, and, on 64-bit targets, with a used block's free hint
+    /// in the top 16 bits (`free_hint_and_usable`; 0 where none was written). Every
+    /// write of a size and flags of its own clears the hint; `set_prev_free` and
+    /// `clear_prev_free`, the only writes to another (possibly live) block's word, keep it.
     /// A block held by the front cache carries no flag of its own: it is a used block to
     /// the lists and its neighbours, and only its cache stack knows it (`front_cache`).
     /// Invariant: `PREV_FREE` is set iff `prev_phys` is non-null and that block is free.
@@ -73,6 +96,13 @@ impl BlockHdr {
         self.size_and_flags.store(word, Relaxed);
     }
 
+    /// Replace the word's free hint with `hint` (bits from `hint_bits`), keeping its size
+    /// and flags (under the allocator's `&mut`).
+    #[inline(always)]
+    pub fn set_hint_bits(&self, hint: usize) {
+        self.set_word((self.word() & (SIZE_MASK | FLAGS_MASK)) | hint);
+    }
+
     #[inline(always)]
     pub fn set_prev_free(&self) {
         self.set_word(self.word() | PREV_FREE);
@@ -86,7 +116,7 @@ impl BlockHdr {
     /// Size in bytes, header included.
     #[inline(always)]
     pub fn size(&self) -> usize {
-        self.word() & !FLAGS_MASK
+        size_of_word(self.word())
     }
 
     #[inline(always)]
@@ -118,6 +148,38 @@ pub(crate) unsafe fn usable_bytes_unlocked(payload: NonNull<u8>) -> usize {
     // SAFETY: a live payload is preceded by its header in the same chunk (contract); the
     // header is only read through the atomic.
     unsafe { (*payload.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>()).size() - HDR_BYTES }
+}
+
+/// A live block's free hint and its usable bytes, from one relaxed load of its size word
+/// (as `usable_bytes_unlocked`). The hint is the value the last `set_free_hint` wrote
+/// while the block had this size, or 0, or (after a resize in place) one written at
+/// another size: the thread cache takes it as a magazine's slot only after comparing
+/// that magazine's block size with the usable bytes (`CpuPool::free_fast_tlsf`).
+///
+/// # Safety
+/// As for `usable_bytes_unlocked`.
+#[inline(always)]
+pub(crate) unsafe fn free_hint_and_usable(payload: NonNull<u8>) -> (usize, usize) {
+    // SAFETY: as in `usable_bytes_unlocked`.
+    let word = unsafe { (*payload.as_ptr().sub(HDR_BYTES).cast::<BlockHdr>()).word() };
+    #[cfg(target_pointer_width = "64")]
+    let hint = word >> HINT_SHIFT;
+    #[cfg(not(target_pointer_width = "64"))]
+    let hint = 0;
+    (hint, size_of_word(word) - HDR_BYTES)
+}
+
+/// A free hint (`free_hint_and_usable`) as the bits to or into a size word; 0 on targets
+/// narrower than 64 bits, which keep no hints.
+#[inline(always)]
+pub(super) fn hint_bits(hint: u16) -> usize {
+    #[cfg(target_pointer_width = "64")]
+    return usize::from(hint) << HINT_SHIFT;
+    #[cfg(not(target_pointer_width = "64"))]
+    {
+        let _ = hint;
+        0
+    }
 }
 
 /// The header `offset_bytes` after `block`.

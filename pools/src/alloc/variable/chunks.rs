@@ -1,6 +1,6 @@
 //! Chunks from the upstream: laying out a new chunk, growing, returning chunks, reset.
 
-use super::block::{header_at, BlockHdr, FREE, HDR_BYTES, PREV_FREE, SENTINEL};
+use super::block::{header_at, BlockHdr, FREE, HDR_BYTES, MAX_BLOCK_BYTES, PREV_FREE, SENTINEL};
 use super::Tlsf;
 use crate::alloc::Chunk;
 use crate::error::PoolError;
@@ -43,7 +43,10 @@ impl Tlsf {
             "chunk source returned {} bytes, less than asked",
             chunk.len
         );
-        let block_bytes = (chunk.len - pad_bytes - HDR_BYTES) & !(self.granularity_bytes - 1);
+        // A chunk larger than a block can be (`MAX_BLOCK_BYTES`, a quarter of a petabyte)
+        // leaves its tail unused.
+        let block_bytes = (chunk.len - pad_bytes - HDR_BYTES).min(MAX_BLOCK_BYTES)
+            & !(self.granularity_bytes - 1);
         // SAFETY: `pad_bytes + block_bytes + HDR_BYTES <= chunk.len`: both headers lie in
         // the chunk, and offsets inside one allocation of non-null memory are non-null.
         let (first_block, sentinel) = unsafe {

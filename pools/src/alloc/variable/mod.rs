@@ -12,7 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod block;
-pub(crate) use self::block::usable_bytes_unlocked;
+pub(crate) use self::block::{free_hint_and_usable, usable_bytes_unlocked};
 mod chunks;
 mod free_lists;
 mod front_cache;
@@ -20,8 +20,8 @@ mod mapping;
 mod walk;
 
 use self::block::{
-    header_at, payload_of, BlockHdr, FreeBlockHdr, FLAGS_MASK, FREE, FREE_HDR_BYTES, HDR_BYTES,
-    PREV_FREE,
+    header_at, hint_bits, payload_of, size_of_word, BlockHdr, FreeBlockHdr, FREE, FREE_HDR_BYTES,
+    HDR_BYTES, MAX_BLOCK_BYTES, PREV_FREE,
 };
 use self::chunks::ChunkRecord;
 use self::front_cache::FrontCache;
@@ -32,8 +32,14 @@ use crate::error::PoolError;
 use std::ptr::{self, NonNull};
 
 /// Largest request served (bytes): far beyond any real chunk, and low enough that size
-/// arithmetic (header, alignment slack, list rounding) cannot overflow.
+/// arithmetic (header, alignment slack, list rounding) cannot overflow and that every
+/// block it needs stays below `MAX_BLOCK_BYTES` (the size word's top bits are the free
+/// hint's).
+#[cfg(target_pointer_width = "64")]
+const MAX_REQUEST_BYTES: usize = 1 << 46;
+#[cfg(not(target_pointer_width = "64"))]
 const MAX_REQUEST_BYTES: usize = 1 << (usize::BITS - 4);
+const _: () = assert!(MAX_REQUEST_BYTES + 2 * MAX_ALIGN_BYTES < MAX_BLOCK_BYTES / 2);
 /// Largest alignment served (bytes), as `PoolConfig::validate` allows for the pool.
 const MAX_ALIGN_BYTES: usize = 1 << 30;
 /// Alignment asked of the upstream for every chunk: a page, so chunks start clean.
@@ -119,6 +125,10 @@ pub struct Tlsf {
     /// Recently freed small blocks, used as far as the fields above are concerned
     /// (invariants on `FrontCache`).
     front_cache: FrontCache,
+    /// `free_hints[u / 16]`: the free hint (`block::free_hint_and_usable`) that
+    /// `allocate_batch` writes into blocks of `u` usable bytes: the slot of the thread
+    /// cache's class of exactly that size (`set_free_hints`). Empty: no hints.
+    free_hints: Box<[u16]>,
 }
 
 // SAFETY: the raw pointers all point into chunks this `Tlsf` owns exclusively (the
@@ -157,6 +167,7 @@ impl Tlsf {
             // Every block may be cached; under `WhenEmpty` those of the initial chunk only
             // (set below), so that the cache never keeps a returnable chunk alive.
             front_cache: FrontCache::new(0, if release_empty_chunks { 0 } else { usize::MAX }),
+            free_hints: Box::new([]),
         };
         if config.initial_size_bytes > 0 {
             let bytes = config
@@ -188,6 +199,20 @@ impl Tlsf {
     /// Bytes every block size and payload address is a multiple of.
     pub fn granularity_bytes(&self) -> usize {
         self.granularity_bytes
+    }
+
+    /// The free hints `allocate_batch` writes: `hints[u / 16]` for blocks of `u` usable
+    /// bytes (a thread cache's `exact_slot_of_granule` table). The pool's cache trusts a
+    /// hint only after checking it against the block's size, so any value is safe for
+    /// the allocator; the cache relies on every hint being one of this table's entries.
+    pub(crate) fn set_free_hints(&mut self, hints: &[u16]) {
+        self.free_hints = hints.into();
+    }
+
+    /// The hint bits for blocks of `usable` bytes (0: none).
+    #[inline]
+    fn hint_bits_for(&self, usable: usize) -> usize {
+        hint_bits(self.free_hints.get(usable / 16).copied().unwrap_or(0))
     }
 
     /// Bytes of the smallest block that can hold `size` payload bytes.
@@ -287,6 +312,7 @@ impl Tlsf {
         block: *mut BlockHdr,
         list: (usize, usize),
         need: usize,
+        hint: usize,
         out: &mut [*mut u8],
     ) -> (usize, bool) {
         // SAFETY: the caller's contract: `block` is a free block of ours of at least `need`
@@ -303,18 +329,19 @@ impl Tlsf {
             let total = (*first).size();
             let flags = (*first).word() & PREV_FREE;
             let mut prev = first;
-            (*first).set_word(need | flags);
+            (*first).set_word(need | flags | hint);
             out[0] = payload_of(first);
             for slot in out.iter_mut().take(count).skip(1) {
                 let hdr = header_at(prev, need);
                 // Its predecessor is used: `PREV_FREE` clear.
-                (*hdr).set_word(need);
+                (*hdr).set_word(need | hint);
                 (*hdr).prev_phys = prev;
                 *slot = payload_of(hdr);
                 prev = hdr;
             }
             let last_bytes = total - (count - 1) * need;
-            (*prev).set_word(last_bytes | ((*prev).word() & PREV_FREE));
+            let last_hint = if last_bytes == need { hint } else { 0 };
+            (*prev).set_word(last_bytes | ((*prev).word() & PREV_FREE) | last_hint);
             (*header_at(prev, last_bytes)).prev_phys = prev;
             if last_bytes == need {
                 return (count, true);
@@ -438,7 +465,7 @@ impl Tlsf {
             let next = header_at(block, size);
             let next_word = (*next).word();
             let next_free_bytes = if next_word & FREE != 0 {
-                next_word & !FLAGS_MASK
+                size_of_word(next_word)
             } else {
                 0
             };
@@ -533,6 +560,9 @@ impl Strategy for Tlsf {
             return super::allocate_each(self, size, align, usable, out);
         }
         let need = usable + HDR_BYTES;
+        // Front-cache blocks keep the hint they were last handed out with (their words
+        // are not rewritten): a block cached at this size, so this hint, or none.
+        let hint = self.hint_bits_for(usable);
         let mut taken = 0;
         while taken < out.len() {
             if let Some(block) = self.front_cache.pop(need) {
@@ -543,11 +573,20 @@ impl Strategy for Tlsf {
             let Some((block, list)) = self.find_fitting(need) else {
                 // Nothing fits: one block at a time, which flushes the front cache and
                 // grows exactly as an allocation would.
-                return taken + super::allocate_each(self, size, align, usable, &mut out[taken..]);
+                let rest = &mut out[taken..];
+                let each = super::allocate_each(self, size, align, usable, rest);
+                for &payload in &rest[..each] {
+                    // SAFETY: blocks just handed out by `allocate` (each of `usable`
+                    // bytes): a header precedes each payload, and `&mut self` makes
+                    // this the word's only writer.
+                    unsafe { (*payload.sub(HDR_BYTES).cast::<BlockHdr>()).set_hint_bits(hint) };
+                }
+                return taken + each;
             };
             // SAFETY: `find_fitting` returns a free block of at least `need` bytes in
             // `list`; `need` is a block size (`block_bytes_for`).
-            let (carved, whole) = unsafe { self.carve_run(block, list, need, &mut out[taken..]) };
+            let (carved, whole) =
+                unsafe { self.carve_run(block, list, need, hint, &mut out[taken..]) };
             taken += carved;
             if !whole {
                 break;
@@ -593,7 +632,7 @@ impl Strategy for Tlsf {
             let next = header_at(block, size);
             let next_word = (*next).word();
             let next_free_bytes = if next_word & FREE != 0 {
-                next_word & !FLAGS_MASK
+                size_of_word(next_word)
             } else {
                 0
             };
@@ -677,5 +716,88 @@ impl std::fmt::Debug for Tlsf {
             .field("cached_bytes", &self.cached_bytes())
             .field("reserved_bytes", &self.upstream.reserved_bytes())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block::free_hint_and_usable;
+    use super::*;
+    use crate::os::OsChunks;
+    use crate::stats::StatsCounters;
+    use std::sync::Arc;
+
+    fn tlsf(config: &PoolConfig) -> Tlsf {
+        let upstream = Upstream::new(
+            Box::new(OsChunks::new(config.huge_pages)),
+            Arc::from("hints"),
+            config.chunk_size_bytes,
+            config.growth_factor,
+            config.max_size_bytes,
+            Arc::new(StatsCounters::new()),
+        );
+        Tlsf::new(upstream, config).expect("tlsf")
+    }
+
+    /// The hint and usable bytes of a payload.
+    fn hint_of(payload: *mut u8) -> (usize, usize) {
+        // SAFETY: a live block of the test's allocator.
+        unsafe { free_hint_and_usable(NonNull::new(payload).expect("non-null")) }
+    }
+
+    #[test]
+    fn refill_blocks_carry_their_size_hint_and_rewrites_of_the_size_clear_it() {
+        let config = PoolConfig::default_cpu();
+        let mut tlsf = tlsf(&config);
+        // Distinct hints per size: entry g for blocks of g * 16 usable bytes.
+        let hints: Vec<u16> = (0..=256u16).map(|g| 3 * g + 7).collect();
+        tlsf.set_free_hints(&hints);
+        let expected = |usable: usize| usize::from(hints[usable / 16]);
+        for usable in [16, 48, 160, 1024, 4096] {
+            // Carved in a run (`carve_run`): every block named.
+            let mut out = [ptr::null_mut(); 8];
+            assert_eq!(tlsf.allocate_batch(usable, 16, usable, &mut out), 8);
+            for &p in &out {
+                assert_eq!(hint_of(p), (expected(usable), usable), "carved, {usable} B");
+            }
+            // Through the front cache and back: the word, hint included, is kept.
+            // SAFETY: live blocks of `tlsf`, freed once.
+            unsafe { tlsf.deallocate(NonNull::new(out[0]).expect("non-null")) };
+            let mut again = [ptr::null_mut(); 1];
+            assert_eq!(tlsf.allocate_batch(usable, 16, usable, &mut again), 1);
+            assert_eq!(hint_of(again[0]), (expected(usable), usable), "recycled");
+            out[0] = again[0];
+            // The run's last block borders the free remainder: it grows into it, and its
+            // word is rewritten with no hint.
+            let last = NonNull::new(out[7]).expect("non-null");
+            // SAFETY: a live block of `tlsf`.
+            assert!(unsafe { tlsf.resize_in_place(last, usable + 64) });
+            assert_eq!(hint_of(out[7]), (0, usable + 64), "resized in place");
+            // A plain allocation carves with no hint.
+            let plain = tlsf.allocate(usable, 16).expect("allocate").as_ptr();
+            let (hint, got) = hint_of(plain);
+            assert!(hint == 0 || (got == usable && hint == expected(usable)));
+            for p in out.into_iter().chain([plain]) {
+                // SAFETY: live blocks of `tlsf`, freed once.
+                unsafe { tlsf.deallocate(NonNull::new(p).expect("non-null")) };
+            }
+        }
+        // Sizes past the table get no hint.
+        let mut out = [ptr::null_mut(); 2];
+        assert_eq!(tlsf.allocate_batch(8192, 16, 8192, &mut out), 2);
+        assert!(out.iter().all(|&p| hint_of(p) == (0, 8192)));
+    }
+
+    #[test]
+    fn requests_past_the_largest_block_fail_cleanly() {
+        let mut tlsf = tlsf(&PoolConfig::default_cpu());
+        for size in [MAX_REQUEST_BYTES + 1, MAX_BLOCK_BYTES, usize::MAX / 2] {
+            assert!(
+                matches!(tlsf.allocate(size, 16), Err(PoolError::OutOfMemory { .. })),
+                "{size}"
+            );
+        }
+        // The allocator still serves.
+        assert!(tlsf.allocate(64, 16).is_ok());
     }
 }
