@@ -242,7 +242,6 @@ impl CacheClasses {
         self.request.slot_of(size_bytes)
     }
 
-    /// The request table, for `CpuPool`'s allocation fast path.
     /// `exact_slot_of_granule` (`RequestSlots`): for every usable size `g * 16` up to
     /// the largest cached request, the slot of the class of exactly that size, or the
     /// class count's. TLSF writes these into its blocks as their free hints
@@ -251,6 +250,7 @@ impl CacheClasses {
         &self.request.exact_slot_of_granule
     }
 
+    /// The request table, for `CpuPool`'s allocation fast path.
     pub(crate) fn request_slots(&self) -> RequestSlots {
         self.request.clone()
     }

@@ -257,8 +257,9 @@ impl<'a> Rack<'a> {
     /// magazine, since 0 is the head's address.
     ///
     /// # Safety
-    /// `hint` is 0 or a slot of a class below the rack's magazine count (`slot_of_class`),
-    /// as the pool's thread cache writes them.
+    /// `hint` is 0 or a slot of a class below the rack's magazine count (`slot_of_class`):
+    /// an entry of the cache's exact-size table, the hints the pool's TLSF writes
+    /// (`Tlsf::set_free_hints`).
     #[inline(always)]
     pub(crate) unsafe fn hinted_block_bytes(self, hint: usize) -> usize {
         let at = hint + std::mem::offset_of!(Magazine, block_bytes);

@@ -151,10 +151,11 @@ pub(crate) unsafe fn usable_bytes_unlocked(payload: NonNull<u8>) -> usize {
 }
 
 /// A live block's free hint and its usable bytes, from one relaxed load of its size word
-/// (as `usable_bytes_unlocked`). The hint is the value the last `set_free_hint` wrote
-/// while the block had this size, or 0, or (after a resize in place) one written at
-/// another size: the thread cache takes it as a magazine's slot only after comparing
-/// that magazine's block size with the usable bytes (`CpuPool::free_fast_tlsf`).
+/// (as `usable_bytes_unlocked`). The hint is 0 or the entry of `Tlsf::set_free_hints`'
+/// table that `Tlsf::allocate_batch` wrote when it carved the block at this size (every
+/// write of a block's own size clears it); the thread cache takes it as a magazine's
+/// slot only after comparing that magazine's block size with the usable bytes
+/// (`CpuPool::free_fast_tlsf`).
 ///
 /// # Safety
 /// As for `usable_bytes_unlocked`.
